@@ -1,0 +1,55 @@
+"""The exceptions tether raises, and the ones consumers raise to steer a connection."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AcceptConnection",
+    "ChannelFull",
+    "DenyConnection",
+    "InvalidChannelLayerError",
+    "LayerUnavailable",
+    "MessageTooLarge",
+    "RequestAborted",
+    "RequestTimeout",
+    "StopConsumer",
+]
+
+
+class RequestAborted(Exception):  # noqa: N818 - the name is part of the Channels contract.
+    """The client went away before the whole request body arrived."""
+
+
+class RequestTimeout(RequestAborted):
+    """The request body did not arrive in time."""
+
+
+class InvalidChannelLayerError(ValueError):
+    """The channel layer is not configured, cannot be built, or lacks a feature the caller needs."""
+
+
+class AcceptConnection(Exception):  # noqa: N818
+    """Raise in ``connect()`` to accept the WebSocket connection."""
+
+
+class DenyConnection(Exception):  # noqa: N818
+    """Raise in ``connect()`` to refuse the WebSocket connection (the server answers HTTP 403)."""
+
+
+class ChannelFull(Exception):  # noqa: N818
+    """The channel holds ``capacity`` messages already; the message was not sent."""
+
+
+class MessageTooLarge(Exception):  # noqa: N818
+    """The message is larger than the layer accepts; the message was not sent."""
+
+
+class StopConsumer(Exception):  # noqa: N818
+    """Raise in a handler to end the consumer cleanly."""
+
+
+class LayerUnavailable(ConnectionError):
+    """The channel layer's backing service could not be reached within the configured wait.
+
+    tether-only. Raised by layer operations that cannot be served (for example a ``send`` while Redis is down) instead of
+    hanging; receive loops ride out the outage and reconnect on their own.
+    """
