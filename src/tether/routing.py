@@ -27,7 +27,6 @@ from django.core.exceptions import ImproperlyConfigured
 from django.urls.resolvers import RegexPattern, RoutePattern, URLPattern, URLResolver
 
 from tether.types import ASGIApp, Receive, Scope, Send
-from tether.utils import name_that_thing
 
 __all__ = ["ChannelNameRouter", "ProtocolTypeRouter", "URLRouter", "get_default_application"]
 
@@ -79,7 +78,7 @@ def _check_application(app: Any, where: str) -> None:
     """Refuse, at construction, a route target that can never serve a connection, with a message saying why."""
     if inspect.isclass(app) and hasattr(app, "as_asgi"):
         raise ImproperlyConfigured(
-            f"{where} routes to the consumer class {name_that_thing(app)}; route to "
+            f"{where} routes to the consumer class {app.__module__}.{app.__qualname__}; route to "
             f"{app.__name__}.as_asgi() instead, which builds one consumer instance per connection."
         )
     if not callable(app):
