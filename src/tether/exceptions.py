@@ -15,7 +15,7 @@ __all__ = [
 ]
 
 
-class RequestAborted(Exception):  # noqa: N818 - the name is part of the Channels contract.
+class RequestAborted(Exception):
     """The client went away before the whole request body arrived."""
 
 
@@ -27,29 +27,29 @@ class InvalidChannelLayerError(ValueError):
     """The channel layer is not configured, cannot be built, or lacks a feature the caller needs."""
 
 
-class AcceptConnection(Exception):  # noqa: N818
+class AcceptConnection(Exception):
     """Raise in ``connect()`` to accept the WebSocket connection."""
 
 
-class DenyConnection(Exception):  # noqa: N818
+class DenyConnection(Exception):
     """Raise in ``connect()`` to refuse the WebSocket connection (the server answers HTTP 403)."""
 
 
-class ChannelFull(Exception):  # noqa: N818
+class ChannelFull(Exception):
     """The channel holds ``capacity`` messages already; the message was not sent."""
 
 
-class MessageTooLarge(Exception):  # noqa: N818
+class MessageTooLarge(Exception):
     """The message is larger than the layer accepts; the message was not sent."""
 
 
-class StopConsumer(Exception):  # noqa: N818
+class StopConsumer(Exception):
     """Raise in a handler to end the consumer cleanly."""
 
 
 class LayerUnavailable(ConnectionError):
     """The channel layer's backing service could not be reached within the configured wait.
 
-    tether-only. Raised by layer operations that cannot be served (for example a ``send`` while Redis is down) instead of
-    hanging; receive loops ride out the outage and reconnect on their own.
+    tether-only. Raised by layer operations that cannot be served (a ``send`` while Redis is down) instead of hanging;
+    receive loops ride out the outage and reconnect on their own.
     """

@@ -1,0 +1,13 @@
+"""The Django app: ``"tether"`` in INSTALLED_APPS enables its management commands and system checks."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+__all__ = ["TetherConfig"]
+
+
+class TetherConfig(AppConfig):
+    name = "tether"
+    label = "tether"
+    verbose_name = "tether"

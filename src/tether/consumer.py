@@ -1,0 +1,161 @@
+"""Consumers: one instance per connection, dispatching each event to a method named after its type.
+
+A consumer waits on two inputs at once, the ASGI ``receive`` and (when a channel layer is configured) its own
+channel on the layer, and handles their messages one at a time, in arrival order.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, ClassVar
+
+from asgiref.sync import async_to_sync
+
+from tether import DEFAULT_CHANNEL_LAYER
+from tether.db import aclose_old_connections, database_sync_to_async
+from tether.exceptions import StopConsumer
+from tether.layers import get_channel_layer
+from tether.layers.base import BaseChannelLayer
+from tether.types import ASGIApp, Message, Receive, Scope, Send
+from tether.utils import await_many_dispatch, name_that_thing
+
+__all__ = ["AsyncConsumer", "SyncConsumer", "get_handler_name"]
+
+logger = logging.getLogger("tether.consumer")
+
+
+def get_handler_name(message: Message) -> str:
+    """The name of the method that handles ``message``: its ``type`` with ``.`` replaced by ``_``.
+
+    Raises ``ValueError`` for a message without a ``type`` and for a type that would name a private method.
+    """
+    try:
+        message_type = message["type"]
+    except (KeyError, TypeError):
+        raise ValueError(f"Incoming message has no 'type' key: {message!r:.200}") from None
+    if not isinstance(message_type, str):
+        raise ValueError(f"Incoming message 'type' must be a str, not {message_type!r:.100}.")
+    handler_name = message_type.replace(".", "_")
+    if handler_name.startswith("_"):
+        raise ValueError(f"Malformed message type {message_type!r}: it must not start with '_' or '.'.")
+    return handler_name
+
+
+def _handler_for(consumer: AsyncConsumer, message: Message) -> Any:
+    name = get_handler_name(message)
+    handler = getattr(consumer, name, None)
+    if handler is None:
+        raise ValueError(
+            f"{type(consumer).__name__} has no handler for message type {message['type']!r}; "
+            f"define a method named {name!r}."
+        )
+    return handler
+
+
+def _log_failure(consumer: AsyncConsumer, message: Message) -> None:
+    logger.exception(
+        "%s raised while handling a %r message; the connection ends.", name_that_thing(consumer), message["type"]
+    )
+
+
+class AsyncConsumer:
+    """The base consumer for asyncio code: handlers are ``async def`` methods named after message types.
+
+    Subclass it and route ``MyConsumer.as_asgi()``. ``channel_layer_alias`` picks the layer from ``CHANNEL_LAYERS``.
+    """
+
+    _sync: ClassVar[bool] = False
+    channel_layer_alias: ClassVar[str] = DEFAULT_CHANNEL_LAYER
+
+    scope: Scope
+    channel_layer: BaseChannelLayer | None
+    channel_name: str
+    base_send: Any
+
+    def __init__(self, **kwargs: Any) -> None:
+        for key, value in kwargs.items():
+            setattr(self, key, value)
+
+    @classmethod
+    def as_asgi(cls, **initkwargs: Any) -> ASGIApp:
+        """An ASGI application that builds one instance of this consumer per connection, with ``initkwargs``.
+
+        When the class keeps tether's ``__init__``, each keyword sets the class attribute of that name on the
+        instance, and a keyword that names no attribute is a ``TypeError`` now rather than at the first connection.
+        """
+        if cls.__init__ is AsyncConsumer.__init__:
+            unknown = sorted(key for key in initkwargs if not hasattr(cls, key))
+            if unknown:
+                raise TypeError(
+                    f"{cls.__name__}.as_asgi() got keyword(s) {unknown} that are not attributes of the class; "
+                    "define them on the class first (as with Django's View.as_view())."
+                )
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            consumer = cls(**initkwargs)
+            await consumer(scope, receive, send)
+
+        app.consumer_class = cls  # type: ignore[attr-defined]
+        app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
+        functools.update_wrapper(app, cls, updated=())
+        return app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope = scope
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        sources: list[Any] = [receive]
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+            self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
+            sources.append(self.channel_receive)
+        self.base_send = async_to_sync(send) if self._sync else send
+        try:
+            await await_many_dispatch(sources, self.dispatch)
+        except StopConsumer:
+            pass
+
+    async def dispatch(self, message: Message) -> None:
+        """Call the handler for ``message``; a message with no handler is a ``ValueError``.
+
+        An exception from the handler is logged with the consumer's name and the message type, then raised, which
+        ends the connection (the server closes it with 1011 or answers 500).
+        """
+        handler = _handler_for(self, message)
+        await aclose_old_connections()
+        try:
+            await handler(message)
+        except StopConsumer:
+            raise
+        except Exception:
+            _log_failure(self, message)
+            raise
+
+    async def send(self, message: Message) -> None:
+        """Send an ASGI event to the client's server."""
+        await self.base_send(message)
+
+
+class SyncConsumer(AsyncConsumer):
+    """The base consumer for synchronous code: handlers are plain methods, run in Django's thread-sensitive executor.
+
+    The ORM may be used freely in handlers; ``send`` is synchronous. Stale database connections are closed in the
+    handler's thread around every handler call.
+    """
+
+    _sync: ClassVar[bool] = True
+
+    @database_sync_to_async
+    def dispatch(self, message: Message) -> None:  # type: ignore[override]
+        handler = _handler_for(self, message)
+        try:
+            handler(message)
+        except StopConsumer:
+            raise
+        except Exception:
+            _log_failure(self, message)
+            raise
+
+    def send(self, message: Message) -> None:  # type: ignore[override]
+        """Send an ASGI event to the client's server (blocking until the server has taken it)."""
+        self.base_send(message)

@@ -1,0 +1,81 @@
+"""Django database connections for code that runs on the event loop.
+
+Django closes connections that are too old or broken at the start and end of each HTTP request. A long-lived
+WebSocket has no such boundaries, so tether closes them around consumer handlers instead. Closing must run in the
+thread that owns the connection (Django connections are thread-local), which costs a hop to the thread-sensitive
+executor. tether tracks which connections exist (through Django's ``connection_created`` signal) and makes the hop
+only when one of them is open: a consumer that never touches the ORM never pays for it, one that does still gets its
+stale connections closed.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from asgiref.sync import SyncToAsync, sync_to_async
+from django.db import close_old_connections as _django_close_old_connections
+from django.db.backends.signals import connection_created
+
+__all__ = [
+    "aclose_old_connections",
+    "close_old_connections",
+    "database_sync_to_async",
+    "has_open_connections",
+]
+
+_T = TypeVar("_T")
+
+# Every DatabaseWrapper that has ever connected, in any thread. Weak so that wrappers of finished threads go away.
+_wrappers: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _track_connection(sender: Any, connection: Any, **kwargs: Any) -> None:
+    _wrappers.add(connection)
+
+
+connection_created.connect(_track_connection, weak=False, dispatch_uid="tether.db.track_connection")
+
+
+def close_old_connections() -> None:
+    """Close this thread's database connections that are unusable or older than ``CONN_MAX_AGE``.
+
+    A module-level name so tests can patch it; it must run in the thread that owns the connections.
+    """
+    _django_close_old_connections()
+
+
+def has_open_connections() -> bool:
+    """True when any thread holds an open Django database connection; cheap, safe to call on the event loop."""
+    return any(wrapper.connection is not None for wrapper in list(_wrappers))
+
+
+async def aclose_old_connections() -> None:
+    """Close stale database connections from async code, hopping to the ORM's thread only when one is open."""
+    if has_open_connections():
+        await sync_to_async(close_old_connections)()
+
+
+def _closing_connections(func: Callable[..., _T]) -> Callable[..., _T]:
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> _T:
+        close_old_connections()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return run
+
+
+def database_sync_to_async(func: Callable[..., _T] | None = None, *, thread_sensitive: bool = True) -> Any:
+    """Run a function that uses the ORM from async code, with stale connections closed around it in its thread.
+
+    Usable bare (``@database_sync_to_async``), on methods, or with arguments
+    (``@database_sync_to_async(thread_sensitive=False)``).
+    """
+    if func is None:
+        return lambda f: SyncToAsync(_closing_connections(f), thread_sensitive=thread_sensitive)
+    return SyncToAsync(_closing_connections(func), thread_sensitive=thread_sensitive)

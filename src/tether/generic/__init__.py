@@ -1,0 +1,1 @@
+"""Ready-made consumers for WebSocket and HTTP connections."""

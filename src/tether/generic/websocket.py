@@ -1,0 +1,283 @@
+"""WebSocket consumers: connect, receive and disconnect handlers on top of the ASGI WebSocket events.
+
+Four classes, sync and async, plain and JSON. Groups named in ``groups`` are joined before ``connect()`` runs and
+left after ``disconnect()``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from asgiref.sync import async_to_sync
+
+from tether.consumer import AsyncConsumer, SyncConsumer
+from tether.exceptions import AcceptConnection, DenyConnection, InvalidChannelLayerError, StopConsumer
+from tether.types import Message
+from tether.utils import name_that_thing
+
+__all__ = [
+    "AsyncJsonWebsocketConsumer",
+    "AsyncWebsocketConsumer",
+    "JsonWebsocketConsumer",
+    "WebsocketConsumer",
+]
+
+logger = logging.getLogger("tether.generic.websocket")
+
+#: Close codes a server may send: RFC 6455 section 7.4 (1004-1006 and 1015 are reserved) plus 3000-4999.
+_SENDABLE_CODES = frozenset([1000, 1001, 1002, 1003, *range(1007, 1015), *range(3000, 5000)])
+#: RFC 6455 limits a close frame's payload to 125 bytes, 2 of which hold the code.
+_MAX_REASON_BYTES = 123
+
+#: Close code for a frame that a JSON consumer cannot decode (RFC 6455: "inconsistent with the type of the message").
+INVALID_PAYLOAD = 1007
+#: Close code for a binary frame sent to a JSON consumer (RFC 6455: "a type of data it cannot accept").
+UNSUPPORTED_DATA = 1003
+
+
+def _accept_message(subprotocol: str | None, headers: Iterable[tuple[Any, Any]] | None) -> Message:
+    message: Message = {"type": "websocket.accept", "subprotocol": subprotocol}
+    if headers:
+        message["headers"] = [(_as_bytes(name), _as_bytes(value)) for name, value in headers]
+    return message
+
+
+def _as_bytes(value: str | bytes) -> bytes:
+    return value.encode("latin-1") if isinstance(value, str) else value
+
+
+def _frame_message(text_data: str | None, bytes_data: bytes | None) -> Message:
+    if text_data is not None:
+        if not isinstance(text_data, str):
+            raise TypeError(f"text_data must be a str, not {type(text_data).__name__}.")
+        return {"type": "websocket.send", "text": text_data}
+    if bytes_data is not None:
+        if not isinstance(bytes_data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"bytes_data must be bytes, not {type(bytes_data).__name__}.")
+        return {"type": "websocket.send", "bytes": bytes(bytes_data)}
+    raise ValueError("send() needs text_data or bytes_data.")
+
+
+def _close_message(code: int | bool | None, reason: str | None) -> Message:
+    message: Message = {"type": "websocket.close"}
+    if code is not None and code is not True and code is not False:
+        if not isinstance(code, int) or code not in _SENDABLE_CODES:
+            raise ValueError(
+                f"Close code {code!r} cannot be sent: use 1000 (normal), 1001-1003, 1007-1014, "
+                "or an application code from 3000 to 4999."
+            )
+        message["code"] = code
+    if reason:
+        encoded = reason.encode("utf-8")
+        if len(encoded) > _MAX_REASON_BYTES:
+            reason = encoded[:_MAX_REASON_BYTES].decode("utf-8", "ignore")
+        message["reason"] = reason
+    return message
+
+
+def _require_groups_support(consumer: AsyncConsumer) -> None:
+    layer = consumer.channel_layer
+    if layer is None or "groups" not in getattr(layer, "extensions", ()):
+        raise InvalidChannelLayerError(
+            f"{type(consumer).__name__}.groups is set but the channel layer "
+            f"{consumer.channel_layer_alias!r} is {'not configured' if layer is None else 'without group support'}; "
+            "configure CHANNEL_LAYERS with a layer that supports groups."
+        )
+
+
+def _json_frame_error(consumer: AsyncConsumer, error: Exception | None) -> tuple[int, str]:
+    """Log why a frame could not be decoded; return the close code and reason that tell the client."""
+    if error is None:
+        logger.warning("%s received a binary frame; JSON consumers take text frames only.", name_that_thing(consumer))
+        return UNSUPPORTED_DATA, "JSON text frames only"
+    logger.warning("%s received a frame that is not valid JSON: %s", name_that_thing(consumer), error)
+    return INVALID_PAYLOAD, f"Invalid JSON: {error}"
+
+
+class WebsocketConsumer(SyncConsumer):
+    """A synchronous WebSocket consumer: override ``connect``, ``receive`` and ``disconnect``.
+
+    ``groups`` lists groups to join for the connection's lifetime (needs a channel layer with groups).
+    """
+
+    groups: ClassVar[list[str] | None] = None
+
+    def websocket_connect(self, message: Message) -> None:
+        if self.groups:
+            _require_groups_support(self)
+            for group in self.groups:
+                async_to_sync(self.channel_layer.group_add)(group, self.channel_name)  # type: ignore[union-attr]
+        try:
+            self.connect()
+        except AcceptConnection:
+            self.accept()
+        except DenyConnection:
+            self.close()
+
+    def connect(self) -> None:
+        """Called when the client opens the connection; accepts it unless overridden."""
+        self.accept()
+
+    def accept(self, subprotocol: str | None = None, headers: Iterable[tuple[Any, Any]] | None = None) -> None:
+        """Accept the connection, optionally choosing a subprotocol and adding response headers."""
+        super().send(_accept_message(subprotocol, headers))
+
+    def websocket_receive(self, message: Message) -> None:
+        if message.get("text") is not None:
+            self.receive(text_data=message["text"])
+        else:
+            self.receive(bytes_data=message.get("bytes"))
+
+    def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Called with each frame from the client."""
+
+    def send(  # type: ignore[override]
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool | int = False
+    ) -> None:
+        """Send a text or binary frame; ``close=True`` (or a close code) closes the connection afterwards."""
+        super().send(_frame_message(text_data, bytes_data))
+        if close:
+            self.close(close)
+
+    def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        """Close the connection (before ``accept()``, this refuses it: HTTP 403)."""
+        super().send(_close_message(code, reason))
+
+    def websocket_disconnect(self, message: Message) -> None:
+        if self.groups and self.channel_layer is not None:
+            for group in self.groups:
+                async_to_sync(self.channel_layer.group_discard)(group, self.channel_name)
+        self.disconnect(message.get("code", 1005))
+        raise StopConsumer()
+
+    def disconnect(self, code: int) -> None:
+        """Called when the connection has closed, for either side's reason."""
+
+
+class JsonWebsocketConsumer(WebsocketConsumer):
+    """A synchronous WebSocket consumer that speaks JSON: override ``receive_json``, call ``send_json``.
+
+    A frame that is not valid JSON closes the connection with 1007, a binary frame with 1003; both are logged.
+    """
+
+    def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        if text_data is None:
+            self.close(*_json_frame_error(self, None))
+            return
+        try:
+            content = self.decode_json(text_data)
+        except ValueError as error:
+            self.close(*_json_frame_error(self, error))
+            return
+        self.receive_json(content, **kwargs)
+
+    def receive_json(self, content: Any, **kwargs: Any) -> None:
+        """Called with each decoded JSON frame."""
+
+    def send_json(self, content: Any, close: bool | int = False) -> None:
+        """Encode ``content`` as JSON and send it as a text frame."""
+        super().send(text_data=self.encode_json(content), close=close)
+
+    @classmethod
+    def decode_json(cls, text_data: str) -> Any:
+        return json.loads(text_data)
+
+    @classmethod
+    def encode_json(cls, content: Any) -> str:
+        return json.dumps(content)
+
+
+class AsyncWebsocketConsumer(AsyncConsumer):
+    """An asyncio WebSocket consumer: override ``connect``, ``receive`` and ``disconnect`` as ``async def``.
+
+    ``groups`` lists groups to join for the connection's lifetime (needs a channel layer with groups).
+    """
+
+    groups: ClassVar[list[str] | None] = None
+
+    async def websocket_connect(self, message: Message) -> None:
+        if self.groups:
+            _require_groups_support(self)
+            for group in self.groups:
+                await self.channel_layer.group_add(group, self.channel_name)  # type: ignore[union-attr]
+        try:
+            await self.connect()
+        except AcceptConnection:
+            await self.accept()
+        except DenyConnection:
+            await self.close()
+
+    async def connect(self) -> None:
+        """Called when the client opens the connection; accepts it unless overridden."""
+        await self.accept()
+
+    async def accept(self, subprotocol: str | None = None, headers: Iterable[tuple[Any, Any]] | None = None) -> None:
+        """Accept the connection, optionally choosing a subprotocol and adding response headers."""
+        await super().send(_accept_message(subprotocol, headers))
+
+    async def websocket_receive(self, message: Message) -> None:
+        if message.get("text") is not None:
+            await self.receive(text_data=message["text"])
+        else:
+            await self.receive(bytes_data=message.get("bytes"))
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Called with each frame from the client."""
+
+    async def send(  # type: ignore[override]
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool | int = False
+    ) -> None:
+        """Send a text or binary frame; ``close=True`` (or a close code) closes the connection afterwards."""
+        await super().send(_frame_message(text_data, bytes_data))
+        if close:
+            await self.close(close)
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        """Close the connection (before ``accept()``, this refuses it: HTTP 403)."""
+        await super().send(_close_message(code, reason))
+
+    async def websocket_disconnect(self, message: Message) -> None:
+        if self.groups and self.channel_layer is not None:
+            for group in self.groups:
+                await self.channel_layer.group_discard(group, self.channel_name)
+        await self.disconnect(message.get("code", 1005))
+        raise StopConsumer()
+
+    async def disconnect(self, code: int) -> None:
+        """Called when the connection has closed, for either side's reason."""
+
+
+class AsyncJsonWebsocketConsumer(AsyncWebsocketConsumer):
+    """An asyncio WebSocket consumer that speaks JSON: override ``receive_json``, await ``send_json``.
+
+    A frame that is not valid JSON closes the connection with 1007, a binary frame with 1003; both are logged.
+    """
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        if text_data is None:
+            await self.close(*_json_frame_error(self, None))
+            return
+        try:
+            content = await self.decode_json(text_data)
+        except ValueError as error:
+            await self.close(*_json_frame_error(self, error))
+            return
+        await self.receive_json(content, **kwargs)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        """Called with each decoded JSON frame."""
+
+    async def send_json(self, content: Any, close: bool | int = False) -> None:
+        """Encode ``content`` as JSON and send it as a text frame."""
+        await super().send(text_data=await self.encode_json(content), close=close)
+
+    @classmethod
+    async def decode_json(cls, text_data: str) -> Any:
+        return json.loads(text_data)
+
+    @classmethod
+    async def encode_json(cls, content: Any) -> str:
+        return json.dumps(content)

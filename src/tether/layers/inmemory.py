@@ -1,0 +1,305 @@
+"""The in-memory channel layer: one process, no dependencies; the default for development and tests.
+
+Delivery is direct: a message for a channel that has a receiver waiting is handed to that receiver's future at once,
+and ``group_send`` walks the group's members in one loop. No task is started per message or per member.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import deque
+from typing import Any, ClassVar
+
+from tether.exceptions import ChannelFull
+from tether.layers.base import BaseChannelLayer
+from tether.layers.messages import clone_message, copy_message
+from tether.layers.stats import LayerStats
+from tether.types import Message
+
+__all__ = ["InMemoryChannelLayer"]
+
+logger = logging.getLogger("tether.layers.inmemory")
+
+_Entry = tuple[float, Message, bool]  # (expires at, message, shared with other receivers: copy on receive)
+
+
+class _Channel:
+    __slots__ = ("queue", "waiters")
+
+    def __init__(self) -> None:
+        self.queue: deque[_Entry] = deque()
+        self.waiters: deque[asyncio.Future[Message]] = deque()
+
+    def idle(self) -> bool:
+        return not self.queue and not self.waiters
+
+
+class InMemoryChannelLayer(BaseChannelLayer):
+    """A channel layer held in this process's memory.
+
+    It cannot reach other processes: use the Redis layer for several workers or machines. Messages expire after
+    ``expiry`` seconds unread, and a channel whose message expired is taken out of its groups (its consumer is gone);
+    group memberships expire after ``group_expiry`` seconds. A channel holds at most ``capacity`` messages (or what
+    ``channel_capacity`` sets for its name); ``send`` then raises ``ChannelFull`` and ``group_send`` skips the member,
+    counting the drop in ``stats()`` and logging it once per channel.
+    """
+
+    extensions: ClassVar[list[str]] = ["groups", "flush"]
+
+    def __init__(
+        self,
+        expiry: float = 60,
+        group_expiry: float = 86400,
+        capacity: int = 100,
+        channel_capacity: dict[Any, int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs:
+            raise TypeError(
+                f"InMemoryChannelLayer got unknown CONFIG option(s) {sorted(kwargs)}; it takes expiry, "
+                "group_expiry, capacity and channel_capacity."
+            )
+        super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
+        if not isinstance(group_expiry, (int, float)) or isinstance(group_expiry, bool) or group_expiry <= 0:
+            raise ValueError(f"group_expiry must be a positive number of seconds, not {group_expiry!r}.")
+        self.group_expiry = group_expiry
+        self._channels: dict[str, _Channel] = {}
+        self._groups: dict[str, dict[str, float]] = {}  # group -> {channel: joined at}
+        self._memberships: dict[str, set[str]] = {}  # channel -> groups, to drop a dead channel everywhere
+        self._stats = LayerStats(logger)
+        self._sweep_every = min(1.0, expiry / 2, group_expiry / 2)
+        self._next_sweep = time.monotonic() + self._sweep_every
+
+    # Channels ----------------------------------------------------------------------------------------------------
+
+    async def send(self, channel: str, message: Message) -> None:
+        self.require_valid_channel_name(channel)
+        message = copy_message(message)
+        now = time.monotonic()
+        self._maybe_sweep(now)
+        if not self._deliver(channel, message, False, now):
+            raise ChannelFull(f"Channel {channel!r} holds {self.get_capacity(channel)} messages already.")
+        self._stats.incr("sent")
+
+    async def receive(self, channel: str) -> Message:
+        self.require_valid_channel_name(channel)
+        state = self._channels.get(channel)
+        if state is None:
+            state = self._channels[channel] = _Channel()
+        elif state.queue and not state.waiters:
+            message = self._pop(channel, state, time.monotonic())
+            if message is not None:
+                return message
+        waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        state.waiters.append(waiter)
+        try:
+            message = await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                # Handed over as we were cancelled: put it back for the next receiver, in its place.
+                self._requeue(channel, waiter.result())
+            else:
+                self._forget_waiter(channel, waiter)
+            raise
+        self._stats.incr("received")
+        return message
+
+    async def new_channel(self, prefix: str = "specific.") -> str:
+        name = f"{prefix.rstrip('.')}.inmemory!{secrets.token_hex(8)}"
+        self.require_valid_channel_name(name)
+        return name
+
+    # Groups ------------------------------------------------------------------------------------------------------
+
+    async def group_add(self, group: str, channel: str) -> None:
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        self._groups.setdefault(group, {})[channel] = time.monotonic()
+        self._memberships.setdefault(channel, set()).add(group)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        self._leave(group, channel)
+
+    async def group_send(self, group: str, message: Message) -> None:
+        self.require_valid_group_name(group)
+        message = copy_message(message)
+        now = time.monotonic()
+        self._maybe_sweep(now)
+        members = self._groups.get(group)
+        if not members:
+            return
+        self._stats.incr("group_sent")
+        joined_after = now - self.group_expiry
+        delivered = 0
+        for channel, joined_at in list(members.items()):
+            if joined_at < joined_after:
+                self._leave(group, channel)
+                self._stats.incr("group_members_expired")
+            elif self._deliver(channel, message, True, now):
+                delivered += 1
+            else:
+                self._stats.drop(
+                    "group_full_drops",
+                    channel,
+                    "group_send to %r skipped channel %r: it holds %d messages already",
+                    group,
+                    channel,
+                    self.get_capacity(channel),
+                )
+        self._stats.incr("group_delivered", delivered)
+
+    # Housekeeping ------------------------------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Drop every message and group. Receivers that are waiting keep waiting, and get later messages."""
+        self._groups.clear()
+        self._memberships.clear()
+        for name, state in list(self._channels.items()):
+            state.queue.clear()
+            if not state.waiters:
+                del self._channels[name]
+        self._stats.reset()
+
+    async def close(self) -> None:
+        """Nothing to release: the layer lives in memory."""
+
+    def stats(self) -> dict[str, int]:
+        """Counters of what the layer did and did not deliver, and how much it holds now.
+
+        ``sent``/``received`` count channel messages, ``group_sent``/``group_delivered`` group sends and the member
+        deliveries they made, ``group_full_drops`` members skipped because their channel was full, ``expired``
+        messages that expired unread, ``group_members_expired`` memberships older than ``group_expiry``.
+        """
+        counts = {
+            "sent": 0,
+            "received": 0,
+            "group_sent": 0,
+            "group_delivered": 0,
+            "group_full_drops": 0,
+            "expired": 0,
+            "group_members_expired": 0,
+        }
+        counts.update(self._stats.snapshot())
+        counts["channels"] = len(self._channels)
+        counts["groups"] = len(self._groups)
+        return counts
+
+    # Internals ---------------------------------------------------------------------------------------------------
+
+    def _deliver(self, channel: str, message: Message, shared: bool, now: float) -> bool:
+        """Hand ``message`` to a waiting receiver or queue it; False when the channel is full."""
+        state = self._channels.get(channel)
+        if state is None:
+            state = self._channels[channel] = _Channel()
+        waiters = state.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if waiter.done():
+                continue
+            self._hand_over(channel, waiter, clone_message(message) if shared else message)
+            return True
+        if len(state.queue) >= self.get_capacity(channel):
+            return False
+        state.queue.append((now + self.expiry, message, shared))
+        return True
+
+    def _hand_over(self, channel: str, waiter: asyncio.Future[Message], message: Message) -> None:
+        loop = waiter.get_loop()
+        try:
+            same_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            same_loop = False
+        if same_loop:
+            waiter.set_result(message)
+            return
+        # The receiver waits on another event loop (async_to_sync from a thread): wake it there.
+        try:
+            loop.call_soon_threadsafe(self._complete_elsewhere, channel, waiter, message)
+        except RuntimeError:  # that loop is closed: nobody will receive through this waiter
+            self._requeue(channel, message)
+
+    def _complete_elsewhere(self, channel: str, waiter: asyncio.Future[Message], message: Message) -> None:
+        if waiter.done():
+            self._requeue(channel, message)
+        else:
+            waiter.set_result(message)
+
+    def _pop(self, channel: str, state: _Channel, now: float) -> Message | None:
+        queue = state.queue
+        while queue:
+            expires_at, message, shared = queue.popleft()
+            if expires_at < now:
+                self._expire(channel)
+                continue
+            if state.idle():
+                del self._channels[channel]
+            self._stats.incr("received")
+            return clone_message(message) if shared else message
+        return None
+
+    def _requeue(self, channel: str, message: Message) -> None:
+        state = self._channels.get(channel)
+        if state is None:
+            state = self._channels[channel] = _Channel()
+        while state.waiters:
+            waiter = state.waiters.popleft()
+            if not waiter.done():
+                self._hand_over(channel, waiter, message)
+                return
+        state.queue.appendleft((time.monotonic() + self.expiry, message, False))
+
+    def _forget_waiter(self, channel: str, waiter: asyncio.Future[Message]) -> None:
+        state = self._channels.get(channel)
+        if state is None:
+            return
+        with contextlib.suppress(ValueError):
+            state.waiters.remove(waiter)
+        if state.idle():
+            del self._channels[channel]
+
+    def _leave(self, group: str, channel: str) -> None:
+        members = self._groups.get(group)
+        if members is not None and members.pop(channel, None) is not None and not members:
+            del self._groups[group]
+        groups = self._memberships.get(channel)
+        if groups is not None:
+            groups.discard(group)
+            if not groups:
+                del self._memberships[channel]
+
+    def _expire(self, channel: str) -> None:
+        """A message on ``channel`` expired unread: its consumer is gone, so it leaves its groups too."""
+        self._stats.drop(
+            "expired",
+            channel,
+            "A message on channel %r expired unread after %ss",
+            channel,
+            self.expiry,
+        )
+        for group in list(self._memberships.get(channel, ())):
+            self._leave(group, channel)
+
+    def _maybe_sweep(self, now: float) -> None:
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self._sweep_every
+        for name, state in list(self._channels.items()):
+            queue = state.queue
+            while queue and queue[0][0] < now:
+                queue.popleft()
+                self._expire(name)
+            if state.idle():
+                del self._channels[name]
+                self._stats.forget(name)
+        joined_after = now - self.group_expiry
+        for group, members in list(self._groups.items()):
+            for channel, joined_at in list(members.items()):
+                if joined_at < joined_after:
+                    self._leave(group, channel)
+                    self._stats.incr("group_members_expired")

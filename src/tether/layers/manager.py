@@ -1,0 +1,104 @@
+"""Building channel layers from the ``CHANNEL_LAYERS`` setting, lazily and once per alias."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+
+from tether import DEFAULT_CHANNEL_LAYER
+from tether.exceptions import InvalidChannelLayerError
+from tether.layers.base import BaseChannelLayer
+
+__all__ = ["ChannelLayerManager", "channel_layers", "get_channel_layer"]
+
+
+class ChannelLayerManager:
+    """Builds each configured layer on first use and keeps it; forgets them all when ``CHANNEL_LAYERS`` changes."""
+
+    def __init__(self) -> None:
+        self.backends: dict[str, BaseChannelLayer] = {}
+        self._lock = threading.Lock()
+        setting_changed.connect(self._reset_backends, dispatch_uid="tether.layers.reset_backends")
+
+    def _reset_backends(self, setting: str, **kwargs: Any) -> None:
+        if setting == "CHANNEL_LAYERS":
+            self.backends = {}
+
+    @property
+    def configs(self) -> dict[str, Any]:
+        configs = getattr(settings, "CHANNEL_LAYERS", None) or {}
+        if not isinstance(configs, dict):
+            raise InvalidChannelLayerError(
+                f"CHANNEL_LAYERS must be a dict of alias -> {{'BACKEND': ..., 'CONFIG': {{...}}}}, not {configs!r}."
+            )
+        return configs
+
+    def make_backend(self, name: str) -> BaseChannelLayer:
+        """Build the layer for alias ``name`` from its ``CONFIG``."""
+        return self._make_backend(name, "CONFIG")
+
+    def make_test_backend(self, name: str) -> BaseChannelLayer:
+        """Build the layer for alias ``name`` from its ``TEST_CONFIG``."""
+        return self._make_backend(name, "TEST_CONFIG")
+
+    def _make_backend(self, name: str, config_key: str) -> BaseChannelLayer:
+        config = self.configs[name]
+        if not isinstance(config, dict):
+            raise InvalidChannelLayerError(f"CHANNEL_LAYERS[{name!r}] must be a dict, not {config!r}.")
+        backend_path = config.get("BACKEND")
+        if not backend_path:
+            raise InvalidChannelLayerError(
+                f"CHANNEL_LAYERS[{name!r}] has no BACKEND; set it to a dotted path such as "
+                "'tether.layers.InMemoryChannelLayer'."
+            )
+        try:
+            backend_class = import_string(backend_path)
+        except ImportError as exc:
+            raise InvalidChannelLayerError(
+                f"Cannot import BACKEND {backend_path!r} of CHANNEL_LAYERS[{name!r}]: {exc}"
+            ) from exc
+        options = config.get(config_key, {}) if config_key != "CONFIG" else config.get("CONFIG", {})
+        if options is None:
+            options = {}
+        if not isinstance(options, dict):
+            raise InvalidChannelLayerError(f"CHANNEL_LAYERS[{name!r}][{config_key!r}] must be a dict, not {options!r}.")
+        try:
+            return backend_class(**options)
+        except (TypeError, ValueError) as exc:
+            raise InvalidChannelLayerError(f"CHANNEL_LAYERS[{name!r}] {config_key} is invalid: {exc}") from exc
+
+    def __getitem__(self, key: str) -> BaseChannelLayer:
+        layer = self.backends.get(key)
+        if layer is None:
+            with self._lock:
+                layer = self.backends.get(key)
+                if layer is None:
+                    layer = self.backends[key] = self.make_backend(key)
+        return layer
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.configs
+
+    def set(self, key: str, layer: BaseChannelLayer | None) -> BaseChannelLayer | None:
+        """Put ``layer`` in place of alias ``key`` (tests use this); returns the layer it replaced, if any."""
+        old = self.backends.get(key)
+        if layer is None:
+            self.backends.pop(key, None)
+        else:
+            self.backends[key] = layer
+        return old
+
+
+channel_layers = ChannelLayerManager()
+
+
+def get_channel_layer(alias: str = DEFAULT_CHANNEL_LAYER) -> BaseChannelLayer | None:
+    """The layer configured under ``alias`` in ``CHANNEL_LAYERS``, or None when there is no such alias."""
+    try:
+        return channel_layers[alias]
+    except KeyError:
+        return None

@@ -1,0 +1,50 @@
+"""Counters that make a layer's drops visible: every message a layer does not deliver is counted and logged once."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+__all__ = ["LayerStats"]
+
+_MAX_WARNED = 10_000
+
+
+class LayerStats:
+    """Monotonic counters plus a "log once per channel or group" memory, shared by every layer backend.
+
+    The counters are the layer's own; ``snapshot()`` returns them as a plain dict for ``layer.stats()``.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.counters: Counter[str] = Counter()
+        self._logger = logger
+        self._warned: dict[str, set[str]] = {}
+
+    def incr(self, counter: str, amount: int = 1) -> None:
+        self.counters[counter] += amount
+
+    def drop(self, counter: str, name: str, message: str, *args: object) -> None:
+        """Count a lost message under ``counter`` and log it, once per ``(counter, name)`` at WARNING, then DEBUG."""
+        self.counters[counter] += 1
+        warned = self._warned.get(name)
+        if warned is not None and counter in warned:
+            self._logger.debug(message, *args)
+            return
+        if warned is None:
+            if len(self._warned) >= _MAX_WARNED:
+                self._warned.clear()
+            warned = self._warned[name] = set()
+        warned.add(counter)
+        self._logger.warning(message + " (logged once for %s; see layer.stats()['%s'])", *args, name, counter)
+
+    def forget(self, name: str) -> None:
+        """Let drops for ``name`` be logged again (the channel or group went away and may come back)."""
+        self._warned.pop(name, None)
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.counters)
+
+    def reset(self) -> None:
+        self.counters.clear()
+        self._warned.clear()

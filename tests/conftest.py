@@ -1,0 +1,74 @@
+"""Fixtures shared by the whole suite: a real uvicorn server on a free port, and channel layer isolation."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from tether.layers import channel_layers
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LiveServer:
+    """A uvicorn server running an ASGI app in a thread of the test process."""
+
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layers() -> Iterator[None]:
+    """Every test starts with newly built channel layers, so no message or group leaks between tests."""
+    channel_layers.backends = {}
+    yield
+    channel_layers.backends = {}
+
+
+@pytest.fixture
+def serve():
+    """Start uvicorn on a free port serving the given ASGI app; stop it when the test ends.
+
+    Usage: ``server = serve(app)`` then talk to ``server.ws_url`` with the ``websockets`` client.
+    """
+    import uvicorn
+
+    started: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(app, **options) -> LiveServer:
+        port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="auto", **options)
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError(f"uvicorn did not start on port {port}")
+            time.sleep(0.01)
+        started.append((server, thread))
+        return LiveServer("127.0.0.1", port)
+
+    yield start
+    for server, thread in started:
+        server.should_exit = True
+        thread.join(timeout=10)
