@@ -27,23 +27,30 @@ async def await_many_dispatch(
 ) -> None:
     """Wait on several message sources at once and dispatch each message as it arrives, one at a time.
 
-    Each callable is a receive function (the ASGI ``receive``, a layer's ``receive`` for one channel). A message is
-    dispatched before the next one is taken, so handlers never overlap; when several sources are ready together their
-    messages go in the order of ``consumer_callables``. Returns or raises when ``dispatch`` does; the pending receives
-    are cancelled on the way out.
+    Each callable is a receive function (the ASGI ``receive``, a layer's ``receive`` for one channel). Every source
+    keeps one receive pending, also while a handler runs, and messages are dispatched in the order their receives
+    completed, so a layer message never overtakes a client frame that arrived before it. A message is dispatched
+    only after the previous one was handled: handlers never overlap. Returns or raises when ``dispatch`` does (or a
+    source raises); the pending receives are cancelled on the way out.
     """
     loop = asyncio.get_running_loop()
-    tasks = [loop.create_task(source()) for source in consumer_callables]
+    completed: asyncio.Queue[asyncio.Task[Any]] = asyncio.Queue()
+
+    def start_receive(index: int) -> asyncio.Task[Any]:
+        task = loop.create_task(consumer_callables[index]())
+        task.add_done_callback(completed.put_nowait)
+        return task
+
+    tasks = [start_receive(index) for index in range(len(consumer_callables))]
     try:
         while True:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for index, task in enumerate(tasks):
-                if task.done():
-                    result = task.result()
-                    await dispatch(result)
-                    tasks[index] = loop.create_task(consumer_callables[index]())
+            task = await completed.get()
+            index = tasks.index(task)
+            message = task.result()
+            tasks[index] = start_receive(index)
+            await dispatch(message)
     finally:
         for task in tasks:
             task.cancel()
-        # Let the cancellations land so no receive is left half-done, without waiting forever on a stubborn one.
+        # Let the cancellations land so no receive is left half-done.
         await asyncio.gather(*tasks, return_exceptions=True)
