@@ -45,7 +45,7 @@ def get_handler_name(message: Message) -> str:
 def _handler_for(consumer: AsyncConsumer, message: Message) -> Any:
     name = get_handler_name(message)
     handler = getattr(consumer, name, None)
-    if handler is None:
+    if handler is None or not callable(handler):
         raise ValueError(
             f"{type(consumer).__name__} has no handler for message type {message['type']!r}; "
             f"define a method named {name!r}."
