@@ -203,9 +203,14 @@ class InMemoryChannelLayer(BaseChannelLayer):
             if waiter.done():
                 continue
             self._hand_over(channel, waiter, clone_message(message) if shared else message)
+            if state.idle() and self._channels.get(channel) is state:
+                del self._channels[channel]
             return True
         if len(state.queue) >= self.get_capacity(channel):
-            return False
+            # Expired messages do not hold a place: the channel may not be full once they are gone.
+            self._drop_expired(channel, state, now)
+            if len(state.queue) >= self.get_capacity(channel):
+                return False
         state.queue.append((now + self.expiry, message, shared))
         return True
 
@@ -273,6 +278,12 @@ class InMemoryChannelLayer(BaseChannelLayer):
             if not groups:
                 del self._memberships[channel]
 
+    def _drop_expired(self, channel: str, state: _Channel, now: float) -> None:
+        queue = state.queue
+        while queue and queue[0][0] < now:
+            queue.popleft()
+            self._expire(channel)
+
     def _expire(self, channel: str) -> None:
         """A message on ``channel`` expired unread: its consumer is gone, so it leaves its groups too."""
         self._stats.drop(
@@ -290,10 +301,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
             return
         self._next_sweep = now + self._sweep_every
         for name, state in list(self._channels.items()):
-            queue = state.queue
-            while queue and queue[0][0] < now:
-                queue.popleft()
-                self._expire(name)
+            self._drop_expired(name, state, now)
             if state.idle():
                 del self._channels[name]
                 self._stats.forget(name)

@@ -42,7 +42,12 @@ class ChannelLayerManager:
         return self._make_backend(name, "CONFIG")
 
     def make_test_backend(self, name: str) -> BaseChannelLayer:
-        """Build the layer for alias ``name`` from its ``TEST_CONFIG``."""
+        """Build the layer for alias ``name`` from its ``TEST_CONFIG``; ``InvalidChannelLayerError`` without one."""
+        config = self.configs[name]
+        if isinstance(config, dict) and "TEST_CONFIG" not in config:
+            raise InvalidChannelLayerError(
+                f"CHANNEL_LAYERS[{name!r}] has no TEST_CONFIG; add one with the options tests should use."
+            )
         return self._make_backend(name, "TEST_CONFIG")
 
     def _make_backend(self, name: str, config_key: str) -> BaseChannelLayer:
@@ -50,10 +55,10 @@ class ChannelLayerManager:
         if not isinstance(config, dict):
             raise InvalidChannelLayerError(f"CHANNEL_LAYERS[{name!r}] must be a dict, not {config!r}.")
         backend_path = config.get("BACKEND")
-        if not backend_path:
+        if not backend_path or not isinstance(backend_path, str):
             raise InvalidChannelLayerError(
-                f"CHANNEL_LAYERS[{name!r}] has no BACKEND; set it to a dotted path such as "
-                "'tether.layers.InMemoryChannelLayer'."
+                f"CHANNEL_LAYERS[{name!r}] needs a BACKEND given as a dotted path such as "
+                f"'tether.layers.InMemoryChannelLayer', not {backend_path!r}."
             )
         try:
             backend_class = import_string(backend_path)
@@ -61,7 +66,12 @@ class ChannelLayerManager:
             raise InvalidChannelLayerError(
                 f"Cannot import BACKEND {backend_path!r} of CHANNEL_LAYERS[{name!r}]: {exc}"
             ) from exc
-        options = config.get(config_key, {}) if config_key != "CONFIG" else config.get("CONFIG", {})
+        if not callable(backend_class):
+            raise InvalidChannelLayerError(
+                f"BACKEND {backend_path!r} of CHANNEL_LAYERS[{name!r}] is a {type(backend_class).__name__}, "
+                "not a channel layer class; point it at the class itself."
+            )
+        options = config.get(config_key)
         if options is None:
             options = {}
         if not isinstance(options, dict):
@@ -97,8 +107,10 @@ channel_layers = ChannelLayerManager()
 
 
 def get_channel_layer(alias: str = DEFAULT_CHANNEL_LAYER) -> BaseChannelLayer | None:
-    """The layer configured under ``alias`` in ``CHANNEL_LAYERS``, or None when there is no such alias."""
-    try:
-        return channel_layers[alias]
-    except KeyError:
+    """The layer configured under ``alias`` in ``CHANNEL_LAYERS``, or None when there is no such alias.
+
+    Errors raised while building the layer propagate (as ``InvalidChannelLayerError`` for a bad configuration).
+    """
+    if alias not in channel_layers.backends and alias not in channel_layers:
         return None
+    return channel_layers[alias]

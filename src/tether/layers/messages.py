@@ -19,7 +19,9 @@ def _copy(value: Any, path: str) -> Any:
         copied = {}
         for key, item in value.items():
             if type(key) is not str:
-                raise TypeError(f"Message keys must be str; {path} has key {key!r}.")
+                if not isinstance(key, str):
+                    raise TypeError(f"Message keys must be str; {path} has key {key!r}.")
+                key = str.__str__(key)
             copied[key] = _copy(item, f"{path}[{key!r}]")
         return copied
     if kind is list or kind is tuple:
@@ -35,6 +37,8 @@ def _copy(value: Any, path: str) -> Any:
         return float(value)
     if isinstance(value, dict):
         return _copy(dict(value), path)
+    if isinstance(value, (list, tuple)):
+        return _copy(list(value), path)
     raise TypeError(
         f"Message values must be str, bytes, int, float, bool, None, list or dict; {path} is "
         f"{type(value).__name__}: {value!r:.80}."
