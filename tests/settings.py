@@ -13,8 +13,8 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
-    "django.contrib.staticfiles",
     "tether",
+    "django.contrib.staticfiles",
 ]
 
 DATABASES = {
