@@ -111,7 +111,7 @@ class ApplicationCommunicator:
                 await future
 
     def __del__(self) -> None:
-        future = self._future
+        future = getattr(self, "_future", None)  # absent when a subclass's __init__ refused its arguments
         if future is not None and not future.done():
             with contextlib.suppress(RuntimeError):  # the loop may be closed already
                 future.cancel()
