@@ -119,7 +119,8 @@ class AsyncConsumer:
         """Call the handler for ``message``; a message with no handler is a ``ValueError``.
 
         An exception from the handler is logged with the consumer's name and the message type, then raised, which
-        ends the connection (the server closes it with 1011 or answers 500).
+        ends the connection: the server answers HTTP 500 if no response has started, and otherwise drops the
+        connection (uvicorn sends no WebSocket close frame, so the client sees 1006).
         """
         handler = _handler_for(self, message)
         await aclose_old_connections()
