@@ -1,5 +1,6 @@
 """Django settings for tether's own test suite."""
 
+import os
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -17,12 +18,25 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
 ]
 
+# TETHER_TEST_DB names another SQLite file, so that two test runs on one machine do not delete each other's database.
+SQLITE_TEST_DB = os.environ.get("TETHER_TEST_DB") or BASE_DIR / "test-db.sqlite3"
+
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": BASE_DIR / "test-db.sqlite3",
-        "TEST": {"NAME": BASE_DIR / "test-db.sqlite3"},
-    }
+        "NAME": SQLITE_TEST_DB,
+        "TEST": {"NAME": SQLITE_TEST_DB},
+    },
+    # Used only by tests marked with databases=[..., "postgres"] (tests/test_auth_postgres.py, skipped when the
+    # server is not reachable); nothing connects to it otherwise. The test database name is per process.
+    "postgres": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": "test",
+        "USER": "postgres",
+        "HOST": "127.0.0.1",
+        "PORT": "5432",
+        "TEST": {"NAME": f"test_tether_{os.getpid()}"},
+    },
 }
 
 CHANNEL_LAYERS = {"default": {"BACKEND": "tether.layers.InMemoryChannelLayer"}}
