@@ -348,3 +348,15 @@ async def test_uvicorn_client_leaving_an_event_stream_calls_disconnect(serve):
     assert get_channel_layer().stats()["groups"] == 1
     stream.close()
     await wait_for_groups(0, timeout=5)
+
+
+def test_unknown_initkwargs_raise_type_error_at_as_asgi_time():
+    with pytest.raises(TypeError, match=r"BodyEcho\.as_asgi\(\) got keyword\(s\) \['colour'\]"):
+        BodyEcho.as_asgi(colour="red")
+
+
+async def test_each_connection_starts_with_an_empty_body_and_a_fresh_response():
+    app = BodyEcho.as_asgi(calls=[])
+    for body in (b"first request", b"second"):
+        response = await HttpCommunicator(app, "POST", "/", body=body).get_response()
+        assert response["body"] == body

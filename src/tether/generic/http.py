@@ -12,7 +12,7 @@ from typing import Any
 
 from tether.consumer import AsyncConsumer
 from tether.exceptions import StopConsumer
-from tether.types import Message
+from tether.types import Message, Receive, Scope, Send
 
 __all__ = ["AsyncHttpConsumer"]
 
@@ -35,12 +35,15 @@ def _header_list(headers: Headers | None) -> list[tuple[bytes, bytes]]:
 class AsyncHttpConsumer(AsyncConsumer):
     """An asyncio HTTP consumer: override ``handle(body)`` and answer with ``send_response`` or the two steps."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.body: list[bytes] = []
+    body: list[bytes]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Per-connection state is set here rather than in __init__, so that as_asgi() keeps checking initkwargs.
+        self.body = []
         self._response_started = False
         self._response_finished = False
         self._disconnected = False
+        await super().__call__(scope, receive, send)
 
     async def send_headers(self, *, status: int = 200, headers: Headers | None = None) -> None:
         """Start the response. ``headers`` is a list of ``(name, value)`` pairs or a dict, as str or bytes."""
