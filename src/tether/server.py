@@ -1,0 +1,141 @@
+"""How tether serves an ASGI application with uvicorn, for ``manage.py runserver`` and the live-server test case.
+
+tether implements no HTTP or WebSocket framing: uvicorn does. This module holds the few decisions both callers share,
+so they serve the same way: the listening socket is bound here (a clear error for a port in use, and the real port
+when port 0 asks the OS to pick one), static files are served through Django's ``ASGIStaticFilesHandler`` for HTTP
+only, and uvicorn is configured with its defaults for HTTP, WebSockets and the lifespan protocol.
+
+uvicorn is an optional dependency (the ``server`` extra). Nothing here imports it until a server is built, so
+importing this module never fails; ``require_uvicorn()`` names the install command when it is missing.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from types import ModuleType
+from typing import Any
+
+from django.apps import apps
+
+from tether.types import ASGIApp
+
+__all__ = [
+    "UvicornNotInstalled",
+    "bind_socket",
+    "format_url",
+    "make_server",
+    "require_uvicorn",
+    "serve",
+    "with_static_files",
+]
+
+logger = logging.getLogger("tether.server")
+
+#: How the OS errors of ``bind()`` that users meet are explained, by errno.
+_BIND_ERRORS = {
+    errno.EACCES: "You don't have permission to listen on that port; use a port above 1023.",
+    errno.EADDRINUSE: "That port is already in use; stop the other server or pick another port.",
+    errno.EADDRNOTAVAIL: "That IP address can't be assigned to; use an address of this machine, such as 127.0.0.1.",
+}
+
+#: The uvicorn log level for each Django ``--verbosity``.
+_LOG_LEVELS = {0: "warning", 1: "info", 2: "debug", 3: "trace"}
+
+
+class UvicornNotInstalled(ImportError):
+    """uvicorn, the server tether serves with, is not installed."""
+
+
+def require_uvicorn() -> ModuleType:
+    """Import and return uvicorn, or raise ``UvicornNotInstalled`` saying how to install it."""
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise UvicornNotInstalled(
+            "tether serves ASGI applications with uvicorn, which is not installed. Install it with "
+            'pip install "django-tether[server]" (or pip install "uvicorn[standard]").'
+        ) from exc
+    return uvicorn
+
+
+def bind_socket(host: str, port: int, *, ipv6: bool = False, backlog: int = 2048) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` and listening, ready to hand to uvicorn.
+
+    ``port`` 0 lets the OS pick a free port (read it back with ``sock.getsockname()[1]``). ``ipv6`` binds an IPv6
+    socket; ``host`` is then an IPv6 address without brackets, such as ``"::1"``. Raises ``OSError`` with a message
+    that says what to do for the usual failures (port in use, no permission, address not on this machine).
+    """
+    family = socket.AF_INET6 if ipv6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        explanation = _BIND_ERRORS.get(exc.errno or 0)
+        if explanation is None:
+            raise
+        raise OSError(exc.errno, f"Cannot listen on {format_url('http', host, port)}: {explanation}") from exc
+    except OverflowError as exc:
+        sock.close()
+        raise OSError(errno.EINVAL, f"Port {port} is out of range: use a number from 0 to 65535.") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def format_url(scheme: str, host: str, port: int) -> str:
+    """``scheme://host:port/``, with an IPv6 address in brackets and ``0.0.0.0`` for Django's ``0`` shorthand."""
+    if host == "0":
+        host = "0.0.0.0"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}/"
+
+
+def with_static_files(application: ASGIApp) -> ASGIApp:
+    """Wrap ``application`` so HTTP requests under ``STATIC_URL`` are answered from the static files finders.
+
+    Other requests, WebSocket connections and the lifespan protocol go to ``application`` unchanged. Returns
+    ``application`` itself when ``django.contrib.staticfiles`` is not installed, as Django's runserver does.
+    """
+    if not apps.is_installed("django.contrib.staticfiles"):
+        return application
+    from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+
+    return ASGIStaticFilesHandler(application)
+
+
+def make_server(application: ASGIApp, *, verbosity: int = 1, **uvicorn_options: Any) -> Any:
+    """A ``uvicorn.Server`` for ``application``, not started yet.
+
+    ``verbosity`` follows Django's: 0 logs only warnings and errors, 1 adds one access-log line per request, 2 and 3
+    log uvicorn's debug and trace output. uvicorn's own start-up lines are kept quiet at verbosity 1, since the caller
+    prints its own banner. ``uvicorn_options`` go to ``uvicorn.Config`` (for example ``ws_max_size``).
+    Raises ``UvicornNotInstalled`` when uvicorn is missing.
+    """
+    uvicorn = require_uvicorn()
+    options: dict[str, Any] = {
+        "lifespan": "auto",
+        "log_level": _LOG_LEVELS.get(verbosity, "info"),
+        "access_log": verbosity >= 1,
+    }
+    options.update(uvicorn_options)
+    config = uvicorn.Config(application, **options)
+    if verbosity <= 1:
+        # Config() has just set uvicorn's loggers up; errors from the application still come through this logger.
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    return uvicorn.Server(config)
+
+
+def serve(application: ASGIApp, sock: socket.socket, *, verbosity: int = 1, **uvicorn_options: Any) -> None:
+    """Serve ``application`` on the listening socket ``sock`` until the process is told to stop.
+
+    Blocks. In the main thread, SIGINT and SIGTERM shut the server down gracefully; in another thread (Django's
+    autoreloader runs the server in one) the process's exit ends it.
+    """
+    server = make_server(application, verbosity=verbosity, **uvicorn_options)
+    logger.debug("Serving %r on %s.", application, sock.getsockname())
+    server.run(sockets=[sock])

@@ -1,0 +1,125 @@
+"""tether.server: binding the socket, the static files wrapper, and uvicorn serving HTTP, static files and WebSockets."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+import sys
+import urllib.request
+
+import pytest
+import websockets
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
+from django.test import override_settings
+
+from tests.asgi import application
+from tether.server import (
+    UvicornNotInstalled,
+    bind_socket,
+    format_url,
+    make_server,
+    require_uvicorn,
+    with_static_files,
+)
+
+
+def test_bind_socket_with_port_zero_listens_on_a_port_the_os_picked():
+    sock = bind_socket("127.0.0.1", 0)
+    try:
+        port = sock.getsockname()[1]
+        assert port > 0
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass
+    finally:
+        sock.close()
+
+
+def test_bind_socket_on_a_port_in_use_says_so():
+    taken = bind_socket("127.0.0.1", 0)
+    try:
+        with pytest.raises(OSError, match="That port is already in use") as caught:
+            bind_socket("127.0.0.1", taken.getsockname()[1])
+        assert caught.value.errno == errno.EADDRINUSE
+    finally:
+        taken.close()
+
+
+def test_bind_socket_refuses_a_port_out_of_range():
+    with pytest.raises(OSError, match="Port 70000 is out of range"):
+        bind_socket("127.0.0.1", 70000)
+
+
+def test_bind_socket_listens_on_ipv6_loopback():
+    if not socket.has_ipv6:
+        pytest.skip("this Python has no IPv6 support")
+    try:
+        sock = bind_socket("::1", 0, ipv6=True)
+    except OSError as exc:
+        pytest.skip(f"::1 is not available here: {exc}")
+    try:
+        assert sock.family == socket.AF_INET6
+        with socket.create_connection(("::1", sock.getsockname()[1]), timeout=2):
+            pass
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8000/"),
+        ("::1", "http://[::1]:8000/"),
+        ("0", "http://0.0.0.0:8000/"),
+        ("localhost", "http://localhost:8000/"),
+    ],
+)
+def test_format_url_brackets_ipv6_and_expands_zero(host, url):
+    assert format_url("http", host, 8000) == url
+
+
+def test_with_static_files_wraps_the_application_when_staticfiles_is_installed():
+    wrapped = with_static_files(application)
+    assert isinstance(wrapped, ASGIStaticFilesHandler)
+    assert wrapped.application is application
+
+
+@override_settings(INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes", "tether"])
+def test_with_static_files_leaves_the_application_alone_without_staticfiles():
+    assert with_static_files(application) is application
+
+
+def test_require_uvicorn_names_the_install_command_when_uvicorn_is_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # what Python does for a module that cannot be imported
+    with pytest.raises(UvicornNotInstalled, match=r'pip install "django-tether\[server\]"'):
+        require_uvicorn()
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.read()
+
+
+async def test_server_serves_pages_static_files_and_websockets_on_the_bound_socket(tmp_path):
+    (tmp_path / "note.txt").write_text("static note")
+    with override_settings(STATICFILES_DIRS=[str(tmp_path)]):
+        sock = bind_socket("127.0.0.1", 0)
+        port = sock.getsockname()[1]
+        server = make_server(with_static_files(application), verbosity=0)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        try:
+            for _ in range(500):
+                if server.started:
+                    break
+                await asyncio.sleep(0.01)
+            assert server.started
+
+            assert await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/") == (200, b"tether test project")
+            assert await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/static/note.txt") == (200, b"static note")
+            async with websockets.connect(f"ws://127.0.0.1:{port}/ws/echo/") as ws:
+                await ws.send("over uvicorn")
+                assert await ws.recv() == "over uvicorn"
+        finally:
+            server.should_exit = True
+            await asyncio.wait_for(task, timeout=10)
+            sock.close()
