@@ -6,6 +6,7 @@ thread-sensitive executor thread, so the tests look at them from that thread.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -139,6 +140,43 @@ def test_has_open_connections_follows_this_threads_connection(no_open_connection
         assert has_open_connections()
         connection.close()
     assert not has_open_connections()
+
+
+def test_has_open_connections_is_safe_while_other_threads_open_connections(no_open_connections, django_db_blocker):
+    """Threads that connect for the first time add to the tracked set while the event loop reads it."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def connect_in_new_threads() -> None:
+        def connect_once() -> None:
+            connection.ensure_connection()
+            connection.close()
+
+        while not stop.is_set():
+            worker = threading.Thread(target=connect_once)
+            worker.start()
+            worker.join()
+
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    openers = [threading.Thread(target=connect_in_new_threads) for _ in range(2)]
+    try:
+        with django_db_blocker.unblock():
+            for opener in openers:
+                opener.start()
+            deadline = time.monotonic() + 0.5
+            while time.monotonic() < deadline and not errors:
+                try:
+                    has_open_connections()
+                except RuntimeError as error:
+                    errors.append(error)
+            stop.set()
+            for opener in openers:
+                opener.join(timeout=10)
+    finally:
+        stop.set()
+        sys.setswitchinterval(switch_interval)
+    assert errors == []
 
 
 # database_sync_to_async ---------------------------------------------------------------------------------------------

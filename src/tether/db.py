@@ -11,6 +11,7 @@ stale connections closed.
 from __future__ import annotations
 
 import functools
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -29,11 +30,14 @@ __all__ = [
 _T = TypeVar("_T")
 
 # Every DatabaseWrapper that has ever connected, in any thread. Weak so that wrappers of finished threads go away.
+# Threads add to it while the event loop reads it: the lock keeps a read from seeing the set change size.
 _wrappers: weakref.WeakSet[Any] = weakref.WeakSet()
+_wrappers_lock = threading.Lock()
 
 
 def _track_connection(sender: Any, connection: Any, **kwargs: Any) -> None:
-    _wrappers.add(connection)
+    with _wrappers_lock:
+        _wrappers.add(connection)
 
 
 connection_created.connect(_track_connection, weak=False, dispatch_uid="tether.db.track_connection")
@@ -49,7 +53,9 @@ def close_old_connections() -> None:
 
 def has_open_connections() -> bool:
     """True when any thread holds an open Django database connection; cheap, safe to call on the event loop."""
-    return any(wrapper.connection is not None for wrapper in list(_wrappers))
+    with _wrappers_lock:
+        wrappers = list(_wrappers)
+    return any(wrapper.connection is not None for wrapper in wrappers)
 
 
 async def aclose_old_connections() -> None:
