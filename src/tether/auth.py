@@ -1,0 +1,430 @@
+"""Django authentication for consumers: the logged-in user in ``scope["user"]``, login and logout over any connection.
+
+``AuthMiddleware`` reads the user from the Django session that ``SessionMiddleware`` put in the scope, with the same
+checks as ``django.contrib.auth.get_user`` (the backend must still be configured, the session auth hash must match
+the user's password, with ``SECRET_KEY_FALLBACKS`` honoured), so a password change or a logout elsewhere ends the
+session here too. ``login`` and ``logout`` change the session and send Django's ``user_logged_in`` and
+``user_logged_out`` signals. As in Channels, ``get_user``, ``login`` and ``logout`` are awaitables that run their
+ORM work in the database thread (``await login(self.scope, user)``; ``async_to_sync(login)(self.scope, user)`` from a
+sync consumer).
+
+``TokenAuthMiddleware`` (tether-only) is for clients that cannot send the session cookie: ``make_token(user)`` signs
+a short-lived token that the client passes in the query string or in the ``Sec-WebSocket-Protocol`` header. A token
+that is forged, expired, malformed, or outdated by a password change yields ``AnonymousUser``, never an exception.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import math
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+from django.conf import settings
+from django.contrib.auth import (
+    BACKEND_SESSION_KEY,
+    HASH_SESSION_KEY,
+    SESSION_KEY,
+    get_user_model,
+    load_backend,
+    user_logged_in,
+    user_logged_out,
+)
+from django.contrib.auth.models import AnonymousUser
+from django.core import signing
+from django.core.exceptions import ValidationError
+from django.utils.crypto import constant_time_compare
+from django.utils.functional import LazyObject, empty
+
+from tether.db import database_sync_to_async
+from tether.middleware import BaseMiddleware
+from tether.sessions import CookieMiddleware, SessionMiddleware
+from tether.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = [
+    "TOKEN_SUBPROTOCOL_PREFIX",
+    "AuthMiddleware",
+    "AuthMiddlewareStack",
+    "TokenAuthMiddleware",
+    "UserLazyObject",
+    "alogin",
+    "alogout",
+    "get_user",
+    "login",
+    "logout",
+    "make_token",
+]
+
+logger = logging.getLogger("tether.auth")
+
+#: Scope types that carry a user. Other scopes (lifespan, worker channels) pass through the middlewares untouched.
+_USER_SCOPE_TYPES = frozenset({"http", "websocket"})
+
+_NO_SESSION = (
+    "There is no session in the scope: wrap the application in AuthMiddlewareStack(...), which puts "
+    "CookieMiddleware and SessionMiddleware in front of AuthMiddleware."
+)
+
+
+def _session_of(scope: Scope) -> Any:
+    try:
+        return scope["session"]
+    except KeyError:
+        raise ValueError(_NO_SESSION) from None
+
+
+def _session_user_pk(session: Any) -> Any:
+    """The primary key stored in the session, converted to the user model's type (KeyError when there is none)."""
+    return get_user_model()._meta.pk.to_python(session[SESSION_KEY])
+
+
+def _session_hashes(user: Any) -> tuple[str, list[str]]:
+    """The user's session auth hash and the hashes made with each of ``SECRET_KEY_FALLBACKS``."""
+    current = user.get_session_auth_hash()
+    fallback_hashes = getattr(user, "get_session_auth_fallback_hash", None)
+    return current, list(fallback_hashes()) if fallback_hashes is not None else []
+
+
+def _backend_path(user: Any, backend: str | None) -> str:
+    """The dotted path of the backend to record for ``user``, chosen as ``django.contrib.auth.login`` chooses."""
+    backend = backend or getattr(user, "backend", None)
+    if backend is None:
+        if len(settings.AUTHENTICATION_BACKENDS) != 1:
+            raise ValueError(
+                "Several AUTHENTICATION_BACKENDS are configured, so say which one authenticated the user: pass "
+                "backend='dotted.path' or use a user returned by authenticate(), which sets user.backend."
+            )
+        backend = settings.AUTHENTICATION_BACKENDS[0]
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a dotted import path string, not {backend!r}.")
+    if backend not in settings.AUTHENTICATION_BACKENDS:
+        raise ValueError(
+            f"Backend {backend!r} is not in AUTHENTICATION_BACKENDS, so a session or token naming it would never "
+            "be accepted; add it to the setting or pass one that is."
+        )
+    return backend
+
+
+def _user_from_session(scope: Scope) -> Any:
+    """``get_user``'s work, in the database thread."""
+    session = _session_of(scope)
+    try:
+        user_id = _session_user_pk(session)
+        backend_path = session[BACKEND_SESSION_KEY]
+    except (KeyError, ValidationError):
+        return AnonymousUser()
+    if backend_path not in settings.AUTHENTICATION_BACKENDS:
+        return AnonymousUser()
+    user = load_backend(backend_path).get_user(user_id)
+    if user is None:
+        return AnonymousUser()
+    if not hasattr(user, "get_session_auth_hash"):
+        return user
+    session_hash = session.get(HASH_SESSION_KEY)
+    current, fallbacks = _session_hashes(user)
+    if session_hash and constant_time_compare(session_hash, current):
+        return user
+    if session_hash and any(constant_time_compare(session_hash, fallback) for fallback in fallbacks):
+        # Signed with a retired SECRET_KEY: upgrade the hash. Django also cycles the session key, which only helps
+        # when a response can carry the new cookie; a WebSocket keeps its key so the browser's cookie stays valid.
+        if scope.get("type") == "http":
+            session.cycle_key()
+        session[HASH_SESSION_KEY] = current
+        return user
+    # The password changed (or the hash is missing): this session no longer authenticates anybody.
+    session.flush()
+    return AnonymousUser()
+
+
+@database_sync_to_async
+def get_user(scope: Scope) -> Any:
+    """Return the user that the scope's session is logged in as, or ``AnonymousUser``; an awaitable.
+
+    Checks what ``django.contrib.auth.get_user`` checks: the recorded backend must be in AUTHENTICATION_BACKENDS and
+    the session auth hash must match the user's password (or a ``SECRET_KEY_FALLBACKS`` secret, in which case the
+    hash is upgraded). A session whose hash does not match is flushed. Raises ``ValueError`` when the scope has no
+    session.
+    """
+    return _user_from_session(scope)
+
+
+@database_sync_to_async
+def login(scope: Scope, user: Any, backend: str | None = None) -> None:
+    """Log ``user`` in on the scope's session and set ``scope["user"]``; an awaitable.
+
+    As ``django.contrib.auth.login``: the session key is cycled (a session of another user is flushed first) to
+    defeat session fixation, then the user's id, backend and session auth hash are stored and ``user_logged_in``
+    is sent (with ``request=None``). With no ``user``, ``scope["user"]`` is logged in. ``backend`` defaults to
+    ``user.backend`` (set by ``authenticate()``) or the only configured backend.
+
+    The session is not saved: on a WebSocket call ``save()`` / ``asave()`` after logging in. Raises ``ValueError``
+    without a session in the scope, for an anonymous user, or when the backend cannot be determined.
+    """
+    session = _session_of(scope)
+    if user is None:
+        user = scope.get("user")
+    if user is None or not getattr(user, "is_authenticated", False):
+        raise ValueError(
+            f"login() needs an authenticated user (a user model instance), not {user!r}; pass the user to log in."
+        )
+    session_auth_hash = user.get_session_auth_hash() if hasattr(user, "get_session_auth_hash") else ""
+    if SESSION_KEY in session:
+        try:
+            same_user = _session_user_pk(session) == user.pk
+        except ValidationError:
+            same_user = False
+        if not same_user or (
+            session_auth_hash and not constant_time_compare(session.get(HASH_SESSION_KEY, ""), session_auth_hash)
+        ):
+            # Never carry another user's session data over to this one.
+            session.flush()
+    else:
+        session.cycle_key()
+    backend = _backend_path(user, backend)
+    session[SESSION_KEY] = user._meta.pk.value_to_string(user)
+    session[BACKEND_SESSION_KEY] = backend
+    session[HASH_SESSION_KEY] = session_auth_hash
+    scope["user"] = user
+    user_logged_in.send(sender=user.__class__, request=None, user=user)
+
+
+@database_sync_to_async
+def logout(scope: Scope) -> None:
+    """Log the scope's session out: send ``user_logged_out``, flush the session, set ``scope["user"]`` anonymous.
+
+    An awaitable. Flushing deletes the session from the store at once, so a logout over a WebSocket also ends the
+    browser's HTTP session; no ``save()`` is needed. Raises ``ValueError`` without a session in the scope.
+    """
+    session = _session_of(scope)
+    user = scope.get("user")
+    if not getattr(user, "is_authenticated", False):
+        user = None
+    user_logged_out.send(sender=user.__class__, request=None, user=user)
+    session.flush()
+    scope["user"] = AnonymousUser()
+
+
+#: The same awaitables under Django's async names (``django.contrib.auth.alogin`` / ``alogout``), for readers who
+#: expect the ``a`` prefix on anything awaited.
+alogin = login
+alogout = logout
+
+
+class UserLazyObject(LazyObject):
+    """``scope["user"]`` as ``AuthMiddleware`` puts it there; resolved to the user before the application runs."""
+
+    def _setup(self) -> None:
+        raise ValueError(
+            "scope['user'] was read before AuthMiddleware resolved it; read it from inside the application that "
+            "AuthMiddleware wraps."
+        )
+
+
+class AuthMiddleware(BaseMiddleware):
+    """Put the session's user in ``scope["user"]`` (``AnonymousUser`` when nobody is logged in).
+
+    Needs ``SessionMiddleware`` in front of it: use ``AuthMiddlewareStack``. The user is looked up (``get_user``) in
+    the database thread before the wrapped application runs. A ``scope["user"]`` that is already resolved, set by
+    another middleware in front, is left alone. Raises ``ValueError`` when the scope has no session.
+    """
+
+    def populate_scope(self, scope: Scope) -> None:
+        """Check the session is there and put an unresolved ``UserLazyObject`` in ``scope["user"]``."""
+        if "session" not in scope:
+            raise ValueError(f"AuthMiddleware cannot find the session. {_NO_SESSION}")
+        if "user" not in scope:
+            scope["user"] = UserLazyObject()
+
+    async def resolve_scope(self, scope: Scope) -> None:
+        """Look the user up and fill in the ``UserLazyObject`` placed by ``populate_scope``."""
+        user = scope["user"]
+        if isinstance(user, UserLazyObject) and user._wrapped is empty:
+            user._wrapped = await get_user(scope)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope = dict(scope)
+        if scope.get("type") in _USER_SCOPE_TYPES:
+            self.populate_scope(scope)
+            await self.resolve_scope(scope)
+        await self.inner(scope, receive, send)
+
+
+def AuthMiddlewareStack(inner: ASGIApp) -> ASGIApp:
+    """``CookieMiddleware(SessionMiddleware(AuthMiddleware(inner)))``: cookies, session, then ``scope["user"]``."""
+    return CookieMiddleware(SessionMiddleware(AuthMiddleware(inner)))
+
+
+# --- Token authentication (tether-only) ---------------------------------------------------------------------------
+
+#: A ``Sec-WebSocket-Protocol`` entry ``token.<token>`` carries a token from ``make_token``.
+TOKEN_SUBPROTOCOL_PREFIX = "token."
+#: The signing salt: a token is only valid for tether's token authentication.
+_TOKEN_SALT = "tether.auth.TokenAuthMiddleware"
+#: Tokens are dot-separated so that they are valid subprotocol names and need no escaping in a URL.
+_TOKEN_SEPARATOR = "."
+#: Longer strings are not tokens; refused before any cryptography.
+_MAX_TOKEN_LENGTH = 2048
+#: Characters of the session auth hash a token carries: enough to notice a password change, without handing the
+#: client the whole HMAC.
+_TOKEN_HASH_CHARS = 32
+
+
+def _token_signer() -> signing.TimestampSigner:
+    return signing.TimestampSigner(salt=_TOKEN_SALT, sep=_TOKEN_SEPARATOR)
+
+
+def _seconds(value: float | datetime.timedelta | None, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime.timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds (or a timedelta, or None), not {value!r}.")
+    return float(value)
+
+
+def _token_hash(user: Any) -> tuple[str, list[str]]:
+    if not hasattr(user, "get_session_auth_hash"):
+        return "", []
+    current, fallbacks = _session_hashes(user)
+    return current[:_TOKEN_HASH_CHARS], [fallback[:_TOKEN_HASH_CHARS] for fallback in fallbacks]
+
+
+def make_token(user: Any, *, max_age: float | datetime.timedelta | None = None, backend: str | None = None) -> str:
+    """A signed token that ``TokenAuthMiddleware`` accepts as ``user``; tether-only.
+
+    The token is signed with ``SECRET_KEY`` (``django.core.signing.TimestampSigner`` with a tether-specific salt)
+    and carries the user's primary key, the authentication backend and part of the session auth hash, so changing
+    the password invalidates it. It holds only ``A-Z a-z 0-9 - _ .`` and so goes into a URL or a subprotocol name
+    as it is. It is readable by whoever holds it (signed, not encrypted) and lives until the middleware's
+    ``max_age``, or this ``max_age`` (seconds or timedelta) when that is shorter.
+
+    Raises ``ValueError`` for an anonymous or unsaved user and when the backend cannot be determined (see
+    ``login``).
+    """
+    if not getattr(user, "is_authenticated", False) or getattr(user, "pk", None) is None:
+        raise ValueError(f"make_token() needs a saved, authenticated user, not {user!r}.")
+    payload: dict[str, Any] = {
+        "u": user._meta.pk.value_to_string(user),
+        "b": _backend_path(user, backend),
+        "h": _token_hash(user)[0],
+    }
+    lifetime = _seconds(max_age, "max_age")
+    if lifetime is not None:
+        payload["x"] = round(time.time() + lifetime, 3)
+    return _token_signer().sign_object(payload)
+
+
+def _token_payload(token: str, max_age: float | None) -> dict[str, Any] | None:
+    """The verified payload of ``token``, or None (logged) when it is forged, expired or malformed."""
+    if not token or len(token) > _MAX_TOKEN_LENGTH:
+        logger.info("Refused an auth token: %s.", "empty" if not token else "too long")
+        return None
+    try:
+        payload = _token_signer().unsign_object(token, max_age=max_age)
+    except signing.SignatureExpired:
+        logger.info("Refused an auth token: it expired.")
+        return None
+    except (signing.BadSignature, ValueError, TypeError, UnicodeError):
+        logger.info("Refused an auth token: bad signature or malformed.")
+        return None
+    valid_shape = (
+        isinstance(payload, dict)
+        and isinstance(payload.get("u"), str)
+        and isinstance(payload.get("b"), str)
+        and isinstance(payload.get("h"), str)
+        and isinstance(payload.get("x", 0), (int, float))
+    )
+    if not valid_shape:
+        logger.warning("Refused an auth token with a valid signature but an unexpected payload.")
+        return None
+    if "x" in payload and time.time() > payload["x"]:
+        logger.info("Refused an auth token: it outlived the max_age it was made with.")
+        return None
+    return payload
+
+
+def _user_from_token(token: str, max_age: float | None) -> Any:
+    """``TokenAuthMiddleware``'s lookup, in the database thread: the token's user, or ``AnonymousUser``."""
+    payload = _token_payload(token, max_age)
+    if payload is None or payload["b"] not in settings.AUTHENTICATION_BACKENDS:
+        return AnonymousUser()
+    try:
+        user_id = get_user_model()._meta.pk.to_python(payload["u"])
+    except ValidationError:
+        return AnonymousUser()
+    user = load_backend(payload["b"]).get_user(user_id)
+    if user is None:
+        return AnonymousUser()
+    current, fallbacks = _token_hash(user)
+    if not any(constant_time_compare(payload["h"], candidate) for candidate in (current, *fallbacks)):
+        logger.info("Refused an auth token: the user's password changed since it was made.")
+        return AnonymousUser()
+    return user
+
+
+class TokenAuthMiddleware(BaseMiddleware):
+    """Authenticate a connection by a token from ``make_token``; tether-only.
+
+    The token is read from the ``Sec-WebSocket-Protocol`` header, as an offered subprotocol ``token.<token>``, or
+    else from the query string parameter ``query_param`` (default ``token``). With a token, ``scope["user"]`` is its
+    user, or ``AnonymousUser`` when the token is forged, malformed, older than ``max_age`` seconds (default 3600,
+    None for no limit), past its own ``max_age``, or outdated by a password change. Without one, a user already in
+    the scope (from ``AuthMiddleware`` in front) is kept, else it is ``AnonymousUser``.
+
+    The ``token.`` subprotocol entry is removed from ``scope["subprotocols"]``, so consumers choose among the real
+    ones. Browsers fail a handshake in which the client offered subprotocols and the server chose none, so when the
+    consumer accepts without choosing one, the middleware answers with the token entry the client offered.
+    """
+
+    def __init__(
+        self, inner: ASGIApp, max_age: float | datetime.timedelta | None = 3600, query_param: str = "token"
+    ) -> None:
+        super().__init__(inner)
+        self.max_age = _seconds(max_age, "max_age")
+        if not isinstance(query_param, str) or not query_param:
+            raise ValueError(f"query_param must be a non-empty str, not {query_param!r}.")
+        self.query_param = query_param
+
+    def _take_token(self, scope: Scope) -> tuple[str | None, str | None]:
+        """Find the token; return it and the subprotocol entry it came in (removed from the scope), if any."""
+        offered = list(scope.get("subprotocols") or ())
+        entries = [entry for entry in offered if entry.startswith(TOKEN_SUBPROTOCOL_PREFIX)]
+        if entries:
+            scope["subprotocols"] = [entry for entry in offered if not entry.startswith(TOKEN_SUBPROTOCOL_PREFIX)]
+            if len(entries) > 1:
+                logger.info("Refused auth tokens: the client offered %d token subprotocols, not one.", len(entries))
+                return "", entries[0]
+            return entries[0][len(TOKEN_SUBPROTOCOL_PREFIX) :], entries[0]
+        query = scope.get("query_string") or b""
+        for name, value in parse_qsl(query.decode("latin-1")):
+            if name == self.query_param:
+                return value, None
+        return None, None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope = dict(scope)
+        if scope.get("type") not in _USER_SCOPE_TYPES:
+            await self.inner(scope, receive, send)
+            return
+        token, entry = self._take_token(scope)
+        if token is None:
+            scope.setdefault("user", AnonymousUser())
+        else:
+            scope["user"] = await database_sync_to_async(_user_from_token)(token, self.max_age)
+        if entry is not None:
+            send = _answering_subprotocol(send, entry)
+        await self.inner(scope, receive, send)
+
+
+def _answering_subprotocol(send: Send, entry: str) -> Send:
+    """Wrap ``send`` so an accept that chose no subprotocol answers with ``entry``, which the client offered."""
+
+    async def send_choosing_subprotocol(message: Message) -> None:
+        if message.get("type") == "websocket.accept" and message.get("subprotocol") is None:
+            message = {**message, "subprotocol": entry}
+        await send(message)
+
+    return send_choosing_subprotocol

@@ -1,0 +1,116 @@
+"""Consumers, views and helpers shared by the session, auth and token-auth tests.
+
+``ROOT_URLCONF = "tests.auth_support"`` (under ``override_settings``) serves the views below through Django's
+``get_asgi_application()``, so tests can check that a WebSocket login is seen by a later HTTP request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.contrib.auth import authenticate, get_user_model
+from django.http import HttpResponse, JsonResponse
+from django.test import Client
+from django.urls import path
+
+from tether.auth import login, logout
+from tether.db import database_sync_to_async
+from tether.generic.websocket import AsyncJsonWebsocketConsumer, JsonWebsocketConsumer
+
+PASSWORD = "correct horse battery staple"
+
+
+def create_user(username: str = "alice", password: str = PASSWORD, **extra: Any) -> Any:
+    return get_user_model().objects.create_user(username=username, password=password, **extra)
+
+
+def session_cookie_for(user: Any) -> str:
+    """Log ``user`` in through Django's test client, with the configured session engine; return the cookie value."""
+    client = Client()
+    client.force_login(user)
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+def cookie_header(value: str, name: str | None = None) -> tuple[bytes, bytes]:
+    return b"cookie", f"{name or settings.SESSION_COOKIE_NAME}={value}".encode("latin-1")
+
+
+def describe_user(user: Any) -> dict[str, Any]:
+    return {"authenticated": bool(user.is_authenticated), "username": user.get_username() or None}
+
+
+def set_cookie_headers(headers: Any) -> list[str]:
+    """The ``Set-Cookie`` values among ASGI ``(bytes, bytes)`` headers or a ``websockets`` Headers object."""
+    if hasattr(headers, "get_all"):
+        return list(headers.get_all("Set-Cookie"))
+    return [value.decode("latin-1") for name, value in headers if name.lower() == b"set-cookie"]
+
+
+class WhoAmIConsumer(AsyncJsonWebsocketConsumer):
+    """Accepts and says who ``scope["user"]`` is, and which subprotocols the scope offers."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.send_json({**describe_user(self.scope["user"]), "subprotocols": self.scope["subprotocols"]})
+
+
+class AccountConsumer(AsyncJsonWebsocketConsumer):
+    """Logs in and out on request: ``{"login": name, "password": pw}``, ``{"logout": true}``, ``{"whoami": true}``.
+
+    With ``?login=<name>`` in the URL it logs that user in (password ``PASSWORD``) inside ``connect()``, saves the
+    session and accepts, so the new session cookie rides on the handshake response.
+    """
+
+    async def connect(self) -> None:
+        query = self.scope["query_string"].decode()
+        if query.startswith("login="):
+            await self.log_in(query.removeprefix("login="), PASSWORD)
+            await self.scope["session"].asave()
+        await self.accept()
+
+    async def log_in(self, username: str, password: str) -> bool:
+        user = await database_sync_to_async(authenticate)(username=username, password=password)
+        if user is None:
+            return False
+        await login(self.scope, user)
+        return True
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        session = self.scope["session"]
+        if "login" in content:
+            ok = await self.log_in(content["login"], content["password"])
+            if content.get("save", True):
+                await session.asave()
+            await self.send_json({"logged_in": ok, "session_key": session.session_key})
+        elif "logout" in content:
+            await logout(self.scope)
+            await self.send_json({"logged_out": True, "session_key": session.session_key})
+        elif "whoami" in content:
+            await self.send_json(describe_user(self.scope["user"]))
+
+
+class SyncAccountConsumer(JsonWebsocketConsumer):
+    """The synchronous twin: logs in with ``async_to_sync(login)`` and saves with ``session.save()``."""
+
+    def receive_json(self, content: Any, **kwargs: Any) -> None:
+        user = authenticate(username=content["login"], password=content["password"])
+        async_to_sync(login)(self.scope, user)
+        self.scope["session"].save()
+        self.send_json({**describe_user(self.scope["user"]), "session_key": self.scope["session"].session_key})
+
+
+def whoami_view(request: Any) -> JsonResponse:
+    return JsonResponse(describe_user(request.user))
+
+
+def set_session_view(request: Any) -> HttpResponse:
+    request.session["colour"] = request.GET.get("colour", "blue")
+    return HttpResponse("stored")
+
+
+urlpatterns = [
+    path("whoami/", whoami_view),
+    path("set-session/", set_session_view),
+]
