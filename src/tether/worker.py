@@ -1,0 +1,174 @@
+"""Background workers: serve the ``"channel"`` part of the project's application from named layer channels.
+
+A worker listens on a few plain channel names (``"thumbnails"``, ``"emails"``) of a channel layer that several
+processes share (Redis). Each channel name gets one long-running application instance, built with the scope
+``{"type": "channel", "channel": name}``; the messages that arrive on that channel are fed to the instance's
+``receive`` one after another, so a channel's messages are handled by one consumer, in the order they arrived.
+``manage.py runworker`` runs a ``Worker`` for the project's ``ASGI_APPLICATION``.
+
+The hand-over from the layer to the instance is bounded: the worker takes the next message off the layer only when
+the instance has room for it, so a slow handler leaves its backlog in the layer, where ``capacity`` and ``expiry``
+apply, and not in this process's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from tether.exceptions import LayerUnavailable
+from tether.types import ASGIApp, Message, Scope
+from tether.utils import name_that_thing
+
+__all__ = ["Worker"]
+
+logger = logging.getLogger("tether.worker")
+
+#: Messages taken off the layer but not yet received by the channel's application instance, per channel.
+_HANDOVER_SIZE = 1
+
+#: How long the worker waits before listening again after the layer reported it was unreachable, at most.
+_MAX_RETRY_DELAY = 5.0
+
+
+class _ChannelInstance:
+    """One channel name's application instance and the queue that feeds its ``receive``."""
+
+    __slots__ = ("channel", "queue", "started", "task")
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+        self.queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=_HANDOVER_SIZE)
+        self.task: asyncio.Task[None] | None = None
+        self.started = 0
+
+
+class Worker:
+    """Serve ``channels`` of ``channel_layer`` with ``application`` until cancelled.
+
+    ``application`` is an ASGI application that handles ``"channel"`` scopes, usually the project's
+    ``ProtocolTypeRouter`` with a ``"channel": ChannelNameRouter({...})`` entry. ``channels`` are plain channel names
+    (no ``!``: a worker channel is shared by every worker process listening on it). Construction raises ``ValueError``
+    for an empty list and ``TypeError`` for an invalid name.
+
+    When an instance ends (its handler raised, or it raised ``StopConsumer``), the end is logged and a new instance
+    takes over the channel's next messages; a message the old instance had already received but not handled is lost
+    with it. Sending from a worker's application raises ``RuntimeError``: there is no client; use the channel layer
+    to answer.
+    """
+
+    def __init__(self, application: ASGIApp, channels: Iterable[str], channel_layer: Any) -> None:
+        names = list(dict.fromkeys(channels))
+        if not names:
+            raise ValueError("Worker needs at least one channel name to listen on.")
+        validate = getattr(channel_layer, "require_valid_channel_name", None)
+        for name in names:
+            if validate is not None:
+                validate(name)
+            elif not isinstance(name, str):
+                raise TypeError(f"Channel name must be a str, not {type(name).__name__}: {name!r}.")
+            if "!" in name:
+                raise TypeError(
+                    f"Worker channel {name!r} contains '!', which marks a channel local to one process; give the "
+                    "worker a plain name such as 'thumbnails' that any process can send to."
+                )
+        self.application = application
+        self.channels = names
+        self.channel_layer = channel_layer
+        self._instances: dict[str, _ChannelInstance] = {}
+        self._stopping = False
+
+    async def run(self) -> None:
+        """Listen on every channel and serve its messages until cancelled; then stop every instance.
+
+        Raises what the layer raises from ``receive`` other than ``LayerUnavailable`` (an outage the worker waits
+        out, retrying with a growing delay).
+        """
+        listeners = [
+            asyncio.create_task(self._listen(channel), name=f"tether-worker-{channel}") for channel in self.channels
+        ]
+        logger.info("Worker listening on %s.", ", ".join(self.channels))
+        self._stopping = False
+        try:
+            await asyncio.gather(*listeners)
+        finally:
+            self._stopping = True
+            tasks = listeners + [instance.task for instance in self._instances.values() if instance.task is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._instances.clear()
+
+    async def _listen(self, channel: str) -> None:
+        instance = self._instances[channel] = _ChannelInstance(channel)
+        delay = 0.1
+        while True:
+            try:
+                message = await self.channel_layer.receive(channel)
+            except LayerUnavailable as exc:
+                logger.warning(
+                    "Channel layer unreachable while listening on %r (%s); retrying in %.1fs.", channel, exc, delay
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_RETRY_DELAY)
+                continue
+            delay = 0.1
+            await self._hand_over(instance, message)
+
+    async def _hand_over(self, instance: _ChannelInstance, message: Message) -> None:
+        """Queue ``message`` for the channel's instance, waiting for room; restart the instance if it ends first."""
+        while True:
+            task = self._ensure_running(instance)
+            if not instance.queue.full():
+                instance.queue.put_nowait(message)
+                return
+            put = asyncio.ensure_future(instance.queue.put(message))
+            try:
+                await asyncio.wait({put, task}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not put.done():
+                    put.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await put
+            if put.done() and not put.cancelled():
+                return
+
+    def _ensure_running(self, instance: _ChannelInstance) -> asyncio.Task[None]:
+        """The channel's running application instance: started now if there is none or the last one has ended."""
+        task = instance.task
+        if task is None or task.done():
+            instance.started += 1
+            task = instance.task = asyncio.create_task(
+                self._run_instance(instance), name=f"tether-worker-app-{instance.channel}"
+            )
+            task.add_done_callback(lambda _: self._restart_for_waiting_messages(instance))
+        return task
+
+    def _restart_for_waiting_messages(self, instance: _ChannelInstance) -> None:
+        """An instance ended: start the next one now if messages wait for it, rather than at the next arrival."""
+        if not self._stopping and not instance.queue.empty():
+            self._ensure_running(instance)
+
+    async def _run_instance(self, instance: _ChannelInstance) -> None:
+        scope: Scope = {"type": "channel", "channel": instance.channel}
+        channel = instance.channel
+
+        async def send(message: Message) -> None:
+            raise RuntimeError(
+                f"The worker application for channel {channel!r} tried to send {message.get('type')!r}, but a "
+                "worker has no client to send to. Send to another channel or group through the channel layer."
+            )
+
+        try:
+            await self.application(scope, instance.queue.get, send)
+        except Exception:
+            logger.exception(
+                "%s raised while serving channel %r; the next message starts a new instance.",
+                name_that_thing(self.application),
+                channel,
+            )
+        else:
+            logger.info("The application for channel %r returned; the next message starts a new instance.", channel)
