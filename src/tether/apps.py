@@ -11,3 +11,7 @@ class TetherConfig(AppConfig):
     name = "tether"
     label = "tether"
     verbose_name = "tether"
+
+    def ready(self) -> None:
+        # Importing the module registers tether's system checks (tag "tether") with Django's check framework.
+        from tether import checks  # noqa: F401

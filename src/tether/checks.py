@@ -1,0 +1,245 @@
+"""System checks (``manage.py check``) for the settings tether reads, so mistakes show before the first connection.
+
+Every check is tagged ``"tether"`` (``manage.py check --tag tether`` runs only these) and its message says what to
+change. They are registered when the ``tether`` app is ready, which means they run only with ``"tether"`` in
+INSTALLED_APPS; ``docs/system-checks.md`` lists them all.
+
+=========== ============================================================================================
+id          problem
+=========== ============================================================================================
+E001        ``ASGI_APPLICATION`` is not set.
+E002        ``ASGI_APPLICATION`` cannot be imported.
+E003        ``ASGI_APPLICATION`` is not an ASGI application (not callable, or a consumer class).
+E004        ``CHANNEL_LAYERS`` is not a dict of aliases.
+E005        A ``CHANNEL_LAYERS`` entry is not a dict or has no ``BACKEND``.
+E006        A layer ``BACKEND`` cannot be imported.
+E007        A layer ``CONFIG`` or ``TEST_CONFIG`` is refused by the backend.
+W001        The in-memory layer while the environment asks for several server processes.
+W002        Another app's ``runserver`` comes before tether's in INSTALLED_APPS.
+=========== ============================================================================================
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import shlex
+from typing import Any
+
+from django.conf import settings
+from django.core import checks
+from django.core.checks import CheckMessage, Error, register
+from django.utils.module_loading import import_string
+
+from tether.layers.inmemory import InMemoryChannelLayer
+from tether.layers.manager import channel_layers
+
+__all__ = [
+    "check_asgi_application",
+    "check_channel_layers",
+    "check_in_memory_layer_with_several_processes",
+    "check_runserver_is_tethers",
+    "worker_processes_from_environment",
+]
+
+TAG = "tether"
+
+_REDIS_LAYER = "tether.layers.redis.RedisChannelLayer"
+
+
+@register(TAG)
+def check_asgi_application(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E001-E003: ``ASGI_APPLICATION`` names an importable ASGI application."""
+    from tether.routing import get_default_application
+
+    dotted_path = getattr(settings, "ASGI_APPLICATION", None)
+    if not dotted_path:
+        return [
+            Error(
+                "ASGI_APPLICATION is not set, so runserver, runworker and the live server have nothing to serve.",
+                hint="Set ASGI_APPLICATION = 'yourproject.asgi.application' in your settings.",
+                id="tether.E001",
+            )
+        ]
+    try:
+        application = get_default_application()
+    except Exception as exc:
+        return [
+            Error(
+                f"ASGI_APPLICATION {dotted_path!r} cannot be imported: {exc}",
+                hint="Correct the dotted path, or fix the error raised while importing that module.",
+                id="tether.E002",
+            )
+        ]
+    if inspect.isclass(application) and hasattr(application, "as_asgi"):
+        return [
+            Error(
+                f"ASGI_APPLICATION {dotted_path!r} is the consumer class {application.__name__}, not an application.",
+                hint=f"Point it at {application.__name__}.as_asgi(), or better at a ProtocolTypeRouter in asgi.py.",
+                id="tether.E003",
+            )
+        ]
+    if not callable(application):
+        return [
+            Error(
+                f"ASGI_APPLICATION {dotted_path!r} is {type(application).__name__} {application!r:.80}, which is not "
+                "an ASGI application (a callable taking scope, receive and send).",
+                hint="Point it at the application object in asgi.py, such as 'yourproject.asgi.application'.",
+                id="tether.E003",
+            )
+        ]
+    return []
+
+
+@register(TAG)
+def check_channel_layers(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E004-E007: every ``CHANNEL_LAYERS`` entry names an importable backend that accepts its configuration.
+
+    The backend is built from ``CONFIG`` (and ``TEST_CONFIG`` when present) and thrown away; tether's layers
+    connect to nothing until first used, so this needs no running Redis.
+    """
+    configs = getattr(settings, "CHANNEL_LAYERS", None)
+    if configs is None:
+        return []
+    if not isinstance(configs, dict):
+        return [
+            Error(
+                f"CHANNEL_LAYERS must be a dict of alias -> layer settings, not {type(configs).__name__}.",
+                hint="Write CHANNEL_LAYERS = {'default': {'BACKEND': 'tether.layers.InMemoryChannelLayer'}}.",
+                id="tether.E004",
+            )
+        ]
+    errors: list[CheckMessage] = []
+    for alias, config in configs.items():
+        errors.extend(_check_layer(alias, config))
+    return errors
+
+
+def _check_layer(alias: Any, config: Any) -> list[CheckMessage]:
+    where = f"CHANNEL_LAYERS[{alias!r}]"
+    if not isinstance(config, dict) or not config.get("BACKEND"):
+        return [
+            Error(
+                f"{where} must be a dict with a BACKEND, not {config!r:.80}.",
+                hint=f"Write {where} = {{'BACKEND': 'tether.layers.InMemoryChannelLayer'}} for one process, or "
+                f"{{'BACKEND': '{_REDIS_LAYER}', 'CONFIG': {{'hosts': ['redis://127.0.0.1:6379/0']}}}} for several.",
+                id="tether.E005",
+            )
+        ]
+    backend = config["BACKEND"]
+    try:
+        import_string(backend)
+    except ImportError as exc:
+        return [
+            Error(
+                f"{where}['BACKEND'] {backend!r} cannot be imported: {exc}",
+                hint="Check the dotted path (tether's layers are 'tether.layers.InMemoryChannelLayer' and "
+                f"'{_REDIS_LAYER}') and that the backend's package is installed "
+                '(pip install "django-tether[redis]" for Redis).',
+                id="tether.E006",
+            )
+        ]
+    errors: list[CheckMessage] = []
+    builders = [("CONFIG", channel_layers.make_backend)]
+    if "TEST_CONFIG" in config:
+        builders.append(("TEST_CONFIG", channel_layers.make_test_backend))
+    for key, build in builders:
+        try:
+            build(alias)
+        except Exception as exc:
+            errors.append(
+                Error(
+                    f"{where}['{key}'] is refused by {backend}: {exc}",
+                    hint=f"Correct the options in {where}['{key}'] (see the layer's documentation for the names "
+                    "and types it accepts).",
+                    id="tether.E007",
+                )
+            )
+    return errors
+
+
+def worker_processes_from_environment(environ: dict[str, str] | None = None) -> tuple[int, str] | None:
+    """The largest number of server processes the environment asks for, and where it was found, or None.
+
+    Read from ``WEB_CONCURRENCY`` (uvicorn's and gunicorn's default worker count), ``UVICORN_WORKERS`` and the
+    ``-w``/``--workers`` option in ``GUNICORN_CMD_ARGS``. Values that are not whole numbers are ignored.
+    """
+    environ = os.environ if environ is None else environ
+    found: list[tuple[int, str]] = []
+    for name in ("WEB_CONCURRENCY", "UVICORN_WORKERS"):
+        value = _whole_number(environ.get(name))
+        if value is not None:
+            found.append((value, f"{name}={value}"))
+    gunicorn_args = environ.get("GUNICORN_CMD_ARGS")
+    if gunicorn_args:
+        try:
+            words = shlex.split(gunicorn_args)
+        except ValueError:
+            words = []
+        for index, word in enumerate(words):
+            value = None
+            if word in ("-w", "--workers") and index + 1 < len(words):
+                value = _whole_number(words[index + 1])
+            elif word.startswith("--workers="):
+                value = _whole_number(word.partition("=")[2])
+            elif word.startswith("-w") and len(word) > 2:
+                value = _whole_number(word[2:])
+            if value is not None:
+                found.append((value, f"GUNICORN_CMD_ARGS workers={value}"))
+    return max(found, default=None)
+
+
+def _whole_number(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        return None
+
+
+@register(TAG)
+def check_in_memory_layer_with_several_processes(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W001: the in-memory layer cannot connect the processes that the environment asks the server to start."""
+    processes = worker_processes_from_environment()
+    if processes is None or processes[0] <= 1:
+        return []
+    configs = getattr(settings, "CHANNEL_LAYERS", None)
+    if not isinstance(configs, dict):
+        return []
+    warnings: list[CheckMessage] = []
+    for alias, config in configs.items():
+        backend = config.get("BACKEND") if isinstance(config, dict) else None
+        try:
+            backend_class = import_string(backend) if isinstance(backend, str) else None
+        except ImportError:
+            continue  # E006 reports it.
+        if inspect.isclass(backend_class) and issubclass(backend_class, InMemoryChannelLayer):
+            warnings.append(
+                checks.Warning(
+                    f"CHANNEL_LAYERS[{alias!r}] is the in-memory layer, but the environment asks for "
+                    f"{processes[0]} server processes ({processes[1]}). Each process would have its own layer: "
+                    "group messages and channel sends would not reach connections served by the other processes.",
+                    hint=f"Use a layer that processes share, such as '{_REDIS_LAYER}', or run one process.",
+                    id="tether.W001",
+                )
+            )
+    return warnings
+
+
+@register(TAG)
+def check_runserver_is_tethers(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """W002: another app earlier in INSTALLED_APPS provides ``runserver``, so tether's would never run."""
+    from django.core.management import get_commands
+
+    provider = get_commands().get("runserver")
+    if provider in (None, "tether", "django.core"):
+        return []
+    return [
+        checks.Warning(
+            f"manage.py runserver comes from {provider!r}, which is listed before 'tether' in INSTALLED_APPS, so "
+            "tether's runserver (uvicorn, WebSockets from ASGI_APPLICATION) never runs.",
+            hint=f"Move 'tether' above {provider!r} in INSTALLED_APPS.",
+            id="tether.W002",
+        )
+    ]

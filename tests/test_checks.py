@@ -1,0 +1,203 @@
+"""tether's system checks: each misconfiguration gets its id and a message that says what to change."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.checks import run_checks
+from django.core.checks.registry import registry
+from django.test import override_settings
+
+from tether import checks
+from tether.checks import worker_processes_from_environment
+
+IN_MEMORY = {"default": {"BACKEND": "tether.layers.InMemoryChannelLayer"}}
+
+
+def tether_messages():
+    return run_checks(tags=["tether"])
+
+
+def ids(messages):
+    return [message.id for message in messages]
+
+
+@pytest.fixture(autouse=True)
+def single_process_environment(monkeypatch):
+    """The checks read worker counts from the environment: start each test from a single-process one."""
+    for name in ("WEB_CONCURRENCY", "UVICORN_WORKERS", "GUNICORN_CMD_ARGS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_the_test_settings_pass_every_tether_check():
+    assert tether_messages() == []
+
+
+def test_every_check_is_registered_under_the_tether_tag():
+    registered = {check for check in registry.get_checks() if "tether" in getattr(check, "tags", ())}
+    assert registered == {
+        checks.check_asgi_application,
+        checks.check_channel_layers,
+        checks.check_in_memory_layer_with_several_processes,
+        checks.check_runserver_is_tethers,
+    }
+
+
+@override_settings(ASGI_APPLICATION=None)
+def test_missing_asgi_application_is_e001():
+    [error] = tether_messages()
+    assert error.id == "tether.E001"
+    assert "ASGI_APPLICATION = 'yourproject.asgi.application'" in error.hint
+
+
+@override_settings(ASGI_APPLICATION="tests.no_such_module.application")
+def test_asgi_application_in_a_missing_module_is_e002():
+    [error] = tether_messages()
+    assert error.id == "tether.E002"
+    assert "'tests.no_such_module.application' cannot be imported" in error.msg
+    assert "No module named 'tests.no_such_module'" in error.msg
+
+
+@override_settings(ASGI_APPLICATION="tests.asgi.no_such_name")
+def test_asgi_application_naming_a_missing_attribute_is_e002():
+    [error] = tether_messages()
+    assert error.id == "tether.E002"
+    assert "has no attribute 'no_such_name'" in error.msg
+
+
+@override_settings(ASGI_APPLICATION="tests.consumers.EchoConsumer")
+def test_asgi_application_naming_a_consumer_class_is_e003():
+    [error] = tether_messages()
+    assert error.id == "tether.E003"
+    assert "EchoConsumer.as_asgi()" in error.hint
+
+
+@override_settings(ASGI_APPLICATION="tests.settings.SECRET_KEY")
+def test_asgi_application_that_is_not_callable_is_e003():
+    [error] = tether_messages()
+    assert error.id == "tether.E003"
+    assert "not an ASGI application" in error.msg
+
+
+@override_settings(CHANNEL_LAYERS=["tether.layers.InMemoryChannelLayer"])
+def test_channel_layers_that_is_not_a_dict_is_e004():
+    [error] = tether_messages()
+    assert error.id == "tether.E004"
+    assert "must be a dict of alias" in error.msg
+
+
+@override_settings(CHANNEL_LAYERS={"default": {"CONFIG": {}}})
+def test_layer_without_backend_is_e005():
+    [error] = tether_messages()
+    assert error.id == "tether.E005"
+    assert "CHANNEL_LAYERS['default'] must be a dict with a BACKEND" in error.msg
+
+
+@override_settings(CHANNEL_LAYERS={"default": "tether.layers.InMemoryChannelLayer"})
+def test_layer_settings_that_are_not_a_dict_is_e005():
+    assert ids(tether_messages()) == ["tether.E005"]
+
+
+@override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "tether.layers.NoSuchLayer"}})
+def test_backend_that_cannot_be_imported_is_e006():
+    [error] = tether_messages()
+    assert error.id == "tether.E006"
+    assert "'tether.layers.NoSuchLayer' cannot be imported" in error.msg
+
+
+@override_settings(
+    CHANNEL_LAYERS={"default": {"BACKEND": "tether.layers.InMemoryChannelLayer", "CONFIG": {"capacity": -1}}}
+)
+def test_config_the_backend_refuses_is_e007():
+    [error] = tether_messages()
+    assert error.id == "tether.E007"
+    assert "CHANNEL_LAYERS['default']['CONFIG'] is refused" in error.msg
+    assert "capacity" in error.msg
+
+
+@override_settings(
+    CHANNEL_LAYERS={"default": {"BACKEND": "tether.layers.InMemoryChannelLayer", "CONFIG": {"hosts": ["x"]}}}
+)
+def test_config_with_an_option_the_backend_does_not_take_is_e007():
+    [error] = tether_messages()
+    assert error.id == "tether.E007"
+    assert "hosts" in error.msg
+
+
+@override_settings(
+    CHANNEL_LAYERS={
+        "default": {"BACKEND": "tether.layers.InMemoryChannelLayer", "TEST_CONFIG": {"expiry": "soon"}},
+    }
+)
+def test_test_config_the_backend_refuses_is_e007():
+    [error] = tether_messages()
+    assert error.id == "tether.E007"
+    assert "['TEST_CONFIG']" in error.msg
+
+
+@override_settings(
+    CHANNEL_LAYERS={
+        "default": {"BACKEND": "tether.layers.InMemoryChannelLayer"},
+        "broken": {"BACKEND": "nowhere.Layer"},
+        "bad": {"BACKEND": "tether.layers.InMemoryChannelLayer", "CONFIG": {"expiry": 0}},
+    }
+)
+def test_every_layer_alias_is_checked():
+    assert ids(tether_messages()) == ["tether.E006", "tether.E007"]
+
+
+@override_settings(CHANNEL_LAYERS=IN_MEMORY)
+def test_in_memory_layer_with_web_concurrency_above_one_is_w001(monkeypatch):
+    monkeypatch.setenv("WEB_CONCURRENCY", "4")
+    [warning] = tether_messages()
+    assert warning.id == "tether.W001"
+    assert "4 server processes (WEB_CONCURRENCY=4)" in warning.msg
+    assert "tether.layers.redis.RedisChannelLayer" in warning.hint
+
+
+@override_settings(CHANNEL_LAYERS=IN_MEMORY)
+def test_in_memory_layer_with_one_worker_process_passes(monkeypatch):
+    monkeypatch.setenv("WEB_CONCURRENCY", "1")
+    assert tether_messages() == []
+
+
+@override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "tether.layers.redis.RedisChannelLayer"}})
+def test_shared_layer_with_several_worker_processes_has_no_w001(monkeypatch):
+    pytest.importorskip("tether.layers.redis")
+    monkeypatch.setenv("WEB_CONCURRENCY", "4")
+    assert "tether.W001" not in ids(tether_messages())
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, None),
+        ({"WEB_CONCURRENCY": "3"}, (3, "WEB_CONCURRENCY=3")),
+        ({"UVICORN_WORKERS": "2"}, (2, "UVICORN_WORKERS=2")),
+        ({"GUNICORN_CMD_ARGS": "--bind 0.0.0.0:80 --workers 5"}, (5, "GUNICORN_CMD_ARGS workers=5")),
+        ({"GUNICORN_CMD_ARGS": "-w 6"}, (6, "GUNICORN_CMD_ARGS workers=6")),
+        ({"GUNICORN_CMD_ARGS": "-w7"}, (7, "GUNICORN_CMD_ARGS workers=7")),
+        ({"GUNICORN_CMD_ARGS": "--workers=8"}, (8, "GUNICORN_CMD_ARGS workers=8")),
+        ({"WEB_CONCURRENCY": "2", "UVICORN_WORKERS": "4"}, (4, "UVICORN_WORKERS=4")),
+        ({"WEB_CONCURRENCY": "many"}, None),
+        ({"GUNICORN_CMD_ARGS": "--workers 'unbalanced"}, None),
+    ],
+)
+def test_worker_processes_are_read_from_the_environment(environ, expected):
+    assert worker_processes_from_environment(environ) == expected
+
+
+@override_settings(
+    INSTALLED_APPS=["django.contrib.staticfiles", "tether", "django.contrib.auth", "django.contrib.contenttypes"]
+)
+def test_staticfiles_before_tether_is_w002_since_its_runserver_wins():
+    [warning] = tether_messages()
+    assert warning.id == "tether.W002"
+    assert "runserver comes from 'django.contrib.staticfiles'" in warning.msg
+    assert warning.hint == "Move 'tether' above 'django.contrib.staticfiles' in INSTALLED_APPS."
+
+
+@override_settings(
+    INSTALLED_APPS=["tether", "django.contrib.staticfiles", "django.contrib.auth", "django.contrib.contenttypes"]
+)
+def test_tether_before_staticfiles_passes():
+    assert tether_messages() == []
