@@ -1,0 +1,1 @@
+"""tether's ``manage.py`` commands: ``runserver`` (uvicorn, WebSockets, autoreload) and ``runworker``."""

@@ -1,0 +1,145 @@
+"""Run the test project's manage.py commands as real subprocesses: copy the project, start, read output, kill.
+
+Every command runs in a fresh copy of the project (so databases, edits and ``__pycache__`` stay out of the
+repository), with the interpreter running the tests and ``PYTHONPATH`` holding tether's sources and the copy. Each
+process starts in its own session, and ``stop()`` kills the whole process group, the autoreloader's child included.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import tether
+
+PROJECT_DIR = Path(__file__).resolve().parent
+SRC_DIR = Path(tether.__file__).resolve().parent.parent
+
+
+def copy_project(destination: Path) -> Path:
+    """A copy of the test project in ``destination`` (created), without caches or databases."""
+    shutil.copytree(
+        PROJECT_DIR,
+        destination,
+        ignore=shutil.ignore_patterns("__pycache__", "*.sqlite3", "harness.py", "__init__.py"),
+        dirs_exist_ok=True,
+    )
+    # The inner package keeps its __init__.py; only the outer one (which makes this directory a tests package) goes.
+    (destination / "project" / "__init__.py").write_text('"""The test project."""\n')
+    return destination
+
+
+def project_env(project_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment for a command in ``project_dir``: tether importable, unbuffered output, ``extra`` added."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "PROJECT_"))}
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(SRC_DIR), str(project_dir)]),
+        DJANGO_SETTINGS_MODULE="project.settings",
+        PYTHONUNBUFFERED="1",
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    env.update(extra)
+    return env
+
+
+class Command:
+    """A running ``manage.py`` command whose combined output is collected line by line in a thread."""
+
+    def __init__(self, project_dir: Path, *args: str, **env: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", *args],
+            cwd=project_dir,
+            env=project_env(project_dir, **env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for_line(self, text: str, timeout: float = 20) -> str:
+        """The first output line containing ``text``; fails with the output so far when it does not come in time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if text in line:
+                    return line
+            if self.process.poll() is not None and not self._reader.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} did not appear in the output of {self.process.args}:\n{self.output}")
+
+    def wait(self, timeout: float = 20) -> int:
+        """Wait for the command to exit on its own; its exit code."""
+        code = self.process.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        return code
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the command's main process only."""
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+
+    def stop(self) -> None:
+        """Kill the command and every process it started (nothing to do for one that has exited)."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=10)
+        self._reader.join(timeout=5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def run_command(project_dir: Path, *args: str, timeout: float = 60, **env: str) -> tuple[int, str]:
+    """Run a ``manage.py`` command to completion; its exit code and combined output."""
+    command = Command(project_dir, *args, **env)
+    try:
+        return command.wait(timeout=timeout), command.output
+    finally:
+        command.stop()
+
+
+def http_get(url: str, timeout: float = 10) -> tuple[int, str]:
+    """Status and body text of a GET to ``url``, error statuses included."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (read from /proc)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name (in parentheses) may contain spaces; the parent pid is the second field after it.
+        fields = stat.rpartition(")")[2].split()
+        if len(fields) > 1 and fields[1] == str(pid):
+            children.append(int(entry.name))
+    return children

@@ -1,0 +1,20 @@
+"""The test project's consumers: a WebSocket echo, and a worker that answers jobs on the ``jobs`` channel."""
+
+from tether.consumer import AsyncConsumer
+from tether.generic.websocket import AsyncWebsocketConsumer
+
+
+class EchoConsumer(AsyncWebsocketConsumer):
+    """Sends every frame back as it came."""
+
+    async def receive(self, text_data=None, bytes_data=None):
+        await self.send(text_data=text_data, bytes_data=bytes_data)
+
+
+class JobWorker(AsyncConsumer):
+    """Answers each ``job.run`` message on the channel named in its ``reply_to``, saying which instance ran it."""
+
+    async def job_run(self, message):
+        await self.channel_layer.send(
+            message["reply_to"], {"type": "job.done", "number": message["number"], "instance": id(self)}
+        )

@@ -1,0 +1,47 @@
+"""Settings of the test project. Environment variables let one test pick DEBUG and a Redis layer.
+
+``PROJECT_DEBUG`` ("1" by default) sets DEBUG; ``PROJECT_REDIS_PREFIX`` switches the default channel layer from the
+in-memory layer to tether's Redis layer on 127.0.0.1:6379 with that key prefix.
+"""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SECRET_KEY = "tether-test-project-not-secret"
+DEBUG = os.environ.get("PROJECT_DEBUG", "1") == "1"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+USE_TZ = True
+
+INSTALLED_APPS = [
+    "tether",
+    "django.contrib.staticfiles",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+]
+MIDDLEWARE = []
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": BASE_DIR / "db.sqlite3",
+        "TEST": {"NAME": BASE_DIR / "test-db.sqlite3"},
+    }
+}
+
+if os.environ.get("PROJECT_REDIS_PREFIX"):
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "tether.layers.redis.RedisChannelLayer",
+            "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"], "prefix": os.environ["PROJECT_REDIS_PREFIX"]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "tether.layers.InMemoryChannelLayer"}}
+
+ASGI_APPLICATION = "project.asgi.application"
+ROOT_URLCONF = "project.urls"
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
