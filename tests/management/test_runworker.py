@@ -1,0 +1,95 @@
+"""manage.py runworker: refusals in-process, and a real worker subprocess serving a channel through Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import uuid
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.test import override_settings
+
+from tests.project.harness import Command, copy_project, run_command
+from tether.management.commands.runworker import Command as RunworkerCommand
+
+
+def redis_layer_class():
+    """tether's Redis layer, or a skip while it is not there yet."""
+    module = pytest.importorskip("tether.layers.redis")
+    layer_class = getattr(module, "RedisChannelLayer", None)
+    if layer_class is None:
+        pytest.skip("tether.layers.redis has no RedisChannelLayer yet")
+    return layer_class
+
+
+def test_in_memory_layer_is_refused_with_what_to_configure():
+    with pytest.raises(CommandError, match="is the in-memory layer, which lives inside one process") as caught:
+        call_command("runworker", "jobs")
+    assert "tether.layers.redis.RedisChannelLayer" in str(caught.value)
+
+
+def test_missing_layer_alias_is_refused_with_what_to_configure():
+    with pytest.raises(CommandError, match="No channel layer is configured under the alias 'workers'") as caught:
+        call_command("runworker", "--layer", "workers", "jobs")
+    assert "CHANNEL_LAYERS = {" in str(caught.value)
+
+
+@override_settings(CHANNEL_LAYERS={})
+def test_no_channel_layers_at_all_is_refused():
+    with pytest.raises(CommandError, match="No channel layer is configured under the alias 'default'"):
+        call_command("runworker", "jobs")
+
+
+@override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "tether.layers.NoSuchLayer"}})
+def test_backend_that_cannot_be_imported_is_a_command_error():
+    with pytest.raises(CommandError, match=r"Cannot import BACKEND 'tether\.layers\.NoSuchLayer'"):
+        call_command("runworker", "jobs", skip_checks=True)
+
+
+@override_settings(INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes"])
+def test_tethers_runworker_without_tether_installed_says_to_install_it():
+    with pytest.raises(CommandError, match='needs "tether" in INSTALLED_APPS'):
+        call_command(RunworkerCommand(), "jobs", skip_checks=True)
+
+
+def test_runworker_needs_a_channel_name():
+    with pytest.raises(CommandError, match="the following arguments are required: channels"):
+        call_command("runworker")
+
+
+def test_runworker_with_the_in_memory_layer_exits_with_the_explanation(tmp_path):
+    project = copy_project(tmp_path)
+    code, output = run_command(project, "runworker", "jobs")
+    assert code == 1
+    assert "CommandError: The channel layer 'default' is the in-memory layer" in output
+
+
+def test_runworker_serves_a_channel_in_order_with_one_instance_then_stops_on_sigterm(tmp_path):
+    layer_class = redis_layer_class()
+    prefix = f"tether-test-runworker-{uuid.uuid4().hex[:12]}"
+    project = copy_project(tmp_path)
+    command = Command(project, "runworker", "jobs", PROJECT_REDIS_PREFIX=prefix)
+    try:
+        banner = command.wait_for_line("tether worker serving")
+        assert "serving jobs on layer 'default' (RedisChannelLayer)" in banner
+
+        async def exchange():
+            layer = layer_class(hosts=["redis://127.0.0.1:6379/0"], prefix=prefix)
+            try:
+                reply_to = await layer.new_channel()
+                for number in range(10):
+                    await layer.send("jobs", {"type": "job.run", "number": number, "reply_to": reply_to})
+                return [await asyncio.wait_for(layer.receive(reply_to), timeout=15) for _ in range(10)]
+            finally:
+                await layer.close()
+
+        answers = asyncio.run(exchange())
+        assert [answer["number"] for answer in answers] == list(range(10))
+        assert len({answer["instance"] for answer in answers}) == 1
+
+        command.signal(signal.SIGTERM)
+        assert command.wait(timeout=15) == 0, command.output
+    finally:
+        command.stop()
