@@ -1,4 +1,4 @@
-"""tether.server: binding the socket, the static files wrapper, and uvicorn serving HTTP, static files and WebSockets."""
+"""tether.server: binding the socket, the static files wrapper, uvicorn serving HTTP, static files and WebSockets."""
 
 from __future__ import annotations
 
