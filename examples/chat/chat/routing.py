@@ -1,0 +1,14 @@
+"""WebSocket routes of the chat app (mounted in ``chatsite/asgi.py``)."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from chat.consumers import ChatConsumer
+
+__all__ = ["websocket_urlpatterns"]
+
+websocket_urlpatterns = [
+    path("chat/connect/", ChatConsumer.as_asgi()),
+    path("ws/chat/<slug:room>/", ChatConsumer.as_asgi()),
+]

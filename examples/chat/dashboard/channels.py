@@ -1,0 +1,10 @@
+"""Names shared by the dashboard's consumer, its worker and the chat consumers that answer its pings."""
+
+from __future__ import annotations
+
+__all__ = ["DASHBOARD_CHANNEL", "DASHBOARD_GROUP"]
+
+#: The worker channel the ticker listens on: ``python manage.py runworker dashboard-ticker``.
+DASHBOARD_CHANNEL = "dashboard-ticker"
+#: Every open dashboard page is a member of this group.
+DASHBOARD_GROUP = "dashboard"

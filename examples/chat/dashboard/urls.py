@@ -1,0 +1,11 @@
+"""HTTP routes of the dashboard app."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from dashboard import views
+
+app_name = "dashboard"
+
+urlpatterns = [path("", views.dashboard, name="dashboard")]

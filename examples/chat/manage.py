@@ -1,0 +1,16 @@
+#!/usr/bin/env python
+"""The example project's command line: migrate, runserver, runworker, demo_users, ..."""
+
+import os
+import sys
+
+
+def main() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(sys.argv)
+
+
+if __name__ == "__main__":
+    main()
