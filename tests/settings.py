@@ -45,6 +45,8 @@ ASGI_APPLICATION = "tests.asgi.application"
 ROOT_URLCONF = "tests.urls"
 STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+# Tests create and log in many users; the default PBKDF2 hasher would spend a third of a second on each password.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
