@@ -6,11 +6,14 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
+from django.contrib.auth.backends import ModelBackend
 from django.http import HttpResponse, JsonResponse
 from django.test import Client
 from django.urls import path
@@ -37,6 +40,15 @@ def cookie_header(value: str, name: str | None = None) -> tuple[bytes, bytes]:
     return b"cookie", f"{name or settings.SESSION_COOKIE_NAME}={value}".encode("latin-1")
 
 
+def fetch_json(url: str, cookie: str | None = None) -> Any:
+    """GET ``url`` with the session cookie (blocking: call it through ``asyncio.to_thread``); the decoded JSON."""
+    request = urllib.request.Request(url)
+    if cookie is not None:
+        request.add_header("Cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
 def describe_user(user: Any) -> dict[str, Any]:
     return {"authenticated": bool(user.is_authenticated), "username": user.get_username() or None}
 
@@ -46,6 +58,16 @@ def set_cookie_headers(headers: Any) -> list[str]:
     if hasattr(headers, "get_all"):
         return list(headers.get_all("Set-Cookie"))
     return [value.decode("latin-1") for name, value in headers if name.lower() == b"set-cookie"]
+
+
+class EmailBackend(ModelBackend):
+    """A custom backend: authenticates by e-mail address instead of username."""
+
+    def authenticate(self, request: Any, email: str | None = None, password: str | None = None, **kwargs: Any) -> Any:
+        user = get_user_model()._default_manager.filter(email=email).first()
+        if user is not None and user.check_password(password) and self.user_can_authenticate(user):
+            return user
+        return None
 
 
 class WhoAmIConsumer(AsyncJsonWebsocketConsumer):
