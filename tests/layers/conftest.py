@@ -7,6 +7,8 @@ A factory is an async context manager that yields a ready layer with the given o
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -26,8 +28,32 @@ async def inmemory_layer(**options: Any) -> AsyncIterator[BaseChannelLayer]:
         await layer.close()
 
 
+#: The shared Redis the tests may use (their own key prefix only); override with TETHER_TEST_REDIS_URL.
+REDIS_URL = os.environ.get("TETHER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def redis_layer_factory(class_name: str) -> Callable[..., contextlib.AbstractAsyncContextManager[BaseChannelLayer]]:
+    """A factory for a tether Redis layer on ``REDIS_URL`` with a key prefix of its own, flushed afterwards."""
+
+    @contextlib.asynccontextmanager
+    async def redis_layer(**options: Any) -> AsyncIterator[BaseChannelLayer]:
+        from tether.layers import redis
+
+        options.setdefault("hosts", [REDIS_URL])
+        options.setdefault("prefix", f"tether-test-{secrets.token_hex(6)}")
+        layer = getattr(redis, class_name)(**options)
+        try:
+            yield layer
+        finally:
+            await layer.flush()
+            await layer.close()
+
+    return redis_layer
+
+
 LAYER_FACTORIES: dict[str, Callable[..., contextlib.AbstractAsyncContextManager[BaseChannelLayer]]] = {
     "inmemory": inmemory_layer,
+    "redis": redis_layer_factory("RedisChannelLayer"),
 }
 
 

@@ -1,0 +1,504 @@
+"""The Redis layers' transport: connections per event loop, a write coalescer, blocking readers, bounded waits.
+
+Three kinds of connection, all built from redis-py's asyncio connection classes (so URLs, TLS, unix sockets, AUTH,
+``db`` and Sentinel-managed masters work as in redis-py):
+
+* One **command link** per host and event loop. Every command issued during one loop tick is written in one batch
+  and their replies read back in order (a pipeline that nobody has to ask for), so concurrent senders share round
+  trips and a single sender pays one round trip per command. It never needs more than one connection, so thousands
+  of concurrent sends cannot exhaust a pool.
+* **Blocking connections** for the receive loops (``BLPOP``/``BLMPOP``, ``SUBSCRIBE``): one per reader, with a socket
+  timeout longer than the server-side block, so an idle wait neither times out nor hangs on a dead peer.
+* For Redis Cluster, redis-py's ``RedisCluster`` routes each command by its key (scripts keep their keys in one
+  hash slot).
+
+When Redis cannot be reached, a command waits (reconnecting with backoff) at most ``unavailable_timeout`` seconds,
+then fails with ``LayerUnavailable``; a command whose connection broke after it was written also fails with
+``LayerUnavailable`` (it may or may not have run), and is never retried, so nothing is delivered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis import exceptions as redis_errors
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
+
+from tether.exceptions import LayerUnavailable
+from tether.layers.redis.config import HostSpec
+from tether.layers.redis.storage import Script
+
+__all__ = [
+    "CONNECTION_ERRORS",
+    "Backoff",
+    "BlockingConnection",
+    "ClusterEndpoint",
+    "Endpoint",
+    "Link",
+    "NodeEndpoint",
+    "PerLoop",
+    "TransportSettings",
+    "open_endpoint",
+    "validate_host",
+]
+
+logger = logging.getLogger("tether.layers.redis")
+
+#: Errors that mean "the connection is unusable", as opposed to an error reply from Redis.
+CONNECTION_ERRORS = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    OSError,
+    asyncio.TimeoutError,
+)
+_FATAL_CONNECT_ERRORS = (redis_errors.AuthenticationError, redis_errors.AuthorizationError)
+
+#: A connection idle this long is checked with a PING before a batch goes out on it: after a Redis restart the old
+#: socket is dead, and finding out by PING costs nothing that might have run.
+_IDLE_CHECK_AFTER = 1.0
+
+
+@dataclass(frozen=True)
+class TransportSettings:
+    """How long to wait for Redis, and how long a blocking read blocks server-side before it loops."""
+
+    unavailable_timeout: float
+    block_timeout: float = 5.0
+
+
+class Backoff:
+    """Reconnection delays: from ``first`` doubling to ``cap`` seconds, with jitter so processes spread out."""
+
+    def __init__(self, first: float = 0.05, cap: float = 2.0) -> None:
+        self.first = first
+        self.cap = cap
+        self.attempts = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.cap, self.first * (2**self.attempts))
+        self.attempts += 1
+        return delay * random.uniform(0.5, 1.0)
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+def _unavailable(where: str, exc: BaseException, waited: float | None = None) -> LayerUnavailable:
+    if waited is None:
+        text = f"The connection to Redis at {where} broke during the command ({exc}); it may or may not have run."
+    else:
+        text = (
+            f"Redis at {where} could not be reached for {waited:g}s ({exc}). Check that it is running; the wait is "
+            "the layer's unavailable_timeout option."
+        )
+    return LayerUnavailable(text)
+
+
+# The command link --------------------------------------------------------------------------------------------------
+
+
+class _Call:
+    __slots__ = ("args", "deadline", "future")
+
+    def __init__(self, args: tuple[Any, ...], future: asyncio.Future[Any], deadline: float) -> None:
+        self.args = args
+        self.future = future
+        self.deadline = deadline
+
+
+class Link:
+    """Commands over one connection, coalesced: everything issued during a loop tick goes out in one write.
+
+    ``call(*args)`` returns a future for the reply. An error reply sets the redis-py exception on that future only.
+    """
+
+    def __init__(self, make_connection: Callable[[], AbstractConnection], where: str, timeout: float) -> None:
+        self._make_connection = make_connection
+        self._where = where
+        self._timeout = timeout
+        self._connection: AbstractConnection | None = None
+        self._pending: list[_Call] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._idle_since = 0.0
+        self._loop = asyncio.get_running_loop()
+        self.reconnects = 0
+
+    def call(self, *args: Any) -> asyncio.Future[Any]:
+        loop = self._loop
+        future = loop.create_future()
+        self._pending.append(_Call(args, future, loop.time() + self._timeout))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush())
+        return future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._run(batch)
+        except BaseException as exc:
+            self._fail(self._pending, LayerUnavailable(f"The Redis layer's link to {self._where} was closed."))
+            self._pending = []
+            if not isinstance(exc, asyncio.CancelledError):
+                logger.exception("The Redis link to %s failed", self._where)
+            raise
+        finally:
+            self._flusher = None
+
+    async def _run(self, batch: list[_Call]) -> None:
+        connection = await self._ready(batch)
+        if connection is None:
+            return
+        index = 0
+        try:
+            await connection.send_packed_command(connection.pack_commands([call.args for call in batch]), False)
+            for index, call in enumerate(batch):  # noqa: B007 - index tells the except clause how far we got
+                try:
+                    reply = await connection.read_response()
+                except redis_errors.ResponseError as exc:
+                    if not call.future.done():
+                        call.future.set_exception(exc)
+                    continue
+                if not call.future.done():
+                    call.future.set_result(reply)
+            index = len(batch)
+        except CONNECTION_ERRORS as exc:
+            await self._drop(connection)
+            self._fail(batch[index:], _unavailable(self._where, exc))
+        except BaseException:
+            await self._drop(connection)
+            self._fail(batch[index:], LayerUnavailable(f"The Redis layer's link to {self._where} was closed."))
+            raise
+        self._idle_since = self._loop.time()
+
+    async def _ready(self, batch: list[_Call]) -> AbstractConnection | None:
+        """A connected, checked connection; None (and the batch failed) when Redis stays away past the deadline."""
+        backoff = Backoff()
+        started = self._loop.time()
+        while True:
+            connection = self._connection
+            if connection is None:
+                connection = self._connection = self._make_connection()
+            try:
+                if not connection.is_connected:
+                    if backoff.attempts or self._idle_since:
+                        self.reconnects += 1
+                    await connection.connect()
+                elif self._loop.time() - self._idle_since > _IDLE_CHECK_AFTER:
+                    await connection.send_command("PING", check_health=False)
+                    await connection.read_response()
+                return connection
+            except _FATAL_CONNECT_ERRORS as exc:
+                await self._drop(connection)
+                self._fail(batch, LayerUnavailable(f"Redis at {self._where} refused the credentials: {exc}"))
+                return None
+            except CONNECTION_ERRORS as exc:
+                await self._drop(connection)
+                now = self._loop.time()
+                deadline = batch[0].deadline
+                if now >= deadline:
+                    self._fail(batch, _unavailable(self._where, exc, now - started))
+                    return None
+                await asyncio.sleep(min(backoff.next_delay(), deadline - now))
+
+    async def _drop(self, connection: AbstractConnection) -> None:
+        try:
+            await connection.disconnect(nowait=True)
+        except Exception:  # already broken: nothing more to release
+            pass
+
+    @staticmethod
+    def _fail(calls: list[_Call], exc: BaseException) -> None:
+        for call in calls:
+            if not call.future.done():
+                call.future.set_exception(exc)
+                # Callers that gave up on the future must not turn this into "exception was never retrieved".
+                call.future.exception()
+
+    async def aclose(self) -> None:
+        flusher = self._flusher
+        if flusher is not None:
+            flusher.cancel()
+            await asyncio.gather(flusher, return_exceptions=True)
+        if self._connection is not None:
+            await self._drop(self._connection)
+            self._connection = None
+
+
+# Blocking reads ----------------------------------------------------------------------------------------------------
+
+
+class BlockingConnection:
+    """One connection for one reader's blocking commands. ``call`` raises the ``CONNECTION_ERRORS`` it meets (the
+    reader decides how to back off); the connection reconnects on the next call."""
+
+    def __init__(self, make_connection: Callable[[], AbstractConnection], where: str) -> None:
+        self._make_connection = make_connection
+        self.where = where
+        self._connection: AbstractConnection | None = None
+
+    async def call(self, *args: Any) -> Any:
+        connection = self._connection
+        if connection is None:
+            connection = self._connection = self._make_connection()
+        try:
+            if not connection.is_connected:
+                await connection.connect()
+            await connection.send_command(*args, check_health=False)
+            return await connection.read_response()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                await connection.disconnect(nowait=True)
+            except Exception:
+                pass
+
+
+# Endpoints: one host, bound to one event loop ---------------------------------------------------------------------
+
+
+class Endpoint:
+    """What the layers need from one host (or one cluster) on the running event loop."""
+
+    where: str
+
+    def call(self, *args: Any) -> Awaitable[Any]:
+        raise NotImplementedError
+
+    async def script(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        """Run ``script`` by SHA, loading it first when the server does not know it (a restart empties the cache)."""
+        try:
+            return await self.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except redis_errors.NoScriptError:
+            return await self.call("EVAL", script.source, len(keys), *keys, *args)
+
+    def blocking_connection(self, key: str) -> BlockingConnection:
+        """A dedicated connection for blocking reads of ``key`` (it may only be used for that key's node)."""
+        raise NotImplementedError
+
+    async def delete_matching(self, pattern: str) -> int:
+        """``SCAN`` for keys matching ``pattern`` and delete them; returns how many."""
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+
+def _pool_for(spec: HostSpec, socket_timeout: float | None, settings: TransportSettings) -> tuple[Any, Any]:
+    """A redis-py pool used as a connection factory for ``spec`` (plus the Sentinel manager to close, if any)."""
+    options = dict(spec.options)
+    options["socket_timeout"] = socket_timeout
+    options.setdefault("socket_connect_timeout", min(settings.unavailable_timeout, 5.0))
+    options.setdefault("socket_keepalive", True)
+    if spec.kind == "sentinel":
+        from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+
+        sentinel_options = dict(spec.sentinel_options)
+        sentinel_options.setdefault("socket_timeout", min(settings.unavailable_timeout, 5.0))
+        sentinel_options.setdefault("socket_connect_timeout", min(settings.unavailable_timeout, 5.0))
+        manager = Sentinel(list(spec.sentinels), sentinel_kwargs=sentinel_options, **options)
+        pool = SentinelConnectionPool(spec.master_name, manager, **options)
+        return pool, manager
+    return ConnectionPool.from_url(spec.url, **options), None
+
+
+class NodeEndpoint(Endpoint):
+    """A single Redis server, or the master a Sentinel points to."""
+
+    def __init__(self, spec: HostSpec, settings: TransportSettings) -> None:
+        self.where = spec.describe()
+        self.spec = spec
+        command_timeout = spec.options.get("socket_timeout", max(settings.unavailable_timeout, 5.0))
+        self._pool, self._manager = _pool_for(spec, command_timeout, settings)
+        self._blocking_pool, self._blocking_manager = _pool_for(spec, settings.block_timeout + 10.0, settings)
+        self._blocking: weakref.WeakSet[BlockingConnection] = weakref.WeakSet()
+        self.link = Link(self._pool.make_connection, self.where, settings.unavailable_timeout)
+
+    def call(self, *args: Any) -> asyncio.Future[Any]:
+        return self.link.call(*args)
+
+    def blocking_connection(self, key: str) -> BlockingConnection:
+        connection = BlockingConnection(self._blocking_pool.make_connection, self.where)
+        self._blocking.add(connection)
+        return connection
+
+    def make_connection(self, blocking: bool = True) -> AbstractConnection:
+        """A raw redis-py connection (the pub/sub layer's subscriber uses one)."""
+        return (self._blocking_pool if blocking else self._pool).make_connection()
+
+    async def delete_matching(self, pattern: str) -> int:
+        deleted = 0
+        cursor = 0
+        while True:
+            cursor, keys = await self.call("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+            if keys:
+                deleted += await self.call("UNLINK", *keys)
+            if int(cursor) == 0:
+                return deleted
+
+    async def aclose(self) -> None:
+        await self.link.aclose()
+        for connection in list(self._blocking):
+            await connection.aclose()
+        for manager in (self._manager, self._blocking_manager):
+            if manager is not None:
+                await manager.aclose()
+
+
+class _ClusterBlockingConnection(BlockingConnection):
+    def __init__(self, cluster: Any, key: str, where: str) -> None:
+        super().__init__(lambda: None, where)  # type: ignore[arg-type, return-value]
+        self._cluster = cluster
+        self._key = key
+
+    async def call(self, *args: Any) -> Any:
+        node = self._cluster.get_node_from_key(self._key)
+        return await self._cluster.execute_command(*args, target_nodes=node)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class ClusterEndpoint(Endpoint):
+    """A Redis Cluster, through redis-py's ``RedisCluster`` (which routes each command to the node of its key)."""
+
+    def __init__(self, spec: HostSpec, settings: TransportSettings) -> None:
+        from redis.asyncio.cluster import RedisCluster
+
+        self.where = spec.describe()
+        self._timeout = settings.unavailable_timeout
+        options = dict(spec.options)
+        options.setdefault("socket_timeout", max(settings.unavailable_timeout, 5.0))
+        options.setdefault("socket_connect_timeout", min(settings.unavailable_timeout, 5.0))
+        self._cluster = RedisCluster.from_url(spec.url, **options)
+        options["socket_timeout"] = settings.block_timeout + 10.0
+        self._blocking_cluster = RedisCluster.from_url(spec.url, **options)
+
+    async def call(self, *args: Any) -> Any:
+        try:
+            return await asyncio.wait_for(self._cluster.execute_command(*args), self._timeout)
+        except (*CONNECTION_ERRORS, redis_errors.ClusterError, redis_errors.RedisClusterException) as exc:
+            if isinstance(exc, redis_errors.ResponseError) and not isinstance(exc, redis_errors.ClusterDownError):
+                raise
+            raise _unavailable(self.where, exc, self._timeout) from exc
+
+    def blocking_connection(self, key: str) -> BlockingConnection:
+        return _ClusterBlockingConnection(self._blocking_cluster, key, self.where)
+
+    async def delete_matching(self, pattern: str) -> int:
+        keys = [key async for key in self._cluster.scan_iter(match=pattern, count=1000)]
+        for key in keys:
+            await self._cluster.unlink(key)
+        return len(keys)
+
+    async def aclose(self) -> None:
+        await self._cluster.aclose()
+        await self._blocking_cluster.aclose()
+
+
+def open_endpoint(spec: HostSpec, settings: TransportSettings) -> Endpoint:
+    """An endpoint for ``spec`` bound to the running event loop."""
+    if spec.kind == "cluster":
+        return ClusterEndpoint(spec, settings)
+    return NodeEndpoint(spec, settings)
+
+
+def validate_host(spec: HostSpec, settings: TransportSettings) -> None:
+    """Build (without connecting) what ``spec`` needs, so a misspelt connection option fails at configuration time."""
+    if spec.kind == "cluster":
+        from redis.asyncio.cluster import RedisCluster
+
+        options = dict(spec.options)
+        try:
+            RedisCluster.from_url(spec.url, **options)
+        except TypeError as exc:
+            raise TypeError(f"Invalid connection option for {spec.describe()}: {exc}") from None
+        return
+    try:
+        pool, _ = _pool_for(spec, 1.0, settings)
+        pool.make_connection()
+    except TypeError as exc:
+        raise TypeError(f"Invalid connection option for {spec.describe()}: {exc}") from None
+
+
+# Per-event-loop state ----------------------------------------------------------------------------------------------
+
+
+class PerLoop:
+    """State a layer keeps per event loop (asyncio connections belong to the loop that made them).
+
+    ``get()`` returns the state of the running loop, building it with ``factory`` on first use. When a loop that has
+    state closes (``async_to_sync`` closes its loop after each call), ``closer`` runs first, so no connection or task
+    outlives its loop.
+    """
+
+    def __init__(self, factory: Callable[[], Any], closer: Callable[[Any], Awaitable[None]]) -> None:
+        self._factory = factory
+        self._closer = closer
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+    def get(self) -> Any:
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None:
+            state = self._states[loop] = self._factory()
+            self._hook_close(loop)
+        return state
+
+    def peek(self) -> Any:
+        """The running loop's state, or None when it has none yet."""
+        try:
+            return self._states.get(asyncio.get_running_loop())
+        except RuntimeError:
+            return None
+
+    async def close_current(self) -> None:
+        loop = asyncio.get_running_loop()
+        state = self._states.pop(loop, None)
+        if state is not None:
+            await self._closer(state)
+
+    def others(self) -> list[tuple[asyncio.AbstractEventLoop, Any]]:
+        loop = asyncio.get_running_loop()
+        return [(other, state) for other, state in list(self._states.items()) if other is not loop]
+
+    def _hook_close(self, loop: asyncio.AbstractEventLoop) -> None:
+        hooks = getattr(loop, "_tether_close_hooks", None)
+        if hooks is None:
+            hooks = []
+            original_close = loop.close
+
+            def close() -> None:
+                for hook in list(hooks):
+                    hook(loop)
+                hooks.clear()
+                original_close()
+
+            try:
+                loop.close = close  # type: ignore[method-assign]
+                loop._tether_close_hooks = hooks  # type: ignore[attr-defined]
+            except (AttributeError, TypeError):  # uvloop and friends: such loops live as long as the process
+                return
+        hooks.append(self._close_on)
+
+    def _close_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        state = self._states.pop(loop, None)
+        if state is None or loop.is_closed():
+            return
+        if loop.is_running():  # closing a running loop fails anyway; leave the state to the garbage collector
+            return
+        try:
+            loop.run_until_complete(self._closer(state))
+        except Exception:
+            logger.exception("Closing the Redis layer's connections on a closing event loop failed")

@@ -1,0 +1,559 @@
+"""``RedisChannelLayer``: the channel layer for many processes and machines, on Redis lists and sorted sets.
+
+The storage model is in ``storage.py``, the message codec in ``codec.py``, the transport in ``connection.py``; this
+module ties them to the layer API. In short: named channels are shared Redis lists; a process's own channels
+(``new_channel()``) are served by one receive loop per process that reads the process's inbox list and routes each
+message to a local buffer; ``group_send`` encodes a message once and pushes one frame per process (plus one per named
+member) in a single script call, and each process fans out in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import string
+from typing import Any, ClassVar
+
+from redis import exceptions as redis_errors
+
+from tether.exceptions import ChannelFull
+from tether.layers.base import BaseChannelLayer
+from tether.layers.messages import clone_message
+from tether.layers.redis.codec import DecodeError, MessageCodec
+from tether.layers.redis.config import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_UNAVAILABLE_TIMEOUT,
+    parse_hosts,
+    require_number,
+    require_prefix,
+)
+from tether.layers.redis.connection import (
+    CONNECTION_ERRORS,
+    Backoff,
+    Endpoint,
+    PerLoop,
+    TransportSettings,
+    open_endpoint,
+    validate_host,
+)
+from tether.layers.redis.local import LocalChannels, now_ms
+from tether.layers.redis.sharding import HashRing
+from tether.layers.redis.storage import (
+    GROUP_ADD,
+    GROUP_MEMBERS,
+    GROUP_SEND,
+    PUSH_INBOX,
+    SEND_LOCAL,
+    SEND_NAMED,
+    KeySpace,
+    client_id_of,
+    frame_head,
+    pack_frame,
+    parse_frame,
+    split_members,
+)
+from tether.layers.stats import LayerStats
+from tether.types import Message
+
+__all__ = ["RedisChannelLayer"]
+
+logger = logging.getLogger("tether.layers.redis")
+
+_INBOX_BATCH = 1000
+
+
+class _LoopState:
+    """What the layer holds on one event loop: endpoints, the inbox loop, and named-channel readers."""
+
+    def __init__(self, size: int) -> None:
+        self.endpoints: list[Endpoint | None] = [None] * size
+        self.inbox_task: asyncio.Task[None] | None = None
+        self.readers: dict[str, asyncio.Task[None]] = {}
+
+
+class RedisChannelLayer(BaseChannelLayer):
+    """A channel layer on Redis, for several processes and machines; channels_redis's options and meanings.
+
+    ``hosts``: Redis URLs (``redis://``, ``rediss://``, ``unix://``), ``(host, port)`` pairs, or dicts of connection
+    options (``address``, ``password``, ``db``, ``ssl_*``...; ``sentinels`` + ``master_name`` for Sentinel;
+    ``cluster: True`` for Redis Cluster). Several hosts shard channels and groups by consistent hashing.
+    ``prefix`` namespaces every key. ``expiry`` (s) bounds how long a message waits unread; ``group_expiry`` (s) how
+    long a membership lasts; ``capacity`` / ``channel_capacity`` bound each channel. ``symmetric_encryption_keys``
+    encrypts messages at rest (the first key encrypts, all decrypt).
+
+    tether-only options: ``unavailable_timeout`` (s, default 5): how long an operation waits for an unreachable Redis
+    before raising ``LayerUnavailable``; ``max_message_size`` (bytes, default 8 MiB): larger messages raise
+    ``MessageTooLarge``; ``inbox_capacity`` (default 10,000): messages in transit to one process before senders get
+    ``ChannelFull`` (its receive loop is stuck or gone); ``random_prefix_length`` (default 12) of the client id.
+
+    Drops are counted in ``stats()`` and logged once per channel or group.
+    """
+
+    extensions: ClassVar[list[str]] = ["groups", "flush"]
+
+    def __init__(
+        self,
+        hosts: Any = None,
+        prefix: str = "asgi",
+        expiry: float = 60,
+        group_expiry: float = 86400,
+        capacity: int = 100,
+        channel_capacity: dict[Any, int] | None = None,
+        symmetric_encryption_keys: Any = None,
+        random_prefix_length: int = 12,
+        unavailable_timeout: float = DEFAULT_UNAVAILABLE_TIMEOUT,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        inbox_capacity: int = 10_000,
+        **unknown: Any,
+    ) -> None:
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unknown CONFIG option(s) {sorted(unknown)}; it takes hosts, prefix, "
+                "expiry, group_expiry, capacity, channel_capacity, symmetric_encryption_keys, random_prefix_length, "
+                "unavailable_timeout, max_message_size and inbox_capacity."
+            )
+        super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
+        self.group_expiry = require_number("group_expiry", group_expiry)
+        self.unavailable_timeout = require_number("unavailable_timeout", unavailable_timeout)
+        self.inbox_capacity = require_number("inbox_capacity", inbox_capacity, integer=True)
+        require_number("random_prefix_length", random_prefix_length, integer=True)
+        self.prefix = require_prefix(prefix)
+        self.hosts = parse_hosts(hosts)
+        self.keys = KeySpace(self.prefix)
+        self.codec = MessageCodec(
+            symmetric_encryption_keys, require_number("max_message_size", max_message_size, integer=True)
+        )
+        self._settings = TransportSettings(unavailable_timeout=float(self.unavailable_timeout))
+        for spec in self.hosts:
+            validate_host(spec, self._settings)
+        self._ring = HashRing([spec.identity for spec in self.hosts])
+        self._one_server = len(self.hosts) == 1 and self.hosts[0].kind != "cluster"
+        self.client_id = "".join(secrets.choice(string.ascii_letters) for _ in range(random_prefix_length))
+        self._expiry_ms = int(self.expiry * 1000)
+        self._stats = LayerStats(logger)
+        self._local = LocalChannels(self.get_capacity, self._expire, self._mark_full)
+        self._loops = PerLoop(lambda: _LoopState(len(self.hosts)), self._close_state)
+
+    # Channels ------------------------------------------------------------------------------------------------------
+
+    async def send(self, channel: str, message: Message) -> None:
+        """Send ``message`` to ``channel``. Raises ``ChannelFull`` when the channel is at capacity,
+        ``MessageTooLarge`` past ``max_message_size``, ``LayerUnavailable`` when Redis stays unreachable."""
+        self.require_valid_channel_name(channel)
+        payload = self.codec.encode(message)
+        now = now_ms()
+        state = self._loops.get()
+        client_id = client_id_of(channel)
+        if client_id is None:
+            endpoint = self._endpoint(state, channel)
+            sent, trimmed = await endpoint.script(
+                SEND_NAMED,
+                [self.keys.channel(channel)],
+                [self.get_capacity(channel), now, pack_frame(now + self._expiry_ms, payload), self._expiry_ms],
+            )
+            if trimmed:
+                self._expire(channel, trimmed)
+            if not sent:
+                raise ChannelFull(f"Channel {channel!r} holds {self.get_capacity(channel)} messages already.")
+        else:
+            if client_id == self.client_id and self._local.queued(channel) >= self.get_capacity(channel):
+                raise ChannelFull(f"Channel {channel!r} holds {self.get_capacity(channel)} messages already.")
+            endpoint = self._endpoint(state, client_id)
+            sent = await endpoint.script(
+                SEND_LOCAL,
+                [self.keys.inbox(client_id), self.keys.full(client_id)],
+                [
+                    channel,
+                    self.inbox_capacity,
+                    pack_frame(now + self._expiry_ms, payload, "", channel),
+                    self._expiry_ms,
+                ],
+            )
+            if sent == 0:
+                raise ChannelFull(f"Channel {channel!r} holds {self.get_capacity(channel)} messages already.")
+            if sent < 0:
+                raise ChannelFull(
+                    f"The process that owns channel {channel!r} has {self.inbox_capacity} messages waiting unread "
+                    "(inbox_capacity): it is stuck or gone."
+                )
+        self._stats.incr("sent")
+
+    async def receive(self, channel: str) -> Message:
+        """Wait for the next message on ``channel``. A process-local channel must be one this process made."""
+        self.require_valid_channel_name(channel)
+        message = self._local.take(channel)
+        if message is None:
+            state = self._loops.get()
+            client_id = client_id_of(channel)
+            if client_id is None:
+                self._start_reader(state, channel)
+            elif client_id == self.client_id:
+                self._start_inbox(state)
+            else:
+                raise ValueError(
+                    f"Channel {channel!r} belongs to another process (made by its new_channel()); only that process "
+                    "can receive on it."
+                )
+            message = await self._local.wait(channel)
+        self._stats.incr("received")
+        return message
+
+    async def new_channel(self, prefix: str = "specific.") -> str:
+        """A new channel name for this process, ``<prefix>.<client id>!<token>``; its receive loop starts now, so
+        group messages for it are kept from the moment it joins a group."""
+        if not isinstance(prefix, str):
+            raise TypeError(f"new_channel() prefix must be a str, not {type(prefix).__name__}.")
+        name = f"{prefix.rstrip('.')}.{self.client_id}!{secrets.token_hex(8)}"
+        self.require_valid_channel_name(name)
+        self._start_inbox(self._loops.get())
+        return name
+
+    # Groups --------------------------------------------------------------------------------------------------------
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """Add ``channel`` to ``group`` (again: renews the membership for another ``group_expiry`` seconds)."""
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        endpoint = self._endpoint(self._loops.get(), group)
+        await endpoint.script(GROUP_ADD, [self.keys.group(group)], [now_ms(), channel, self._group_expiry_ms])
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        endpoint = self._endpoint(self._loops.get(), group)
+        await endpoint.call("ZREM", self.keys.group(group), channel)
+
+    async def group_send(self, group: str, message: Message) -> None:
+        """Send ``message`` to every member of ``group``: encoded once, one frame per process holding members.
+
+        Members whose channel (or whose process's inbox) is full are skipped, counted in ``stats()`` and logged once.
+        """
+        self.require_valid_group_name(group)
+        payload = self.codec.encode(message)
+        state = self._loops.get()
+        now = now_ms()
+        expires_at = now + self._expiry_ms
+        endpoint = self._endpoint(state, group)
+        key = self.keys.group(group)
+        cutoff = now - self._group_expiry_ms
+        if self._one_server:
+            expired, _pushed, full, named = await endpoint.script(
+                GROUP_SEND,
+                [key],
+                [
+                    cutoff,
+                    self.keys.inbox_prefix,
+                    self.inbox_capacity,
+                    frame_head(expires_at, group),
+                    payload,
+                    self._expiry_ms,
+                ],
+            )
+            named = [name.decode("ascii") for name in named]
+            full = [client_id.decode("ascii") for client_id in full]
+        else:
+            expired, members = await endpoint.script(GROUP_MEMBERS, [key], [cutoff])
+            by_process, named = split_members([member.decode("ascii") for member in members])
+            full = await self._push_to_processes(state, group, by_process, expires_at, payload)
+        self._stats.incr("group_sent")
+        if expired:
+            self._stats.incr("group_members_expired", expired)
+        for client_id in full:
+            self._stats.drop(
+                "group_full_drops",
+                group,
+                "group_send to %r skipped the members in process %r: its inbox holds %d messages (inbox_capacity)",
+                group,
+                client_id,
+                self.inbox_capacity,
+            )
+        if named:
+            await self._group_send_named(state, group, named, now, expires_at, payload)
+
+    async def _push_to_processes(
+        self, state: _LoopState, group: str, by_process: dict[str, list[str]], expires_at: int, payload: bytes
+    ) -> list[str]:
+        """Push one frame to each process's inbox; returns the client ids whose inbox was full."""
+        client_ids = list(by_process)
+        results = await asyncio.gather(
+            *(
+                self._endpoint(state, client_id).script(
+                    PUSH_INBOX,
+                    [self.keys.inbox(client_id)],
+                    [
+                        self.inbox_capacity,
+                        pack_frame(expires_at, payload, group, ",".join(by_process[client_id])),
+                        self._expiry_ms,
+                    ],
+                )
+                for client_id in client_ids
+            )
+        )
+        return [client_id for client_id, pushed in zip(client_ids, results, strict=True) if not pushed]
+
+    async def _group_send_named(
+        self, state: _LoopState, group: str, named: list[str], now: int, expires_at: int, payload: bytes
+    ) -> None:
+        frame = pack_frame(expires_at, payload, group)
+        results = await asyncio.gather(
+            *(
+                self._endpoint(state, channel).script(
+                    SEND_NAMED,
+                    [self.keys.channel(channel)],
+                    [self.get_capacity(channel), now, frame, self._expiry_ms],
+                )
+                for channel in named
+            )
+        )
+        for channel, (sent, trimmed) in zip(named, results, strict=True):
+            if trimmed:
+                self._expire(channel, trimmed)
+            if not sent:
+                self._stats.drop(
+                    "group_full_drops",
+                    channel,
+                    "group_send to %r skipped channel %r: it holds %d messages already",
+                    group,
+                    channel,
+                    self.get_capacity(channel),
+                )
+
+    @property
+    def _group_expiry_ms(self) -> int:
+        return int(self.group_expiry * 1000)
+
+    # Housekeeping --------------------------------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Delete every key under this layer's ``prefix`` (``SCAN`` + ``UNLINK``; never ``FLUSHDB``) and drop what
+        this process holds. Receivers that are waiting keep waiting."""
+        state = self._loops.get()
+        for index in range(len(self.hosts)):
+            await self._endpoint_at(state, index).delete_matching(self.keys.scan_pattern)
+        self._local.clear()
+        self._stats.reset()
+
+    async def close(self) -> None:
+        """Stop this event loop's receive loops and close its connections; the layer reconnects if used again."""
+        await self._loops.close_current()
+
+    def stats(self) -> dict[str, int]:
+        """Counters of what this process's layer did and did not deliver.
+
+        ``sent``/``received``: channel messages; ``group_sent``: group sends; ``group_delivered``: group messages
+        handed to this process's channels; ``group_full_drops``: members skipped because their channel or their
+        process's inbox was full; ``full_drops``: messages for this process's channels that arrived full;
+        ``expired``: messages found past their expiry; ``group_members_expired``: memberships older than
+        ``group_expiry``; ``decode_errors``: stored data that could not be decoded or decrypted; ``reconnects``:
+        times a receive loop lost Redis and reconnected. Also ``local_channels`` and ``local_queued``.
+        """
+        counts = dict.fromkeys(
+            (
+                "sent",
+                "received",
+                "group_sent",
+                "group_delivered",
+                "group_full_drops",
+                "full_drops",
+                "expired",
+                "group_members_expired",
+                "decode_errors",
+                "reconnects",
+            ),
+            0,
+        )
+        counts.update(self._stats.snapshot())
+        counts.update(self._local.sizes())
+        return counts
+
+    # Endpoints -----------------------------------------------------------------------------------------------------
+
+    def _endpoint(self, state: _LoopState, name: str) -> Endpoint:
+        return self._endpoint_at(state, self._ring.index_for(name))
+
+    def _endpoint_at(self, state: _LoopState, index: int) -> Endpoint:
+        endpoint = state.endpoints[index]
+        if endpoint is None:
+            endpoint = state.endpoints[index] = open_endpoint(self.hosts[index], self._settings)
+        return endpoint
+
+    async def _close_state(self, state: _LoopState) -> None:
+        tasks = [task for task in (state.inbox_task, *state.readers.values()) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        state.inbox_task = None
+        state.readers.clear()
+        for endpoint in state.endpoints:
+            if endpoint is not None:
+                await endpoint.aclose()
+        state.endpoints = [None] * len(state.endpoints)
+
+    # Receive loops -------------------------------------------------------------------------------------------------
+
+    def _start_inbox(self, state: _LoopState) -> None:
+        if state.inbox_task is None or state.inbox_task.done():
+            state.inbox_task = asyncio.get_running_loop().create_task(self._read_inbox(state))
+
+    def _start_reader(self, state: _LoopState, channel: str) -> None:
+        task = state.readers.get(channel)
+        if task is None or task.done():
+            state.readers[channel] = asyncio.get_running_loop().create_task(self._read_named(state, channel))
+
+    async def _read_inbox(self, state: _LoopState) -> None:
+        """The process's one receive loop: pop batches from the inbox and route each frame to local channels."""
+        key = self.keys.inbox(self.client_id)
+        connection = self._endpoint(state, self.client_id).blocking_connection(key)
+        block = self._settings.block_timeout
+        multi_pop = True
+        outage = _Outage(self, f"the inbox of process {self.client_id!r}")
+        sweep_every = min(max(self.expiry / 2, 0.5), 30.0)
+        next_sweep = asyncio.get_running_loop().time() + sweep_every
+        try:
+            while True:
+                try:
+                    if multi_pop:
+                        reply = await connection.call("BLMPOP", block, 1, key, "LEFT", "COUNT", _INBOX_BATCH)
+                        frames = reply[1] if reply else ()
+                    else:
+                        reply = await connection.call("BLPOP", key, block)
+                        frames = (reply[1],) if reply else ()
+                except redis_errors.ResponseError as exc:
+                    if multi_pop and "unknown command" in str(exc).lower():
+                        multi_pop = False  # Redis before 7.0
+                        continue
+                    raise
+                except CONNECTION_ERRORS as exc:
+                    await outage.wait(connection.where, exc)
+                    continue
+                outage.over()
+                for data in frames:
+                    self._route(data, None)
+                now = asyncio.get_running_loop().time()
+                if now >= next_sweep:
+                    next_sweep = now + sweep_every
+                    self._local.sweep()
+        finally:
+            await connection.aclose()
+
+    async def _read_named(self, state: _LoopState, channel: str) -> None:
+        """Pop messages from a named channel's list while receivers in this process wait for them."""
+        key = self.keys.channel(channel)
+        connection = self._endpoint(state, channel).blocking_connection(key)
+        block = self._settings.block_timeout
+        outage = _Outage(self, f"channel {channel!r}")
+        try:
+            while self._local.waiting(channel):
+                try:
+                    reply = await connection.call("BLPOP", key, block)
+                except CONNECTION_ERRORS as exc:
+                    await outage.wait(connection.where, exc)
+                    continue
+                outage.over()
+                if reply is not None:
+                    self._route(reply[1], channel)
+        finally:
+            if state.readers.get(channel) is asyncio.current_task():
+                del state.readers[channel]
+            await connection.aclose()
+
+    def _route(self, data: bytes, channel: str | None) -> None:
+        """Deliver one frame to the local channels it names (or to ``channel``, the named channel it came from)."""
+        try:
+            frame = parse_frame(data)
+        except ValueError:
+            name = channel or f"inbox:{self.client_id}"
+            self._stats.drop("decode_errors", name, "Unreadable data in %r: not a tether frame", name)
+            return
+        targets = frame.targets or [channel or ""]
+        if frame.expires_at < now_ms():
+            for target in targets:
+                self._expire(target)
+            return
+        try:
+            message = self.codec.decode(frame.payload)
+        except DecodeError as exc:
+            name = frame.group or targets[0]
+            self._stats.drop("decode_errors", name, "A message for %r was dropped: %s", name, exc)
+            return
+        last = len(targets) - 1
+        for index, target in enumerate(targets):
+            copy = message if index == last else clone_message(message)
+            if self._local.deliver(target, copy, frame.expires_at):
+                if frame.group:
+                    self._stats.incr("group_delivered")
+            elif frame.group:
+                self._stats.drop(
+                    "group_full_drops",
+                    target,
+                    "group_send to %r skipped channel %r: it holds %d messages already",
+                    frame.group,
+                    target,
+                    self.get_capacity(target),
+                )
+            else:
+                self._stats.drop(
+                    "full_drops",
+                    target,
+                    "A message for channel %r was dropped: it holds %d messages already",
+                    target,
+                    self.get_capacity(target),
+                )
+
+    # Local buffer callbacks ----------------------------------------------------------------------------------------
+
+    def _expire(self, channel: str, count: int = 1) -> None:
+        for _ in range(count):
+            self._stats.drop(
+                "expired", channel, "A message on channel %r expired unread after %ss", channel, self.expiry
+            )
+
+    def _mark_full(self, channel: str, full: bool) -> None:
+        """Tell senders in other processes that one of our channels is (no longer) full."""
+        if client_id_of(channel) != self.client_id:
+            return
+        state = self._loops.peek()
+        if state is None:
+            return
+        endpoint = self._endpoint(state, self.client_id)
+        key = self.keys.full(self.client_id)
+        if full:
+            calls = [endpoint.call("SADD", key, channel), endpoint.call("PEXPIRE", key, self._expiry_ms)]
+        else:
+            calls = [endpoint.call("SREM", key, channel)]
+        for call in calls:
+            asyncio.ensure_future(call).add_done_callback(_ignore_outcome)
+
+
+def _ignore_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+class _Outage:
+    """Backoff and logging for a receive loop that lost Redis: one warning when it starts, one line when it ends."""
+
+    def __init__(self, layer: RedisChannelLayer, what: str) -> None:
+        self._layer = layer
+        self._what = what
+        self._backoff = Backoff()
+        self._started: float | None = None
+
+    async def wait(self, where: str, exc: BaseException) -> None:
+        loop = asyncio.get_running_loop()
+        if self._started is None:
+            self._started = loop.time()
+            self._layer._stats.incr("reconnects")
+            logger.warning("Lost Redis at %s while reading %s (%s); reconnecting with backoff", where, self._what, exc)
+        await asyncio.sleep(self._backoff.next_delay())
+
+    def over(self) -> None:
+        if self._started is not None:
+            logger.info(
+                "Reading %s again after %.1fs without Redis",
+                self._what,
+                asyncio.get_running_loop().time() - self._started,
+            )
+            self._started = None
+            self._backoff.reset()

@@ -1,0 +1,274 @@
+"""What the Redis layer stores and how: key names, the frame around each message, the Lua scripts, group records.
+
+Sans-I/O: nothing here talks to Redis. The layer and its tests use these definitions; the connection module only
+carries the commands.
+
+The model:
+
+* A **named channel** (``"thumbnails"``) is a Redis list ``<prefix>:c:{<name>}``: senders ``RPUSH``, receivers
+  ``BLPOP``, so workers in any number of processes share the queue. Capacity is the list length.
+* A **process-local channel** (``"specific.<client id>!<token>"``, from ``new_channel()``) lives in the memory of the
+  process that made it. Messages for it travel through that process's **inbox** list ``<prefix>:i:{<client id>}``,
+  which one receive loop per process reads and routes to the right local channel. The set
+  ``<prefix>:f:{<client id>}`` names that process's channels that are full, so senders elsewhere get ``ChannelFull``.
+* A **group** is a sorted set ``<prefix>:g:{<group>}`` of member channel names scored by the time they joined (in
+  ms). ``group_send`` drops members older than ``group_expiry``, then pushes **one** frame per process inbox listing
+  that process's members, plus one frame per named-channel member: the process fans out in memory.
+* Every stored message is a **frame**: ``<expires at, ms>|<group>|<targets>|<payload>``. Receivers discard a frame
+  whose time has passed (counted as expired), so a message that outlives ``expiry`` is never delivered even while its
+  list lives on. Names cannot hold ``|`` or ``,``, so the header needs no escaping.
+
+Every key a script touches carries the same ``{hash tag}``, so the scripts run unchanged on Redis Cluster. The
+single-call ``GROUP_SEND`` script touches inboxes it finds in the group, so it is used only on a single Redis (or a
+Sentinel-managed one); sharded and cluster deployments use ``GROUP_MEMBERS`` then ``PUSH_INBOX`` per process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+__all__ = [
+    "GROUP_ADD",
+    "GROUP_MEMBERS",
+    "GROUP_SEND",
+    "PUSH_INBOX",
+    "SEND_LOCAL",
+    "SEND_NAMED",
+    "Frame",
+    "KeySpace",
+    "Script",
+    "client_id_of",
+    "pack_frame",
+    "parse_frame",
+    "split_members",
+]
+
+
+class KeySpace:
+    """The Redis key (and pub/sub channel) names of one layer ``prefix``."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.inbox_prefix = f"{prefix}:i:"
+
+    def channel(self, name: str) -> str:
+        """The list holding a named channel's messages."""
+        return f"{self.prefix}:c:{{{name}}}"
+
+    def inbox(self, client_id: str) -> str:
+        """The list through which a process receives messages for its local channels."""
+        return f"{self.inbox_prefix}{{{client_id}}}"
+
+    def full(self, client_id: str) -> str:
+        """The set of a process's local channels that are at capacity (same slot as its inbox)."""
+        return f"{self.prefix}:f:{{{client_id}}}"
+
+    def group(self, name: str) -> str:
+        """The sorted set of a group's members, scored by join time in ms."""
+        return f"{self.prefix}:g:{{{name}}}"
+
+    @property
+    def scan_pattern(self) -> str:
+        """A ``SCAN MATCH`` pattern for this prefix's keys and no other's (the prefix holds no glob characters)."""
+        return f"{self.prefix}:[cifg]:*"
+
+
+def client_id_of(channel: str) -> str | None:
+    """The client id of the process that owns a process-local channel (``a.b.<id>!x`` -> ``<id>``); None for a
+    named channel."""
+    bang = channel.find("!")
+    if bang < 0:
+        return None
+    return channel[:bang].rpartition(".")[2]
+
+
+def split_members(members: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """Split group members into ``{client id: its local channels}`` and the named channels."""
+    by_process: dict[str, list[str]] = {}
+    named: list[str] = []
+    for member in members:
+        client_id = client_id_of(member)
+        if client_id is None:
+            named.append(member)
+        else:
+            by_process.setdefault(client_id, []).append(member)
+    return by_process, named
+
+
+# Frames -----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A stored message: when it expires (epoch ms), the group it was sent to (``""`` for a direct send), the
+    channels it is for (empty for a named channel's own list) and the encoded message."""
+
+    expires_at: int
+    group: str
+    targets: list[str]
+    payload: bytes
+
+
+def frame_head(expires_at: int, group: str = "") -> bytes:
+    """The part of a frame before its targets, as the ``GROUP_SEND`` script receives it."""
+    return b"%d|%s|" % (expires_at, group.encode("ascii"))
+
+
+def pack_frame(expires_at: int, payload: bytes, group: str = "", targets: str = "") -> bytes:
+    """Build a frame; ``targets`` is a comma-separated list of channel names."""
+    return b"%d|%s|%s|" % (expires_at, group.encode("ascii"), targets.encode("ascii")) + payload
+
+
+def parse_frame(data: bytes) -> Frame:
+    """Read a frame; raises ``ValueError`` when ``data`` is not one."""
+    parts = data.split(b"|", 3)
+    if len(parts) != 4:
+        raise ValueError(f"not a tether frame: {data[:40]!r}")
+    expires_at, group, targets, payload = parts
+    return Frame(
+        int(expires_at),
+        group.decode("ascii"),
+        targets.decode("ascii").split(",") if targets else [],
+        payload,
+    )
+
+
+# Scripts ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Script:
+    """A Lua script, run with ``EVALSHA`` (and ``EVAL`` when the server has not seen it yet)."""
+
+    name: str
+    source: str
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha1(self.source.encode("utf-8")).hexdigest()
+
+
+# Drop expired frames from the head of a list while it is full. A frame's first field is its expiry in ms.
+_TRIM_EXPIRED = """
+local function trim_expired(key, length, now)
+  local trimmed = 0
+  while length > 0 do
+    local head = redis.call('LINDEX', key, 0)
+    local bar = string.find(head, '|', 1, true)
+    if not bar or tonumber(string.sub(head, 1, bar - 1)) > now then break end
+    redis.call('LPOP', key)
+    length = length - 1
+    trimmed = trimmed + 1
+  end
+  return length, trimmed
+end
+"""
+
+SEND_NAMED = Script(
+    "send_named",
+    _TRIM_EXPIRED
+    + """
+-- KEYS[1] channel list; ARGV: capacity, now (ms), frame, ttl (ms). Returns {1 sent | 0 full, frames expired}.
+local length = redis.call('LLEN', KEYS[1])
+local trimmed = 0
+if length >= tonumber(ARGV[1]) then
+  length, trimmed = trim_expired(KEYS[1], length, tonumber(ARGV[2]))
+  if length >= tonumber(ARGV[1]) then return {0, trimmed} end
+end
+redis.call('RPUSH', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {1, trimmed}
+""",
+)
+
+SEND_LOCAL = Script(
+    "send_local",
+    """
+-- KEYS[1] inbox, KEYS[2] full set; ARGV: channel, inbox capacity, frame, ttl (ms).
+-- Returns 1 sent, 0 the channel is full, -1 the process's inbox is full (it is not reading).
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 0 end
+if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end
+redis.call('RPUSH', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+""",
+)
+
+PUSH_INBOX = Script(
+    "push_inbox",
+    """
+-- KEYS[1] inbox; ARGV: inbox capacity, frame, ttl (ms). Returns 1 pushed, 0 the inbox is full.
+if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('RPUSH', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+""",
+)
+
+GROUP_ADD = Script(
+    "group_add",
+    """
+-- KEYS[1] group; ARGV: now (ms), channel, group expiry (ms).
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+""",
+)
+
+_PRUNE_AND_READ = """
+local pruned = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+
+GROUP_MEMBERS = Script(
+    "group_members",
+    """
+-- KEYS[1] group; ARGV: cutoff (ms: members who joined before it have expired). Returns {expired, members}.
+"""
+    + _PRUNE_AND_READ
+    + """
+return {pruned, members}
+""",
+)
+
+GROUP_SEND = Script(
+    "group_send",
+    """
+-- KEYS[1] group; ARGV: cutoff (ms), inbox key prefix, inbox capacity, frame head, payload, ttl (ms).
+-- One frame per process inbox, listing that process's members. Returns
+-- {members expired, inboxes pushed, {client ids whose inbox was full}, {named-channel members, for the caller}}.
+"""
+    + _PRUNE_AND_READ
+    + """
+local by_process = {}
+local order = {}
+local named = {}
+for _, member in ipairs(members) do
+  local client_id = string.match(member, '([^.!]*)!')
+  if client_id then
+    local list = by_process[client_id]
+    if not list then
+      list = {}
+      by_process[client_id] = list
+      order[#order + 1] = client_id
+    end
+    list[#list + 1] = member
+  else
+    named[#named + 1] = member
+  end
+end
+local capacity = tonumber(ARGV[3])
+local full = {}
+for _, client_id in ipairs(order) do
+  local inbox = ARGV[2] .. '{' .. client_id .. '}'
+  if redis.call('LLEN', inbox) >= capacity then
+    full[#full + 1] = client_id
+  else
+    redis.call('RPUSH', inbox, ARGV[4] .. table.concat(by_process[client_id], ',') .. '|' .. ARGV[5])
+    redis.call('PEXPIRE', inbox, ARGV[6])
+  end
+end
+return {pruned, #order - #full, full, named}
+""",
+)
