@@ -371,7 +371,8 @@ class TokenAuthMiddleware(BaseMiddleware):
     The token is read from the ``Sec-WebSocket-Protocol`` header, as an offered subprotocol ``token.<token>``, or
     else from the query string parameter ``query_param`` (default ``token``). With a token, ``scope["user"]`` is its
     user, or ``AnonymousUser`` when the token is forged, malformed, older than ``max_age`` seconds (default 3600,
-    None for no limit), past its own ``max_age``, or outdated by a password change. Without one, a user already in
+    at least 1, None for no limit; counted from the whole second the token was signed in), past the ``max_age`` it
+    was made with, or outdated by a password change. Without one, a user already in
     the scope (from ``AuthMiddleware`` in front) is kept, else it is ``AnonymousUser``.
 
     The ``token.`` subprotocol entry is removed from ``scope["subprotocols"]``, so consumers choose among the real
@@ -384,6 +385,11 @@ class TokenAuthMiddleware(BaseMiddleware):
     ) -> None:
         super().__init__(inner)
         self.max_age = _seconds(max_age, "max_age")
+        if self.max_age is not None and self.max_age < 1:
+            raise ValueError(
+                f"max_age must be at least 1 second, not {max_age!r}: a token records when it was signed in whole "
+                "seconds. For shorter lifetimes, pass max_age to make_token()."
+            )
         if not isinstance(query_param, str) or not query_param:
             raise ValueError(f"query_param must be a non-empty str, not {query_param!r}.")
         self.query_param = query_param
