@@ -1,6 +1,7 @@
 """Django settings for tether's own test suite."""
 
 import os
+import sys
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -17,6 +18,10 @@ INSTALLED_APPS = [
     "tether",
     "django.contrib.staticfiles",
 ]
+
+# The example project's apps (examples/chat), whose consumers tests/example/ tests with communicators.
+sys.path.insert(0, str(BASE_DIR.parent / "examples" / "chat"))
+INSTALLED_APPS += ["chat", "notifications", "dashboard"]
 
 # TETHER_TEST_DB names another SQLite file, so that two test runs on one machine do not delete each other's database.
 SQLITE_TEST_DB = os.environ.get("TETHER_TEST_DB") or BASE_DIR / "test-db.sqlite3"

@@ -10,8 +10,8 @@ __all__ = ["MAX_MENTIONS", "find_mentions"]
 MAX_MENTIONS = 10
 
 # An "@" at the start or after a character that cannot be part of a name (so "me@example.com" is no mention),
-# followed by the characters Django allows in usernames.
-_MENTION = re.compile(r"(?<![\w@.+-])@([\w.@+-]{1,150})")
+# followed by the characters Django allows in usernames (not starting with another "@").
+_MENTION = re.compile(r"(?<![\w@.+-])@([\w.+-][\w.@+-]{0,149})")
 
 
 def find_mentions(text: str) -> list[str]:

@@ -15,7 +15,7 @@ register = template.Library()
 
 @register.filter
 def ago(moment: datetime | None) -> str:
-    """"just now" within the last minute, else "5 minutes ago" (Django's ``timesince``, one unit)."""
+    """ "just now" within the last minute, else "5 minutes ago" (Django's ``timesince``, one unit)."""
     if moment is None:
         return ""
     if timezone.now() - moment < timedelta(minutes=1):

@@ -14,7 +14,7 @@
   const input = document.getElementById("message-input");
 
   // Same rule as notifications/mentions.py: "@name" not preceded by a name character.
-  const MENTION = /(?<![\w@.+-])@([\w.@+-]{1,150})/g;
+  const MENTION = /(?<![\p{L}\p{N}_@.+-])@([\p{L}\p{N}_.+-][\p{L}\p{N}_.@+-]{0,149})/gu;
   const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
 
   function showError(text) {

@@ -1,0 +1,69 @@
+"""Fixtures of the example project's consumer tests: users, rooms, and communicators that stand for browsers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import AnonymousUser, User
+
+from chat.models import Room
+from chat.routing import websocket_urlpatterns as chat_routes
+from dashboard.inprocess import stop_worker
+from dashboard.routing import websocket_urlpatterns as dashboard_routes
+from tether.db import database_sync_to_async
+from tether.routing import URLRouter
+from tether.testing import WebsocketCommunicator
+
+#: The example's WebSocket routes without the origin and auth middleware: tests put the user in the scope.
+application = URLRouter(chat_routes + dashboard_routes)
+
+
+@pytest.fixture(autouse=True)
+def example_settings(settings: Any) -> None:
+    settings.ROOT_URLCONF = "tests.example.urls"
+    settings.DASHBOARD_TICKER = "in-process"
+    settings.DASHBOARD_TICK_SECONDS = 0.05
+
+
+@pytest.fixture
+def make_user(transactional_db: None) -> Callable[[str], Any]:
+    def make(username: str) -> User:
+        return User.objects.create_user(username, password="pw")
+
+    return database_sync_to_async(make)
+
+
+@pytest.fixture
+async def alice(make_user: Callable[[str], Any]) -> User:
+    return await make_user("alice")
+
+
+@pytest.fixture
+async def bob(make_user: Callable[[str], Any]) -> User:
+    return await make_user("bob")
+
+
+@pytest.fixture
+async def room(transactional_db: None) -> Room:
+    return await database_sync_to_async(Room.objects.create)(name="lounge", topic="Testing")
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[Callable[..., Any]]:
+    """``await connect(path, user)``: a connected communicator (the user in the scope); all closed at the end."""
+    opened: list[WebsocketCommunicator] = []
+
+    async def open_connection(path: str, user: Any = None, expect: bool = True) -> WebsocketCommunicator:
+        communicator = WebsocketCommunicator(application, path)
+        communicator.scope["user"] = user or AnonymousUser()
+        connected, _ = await communicator.connect()
+        assert connected is expect
+        opened.append(communicator)
+        return communicator
+
+    yield open_connection
+    for communicator in opened:
+        await communicator.disconnect()
+    await stop_worker()
