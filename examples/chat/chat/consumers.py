@@ -23,22 +23,18 @@ and the connection stays open. Guests (not logged in) may join and read but not 
 
 from __future__ import annotations
 
-import logging
 import re
 from typing import Any, ClassVar
 
 from django.contrib.auth.models import AnonymousUser
 
 from chat.models import MAX_MESSAGE_LENGTH, ROOM_NAME_PATTERN, Room
-from chat.presence import PRESENCE_GROUP, pong
+from chat.presence import PresenceMixin
 from chat.store import load_history, lookup_room, post_message
 from notifications.consumers import NotificationsMixin
-from tether.exceptions import ChannelFull
 from tether.generic.websocket import AsyncJsonWebsocketConsumer
 
 __all__ = ["NO_SUCH_ROOM", "ChatConsumer", "room_group"]
-
-logger = logging.getLogger("chat.consumers")
 
 #: Close code when the room named in a ``ws/chat/<room>/`` URL does not exist.
 NO_SUCH_ROOM = 4404
@@ -51,7 +47,7 @@ def room_group(room: str) -> str:
     return f"chat.room.{room}"
 
 
-class ChatConsumer(NotificationsMixin, AsyncJsonWebsocketConsumer):
+class ChatConsumer(PresenceMixin, NotificationsMixin, AsyncJsonWebsocketConsumer):
     """Chat rooms and notifications over one WebSocket connection (protocol in the module docstring)."""
 
     #: Most rooms one connection may have joined at once.
@@ -62,7 +58,7 @@ class ChatConsumer(NotificationsMixin, AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         self.user = self.scope.get("user") or AnonymousUser()
         self.rooms: set[str] = set()
-        await self.channel_layer.group_add(PRESENCE_GROUP, self.channel_name)
+        await self.join_presence()
         await self.join_notifications()
         await self.accept()
         room = self.scope["url_route"]["kwargs"].get("room")
@@ -72,7 +68,7 @@ class ChatConsumer(NotificationsMixin, AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         for room in getattr(self, "rooms", ()):
             await self.channel_layer.group_discard(room_group(room), self.channel_name)
-        await self.channel_layer.group_discard(PRESENCE_GROUP, self.channel_name)
+        await self.leave_presence()
         await self.leave_notifications()
 
     # Requests from the browser.
@@ -152,12 +148,3 @@ class ChatConsumer(NotificationsMixin, AsyncJsonWebsocketConsumer):
     async def chat_message(self, event: dict[str, Any]) -> None:
         """A message posted in one of this connection's rooms."""
         await self.send_json(event["message"])
-
-    async def presence_ping(self, event: dict[str, Any]) -> None:
-        """The dashboard's ticker asks who is here: answer on the channel it names."""
-        username = self.user.get_username() if self.user.is_authenticated else None
-        answer = pong(event["round"], self.channel_name, username, sorted(self.rooms))
-        try:
-            await self.channel_layer.send(event["reply_to"], answer)
-        except ChannelFull:
-            logger.debug("The presence channel %s is full; this connection goes uncounted.", event["reply_to"])

@@ -3,15 +3,21 @@
 The ticker sends a ``presence.ping`` to ``PRESENCE_GROUP`` once per round; every chat connection answers on the
 channel named in the ping with a ``presence.pong`` that says who it is and which rooms it has joined. A connection
 that is gone does not answer, so counts heal by themselves after a crash, and the same works across processes with
-the Redis layer. ``PresenceTally`` turns one round's answers into counts; it does no I/O.
+the Redis layer. ``PresenceMixin`` gives a consumer the answering side; ``PresenceTally`` turns one round's answers
+into counts and does no I/O.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from typing import Any
 
-__all__ = ["PRESENCE_GROUP", "PresenceTally", "pong"]
+from tether.exceptions import ChannelFull
+
+__all__ = ["PRESENCE_GROUP", "PresenceMixin", "PresenceTally", "pong"]
+
+logger = logging.getLogger("chat.presence")
 
 #: Every chat connection is a member of this group.
 PRESENCE_GROUP = "chat.presence"
@@ -61,3 +67,27 @@ class PresenceTally:
             if isinstance(room, str):
                 self._members[room].add(who)
         return True
+
+
+class PresenceMixin:
+    """Mix into a WebSocket consumer to be counted on the dashboard: call ``join_presence()`` in ``connect()`` and
+    ``leave_presence()`` in ``disconnect()``. The consumer's ``rooms`` (a set of room names) is what it reports.
+    """
+
+    rooms: set[str]
+
+    async def join_presence(self) -> None:
+        await self.channel_layer.group_add(PRESENCE_GROUP, self.channel_name)
+
+    async def leave_presence(self) -> None:
+        await self.channel_layer.group_discard(PRESENCE_GROUP, self.channel_name)
+
+    async def presence_ping(self, event: dict[str, Any]) -> None:
+        """Layer event ``presence.ping``: answer who is here on the channel the ticker names."""
+        user = self.scope.get("user")
+        username = user.get_username() if user is not None and user.is_authenticated else None
+        answer = pong(event["round"], self.channel_name, username, sorted(getattr(self, "rooms", ())))
+        try:
+            await self.channel_layer.send(event["reply_to"], answer)
+        except ChannelFull:
+            logger.debug("The presence channel %s is full; this connection goes uncounted.", event["reply_to"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from chat.presence import PresenceMixin
 from dashboard.channels import DASHBOARD_CHANNEL, DASHBOARD_GROUP
 from dashboard.inprocess import ensure_worker
 from notifications.consumers import NotificationsMixin
@@ -13,8 +14,8 @@ from tether.generic.websocket import AsyncJsonWebsocketConsumer
 __all__ = ["DashboardConsumer"]
 
 
-class DashboardConsumer(NotificationsMixin, AsyncJsonWebsocketConsumer):
-    """Joins the dashboard group and asks the ticker for updates.
+class DashboardConsumer(PresenceMixin, NotificationsMixin, AsyncJsonWebsocketConsumer):
+    """Joins the dashboard group and asks the ticker for updates; counts as online (in no room) on the dashboard.
 
     The page sends ``{"type": "watch"}`` now and then to keep the ticker going (it stops when nobody watches);
     the server sends ``{"type": "dashboard", ...}`` snapshots, and an ``error`` when the worker is not running.
@@ -23,11 +24,14 @@ class DashboardConsumer(NotificationsMixin, AsyncJsonWebsocketConsumer):
     groups: ClassVar[list[str]] = [DASHBOARD_GROUP]
 
     async def connect(self) -> None:
+        self.rooms: set[str] = set()
+        await self.join_presence()
         await self.join_notifications()
         await self.accept()
         await self.watch()
 
     async def disconnect(self, code: int) -> None:
+        await self.leave_presence()
         await self.leave_notifications()
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:

@@ -1,0 +1,138 @@
+"""The example project end to end, in headless Chromium: two people chatting, a mention, the dashboard, a server
+restart, and a guest who may read but not post.
+
+The server is the real example (uvicorn in a subprocess, fresh SQLite file, in-memory layer); the pages use the
+real tether.js. Every wait is bounded; the whole module runs in well under a minute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.example.browser import (
+    ExampleServer,
+    chromium_missing,
+    guest_page,
+    launch_chromium,
+    log_in,
+    open_room,
+    post,
+    wait_for_message,
+    wait_live,
+)
+
+pytestmark = pytest.mark.skipif(chromium_missing() is not None, reason=chromium_missing() or "")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExampleServer]:
+    example = ExampleServer(tmp_path_factory.mktemp("example-chat"))
+    example.prepare("alice", "bob")
+    example.start()
+    yield example
+    example.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = launch_chromium(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def sessions() -> dict[str, Any]:
+    """Cookies of users logged in once in this module, so later tests skip the login form."""
+    return {}
+
+
+@pytest.fixture
+def open_pages(browser: Any) -> Iterator[list[Any]]:
+    """Pages a test opens; their browser contexts are closed when it ends."""
+    pages: list[Any] = []
+    yield pages
+    for page in pages:
+        page.context.close()
+
+
+def test_a_message_posted_in_one_browser_appears_in_the_other_within_a_second(browser, server, sessions, open_pages):
+    alice = log_in(browser, server, "alice", sessions)
+    bob = log_in(browser, server, "bob", sessions)
+    open_pages += [alice, bob]
+    open_room(alice, server, "general")
+    open_room(bob, server, "general")
+    post(alice, "Hello Bob, can you see this?")
+    message = wait_for_message(bob, "Hello Bob, can you see this?", timeout_ms=1000)
+    assert message.evaluate("node => node.closest('.message').dataset.author") == "alice"
+    wait_for_message(alice, "Hello Bob, can you see this?", timeout_ms=1000)
+
+
+def test_a_mention_shows_a_notification_on_the_page_the_other_user_has_open(browser, server, sessions, open_pages):
+    alice = log_in(browser, server, "alice", sessions)
+    bob = log_in(browser, server, "bob", sessions)  # bob stays on the lobby
+    open_pages += [alice, bob]
+    wait_live(bob)
+    open_room(alice, server, "general")
+    post(alice, "@bob lunch at noon?")
+    toast = bob.wait_for_selector(".toast", timeout=2000)
+    assert "@alice mentioned you in #general" in toast.inner_text()
+    assert "lunch at noon?" in toast.inner_text()
+    assert toast.get_attribute("href").startswith("/chat/general/#message-")
+
+
+def test_the_dashboard_updates_as_messages_are_posted(browser, server, sessions, open_pages):
+    alice = log_in(browser, server, "alice", sessions)
+    bob = log_in(browser, server, "bob", sessions)
+    open_pages += [alice, bob]
+    bob.goto(f"{server.url}/dashboard/")
+    bob.wait_for_function("/^[0-9]+$/.test(document.getElementById('stat-messages').textContent)")
+    before = int(bob.inner_text("#stat-messages"))
+    assert bob.locator("#chart-messages rect.bar").count() == 30
+    open_room(alice, server, "random")
+    post(alice, "one more for the chart")
+    bob.wait_for_function(f"Number(document.getElementById('stat-messages').textContent) === {before + 1}")
+    bob.wait_for_function("document.getElementById('stat-busiest').textContent === '#random'")
+    assert bob.inner_text("#stat-online") == "2"
+    assert "#random" in bob.text_content("#chart-rooms")
+
+
+def test_a_guest_reads_the_room_but_cannot_post(browser, server, sessions, open_pages):
+    alice = log_in(browser, server, "alice", sessions)
+    guest = guest_page(browser)
+    open_pages += [alice, guest]
+    open_room(alice, server, "help")
+    open_room(guest, server, "help")
+    assert "Log in to post" in guest.inner_text("#guest-notice") + guest.get_attribute("#message-input", "placeholder")
+    post(guest, "can guests write?")
+    error = guest.wait_for_selector("#room-error:visible")
+    assert "Log in to post messages" in error.inner_text()
+    post(alice, "members only, but everyone reads")
+    wait_for_message(guest, "members only, but everyone reads")
+    assert alice.locator(".message-text", has_text="can guests write?").count() == 0
+
+
+def test_after_a_server_restart_the_pages_reconnect_by_themselves_and_messages_flow_again(
+    browser, server, sessions, open_pages
+):
+    alice = log_in(browser, server, "alice", sessions)
+    bob = log_in(browser, server, "bob", sessions)
+    open_pages += [alice, bob]
+    open_room(alice, server, "general")
+    open_room(bob, server, "general")
+    server.stop()
+    alice.wait_for_selector("#connection[data-state=reconnecting]")
+    bob.wait_for_selector("#connection[data-state=reconnecting]")
+    post(alice, "written while the server was down")  # queued by tether.js
+    assert alice.input_value("#message-input") == ""
+    server.start()
+    wait_live(alice, timeout_ms=15000)
+    wait_live(bob, timeout_ms=15000)
+    wait_for_message(bob, "written while the server was down")
+    post(bob, "and we are back")
+    wait_for_message(alice, "and we are back", timeout_ms=1000)
