@@ -27,7 +27,7 @@
     const rough = Math.max(value, 1) / 4;
     const power = 10 ** Math.floor(Math.log10(rough));
     const step = [1, 2, 5, 10].map((factor) => factor * power).find((candidate) => candidate >= rough);
-    return step * 4;
+    return Math.max(step, 1) * 4; // whole numbers: messages and people come in ones
   }
 
   function drawMessages(series) {
@@ -69,7 +69,7 @@
     const svg = document.getElementById("chart-rooms");
     const [width, height] = [420, 260];
     const labelW = 110;
-    const row = Math.min(36, (height - 8) / Math.max(rooms.length, 1));
+    const row = (height - 8) / Math.max(rooms.length, 6);
     const top = niceMax(Math.max(...rooms.map((room) => room.users), 1));
     const plotW = width - labelW - 40;
     const nodes = [];
