@@ -8,7 +8,6 @@ room, post, wait for a message or a toast; each waits with a bounded timeout.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -16,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ __all__ = [
     "PASSWORD",
     "ExampleServer",
     "chromium_missing",
+    "chromium_session",
     "guest_page",
     "launch_chromium",
     "log_in",
@@ -62,6 +63,16 @@ def launch_chromium(playwright: Any) -> Any:
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, timeout=30_000)
 
 
+def chromium_session() -> Iterator[Any]:
+    """Generator behind the test modules' ``browser`` fixtures: Playwright and Chromium for the module's tests."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        yield browser
+        browser.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -70,13 +81,18 @@ def free_port() -> int:
 
 @dataclass
 class ExampleServer:
-    """The example project served by uvicorn in a subprocess, with its own SQLite file in ``workdir``."""
+    """The example project served by uvicorn in a subprocess, with its own SQLite file in ``workdir``.
+
+    With ``layer="redis"`` it runs like ``make demo-redis``: ``workers`` uvicorn processes and ``manage.py runworker
+    dashboard-ticker``, talking through Redis on 127.0.0.1:6379 under a key prefix of their own.
+    """
 
     workdir: Path
     layer: str = "memory"
+    workers: int = 1
     port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
-    process: subprocess.Popen[bytes] | None = None
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -93,6 +109,7 @@ class ExampleServer:
                 "DJANGO_SETTINGS_MODULE": "chatsite.settings",
                 "CHAT_DATABASE": str(self.workdir / "db.sqlite3"),
                 "CHAT_LAYER": self.layer,
+                "CHAT_REDIS_PREFIX": f"tether-example-test-{self.port}",
                 "CHAT_RECONNECT_MAX_MS": "1500",
                 "PYTHONPATH": str(EXAMPLE_DIR),
             }
@@ -122,16 +139,26 @@ class ExampleServer:
         if usernames:
             self.manage("demo_users", *usernames, "--password", PASSWORD)
 
-    def start(self, timeout: float = 20) -> None:
-        """Start uvicorn and wait until it answers HTTP."""
-        command = [sys.executable, "-m", "uvicorn", "chatsite.asgi:application"]
-        command += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
+    def _spawn(self, command: list[str]) -> subprocess.Popen[bytes]:
         with self.log.open("ab") as log:
-            self.process = subprocess.Popen(command, cwd=EXAMPLE_DIR, env=self.env(), stdout=log, stderr=log)
+            process = subprocess.Popen(command, cwd=EXAMPLE_DIR, env=self.env(), stdout=log, stderr=log)
+        self.processes.append(process)
+        return process
+
+    def start(self, timeout: float = 20) -> None:
+        """Start uvicorn (and the dashboard worker with Redis) and wait until it answers HTTP."""
+        command = [sys.executable, "-m", "uvicorn", "chatsite.asgi:application", "--host", "127.0.0.1"]
+        command += ["--port", str(self.port), "--log-level", "warning"]
+        if self.workers > 1:
+            command += ["--workers", str(self.workers)]
+        web = self._spawn(command)
+        if self.layer == "redis":
+            self._spawn([sys.executable, "manage.py", "runworker", "dashboard-ticker"])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"The example server exited with {self.process.returncode}:\n{self.output()}")
+            if web.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"The example server exited with {web.returncode}:\n{self.output()}")
             try:
                 with urllib.request.urlopen(self.url + "/", timeout=1):
                     return
@@ -141,16 +168,16 @@ class ExampleServer:
         raise RuntimeError(f"The example server did not answer on {self.url} within {timeout}s:\n{self.output()}")
 
     def stop(self) -> None:
-        """Stop uvicorn (gracefully, then for good after 10 seconds)."""
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.process = None
+        """Stop every process (gracefully, then for good after 10 seconds)."""
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+        self.processes = []
 
     def output(self) -> str:
         """What the server logged (the end of it)."""
@@ -206,5 +233,10 @@ def post(page: Any, text: str) -> None:
 
 
 def wait_for_message(page: Any, text: str, timeout_ms: int = TIMEOUT_MS) -> Any:
-    """The message element showing ``text``, once it is on the page."""
-    return page.wait_for_selector(f".message-text:text-is({json.dumps(text)})", timeout=timeout_ms)
+    """The message showing exactly ``text`` (a locator of its text), once it is on the page."""
+    page.wait_for_function(
+        "text => [...document.querySelectorAll('.message-text')].some((node) => node.textContent === text)",
+        arg=text,
+        timeout=timeout_ms,
+    )
+    return page.locator(".message-text", has_text=text).last

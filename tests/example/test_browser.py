@@ -7,6 +7,7 @@ real tether.js. Every wait is bounded; the whole module runs in well under a min
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,8 +16,8 @@ import pytest
 from tests.example.browser import (
     ExampleServer,
     chromium_missing,
+    chromium_session,
     guest_page,
-    launch_chromium,
     log_in,
     open_room,
     post,
@@ -36,14 +37,34 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExampleServer]:
     example.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
+browser = pytest.fixture(scope="module", name="browser")(chromium_session)
 
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
+
+def redis_missing() -> str | None:
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1):
+            return None
+    except OSError:
+        return "no Redis on 127.0.0.1:6379 (.ci/run starts one)"
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExampleServer]:
+    """The example as `make demo-redis` runs it: two uvicorn processes and the dashboard worker, over Redis."""
+    if redis_missing():
+        pytest.skip(redis_missing())
+    example = ExampleServer(tmp_path_factory.mktemp("example-chat-redis"), layer="redis", workers=2)
+    example.prepare("alice", "bob")
+    example.start()
+    yield example
+    example.stop()
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    keys = list(client.scan_iter(match=f"{example.env()['CHAT_REDIS_PREFIX']}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +157,21 @@ def test_after_a_server_restart_the_pages_reconnect_by_themselves_and_messages_f
     wait_for_message(bob, "written while the server was down")
     post(bob, "and we are back")
     wait_for_message(alice, "and we are back", timeout_ms=1000)
+
+
+def test_with_redis_two_web_processes_and_the_worker_carry_chat_mentions_and_the_dashboard(browser, redis_server):
+    pages = [log_in(browser, redis_server, name) for name in ("alice", "bob")]
+    alice, bob = pages
+    try:
+        open_room(alice, redis_server, "general")
+        open_room(bob, redis_server, "general")
+        post(alice, "@bob hello through Redis")
+        wait_for_message(bob, "@bob hello through Redis", timeout_ms=1000)
+        bob.wait_for_selector(".toast", timeout=2000)
+        dashboard = bob.context.new_page()
+        dashboard.goto(f"{redis_server.url}/dashboard/")  # pushed by the runworker process
+        dashboard.wait_for_function("document.getElementById('stat-busiest').textContent === '#general'")
+        assert dashboard.inner_text("#stat-messages") == "1"
+    finally:
+        for page in pages:
+            page.context.close()

@@ -17,7 +17,7 @@ import pytest
 from django.urls import path
 
 import tether
-from tests.example.browser import chromium_missing, launch_chromium
+from tests.example.browser import chromium_missing, chromium_session
 from tether.generic.websocket import AsyncWebsocketConsumer
 from tether.routing import ProtocolTypeRouter, URLRouter
 
@@ -89,14 +89,7 @@ application = ProtocolTypeRouter(
 )
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch_chromium(playwright)
-        yield chromium
-        chromium.close()
+browser = pytest.fixture(scope="module", name="browser")(chromium_session)
 
 
 @pytest.fixture

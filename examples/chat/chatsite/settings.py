@@ -4,7 +4,8 @@ Everything that differs between `make demo`, `make demo-redis` and the browser t
 
 - ``CHAT_LAYER``: ``memory`` (default; one process, the dashboard ticker runs as a task inside the web server) or
   ``redis`` (several processes; the ticker runs in ``manage.py runworker dashboard-ticker``).
-- ``CHAT_REDIS_URL``: the Redis server of the ``redis`` layer (default ``redis://127.0.0.1:6379/0``).
+- ``CHAT_REDIS_URL``: the Redis server of the ``redis`` layer (default ``redis://127.0.0.1:6379/0``), and
+  ``CHAT_REDIS_PREFIX`` the prefix of its keys (default ``tether-chat-example``).
 - ``CHAT_DATABASE``: the SQLite file (default ``db.sqlite3`` next to ``manage.py``).
 - ``CHAT_DEBUG``: ``1`` (default) or ``0``.
 - ``CHAT_SECRET_KEY``: set it anywhere but on your own machine.
@@ -97,7 +98,7 @@ if CHAT_LAYER == "redis":
             "BACKEND": "tether.layers.redis.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [os.environ.get("CHAT_REDIS_URL", "redis://127.0.0.1:6379/0")],
-                "prefix": "tether-chat-example",
+                "prefix": os.environ.get("CHAT_REDIS_PREFIX", "tether-chat-example"),
                 "channel_capacity": {"dashboard-ticker": 1000},
             },
         }
