@@ -1,0 +1,115 @@
+"""The tutorial (docs/tutorial/) builds a runnable project: this test builds it page by page and runs each step.
+
+Every code block whose first line names a file (``# chat/consumers.py``, ``{# chat/templates/chat/room.html #}``)
+is written to that file, on top of what the earlier pages wrote. After each page the project must pass
+``manage.py check``; after the pages with WebSockets, a real server must serve the room; the last page's tests must
+pass under ``manage.py test``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import websockets
+
+from tests.conftest import free_port
+
+TUTORIAL = Path(__file__).resolve().parents[2] / "docs" / "tutorial"
+BLOCK = re.compile(r"^```(?:python|django)\n(?:# |\{# )(?P<path>[\w/.-]+)(?: #\})?\n(?P<body>.*?)^```", re.M | re.S)
+STEPS = sorted(TUTORIAL.glob("0*.md"))
+
+
+def files_of(page: Path) -> dict[str, str]:
+    return {match["path"]: match["body"] for match in BLOCK.finditer(page.read_text())}
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without the test suite's Django settings: the project uses its own."""
+    return {key: value for key, value in os.environ.items() if key not in ("DJANGO_SETTINGS_MODULE", "TETHER_TEST_DB")}
+
+
+def run(project: Path, *args: str, timeout: float = 120) -> str:
+    result = subprocess.run(
+        [sys.executable, *args], cwd=project, env=clean_env(), capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def post_in_room(project: Path, text: str) -> list[dict]:
+    """Serve the project with uvicorn, open /ws/chat/lobby/ as a guest, post ``text``; the frames it got back."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "mysite.asgi:application", "--port", str(port), "--log-level", "warning"],
+        cwd=project,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        return asyncio.run(talk(server, port, text))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+async def talk(server: subprocess.Popen[bytes], port: int, text: str) -> list[dict]:
+    """Connect as a guest once the server is up, post ``text``, and read until an answer to it arrives."""
+    for _ in range(100):
+        try:
+            socket = await websockets.connect(
+                f"ws://127.0.0.1:{port}/ws/chat/lobby/", origin=f"http://127.0.0.1:{port}", open_timeout=2
+            )
+            break
+        except OSError:
+            if server.poll() is not None:
+                raise AssertionError(server.stdout.read().decode()) from None
+            await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("The tutorial project's server did not start.")
+    async with socket:
+        await socket.send(json.dumps({"type": "post", "text": text}))
+        frames = []
+        while not frames or frames[-1]["type"] == "history":
+            frames.append(json.loads(await asyncio.wait_for(socket.recv(), 5)))
+        return frames
+
+
+def test_every_tutorial_page_has_files_to_write():
+    assert [page.name for page in STEPS][:1] == ["01-project.md"]
+    assert len(STEPS) == 6
+    for page in STEPS:
+        assert files_of(page), f"{page.name} has no code block that names its file"
+
+
+@pytest.mark.timeout(180)
+def test_the_tutorial_builds_a_project_that_runs_at_every_step(tmp_path):
+    project = tmp_path / "mysite"
+    project.mkdir()
+    run(project, "-m", "django", "startproject", "mysite", ".")
+    run(project, "manage.py", "startapp", "chat")
+    for number, page in enumerate(STEPS, start=1):
+        for name, body in files_of(page).items():
+            target = project / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(body)
+        run(project, "manage.py", "makemigrations", "chat")
+        run(project, "manage.py", "migrate", "--verbosity", "0")
+        assert "no issues" in run(project, "manage.py", "check"), page.name
+        if number == 2:
+            frames = post_in_room(project, "hello")
+            assert frames[-1] == {"type": "message", "author": "someone", "text": "hello"}
+        if number == 5:
+            frames = post_in_room(project, "guest here")
+            assert frames[0] == {"type": "history", "messages": []}
+            assert frames[-1]["type"] == "error"
+            assert "Log in to post" in frames[-1]["message"]
+    output = run(project, "manage.py", "test", "chat")
+    assert re.search(r"^Ran 3 tests in .*^OK$", output, re.M | re.S), output
