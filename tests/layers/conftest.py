@@ -54,6 +54,7 @@ def redis_layer_factory(class_name: str) -> Callable[..., contextlib.AbstractAsy
 LAYER_FACTORIES: dict[str, Callable[..., contextlib.AbstractAsyncContextManager[BaseChannelLayer]]] = {
     "inmemory": inmemory_layer,
     "redis": redis_layer_factory("RedisChannelLayer"),
+    "redis_pubsub": redis_layer_factory("RedisPubSubChannelLayer"),
 }
 
 

@@ -6,5 +6,6 @@ alternative. Both take channels_redis's options. See docs/channel-layers.md.
 """
 
 from tether.layers.redis.core import RedisChannelLayer
+from tether.layers.redis.pubsub import RedisPubSubChannelLayer
 
-__all__ = ["RedisChannelLayer"]
+__all__ = ["RedisChannelLayer", "RedisPubSubChannelLayer"]

@@ -10,35 +10,15 @@ member) in a single script call, and each process fans out in memory.
 from __future__ import annotations
 
 import asyncio
-import logging
-import secrets
-import string
 from typing import Any, ClassVar
 
 from redis import exceptions as redis_errors
 
 from tether.exceptions import ChannelFull
-from tether.layers.base import BaseChannelLayer
-from tether.layers.messages import clone_message
-from tether.layers.redis.codec import DecodeError, MessageCodec
-from tether.layers.redis.config import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    DEFAULT_UNAVAILABLE_TIMEOUT,
-    parse_hosts,
-    require_number,
-    require_prefix,
-)
-from tether.layers.redis.connection import (
-    CONNECTION_ERRORS,
-    Backoff,
-    Endpoint,
-    PerLoop,
-    TransportSettings,
-    open_endpoint,
-    validate_host,
-)
-from tether.layers.redis.local import LocalChannels, now_ms
-from tether.layers.redis.sharding import HashRing
+from tether.layers.redis.common import LoopState, Outage, RedisLayerBase
+from tether.layers.redis.config import require_number
+from tether.layers.redis.connection import CONNECTION_ERRORS
+from tether.layers.redis.local import now_ms
 from tether.layers.redis.storage import (
     GROUP_ADD,
     GROUP_MEMBERS,
@@ -46,33 +26,19 @@ from tether.layers.redis.storage import (
     PUSH_INBOX,
     SEND_LOCAL,
     SEND_NAMED,
-    KeySpace,
     client_id_of,
     frame_head,
     pack_frame,
-    parse_frame,
     split_members,
 )
-from tether.layers.stats import LayerStats
 from tether.types import Message
 
 __all__ = ["RedisChannelLayer"]
 
-logger = logging.getLogger("tether.layers.redis")
-
 _INBOX_BATCH = 1000
 
 
-class _LoopState:
-    """What the layer holds on one event loop: endpoints, the inbox loop, and named-channel readers."""
-
-    def __init__(self, size: int) -> None:
-        self.endpoints: list[Endpoint | None] = [None] * size
-        self.inbox_task: asyncio.Task[None] | None = None
-        self.readers: dict[str, asyncio.Task[None]] = {}
-
-
-class RedisChannelLayer(BaseChannelLayer):
+class RedisChannelLayer(RedisLayerBase):
     """A channel layer on Redis, for several processes and machines; channels_redis's options and meanings.
 
     ``hosts``: Redis URLs (``redis://``, ``rediss://``, ``unix://``), ``(host, port)`` pairs, or dicts of connection
@@ -87,53 +53,20 @@ class RedisChannelLayer(BaseChannelLayer):
     ``MessageTooLarge``; ``inbox_capacity`` (default 10,000): messages in transit to one process before senders get
     ``ChannelFull`` (its receive loop is stuck or gone); ``random_prefix_length`` (default 12) of the client id.
 
-    Drops are counted in ``stats()`` and logged once per channel or group.
+    ``stats()`` counts: ``sent``/``received`` channel messages; ``group_sent`` group sends; ``group_delivered``
+    group messages handed to this process's channels; ``group_full_drops`` members skipped because their channel or
+    their process's inbox was full; ``full_drops`` messages for this process's channels that arrived full;
+    ``expired`` messages found past their expiry; ``group_members_expired`` memberships older than ``group_expiry``;
+    ``decode_errors`` stored data that could not be decoded or decrypted; ``reconnects`` times a receive loop lost
+    Redis. Each drop is also logged once per channel or group.
     """
 
-    extensions: ClassVar[list[str]] = ["groups", "flush"]
+    extra_options: ClassVar[str] = " and inbox_capacity"
 
-    def __init__(
-        self,
-        hosts: Any = None,
-        prefix: str = "asgi",
-        expiry: float = 60,
-        group_expiry: float = 86400,
-        capacity: int = 100,
-        channel_capacity: dict[Any, int] | None = None,
-        symmetric_encryption_keys: Any = None,
-        random_prefix_length: int = 12,
-        unavailable_timeout: float = DEFAULT_UNAVAILABLE_TIMEOUT,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-        inbox_capacity: int = 10_000,
-        **unknown: Any,
-    ) -> None:
-        if unknown:
-            raise TypeError(
-                f"{type(self).__name__} got unknown CONFIG option(s) {sorted(unknown)}; it takes hosts, prefix, "
-                "expiry, group_expiry, capacity, channel_capacity, symmetric_encryption_keys, random_prefix_length, "
-                "unavailable_timeout, max_message_size and inbox_capacity."
-            )
-        super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
-        self.group_expiry = require_number("group_expiry", group_expiry)
-        self.unavailable_timeout = require_number("unavailable_timeout", unavailable_timeout)
+    def __init__(self, hosts: Any = None, *, inbox_capacity: int = 10_000, **options: Any) -> None:
+        super().__init__(hosts, **options)
         self.inbox_capacity = require_number("inbox_capacity", inbox_capacity, integer=True)
-        require_number("random_prefix_length", random_prefix_length, integer=True)
-        self.prefix = require_prefix(prefix)
-        self.hosts = parse_hosts(hosts)
-        self.keys = KeySpace(self.prefix)
-        self.codec = MessageCodec(
-            symmetric_encryption_keys, require_number("max_message_size", max_message_size, integer=True)
-        )
-        self._settings = TransportSettings(unavailable_timeout=float(self.unavailable_timeout))
-        for spec in self.hosts:
-            validate_host(spec, self._settings)
-        self._ring = HashRing([spec.identity for spec in self.hosts])
         self._one_server = len(self.hosts) == 1 and self.hosts[0].kind != "cluster"
-        self.client_id = "".join(secrets.choice(string.ascii_letters) for _ in range(random_prefix_length))
-        self._expiry_ms = int(self.expiry * 1000)
-        self._stats = LayerStats(logger)
-        self._local = LocalChannels(self.get_capacity, self._expire, self._mark_full)
-        self._loops = PerLoop(lambda: _LoopState(len(self.hosts)), self._close_state)
 
     # Channels ------------------------------------------------------------------------------------------------------
 
@@ -191,23 +124,10 @@ class RedisChannelLayer(BaseChannelLayer):
             elif client_id == self.client_id:
                 self._start_inbox(state)
             else:
-                raise ValueError(
-                    f"Channel {channel!r} belongs to another process (made by its new_channel()); only that process "
-                    "can receive on it."
-                )
+                raise self._foreign_channel(channel)
             message = await self._local.wait(channel)
         self._stats.incr("received")
         return message
-
-    async def new_channel(self, prefix: str = "specific.") -> str:
-        """A new channel name for this process, ``<prefix>.<client id>!<token>``; its receive loop starts now, so
-        group messages for it are kept from the moment it joins a group."""
-        if not isinstance(prefix, str):
-            raise TypeError(f"new_channel() prefix must be a str, not {type(prefix).__name__}.")
-        name = f"{prefix.rstrip('.')}.{self.client_id}!{secrets.token_hex(8)}"
-        self.require_valid_channel_name(name)
-        self._start_inbox(self._loops.get())
-        return name
 
     # Groups --------------------------------------------------------------------------------------------------------
 
@@ -272,7 +192,7 @@ class RedisChannelLayer(BaseChannelLayer):
             await self._group_send_named(state, group, named, now, expires_at, payload)
 
     async def _push_to_processes(
-        self, state: _LoopState, group: str, by_process: dict[str, list[str]], expires_at: int, payload: bytes
+        self, state: LoopState, group: str, by_process: dict[str, list[str]], expires_at: int, payload: bytes
     ) -> list[str]:
         """Push one frame to each process's inbox; returns the client ids whose inbox was full."""
         client_ids = list(by_process)
@@ -293,7 +213,7 @@ class RedisChannelLayer(BaseChannelLayer):
         return [client_id for client_id, pushed in zip(client_ids, results, strict=True) if not pushed]
 
     async def _group_send_named(
-        self, state: _LoopState, group: str, named: list[str], now: int, expires_at: int, payload: bytes
+        self, state: LoopState, group: str, named: list[str], now: int, expires_at: int, payload: bytes
     ) -> None:
         frame = pack_frame(expires_at, payload, group)
         results = await asyncio.gather(
@@ -319,10 +239,6 @@ class RedisChannelLayer(BaseChannelLayer):
                     self.get_capacity(channel),
                 )
 
-    @property
-    def _group_expiry_ms(self) -> int:
-        return int(self.group_expiry * 1000)
-
     # Housekeeping --------------------------------------------------------------------------------------------------
 
     async def flush(self) -> None:
@@ -334,80 +250,27 @@ class RedisChannelLayer(BaseChannelLayer):
         self._local.clear()
         self._stats.reset()
 
-    async def close(self) -> None:
-        """Stop this event loop's receive loops and close its connections; the layer reconnects if used again."""
-        await self._loops.close_current()
-
-    def stats(self) -> dict[str, int]:
-        """Counters of what this process's layer did and did not deliver.
-
-        ``sent``/``received``: channel messages; ``group_sent``: group sends; ``group_delivered``: group messages
-        handed to this process's channels; ``group_full_drops``: members skipped because their channel or their
-        process's inbox was full; ``full_drops``: messages for this process's channels that arrived full;
-        ``expired``: messages found past their expiry; ``group_members_expired``: memberships older than
-        ``group_expiry``; ``decode_errors``: stored data that could not be decoded or decrypted; ``reconnects``:
-        times a receive loop lost Redis and reconnected. Also ``local_channels`` and ``local_queued``.
-        """
-        counts = dict.fromkeys(
-            (
-                "sent",
-                "received",
-                "group_sent",
-                "group_delivered",
-                "group_full_drops",
-                "full_drops",
-                "expired",
-                "group_members_expired",
-                "decode_errors",
-                "reconnects",
-            ),
-            0,
-        )
-        counts.update(self._stats.snapshot())
-        counts.update(self._local.sizes())
-        return counts
-
-    # Endpoints -----------------------------------------------------------------------------------------------------
-
-    def _endpoint(self, state: _LoopState, name: str) -> Endpoint:
-        return self._endpoint_at(state, self._ring.index_for(name))
-
-    def _endpoint_at(self, state: _LoopState, index: int) -> Endpoint:
-        endpoint = state.endpoints[index]
-        if endpoint is None:
-            endpoint = state.endpoints[index] = open_endpoint(self.hosts[index], self._settings)
-        return endpoint
-
-    async def _close_state(self, state: _LoopState) -> None:
-        tasks = [task for task in (state.inbox_task, *state.readers.values()) if task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        state.inbox_task = None
-        state.readers.clear()
-        for endpoint in state.endpoints:
-            if endpoint is not None:
-                await endpoint.aclose()
-        state.endpoints = [None] * len(state.endpoints)
-
     # Receive loops -------------------------------------------------------------------------------------------------
 
-    def _start_inbox(self, state: _LoopState) -> None:
+    async def _listen_for_own_channels(self, state: LoopState) -> None:
+        self._start_inbox(state)
+
+    def _start_inbox(self, state: LoopState) -> None:
         if state.inbox_task is None or state.inbox_task.done():
             state.inbox_task = asyncio.get_running_loop().create_task(self._read_inbox(state))
 
-    def _start_reader(self, state: _LoopState, channel: str) -> None:
+    def _start_reader(self, state: LoopState, channel: str) -> None:
         task = state.readers.get(channel)
         if task is None or task.done():
             state.readers[channel] = asyncio.get_running_loop().create_task(self._read_named(state, channel))
 
-    async def _read_inbox(self, state: _LoopState) -> None:
+    async def _read_inbox(self, state: LoopState) -> None:
         """The process's one receive loop: pop batches from the inbox and route each frame to local channels."""
         key = self.keys.inbox(self.client_id)
         connection = self._endpoint(state, self.client_id).blocking_connection(key)
         block = self._settings.block_timeout
         multi_pop = True
-        outage = _Outage(self, f"the inbox of process {self.client_id!r}")
+        outage = Outage(self._stats, f"the inbox of process {self.client_id!r}")
         sweep_every = min(max(self.expiry / 2, 0.5), 30.0)
         next_sweep = asyncio.get_running_loop().time() + sweep_every
         try:
@@ -437,12 +300,12 @@ class RedisChannelLayer(BaseChannelLayer):
         finally:
             await connection.aclose()
 
-    async def _read_named(self, state: _LoopState, channel: str) -> None:
+    async def _read_named(self, state: LoopState, channel: str) -> None:
         """Pop messages from a named channel's list while receivers in this process wait for them."""
         key = self.keys.channel(channel)
         connection = self._endpoint(state, channel).blocking_connection(key)
         block = self._settings.block_timeout
-        outage = _Outage(self, f"channel {channel!r}")
+        outage = Outage(self._stats, f"channel {channel!r}")
         try:
             while self._local.waiting(channel):
                 try:
@@ -458,58 +321,9 @@ class RedisChannelLayer(BaseChannelLayer):
                 del state.readers[channel]
             await connection.aclose()
 
-    def _route(self, data: bytes, channel: str | None) -> None:
-        """Deliver one frame to the local channels it names (or to ``channel``, the named channel it came from)."""
-        try:
-            frame = parse_frame(data)
-        except ValueError:
-            name = channel or f"inbox:{self.client_id}"
-            self._stats.drop("decode_errors", name, "Unreadable data in %r: not a tether frame", name)
-            return
-        targets = frame.targets or [channel or ""]
-        if frame.expires_at < now_ms():
-            for target in targets:
-                self._expire(target)
-            return
-        try:
-            message = self.codec.decode(frame.payload)
-        except DecodeError as exc:
-            name = frame.group or targets[0]
-            self._stats.drop("decode_errors", name, "A message for %r was dropped: %s", name, exc)
-            return
-        last = len(targets) - 1
-        for index, target in enumerate(targets):
-            copy = message if index == last else clone_message(message)
-            if self._local.deliver(target, copy, frame.expires_at):
-                if frame.group:
-                    self._stats.incr("group_delivered")
-            elif frame.group:
-                self._stats.drop(
-                    "group_full_drops",
-                    target,
-                    "group_send to %r skipped channel %r: it holds %d messages already",
-                    frame.group,
-                    target,
-                    self.get_capacity(target),
-                )
-            else:
-                self._stats.drop(
-                    "full_drops",
-                    target,
-                    "A message for channel %r was dropped: it holds %d messages already",
-                    target,
-                    self.get_capacity(target),
-                )
-
     # Local buffer callbacks ----------------------------------------------------------------------------------------
 
-    def _expire(self, channel: str, count: int = 1) -> None:
-        for _ in range(count):
-            self._stats.drop(
-                "expired", channel, "A message on channel %r expired unread after %ss", channel, self.expiry
-            )
-
-    def _mark_full(self, channel: str, full: bool) -> None:
+    def _local_full(self, channel: str, full: bool) -> None:
         """Tell senders in other processes that one of our channels is (no longer) full."""
         if client_id_of(channel) != self.client_id:
             return
@@ -529,31 +343,3 @@ class RedisChannelLayer(BaseChannelLayer):
 def _ignore_outcome(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
-
-
-class _Outage:
-    """Backoff and logging for a receive loop that lost Redis: one warning when it starts, one line when it ends."""
-
-    def __init__(self, layer: RedisChannelLayer, what: str) -> None:
-        self._layer = layer
-        self._what = what
-        self._backoff = Backoff()
-        self._started: float | None = None
-
-    async def wait(self, where: str, exc: BaseException) -> None:
-        loop = asyncio.get_running_loop()
-        if self._started is None:
-            self._started = loop.time()
-            self._layer._stats.incr("reconnects")
-            logger.warning("Lost Redis at %s while reading %s (%s); reconnecting with backoff", where, self._what, exc)
-        await asyncio.sleep(self._backoff.next_delay())
-
-    def over(self) -> None:
-        if self._started is not None:
-            logger.info(
-                "Reading %s again after %.1fs without Redis",
-                self._what,
-                asyncio.get_running_loop().time() - self._started,
-            )
-            self._started = None
-            self._backoff.reset()

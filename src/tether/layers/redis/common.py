@@ -1,0 +1,266 @@
+"""What both Redis layers share: their options, client id, per-loop endpoints, local buffers and counters."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import string
+from typing import Any, ClassVar
+
+from tether.layers.base import BaseChannelLayer
+from tether.layers.messages import clone_message
+from tether.layers.redis.codec import DecodeError, MessageCodec
+from tether.layers.redis.config import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_UNAVAILABLE_TIMEOUT,
+    parse_hosts,
+    require_number,
+    require_prefix,
+)
+from tether.layers.redis.connection import Backoff, Endpoint, PerLoop, TransportSettings, open_endpoint, validate_host
+from tether.layers.redis.local import LocalChannels, now_ms
+from tether.layers.redis.sharding import HashRing
+from tether.layers.redis.storage import KeySpace, parse_frame
+from tether.layers.stats import LayerStats
+
+__all__ = ["LoopState", "Outage", "RedisLayerBase"]
+
+logger = logging.getLogger("tether.layers.redis")
+
+_COMMON_OPTIONS = (
+    "hosts, prefix, expiry, group_expiry, capacity, channel_capacity, symmetric_encryption_keys, "
+    "random_prefix_length, unavailable_timeout, max_message_size"
+)
+
+
+class LoopState:
+    """What a layer holds on one event loop: endpoints per host and its background tasks."""
+
+    def __init__(self, size: int) -> None:
+        self.endpoints: list[Endpoint | None] = [None] * size
+        self.inbox_task: asyncio.Task[None] | None = None
+        self.readers: dict[str, asyncio.Task[None]] = {}
+        self.subscribers: dict[int, Any] = {}
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [task for task in (self.inbox_task, *self.readers.values()) if task is not None]
+
+
+class RedisLayerBase(BaseChannelLayer):
+    """Options, names and bookkeeping common to ``RedisChannelLayer`` and ``RedisPubSubChannelLayer``."""
+
+    extensions: ClassVar[list[str]] = ["groups", "flush"]
+    #: Extra options a subclass accepts, named in the unknown-option error.
+    extra_options: ClassVar[str] = ""
+    #: Counters ``stats()`` always shows, even at zero.
+    counters: ClassVar[tuple[str, ...]] = (
+        "sent",
+        "received",
+        "group_sent",
+        "group_delivered",
+        "group_full_drops",
+        "full_drops",
+        "expired",
+        "group_members_expired",
+        "decode_errors",
+        "reconnects",
+    )
+
+    def __init__(
+        self,
+        hosts: Any = None,
+        prefix: str = "asgi",
+        expiry: float = 60,
+        group_expiry: float = 86400,
+        capacity: int = 100,
+        channel_capacity: dict[Any, int] | None = None,
+        symmetric_encryption_keys: Any = None,
+        random_prefix_length: int = 12,
+        unavailable_timeout: float = DEFAULT_UNAVAILABLE_TIMEOUT,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        **unknown: Any,
+    ) -> None:
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unknown CONFIG option(s) {sorted(unknown)}; it takes "
+                f"{_COMMON_OPTIONS}{self.extra_options}."
+            )
+        super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
+        self.group_expiry = require_number("group_expiry", group_expiry)
+        self.unavailable_timeout = require_number("unavailable_timeout", unavailable_timeout)
+        require_number("random_prefix_length", random_prefix_length, integer=True)
+        self.prefix = require_prefix(prefix)
+        self.hosts = parse_hosts(hosts)
+        self.keys = KeySpace(self.prefix)
+        self.codec = MessageCodec(
+            symmetric_encryption_keys, require_number("max_message_size", max_message_size, integer=True)
+        )
+        self._settings = TransportSettings(unavailable_timeout=float(self.unavailable_timeout))
+        for spec in self.hosts:
+            validate_host(spec, self._settings)
+        self._ring = HashRing([spec.identity for spec in self.hosts])
+        self.client_id = "".join(secrets.choice(string.ascii_letters) for _ in range(random_prefix_length))
+        self._expiry_ms = int(self.expiry * 1000)
+        self._group_expiry_ms = int(self.group_expiry * 1000)
+        self._stats = LayerStats(logger)
+        self._local = LocalChannels(self.get_capacity, self._expire, self._local_full)
+        self._loops = PerLoop(lambda: LoopState(len(self.hosts)), self._close_state)
+
+    # Names ---------------------------------------------------------------------------------------------------------
+
+    async def new_channel(self, prefix: str = "specific.") -> str:
+        """A new channel name for this process, ``<prefix>.<client id>!<token>``; this process starts listening
+        for it now, so group messages for it are kept from the moment it joins a group."""
+        if not isinstance(prefix, str):
+            raise TypeError(f"new_channel() prefix must be a str, not {type(prefix).__name__}.")
+        name = f"{prefix.rstrip('.')}.{self.client_id}!{secrets.token_hex(8)}"
+        self.require_valid_channel_name(name)
+        await self._listen_for_own_channels(self._loops.get())
+        return name
+
+    async def _listen_for_own_channels(self, state: LoopState) -> None:
+        raise NotImplementedError
+
+    def _foreign_channel(self, channel: str) -> ValueError:
+        return ValueError(
+            f"Channel {channel!r} belongs to another process (made by its new_channel()); only that process can "
+            "receive on it."
+        )
+
+    # Housekeeping --------------------------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop this event loop's receive loops and close its connections; the layer reconnects if used again."""
+        await self._loops.close_current()
+
+    async def _close_state(self, state: LoopState) -> None:
+        tasks = state.tasks()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        state.inbox_task = None
+        state.readers.clear()
+        for subscriber in list(state.subscribers.values()):
+            await subscriber.aclose()
+        state.subscribers.clear()
+        for endpoint in state.endpoints:
+            if endpoint is not None:
+                await endpoint.aclose()
+        state.endpoints = [None] * len(state.endpoints)
+
+    def stats(self) -> dict[str, int]:
+        """Counters of what this process's layer did and did not deliver (see the class docs for each name), and
+        ``local_channels`` / ``local_queued``: what this process buffers now."""
+        counts = dict.fromkeys(self.counters, 0)
+        counts.update(self._stats.snapshot())
+        counts.update(self._local.sizes())
+        return counts
+
+    # Endpoints -----------------------------------------------------------------------------------------------------
+
+    def _endpoint(self, state: LoopState, name: str) -> Endpoint:
+        return self._endpoint_at(state, self._ring.index_for(name))
+
+    def _endpoint_at(self, state: LoopState, index: int) -> Endpoint:
+        endpoint = state.endpoints[index]
+        if endpoint is None:
+            endpoint = state.endpoints[index] = open_endpoint(self.hosts[index], self._settings)
+        return endpoint
+
+    # Delivery into this process ------------------------------------------------------------------------------------
+
+    def _route(self, data: bytes, channel: str | None, members: list[str] | None = None) -> None:
+        """Deliver one frame to this process's channels: the targets it names, else ``members`` (a group's local
+        members), else ``channel`` (the named channel it came from). Expired, unreadable and refused (full) messages
+        are counted and logged."""
+        try:
+            frame = parse_frame(data)
+        except ValueError:
+            name = channel or f"process {self.client_id}"
+            self._stats.drop("decode_errors", name, "Unreadable data for %r: not a tether frame", name)
+            return
+        if frame.targets:
+            targets = frame.targets
+        elif members is not None:
+            targets = members
+        else:
+            targets = [channel] if channel is not None else []
+        if not targets:
+            return
+        if frame.expires_at < now_ms():
+            for target in targets:
+                self._expire(target)
+            return
+        try:
+            message = self.codec.decode(frame.payload)
+        except DecodeError as exc:
+            name = frame.group or targets[0]
+            self._stats.drop("decode_errors", name, "A message for %r was dropped: %s", name, exc)
+            return
+        last = len(targets) - 1
+        for index, target in enumerate(targets):
+            copy = message if index == last else clone_message(message)
+            if self._local.deliver(target, copy, frame.expires_at):
+                if frame.group:
+                    self._stats.incr("group_delivered")
+            elif frame.group:
+                self._stats.drop(
+                    "group_full_drops",
+                    target,
+                    "group_send to %r skipped channel %r: it holds %d messages already",
+                    frame.group,
+                    target,
+                    self.get_capacity(target),
+                )
+            else:
+                self._stats.drop(
+                    "full_drops",
+                    target,
+                    "A message for channel %r was dropped: it holds %d messages already",
+                    target,
+                    self.get_capacity(target),
+                )
+
+    def _expire(self, channel: str, count: int = 1) -> None:
+        for _ in range(count):
+            self._stats.drop(
+                "expired", channel, "A message on channel %r expired unread after %ss", channel, self.expiry
+            )
+
+    def _local_full(self, channel: str, full: bool) -> None:
+        """A local buffer reached its capacity or left it; subclasses may tell other processes."""
+
+
+class Outage:
+    """Backoff and logging for a receive loop that lost Redis: one warning when it starts, one line when it ends."""
+
+    def __init__(self, stats: LayerStats, what: str) -> None:
+        self._stats = stats
+        self._what = what
+        self._backoff = Backoff()
+        self._started: float | None = None
+
+    async def wait(self, where: str, exc: BaseException, consequence: str = "") -> None:
+        loop = asyncio.get_running_loop()
+        if self._started is None:
+            self._started = loop.time()
+            self._stats.incr("reconnects")
+            logger.warning(
+                "Lost Redis at %s while reading %s (%s); reconnecting with backoff%s",
+                where,
+                self._what,
+                exc,
+                consequence,
+            )
+        await asyncio.sleep(self._backoff.next_delay())
+
+    def over(self) -> None:
+        if self._started is not None:
+            logger.warning(
+                "Reading %s again after %.1fs without Redis",
+                self._what,
+                asyncio.get_running_loop().time() - self._started,
+            )
+            self._started = None
+            self._backoff.reset()

@@ -1,0 +1,220 @@
+"""``RedisPubSubChannelLayer``: the lower-latency Redis layer, on pub/sub instead of lists.
+
+Messages are published and pushed straight to subscribed processes: no list to poll, no key to expire. The price is
+that Redis keeps nothing: a message for a process that is not subscribed at that moment is gone. What this layer
+does so that nothing is lost *silently*:
+
+* ``send`` to a process-local channel whose process is not listening (``PUBLISH`` reached nobody) is counted in
+  ``stats()["undeliverable"]`` and logged once per channel;
+* ``send`` to a named channel nobody is subscribed to keeps the message in the sending process, for a ``receive``
+  there within ``expiry`` (then it expires, counted); that is also what makes "send, then receive" work in one process;
+* a group message is delivered by each subscribed process to its local members; a member whose buffer is full is
+  skipped and counted (``group_full_drops``);
+* ``group_send``/``send`` while Redis is unreachable raise ``LayerUnavailable`` after ``unavailable_timeout``;
+* a subscriber that loses Redis reconnects with backoff, resubscribes, counts ``reconnects`` and logs the gap.
+
+Group membership lives in the process that called ``group_add`` (a group topic per group, one subscription per
+process), so ``group_send`` costs Redis one ``PUBLISH`` whatever the number of members. Adding another process's
+channel to a group is refused with an error; use ``RedisChannelLayer`` for that.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, cast
+
+from tether.exceptions import ChannelFull
+from tether.layers.redis.common import LoopState, Outage, RedisLayerBase
+from tether.layers.redis.connection import NodeEndpoint
+from tether.layers.redis.local import now_ms
+from tether.layers.redis.storage import client_id_of, pack_frame
+from tether.layers.redis.subscriber import Subscriber
+from tether.types import Message
+
+__all__ = ["RedisPubSubChannelLayer"]
+
+
+class RedisPubSubChannelLayer(RedisLayerBase):
+    """A channel layer on Redis pub/sub: lower latency, no capacity or persistence in Redis.
+
+    Same options as ``RedisChannelLayer`` except ``inbox_capacity``; Redis Cluster is not supported (use several
+    ``hosts`` to shard, or ``RedisChannelLayer``). ``capacity`` bounds what each process buffers per channel. Named
+    channels are broadcast to every process receiving on them (pub/sub has no shared queue): run one worker per named
+    channel, or use ``RedisChannelLayer`` for work queues.
+
+    ``stats()`` counts what ``RedisChannelLayer`` counts, plus ``undeliverable``: messages for a process-local channel
+    whose process was not subscribed.
+    """
+
+    counters: ClassVar[tuple[str, ...]] = (*RedisLayerBase.counters, "undeliverable")
+
+    def __init__(self, hosts: Any = None, **options: Any) -> None:
+        super().__init__(hosts, **options)
+        if any(spec.kind == "cluster" for spec in self.hosts):
+            raise ValueError(
+                "RedisPubSubChannelLayer does not support Redis Cluster; list the servers in hosts to shard, or use "
+                "RedisChannelLayer with the cluster."
+            )
+        self._groups: dict[str, dict[str, int]] = {}  # group -> {local member: joined at, ms}
+        self._topics: dict[str, tuple[str, str]] = {}  # pub/sub topic -> (kind, name)
+
+    # Channels ------------------------------------------------------------------------------------------------------
+
+    async def send(self, channel: str, message: Message) -> None:
+        """Publish ``message`` for ``channel``. ``ChannelFull`` when this process already buffers ``capacity``
+        messages for it; ``LayerUnavailable`` when Redis stays unreachable."""
+        self.require_valid_channel_name(channel)
+        payload = self.codec.encode(message)
+        state = self._loops.get()
+        client_id = client_id_of(channel)
+        capacity = self.get_capacity(channel)
+        if (client_id is None or client_id == self.client_id) and self._local.queued(channel) >= capacity:
+            raise ChannelFull(f"Channel {channel!r} holds {capacity} messages already.")
+        expires_at = now_ms() + self._expiry_ms
+        if client_id is None:
+            topic, owner = self.keys.channel(channel), channel
+            frame = pack_frame(expires_at, payload)
+        else:
+            topic, owner = self.keys.inbox(client_id), client_id
+            frame = pack_frame(expires_at, payload, "", channel)
+        receivers = await self._endpoint(state, owner).call("PUBLISH", topic, frame)
+        if not receivers:
+            if client_id is None or client_id == self.client_id:
+                # Nobody is subscribed: keep it here, for a receive in this process before it expires.
+                if not self._local.deliver(channel, self.codec.decode(payload), expires_at):
+                    raise ChannelFull(f"Channel {channel!r} holds {capacity} messages already.")
+            else:
+                self._stats.drop(
+                    "undeliverable",
+                    channel,
+                    "A message for channel %r was dropped: its process is not subscribed (gone, or reconnecting)",
+                    channel,
+                )
+        self._stats.incr("sent")
+
+    async def receive(self, channel: str) -> Message:
+        """Wait for the next message on ``channel`` (subscribing to it first; a process-local channel must be one
+        this process made)."""
+        self.require_valid_channel_name(channel)
+        message = self._local.take(channel)
+        if message is None:
+            state = self._loops.get()
+            client_id = client_id_of(channel)
+            if client_id is None:
+                await self._subscribe(state, "channel", channel)
+            elif client_id == self.client_id:
+                await self._listen_for_own_channels(state)
+            else:
+                raise self._foreign_channel(channel)
+            message = self._local.take(channel)
+            if message is None:
+                message = await self._local.wait(channel)
+        self._stats.incr("received")
+        return message
+
+    async def _listen_for_own_channels(self, state: LoopState) -> None:
+        await self._subscribe(state, "process", self.client_id)
+
+    # Groups --------------------------------------------------------------------------------------------------------
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """Add ``channel`` (a named channel, or one this process made) to ``group``; this process delivers the
+        group's messages to it."""
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        client_id = client_id_of(channel)
+        if client_id is not None and client_id != self.client_id:
+            raise ValueError(
+                f"RedisPubSubChannelLayer cannot add {channel!r} to group {group!r}: that channel belongs to another "
+                "process, and on pub/sub each process serves its own group members. Call group_add in the process "
+                "that made the channel, or use RedisChannelLayer."
+            )
+        self._groups.setdefault(group, {})[channel] = now_ms()
+        await self._subscribe(self._loops.get(), "group", group)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        self.require_valid_group_name(group)
+        self.require_valid_channel_name(channel)
+        members = self._groups.get(group)
+        if members is None or members.pop(channel, None) is None or members:
+            return
+        del self._groups[group]
+        await self._unsubscribe(self._loops.get(), "group", group)
+
+    async def group_send(self, group: str, message: Message) -> None:
+        """Publish ``message`` once to the group's topic; every process holding members delivers it to them."""
+        self.require_valid_group_name(group)
+        payload = self.codec.encode(message)
+        frame = pack_frame(now_ms() + self._expiry_ms, payload, group)
+        await self._endpoint(self._loops.get(), group).call("PUBLISH", self.keys.group(group), frame)
+        self._stats.incr("group_sent")
+
+    # Housekeeping --------------------------------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Drop this process's groups and buffered messages (pub/sub stores nothing in Redis)."""
+        state = self._loops.get()
+        for group in list(self._groups):
+            await self._unsubscribe(state, "group", group)
+        self._groups.clear()
+        self._local.clear()
+        self._stats.reset()
+
+    # Subscriptions -------------------------------------------------------------------------------------------------
+
+    def _topic(self, kind: str, name: str) -> str:
+        if kind == "group":
+            return self.keys.group(name)
+        if kind == "process":
+            return self.keys.inbox(name)
+        return self.keys.channel(name)
+
+    def _subscriber(self, state: LoopState, name: str) -> Subscriber:
+        index = self._ring.index_for(name)
+        subscriber = state.subscribers.get(index)
+        if subscriber is None:
+            endpoint = cast(NodeEndpoint, self._endpoint_at(state, index))  # clusters are refused in __init__
+            subscriber = state.subscribers[index] = Subscriber(
+                endpoint,
+                self._on_message,
+                Outage(self._stats, f"pub/sub topics of process {self.client_id!r}"),
+                confirm_timeout=float(self.unavailable_timeout),
+                idle_timeout=self._settings.block_timeout,
+            )
+        return subscriber
+
+    async def _subscribe(self, state: LoopState, kind: str, name: str) -> None:
+        topic = self._topic(kind, name)
+        self._topics[topic] = (kind, name)
+        await self._subscriber(state, name).subscribe(topic)
+
+    async def _unsubscribe(self, state: LoopState, kind: str, name: str) -> None:
+        topic = self._topic(kind, name)
+        self._topics.pop(topic, None)
+        subscriber = state.subscribers.get(self._ring.index_for(name))
+        if subscriber is not None:
+            await subscriber.unsubscribe(topic)
+
+    def _on_message(self, topic: str, data: bytes) -> None:
+        route = self._topics.get(topic)
+        if route is None:
+            return  # unsubscribed while the message was on its way: nobody here wants it any more
+        kind, name = route
+        if kind == "group":
+            self._route(data, None, self._group_members(name))
+        elif kind == "process":
+            self._route(data, None)
+        else:
+            self._route(data, name)
+
+    def _group_members(self, group: str) -> list[str]:
+        """This process's members of ``group``, without those older than ``group_expiry`` (counted)."""
+        members = self._groups.get(group)
+        if not members:
+            return []
+        cutoff = now_ms() - self._group_expiry_ms
+        expired = [channel for channel, joined_at in members.items() if joined_at < cutoff]
+        for channel in expired:
+            del members[channel]
+        if expired:
+            self._stats.incr("group_members_expired", len(expired))
+        return list(members)
