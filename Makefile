@@ -63,3 +63,17 @@ screenshots: $(STAMP) chromium
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
+
+# `make bench`: tether against the Channels stack, side by side (benchmarks/). Its own virtualenv holds the peer stack
+# and the measuring tools, never dependencies of the package. `make bench BENCH=echo` runs one benchmark.
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+$(BENCH_STAMP): pyproject.toml benchmarks/requirements.txt
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[redis]' -r benchmarks/requirements.txt
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python -m benchmarks $(if $(BENCH),--only $(BENCH))
