@@ -14,11 +14,12 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth import authenticate, get_user_model
 from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, JsonResponse
 from django.test import Client
 from django.urls import path
 
-from tether.auth import login, logout
+from tether.auth import login, logout, make_token
 from tether.db import database_sync_to_async
 from tether.generic.websocket import AsyncJsonWebsocketConsumer, JsonWebsocketConsumer
 
@@ -132,7 +133,14 @@ def set_session_view(request: Any) -> HttpResponse:
     return HttpResponse("stored")
 
 
+@login_required
+def websocket_token_view(request: Any) -> JsonResponse:
+    """The view docs/token-auth.md shows: a short-lived token for the logged-in user."""
+    return JsonResponse({"token": make_token(request.user, max_age=60)})
+
+
 urlpatterns = [
     path("whoami/", whoami_view),
+    path("websocket-token/", websocket_token_view),
     path("set-session/", set_session_view),
 ]

@@ -14,14 +14,15 @@ import pytest
 import websockets
 from django.contrib.auth.models import AnonymousUser, User
 from django.core import signing
+from django.core.asgi import get_asgi_application
 from django.test import override_settings
 from django.urls import path
 
-from tests.auth_support import WhoAmIConsumer, cookie_header, create_user, session_cookie_for
+from tests.auth_support import WhoAmIConsumer, cookie_header, create_user, fetch_json, session_cookie_for
 from tether.auth import AuthMiddlewareStack, TokenAuthMiddleware, make_token
 from tether.db import database_sync_to_async
 from tether.generic.websocket import AsyncJsonWebsocketConsumer
-from tether.routing import URLRouter
+from tether.routing import ProtocolTypeRouter, URLRouter
 from tether.testing import HttpCommunicator, WebsocketCommunicator
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,6 +30,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 whoami = WhoAmIConsumer.as_asgi()
 token_app = TokenAuthMiddleware(whoami)
 
+MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
+EMAIL_BACKEND = "tests.auth_support.EmailBackend"
 OLD_SECRET = "the-old-secret-key-0123456789"
 ANONYMOUS = {"authenticated": False, "username": None}
 ALICE = {"authenticated": True, "username": "alice"}
@@ -75,8 +78,12 @@ def test_token_uses_only_characters_safe_in_urls_and_subprotocol_names(alice):
     assert len(token) < 200
 
 
+def token_payload(token: str) -> dict[str, Any]:
+    return signing.TimestampSigner(salt="tether.auth.TokenAuthMiddleware", sep=".").unsign_object(token)
+
+
 def test_token_does_not_carry_the_whole_session_hash(alice):
-    payload = signing.TimestampSigner(salt="tether.auth.TokenAuthMiddleware", sep=".").unsign_object(make_token(alice))
+    payload = token_payload(make_token(alice))
     assert payload["u"] == str(alice.pk)
     assert alice.get_session_auth_hash().startswith(payload["h"])
     assert payload["h"] != alice.get_session_auth_hash()
@@ -87,6 +94,19 @@ def test_make_token_needs_a_saved_authenticated_user(user):
     candidate = {None: None, "anonymous": AnonymousUser(), "unsaved": User(username="ghost")}[user]
     with pytest.raises(ValueError, match="saved, authenticated user"):
         make_token(candidate)
+
+
+def test_make_token_with_several_backends_names_the_first_unless_told(alice):
+    with override_settings(AUTHENTICATION_BACKENDS=[MODEL_BACKEND, EMAIL_BACKEND]):
+        assert token_payload(make_token(alice))["b"] == MODEL_BACKEND
+        assert token_payload(make_token(alice, backend=EMAIL_BACKEND))["b"] == EMAIL_BACKEND
+        alice.backend = EMAIL_BACKEND
+        assert token_payload(make_token(alice))["b"] == EMAIL_BACKEND
+
+
+def test_make_token_refuses_a_backend_that_is_not_configured(alice):
+    with pytest.raises(ValueError, match="not in AUTHENTICATION_BACKENDS"):
+        make_token(alice, backend=EMAIL_BACKEND)
 
 
 @pytest.mark.parametrize("max_age", [0, -5, float("nan"), "60", True])
@@ -269,7 +289,7 @@ async def test_token_of_an_inactive_user_gives_anonymous_user(alice):
 
 async def test_token_naming_a_backend_no_longer_configured_gives_anonymous_user(alice):
     token = make_token(alice)
-    with override_settings(AUTHENTICATION_BACKENDS=["tests.auth_support.EmailBackend"]):
+    with override_settings(AUTHENTICATION_BACKENDS=[EMAIL_BACKEND]):
         assert await user_for_query_token(token) == ANONYMOUS
 
 
@@ -301,3 +321,17 @@ async def test_expired_token_over_uvicorn_connects_as_anonymous(alice, serve):
     async with websockets.connect(f"{server.ws_url}/ws/whoami/?token={token}") as ws:
         reply = json.loads(await ws.recv())
     assert reply["authenticated"] is False
+
+
+async def test_token_from_a_django_view_authenticates_a_websocket_over_uvicorn(alice, serve):
+    cookie = await database_sync_to_async(session_cookie_for)(alice)
+    with override_settings(ROOT_URLCONF="tests.auth_support"):
+        server = serve(
+            ProtocolTypeRouter(
+                {"http": get_asgi_application(), "websocket": TokenAuthMiddleware(URLRouter([path("ws/", whoami)]))}
+            )
+        )
+        token = (await asyncio.to_thread(fetch_json, f"{server.url}/websocket-token/", cookie))["token"]
+        async with websockets.connect(f"{server.ws_url}/ws/", subprotocols=[f"token.{token}"]) as ws:
+            reply = json.loads(await ws.recv())
+    assert reply["username"] == "alice"

@@ -34,7 +34,7 @@ from django.contrib.auth import (
 )
 from django.contrib.auth.models import AnonymousUser
 from django.core import signing
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.utils.crypto import constant_time_compare
 from django.utils.functional import LazyObject, empty
 
@@ -87,16 +87,23 @@ def _session_hashes(user: Any) -> tuple[str, list[str]]:
     return current, list(fallback_hashes()) if fallback_hashes is not None else []
 
 
-def _backend_path(user: Any, backend: str | None) -> str:
-    """The dotted path of the backend to record for ``user``, chosen as ``django.contrib.auth.login`` chooses."""
+def _backend_path(user: Any, backend: str | None, *, first_if_unknown: bool = False) -> str:
+    """The dotted path of the backend to record for ``user``, chosen as ``django.contrib.auth.login`` chooses.
+
+    ``backend``, else ``user.backend`` (set by ``authenticate()``), else the only configured backend; with several
+    configured, that is a ``ValueError``, unless ``first_if_unknown`` picks the first of them.
+    """
     backend = backend or getattr(user, "backend", None)
     if backend is None:
-        if len(settings.AUTHENTICATION_BACKENDS) != 1:
+        configured = settings.AUTHENTICATION_BACKENDS
+        if not configured:
+            raise ImproperlyConfigured("AUTHENTICATION_BACKENDS is empty; list at least one authentication backend.")
+        if len(configured) > 1 and not first_if_unknown:
             raise ValueError(
                 "Several AUTHENTICATION_BACKENDS are configured, so say which one authenticated the user: pass "
                 "backend='dotted.path' or use a user returned by authenticate(), which sets user.backend."
             )
-        backend = settings.AUTHENTICATION_BACKENDS[0]
+        backend = configured[0]
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a dotted import path string, not {backend!r}.")
     if backend not in settings.AUTHENTICATION_BACKENDS:
@@ -301,14 +308,15 @@ def make_token(user: Any, *, max_age: float | datetime.timedelta | None = None, 
     as it is. It is readable by whoever holds it (signed, not encrypted) and lives until the middleware's
     ``max_age``, or this ``max_age`` (seconds or timedelta) when that is shorter.
 
-    Raises ``ValueError`` for an anonymous or unsaved user and when the backend cannot be determined (see
-    ``login``).
+    The token names the backend whose ``get_user()`` loads the user again: ``backend``, else ``user.backend``, else
+    the first of AUTHENTICATION_BACKENDS (so ``make_token(request.user)`` works in any view). Raises ``ValueError``
+    for an anonymous or unsaved user and for a backend that is not configured.
     """
     if not getattr(user, "is_authenticated", False) or getattr(user, "pk", None) is None:
         raise ValueError(f"make_token() needs a saved, authenticated user, not {user!r}.")
     payload: dict[str, Any] = {
         "u": user._meta.pk.value_to_string(user),
-        "b": _backend_path(user, backend),
+        "b": _backend_path(user, backend, first_if_unknown=True),
         "h": _token_hash(user)[0],
     }
     lifetime = _seconds(max_age, "max_age")
