@@ -50,6 +50,17 @@ def fetch_json(url: str, cookie: str | None = None) -> Any:
         return json.loads(response.read())
 
 
+async def scope_seen_by_inner(middleware_class: Any, scope: dict[str, Any]) -> dict[str, Any]:
+    """Run ``middleware_class(inner)`` on ``scope``; return the scope ``inner`` received."""
+    seen: dict[str, Any] = {}
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        seen.update(scope)
+
+    await middleware_class(inner)(scope, None, None)
+    return seen
+
+
 def describe_user(user: Any) -> dict[str, Any]:
     return {"authenticated": bool(user.is_authenticated), "username": user.get_username() or None}
 

@@ -34,6 +34,7 @@ from tests.auth_support import (
     cookie_header,
     create_user,
     fetch_json,
+    scope_seen_by_inner,
     session_cookie_for,
     set_cookie_headers,
 )
@@ -162,12 +163,7 @@ async def test_auth_middleware_without_session_says_to_use_the_stack():
 
 
 async def test_auth_middleware_passes_other_scope_types_through():
-    seen = {}
-
-    async def inner(scope, receive, send):
-        seen.update(scope)
-
-    await AuthMiddleware(inner)({"type": "lifespan"}, None, None)
+    seen = await scope_seen_by_inner(AuthMiddleware, {"type": "lifespan"})
     assert seen == {"type": "lifespan"}
 
 

@@ -20,7 +20,7 @@ from django.test import override_settings
 from django.urls import path
 from django.utils.functional import empty
 
-from tests.auth_support import cookie_header, set_cookie_headers
+from tests.auth_support import cookie_header, scope_seen_by_inner, set_cookie_headers
 from tether.generic.websocket import AsyncJsonWebsocketConsumer
 from tether.routing import URLRouter
 from tether.sessions import CookieMiddleware, SessionMiddleware, SessionMiddlewareStack
@@ -142,13 +142,7 @@ async def test_cookie_middleware_gives_an_empty_dict_without_a_cookie_header():
 
 
 async def test_cookie_middleware_leaves_other_scope_types_alone():
-    seen: dict[str, Any] = {}
-
-    async def inner(scope, receive, send):
-        seen.update(scope)
-
-    await CookieMiddleware(inner)({"type": "lifespan"}, None, None)
-    assert "cookies" not in seen
+    assert await scope_seen_by_inner(CookieMiddleware, {"type": "lifespan"}) == {"type": "lifespan"}
 
 
 def test_set_cookie_defaults_to_root_path_and_samesite_lax():

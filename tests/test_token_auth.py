@@ -18,7 +18,14 @@ from django.core.asgi import get_asgi_application
 from django.test import override_settings
 from django.urls import path
 
-from tests.auth_support import WhoAmIConsumer, cookie_header, create_user, fetch_json, session_cookie_for
+from tests.auth_support import (
+    WhoAmIConsumer,
+    cookie_header,
+    create_user,
+    fetch_json,
+    scope_seen_by_inner,
+    session_cookie_for,
+)
 from tether.auth import AuthMiddlewareStack, TokenAuthMiddleware, make_token
 from tether.db import database_sync_to_async
 from tether.generic.websocket import AsyncJsonWebsocketConsumer
@@ -193,12 +200,7 @@ async def test_token_authenticates_an_http_request(alice):
 
 
 async def test_other_scope_types_pass_through():
-    seen = {}
-
-    async def inner(scope, receive, send):
-        seen.update(scope)
-
-    await TokenAuthMiddleware(inner)({"type": "lifespan"}, None, None)
+    seen = await scope_seen_by_inner(TokenAuthMiddleware, {"type": "lifespan"})
     assert seen == {"type": "lifespan"}
 
 
