@@ -15,6 +15,7 @@ import pytest
 import websockets
 from django.conf import settings
 from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
+from django.contrib.sessions.models import Session
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 from django.urls import path
@@ -56,6 +57,9 @@ async def session_http_app(scope, receive, send):
         body = str(await session.aget("colour")).encode()
     elif scope["path"] == "/flush/":
         await session.aflush()
+    elif scope["path"] == "/deleted-meanwhile/":
+        await session.aset("colour", "grey")
+        await Session.objects.filter(session_key=session.session_key).adelete()  # a logout in another tab
     elif scope["path"] == "/crash/":
         await session.aset("colour", "red")
         status = 500
@@ -288,6 +292,16 @@ async def test_session_is_not_saved_on_a_500_response():
     crashed = await http("/crash/")
     assert crashed["status"] == 500
     assert session_cookie(crashed["headers"]) is None
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_session_deleted_during_the_request_is_not_resurrected(caplog):
+    cookie = session_cookie((await http("/set/"))["headers"])
+    response = await http("/deleted-meanwhile/", cookie)
+    assert response["status"] == 200
+    assert session_cookie(response["headers"]) is None
+    assert "deleted while the request was being handled" in caplog.text
+    assert (await http("/read/", cookie))["body"] == b"None"
 
 
 @pytest.mark.django_db(transaction=True)
