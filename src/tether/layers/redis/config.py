@@ -111,7 +111,7 @@ def _parse_host(index: int, entry: Any) -> HostSpec:
         address = (host, port)
     url = _pair_url(where, address) if isinstance(address, (tuple, list)) else _check_url(where, address)
     url, cluster = _cluster_flag_from_url(where, url, cluster)
-    if cluster and url.startswith("unix://"):
+    if cluster and urlsplit(url).scheme == "unix":
         raise ValueError(f"{where}: a Redis Cluster is reached over TCP, not a unix socket.")
     return HostSpec("cluster" if cluster else "standalone", url=url, options=options)
 
@@ -172,6 +172,8 @@ def _cluster_flag_from_url(where: str, url: str, cluster: bool) -> tuple[str, bo
     """Take a ``cluster=true`` query parameter out of ``url`` (redis-py would not understand it)."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
+    if not any(key == "cluster" for key, _ in query):
+        return url, cluster
     rest = []
     for key, value in query:
         if key == "cluster":

@@ -45,6 +45,7 @@ __all__ = [
     "PerLoop",
     "TransportSettings",
     "open_endpoint",
+    "read_reply",
     "validate_host",
 ]
 
@@ -236,11 +237,17 @@ class Link:
 
 class BlockingConnection:
     """One connection for one reader's blocking commands. ``call`` raises the ``CONNECTION_ERRORS`` it meets (the
-    reader decides how to back off); the connection reconnects on the next call."""
+    reader decides how to back off); the connection reconnects on the next call.
 
-    def __init__(self, make_connection: Callable[[], AbstractConnection], where: str) -> None:
+    The connection has no socket timeout: redis-py would then write through ``asyncio.wait_for``, which on Python
+    3.11 can swallow a cancellation and leave a reader running after ``close()``. Each read is bounded instead by
+    ``read_timeout`` (longer than any server-side block), so a dead peer is still noticed.
+    """
+
+    def __init__(self, make_connection: Callable[[], AbstractConnection], where: str, read_timeout: float) -> None:
         self._make_connection = make_connection
         self.where = where
+        self.read_timeout = read_timeout
         self._connection: AbstractConnection | None = None
 
     async def call(self, *args: Any) -> Any:
@@ -251,7 +258,7 @@ class BlockingConnection:
             if not connection.is_connected:
                 await connection.connect()
             await connection.send_command(*args, check_health=False)
-            return await connection.read_response()
+            return await read_reply(connection, self.read_timeout)
         except BaseException:
             await self.aclose()
             raise
@@ -263,6 +270,20 @@ class BlockingConnection:
                 await connection.disconnect(nowait=True)
             except Exception:
                 pass
+
+
+async def read_reply(connection: AbstractConnection, timeout: float, push: bool = False) -> Any:
+    """Read one reply within ``timeout`` seconds, else raise redis-py's ``TimeoutError`` (the caller disconnects).
+
+    redis-py answers a read that timed out with None, which is also the reply to a blocking pop that timed out on
+    the server; the time taken tells them apart.
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    reply = await connection.read_response(timeout=timeout, push_request=push)
+    if reply is None and loop.time() - started >= timeout:
+        raise redis_errors.TimeoutError(f"No reply within {timeout:g}s")
+    return reply
 
 
 # Endpoints: one host, bound to one event loop ---------------------------------------------------------------------
@@ -321,7 +342,8 @@ class NodeEndpoint(Endpoint):
         self.spec = spec
         command_timeout = spec.options.get("socket_timeout", max(settings.unavailable_timeout, 5.0))
         self._pool, self._manager = _pool_for(spec, command_timeout, settings)
-        self._blocking_pool, self._blocking_manager = _pool_for(spec, settings.block_timeout + 10.0, settings)
+        self._blocking_pool, self._blocking_manager = _pool_for(spec, None, settings)
+        self.read_timeout = settings.block_timeout + 10.0
         self._blocking: weakref.WeakSet[BlockingConnection] = weakref.WeakSet()
         self.link = Link(self._pool.make_connection, self.where, settings.unavailable_timeout)
 
@@ -329,12 +351,13 @@ class NodeEndpoint(Endpoint):
         return self.link.call(*args)
 
     def blocking_connection(self, key: str) -> BlockingConnection:
-        connection = BlockingConnection(self._blocking_pool.make_connection, self.where)
+        connection = BlockingConnection(self._blocking_pool.make_connection, self.where, self.read_timeout)
         self._blocking.add(connection)
         return connection
 
     def make_connection(self, blocking: bool = True) -> AbstractConnection:
-        """A raw redis-py connection (the pub/sub layer's subscriber uses one)."""
+        """A raw redis-py connection (the pub/sub layer's subscriber uses one); a blocking one has no socket timeout:
+        bound its reads with ``read_reply``."""
         return (self._blocking_pool if blocking else self._pool).make_connection()
 
     async def delete_matching(self, pattern: str) -> int:
@@ -358,7 +381,7 @@ class NodeEndpoint(Endpoint):
 
 class _ClusterBlockingConnection(BlockingConnection):
     def __init__(self, cluster: Any, key: str, where: str) -> None:
-        super().__init__(lambda: None, where)  # type: ignore[arg-type, return-value]
+        super().__init__(lambda: None, where, 0.0)  # type: ignore[arg-type, return-value]
         self._cluster = cluster
         self._key = key
 

@@ -13,9 +13,11 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from redis import exceptions as redis_errors
+
 from tether.exceptions import LayerUnavailable
 from tether.layers.redis.common import Outage
-from tether.layers.redis.connection import CONNECTION_ERRORS, NodeEndpoint
+from tether.layers.redis.connection import CONNECTION_ERRORS, NodeEndpoint, read_reply
 
 __all__ = ["Subscriber"]
 
@@ -113,14 +115,15 @@ class Subscriber:
                 await _disconnect(self._connection)
 
     async def _read(self, connection) -> None:  # type: ignore[no-untyped-def]
-        from redis.exceptions import TimeoutError as RedisTimeoutError
-
+        """Read messages; when the connection stays quiet for ``idle_timeout``, PING it, and give up on it when the
+        PONG does not come within another ``idle_timeout``."""
         pinged = False
         while True:
-            reply = await connection.read_response(timeout=self._idle_timeout, push_request=True)
-            if reply is None:
+            try:
+                reply = await read_reply(connection, self._idle_timeout, push=True)
+            except redis_errors.TimeoutError:
                 if pinged:
-                    raise RedisTimeoutError(f"no reply to PING within {self._idle_timeout:g}s")
+                    raise
                 await connection.send_command("PING", check_health=False)
                 pinged = True
                 continue
