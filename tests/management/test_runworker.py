@@ -66,30 +66,25 @@ def test_runworker_with_the_in_memory_layer_exits_with_the_explanation(tmp_path)
     assert "CommandError: The channel layer 'default' is the in-memory layer" in output
 
 
-def test_runworker_serves_a_channel_in_order_with_one_instance_then_stops_on_sigterm(tmp_path):
+async def test_runworker_serves_a_channel_in_order_with_one_instance_then_stops_on_sigterm(tmp_path):
     layer_class = redis_layer_class()
     prefix = f"tether-test-runworker-{uuid.uuid4().hex[:12]}"
     project = copy_project(tmp_path)
     command = Command(project, "runworker", "jobs", PROJECT_REDIS_PREFIX=prefix)
+    layer = layer_class(hosts=["redis://127.0.0.1:6379/0"], prefix=prefix)
     try:
-        banner = command.wait_for_line("tether worker serving")
+        banner = await asyncio.to_thread(command.wait_for_line, "tether worker serving")
         assert "serving jobs on layer 'default' (RedisChannelLayer)" in banner
 
-        async def exchange():
-            layer = layer_class(hosts=["redis://127.0.0.1:6379/0"], prefix=prefix)
-            try:
-                reply_to = await layer.new_channel()
-                for number in range(10):
-                    await layer.send("jobs", {"type": "job.run", "number": number, "reply_to": reply_to})
-                return [await asyncio.wait_for(layer.receive(reply_to), timeout=15) for _ in range(10)]
-            finally:
-                await layer.close()
-
-        answers = asyncio.run(exchange())
+        reply_to = await layer.new_channel()
+        for number in range(10):
+            await layer.send("jobs", {"type": "job.run", "number": number, "reply_to": reply_to})
+        answers = [await asyncio.wait_for(layer.receive(reply_to), timeout=15) for _ in range(10)]
         assert [answer["number"] for answer in answers] == list(range(10))
         assert len({answer["instance"] for answer in answers}) == 1
 
         command.signal(signal.SIGTERM)
-        assert command.wait(timeout=15) == 0, command.output
+        assert await asyncio.to_thread(command.wait, 15) == 0, command.output
     finally:
         command.stop()
+        await layer.close()

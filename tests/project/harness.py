@@ -51,11 +51,15 @@ def project_env(project_dir: Path, **extra: str) -> dict[str, str]:
 
 
 class Command:
-    """A running ``manage.py`` command whose combined output is collected line by line in a thread."""
+    """A running ``manage.py`` command whose combined output is collected line by line in a thread.
 
-    def __init__(self, project_dir: Path, *args: str, **env: str) -> None:
+    ``program`` is what the interpreter runs before ``args``: ``("manage.py",)``, or ``("-m", "django")`` to run
+    ``django-admin`` with the ``DJANGO_SETTINGS_MODULE`` of the environment.
+    """
+
+    def __init__(self, project_dir: Path, *args: str, program: tuple[str, ...] = ("manage.py",), **env: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", *args],
+            [sys.executable, *program, *args],
             cwd=project_dir,
             env=project_env(project_dir, **env),
             stdout=subprocess.PIPE,
@@ -110,9 +114,11 @@ class Command:
             self.process.stdout.close()
 
 
-def run_command(project_dir: Path, *args: str, timeout: float = 60, **env: str) -> tuple[int, str]:
+def run_command(
+    project_dir: Path, *args: str, timeout: float = 60, program: tuple[str, ...] = ("manage.py",), **env: str
+) -> tuple[int, str]:
     """Run a ``manage.py`` command to completion; its exit code and combined output."""
-    command = Command(project_dir, *args, **env)
+    command = Command(project_dir, *args, program=program, **env)
     try:
         return command.wait(timeout=timeout), command.output
     finally:
