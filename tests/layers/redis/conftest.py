@@ -192,7 +192,7 @@ def redis_cluster() -> Iterator[list[RedisServer]]:
         )
         for node in nodes:
             wait_until(
-                lambda node=node: b"cluster_state:ok" in node.client().execute_command("CLUSTER", "INFO"),
+                lambda node=node: node.client().cluster("info")["cluster_state"] == "ok",
                 20,
                 f"cluster node {node.port} to be ready",
             )

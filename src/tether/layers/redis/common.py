@@ -18,7 +18,15 @@ from tether.layers.redis.config import (
     require_number,
     require_prefix,
 )
-from tether.layers.redis.connection import Backoff, Endpoint, PerLoop, TransportSettings, open_endpoint, validate_host
+from tether.layers.redis.connection import (
+    CONNECTION_ERRORS,
+    Backoff,
+    Endpoint,
+    PerLoop,
+    TransportSettings,
+    open_endpoint,
+    validate_host,
+)
 from tether.layers.redis.local import LocalChannels, now_ms
 from tether.layers.redis.sharding import HashRing
 from tether.layers.redis.storage import KeySpace, parse_frame
@@ -252,6 +260,7 @@ class Outage:
                 self._what,
                 exc,
                 consequence,
+                exc_info=None if isinstance(exc, CONNECTION_ERRORS) else exc,
             )
         await asyncio.sleep(self._backoff.next_delay())
 

@@ -386,8 +386,14 @@ class _ClusterBlockingConnection(BlockingConnection):
         self._key = key
 
     async def call(self, *args: Any) -> Any:
-        node = self._cluster.get_node_from_key(self._key)
-        return await self._cluster.execute_command(*args, target_nodes=node)
+        try:
+            await self._cluster.initialize()
+            node = self._cluster.get_node_from_key(self._key)
+            return await self._cluster.execute_command(*args, target_nodes=node)
+        except (redis_errors.ClusterError, redis_errors.RedisClusterException) as exc:
+            if isinstance(exc, redis_errors.ResponseError) and not isinstance(exc, redis_errors.ClusterDownError):
+                raise
+            raise redis_errors.ConnectionError(f"the cluster cannot serve {self._key!r} now: {exc}") from exc
 
     async def aclose(self) -> None:
         return None

@@ -17,7 +17,6 @@ from redis import exceptions as redis_errors
 from tether.exceptions import ChannelFull
 from tether.layers.redis.common import LoopState, Outage, RedisLayerBase
 from tether.layers.redis.config import require_number
-from tether.layers.redis.connection import CONNECTION_ERRORS
 from tether.layers.redis.local import now_ms
 from tether.layers.redis.storage import (
     GROUP_ADD,
@@ -286,8 +285,9 @@ class RedisChannelLayer(RedisLayerBase):
                     if multi_pop and "unknown command" in str(exc).lower():
                         multi_pop = False  # Redis before 7.0
                         continue
-                    raise
-                except CONNECTION_ERRORS as exc:
+                    await outage.wait(connection.where, exc)
+                    continue
+                except Exception as exc:  # the connection broke (or worse): back off, keep serving
                     await outage.wait(connection.where, exc)
                     continue
                 outage.over()
@@ -310,7 +310,7 @@ class RedisChannelLayer(RedisLayerBase):
             while self._local.waiting(channel):
                 try:
                     reply = await connection.call("BLPOP", key, block)
-                except CONNECTION_ERRORS as exc:
+                except Exception as exc:  # the connection broke (or worse): back off, keep serving
                     await outage.wait(connection.where, exc)
                     continue
                 outage.over()

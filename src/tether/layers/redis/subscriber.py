@@ -101,7 +101,7 @@ class Subscriber:
                     if topics:
                         await connection.send_command("SUBSCRIBE", *topics, check_health=False)
                     await self._read(connection)
-                except CONNECTION_ERRORS as exc:
+                except Exception as exc:  # the connection broke (or worse): back off, resubscribe
                     self._live = False
                     self._active.clear()
                     await _disconnect(connection)

@@ -1,0 +1,91 @@
+"""The per-process channel buffers the Redis layers route into, without Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from asgiref.sync import async_to_sync
+
+from tether.layers.redis.local import LocalChannels, now_ms
+
+
+def buffers(capacity: int = 2):
+    expired: list[str] = []
+    full: list[tuple[str, bool]] = []
+    local = LocalChannels(
+        lambda channel: capacity, expired.append, lambda channel, is_full: full.append((channel, is_full))
+    )
+    return local, expired, full
+
+
+async def test_a_delivered_message_waits_for_its_receiver():
+    local, _, _ = buffers()
+    assert local.deliver("a", {"type": "x"}, now_ms() + 1000)
+    assert await local.receive("a") == {"type": "x"}
+
+
+async def test_a_waiting_receiver_gets_the_message_directly():
+    local, _, _ = buffers()
+    waiting = asyncio.ensure_future(local.receive("a"))
+    await asyncio.sleep(0)
+    assert local.waiting("a")
+    local.deliver("a", {"type": "x"}, now_ms() + 1000)
+    assert await waiting == {"type": "x"}
+    assert local.sizes() == {"local_channels": 0, "local_queued": 0}
+
+
+async def test_a_full_buffer_refuses_and_reports_full_then_not_full():
+    local, _, full = buffers(capacity=2)
+    assert local.deliver("a", {"type": "1"}, now_ms() + 1000)
+    assert local.deliver("a", {"type": "2"}, now_ms() + 1000)
+    assert not local.deliver("a", {"type": "3"}, now_ms() + 1000)
+    assert local.take("a") == {"type": "1"}
+    assert full == [("a", True), ("a", True), ("a", False)]
+
+
+async def test_expired_messages_are_skipped_and_reported():
+    local, expired, _ = buffers()
+    local.deliver("a", {"type": "old"}, now_ms() - 1)
+    local.deliver("a", {"type": "new"}, now_ms() + 1000)
+    assert local.take("a") == {"type": "new"}
+    assert expired == ["a"]
+
+
+async def test_sweep_drops_expired_messages_nobody_took():
+    local, expired, _ = buffers()
+    local.deliver("gone", {"type": "old"}, now_ms() - 1)
+    local.sweep()
+    assert expired == ["gone"]
+    assert local.sizes()["local_channels"] == 0
+
+
+async def test_a_message_handed_to_a_receiver_cancelled_at_that_moment_goes_back_first_in_line():
+    local, _, _ = buffers()
+    waiting = asyncio.ensure_future(local.receive("a"))
+    await asyncio.sleep(0)
+    local.deliver("a", {"type": "first"}, now_ms() + 1000)
+    waiting.cancel()  # cancelled after the hand-over, before it ran
+    await asyncio.gather(waiting, return_exceptions=True)
+    local.deliver("a", {"type": "second"}, now_ms() + 1000)
+    assert local.take("a") == {"type": "first"}
+    assert local.take("a") == {"type": "second"}
+
+
+async def test_a_receiver_on_another_event_loop_is_woken_on_its_own_loop():
+    local, _, _ = buffers()
+    result: list[dict] = []
+    ready = threading.Event()
+
+    async def receive_elsewhere() -> None:
+        waiting = asyncio.ensure_future(local.receive("a"))
+        await asyncio.sleep(0)
+        ready.set()
+        result.append(await waiting)
+
+    thread = threading.Thread(target=async_to_sync(receive_elsewhere))
+    thread.start()
+    assert await asyncio.to_thread(ready.wait, 5)
+    local.deliver("a", {"type": "across"}, now_ms() + 1000)
+    await asyncio.to_thread(thread.join, 5)
+    assert result == [{"type": "across"}]
