@@ -30,7 +30,7 @@ __all__ = ["run"]
 DJANGO_APP = "benchmarks.apps.django_app:application"
 BARE_APP = "benchmarks.apps.bare_app:application"
 SIZES = (100, 1_000, 5_000)
-REPEATS = {100: 8, 1_000: 5, 5_000: 3}
+REPEATS = {100: 8, 1_000: 5, 5_000: 2}
 WAIT = 20.0
 SKIP_ABOVE = 5.0  # seconds: a size whose broadcast would take longer than this (linear extrapolation) is not run
 

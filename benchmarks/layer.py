@@ -176,7 +176,7 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
     for reason in unavailable.values():
         if reason:
             bench.note(f"tether rows skipped: {reason}")
-    duration = 0.5 * scale
+    duration = 0.4 * scale
     redis_server = RedisServer()
     values: dict[tuple[str, str, str, int], list[float | None]] = {}
     with stopping(redis_server):
