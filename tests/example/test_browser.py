@@ -138,6 +138,21 @@ def test_a_guest_reads_the_room_but_cannot_post(browser, server, sessions, open_
     assert alice.locator(".message-text", has_text="can guests write?").count() == 0
 
 
+def test_a_room_is_opened_from_the_lobby_and_a_bad_name_is_explained(browser, server, sessions, open_pages):
+    alice = log_in(browser, server, "alice", sessions)
+    open_pages.append(alice)
+    alice.fill("#id_name", "no spaces please")
+    alice.click(".new-room button[type=submit]")
+    assert "Use letters, digits, '-' and '_' only." in alice.inner_text(".field-error")
+    alice.fill("#id_name", "book-club")
+    alice.fill("#id_topic", "What we are reading")
+    alice.click(".new-room button[type=submit]")
+    alice.wait_for_url(f"{server.url}/chat/book-club/")
+    assert alice.inner_text("#room-topic") == "What we are reading"
+    open_room(alice, server, "book-club")
+    assert alice.inner_text("#messages-empty") == "No messages yet. Say hello!"
+
+
 def test_after_a_server_restart_the_pages_reconnect_by_themselves_and_messages_flow_again(
     browser, server, sessions, open_pages
 ):
