@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
@@ -74,6 +75,26 @@ def test_noreload_serves_from_a_single_process(server):
     assert "Watching for file changes" not in command.output
 
 
+def served_after_edit(url: str, expected: str, edited: Path, timeout: float = 30) -> str:
+    """What ``url`` serves once it serves ``expected``, or at the deadline.
+
+    Django's reloader compares modification times once a second and only notices a change in a file it had already
+    seen, so ``edited`` is touched again each second until the new code is served.
+    """
+    deadline = time.monotonic() + timeout
+    body = ""
+    while time.monotonic() < deadline:
+        try:
+            body = http_get(url, timeout=2)[1]
+        except OSError:
+            body = ""  # The server is restarting.
+        if body == expected:
+            break
+        edited.touch()
+        time.sleep(1)
+    return body
+
+
 def test_autoreload_serves_the_edited_view(tmp_path):
     project = copy_project(tmp_path)
     port = free_port()
@@ -85,20 +106,30 @@ def test_autoreload_serves_the_edited_view(tmp_path):
 
         views = project / "project" / "views.py"
         views.write_text(views.read_text().replace("hello from the tether test project", "edited while running"))
-        # The reloader compares modification times once a second; it must have seen the file before the edit to
-        # notice it, so touch it again each second until the new text is served.
-        deadline = time.monotonic() + 30
-        body = ""
-        while time.monotonic() < deadline:
-            try:
-                body = http_get(f"http://127.0.0.1:{port}/", timeout=2)[1]
-            except OSError:
-                body = ""  # The server is restarting.
-            if body == "edited while running":
-                break
-            views.touch()
-            time.sleep(1)
+        body = served_after_edit(f"http://127.0.0.1:{port}/", "edited while running", views)
         assert body == "edited while running", command.output
+    finally:
+        command.stop()
+
+
+def test_autoreload_recovers_once_a_syntax_error_is_fixed(tmp_path):
+    project = copy_project(tmp_path)
+    port = free_port()
+    command = Command(project, "runserver", f"127.0.0.1:{port}")
+    try:
+        command.wait_for_line(BANNER_END)
+        consumers = project / "project" / "consumers.py"
+        good = consumers.read_text()
+        consumers.write_text(good + "\ndef broken(:\n")
+        deadline = time.monotonic() + 30
+        while "SyntaxError" not in command.output and time.monotonic() < deadline:
+            consumers.touch()  # until the reloader, which must have seen the file before, notices the change
+            time.sleep(1)
+        command.wait_for_line("SyntaxError", timeout=1)
+
+        consumers.write_text(good)
+        body = served_after_edit(f"http://127.0.0.1:{port}/", "hello from the tether test project", consumers)
+        assert body == "hello from the tether test project", command.output
     finally:
         command.stop()
 

@@ -9,6 +9,7 @@ process when a Python file changes. What serves the connections is uvicorn, thro
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Any
@@ -69,6 +70,11 @@ class Command(DjangoRunserverCommand):
 
     def get_application(self, **options: Any) -> ASGIApp:
         """The application to serve: ``ASGI_APPLICATION``, behind the static files handler when that is wanted."""
+        dotted_path = getattr(settings, "ASGI_APPLICATION", None)
+        if isinstance(dotted_path, str) and "." in dotted_path:
+            # Import the module first, so an error in the project's code reaches the autoreloader as it was raised:
+            # the reloader then watches the file that failed and restarts the server once it is fixed.
+            importlib.import_module(dotted_path.rpartition(".")[0])
         application = get_default_application()
         if self.serves_static_files(**options):
             application = with_static_files(application)
@@ -82,6 +88,7 @@ class Command(DjangoRunserverCommand):
         """Serve until stopped; under the autoreloader this runs in a thread of the restarted child process."""
         # An import error raised while the reloader started is kept for the child process: raise it now.
         autoreload.raise_last_exception()
+        application = self.get_application(**options)
         if not options.get("skip_checks"):
             self.stdout.write("Performing system checks...\n\n")
             self.check(display_num_errors=True)
@@ -89,7 +96,6 @@ class Command(DjangoRunserverCommand):
         for connection in connections.all(initialized_only=True):
             connection.close()
 
-        application = self.get_application(**options)
         try:
             sock = bind_socket(self.addr, int(self.port), ipv6=self.use_ipv6)
         except OSError as exc:
