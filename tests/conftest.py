@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import socket
 import threading
 import time
@@ -9,7 +11,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from asgiref.sync import SyncToAsync
+from django.db import connections
 
+from tether.db import has_open_connections
 from tether.layers import channel_layers
 
 
@@ -42,6 +47,19 @@ def fresh_channel_layers() -> Iterator[None]:
     channel_layers.backends = {}
     yield
     channel_layers.backends = {}
+
+
+@pytest.fixture(autouse=True)
+def close_connections_left_in_the_sync_thread() -> Iterator[None]:
+    """Close the database connections that async ORM calls left open in asgiref's sync thread, after every test.
+
+    pytest-django blocks database access outside marked tests, even for checking a connection that is already open,
+    so a connection left there would make tether's stale-connection check fail in the next unmarked test.
+    """
+    yield
+    if has_open_connections():
+        with contextlib.suppress(concurrent.futures.TimeoutError):  # a hung sync thread is the hung test's failure
+            SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
 
 
 @pytest.fixture
