@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from asgiref.sync import async_to_sync
 
 from tether import DEFAULT_CHANNEL_LAYER
-from tether.db import aclose_old_connections, database_sync_to_async
+from tether.db import aclose_old_connections, database_sync_to_async, has_open_connections
 from tether.exceptions import StopConsumer
 from tether.layers import get_channel_layer
 from tether.layers.base import BaseChannelLayer
@@ -25,6 +25,11 @@ __all__ = ["AsyncConsumer", "SyncConsumer", "get_handler_name"]
 logger = logging.getLogger("tether.consumer")
 
 
+# Message types seen so far and their handler names: a project has a few dozen types, and every message needs one.
+_handler_names: dict[str, str] = {}
+_MAX_CACHED_HANDLER_NAMES = 1024
+
+
 def get_handler_name(message: Message) -> str:
     """The name of the method that handles ``message``: its ``type`` with ``.`` replaced by ``_``.
 
@@ -34,11 +39,16 @@ def get_handler_name(message: Message) -> str:
         message_type = message["type"]
     except (KeyError, TypeError):
         raise ValueError(f"Incoming message has no 'type' key: {message!r:.200}") from None
+    handler_name = _handler_names.get(message_type) if type(message_type) is str else None
+    if handler_name is not None:
+        return handler_name
     if not isinstance(message_type, str):
         raise ValueError(f"Incoming message 'type' must be a str, not {message_type!r:.100}.")
     handler_name = message_type.replace(".", "_")
     if handler_name.startswith("_"):
         raise ValueError(f"Malformed message type {message_type!r}: it must not start with '_' or '.'.")
+    if len(_handler_names) < _MAX_CACHED_HANDLER_NAMES:
+        _handler_names[message_type] = handler_name
     return handler_name
 
 
@@ -123,7 +133,8 @@ class AsyncConsumer:
         connection (uvicorn sends no WebSocket close frame, so the client sees 1006).
         """
         handler = _handler_for(self, message)
-        await aclose_old_connections()
+        if has_open_connections():
+            await aclose_old_connections()
         try:
             await handler(message)
         except StopConsumer:

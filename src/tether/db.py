@@ -29,15 +29,21 @@ __all__ = [
 
 _T = TypeVar("_T")
 
-# Every DatabaseWrapper that has ever connected, in any thread. Weak so that wrappers of finished threads go away.
-# Threads add to it while the event loop reads it: the lock keeps a read from seeing the set change size.
-_wrappers: weakref.WeakSet[Any] = weakref.WeakSet()
+# Every DatabaseWrapper that has ever connected, in any thread, as weak references so that wrappers of finished
+# threads go away. Connecting is rare and happens in worker threads; checking happens on the event loop for every
+# message. So writers rebuild an immutable tuple under a lock, and readers only read the current tuple: no lock, no
+# copy, and nothing at all to walk in a process that never touched the database.
+_wrapper_refs: tuple[weakref.ref[Any], ...] = ()
 _wrappers_lock = threading.Lock()
 
 
 def _track_connection(sender: Any, connection: Any, **kwargs: Any) -> None:
+    global _wrapper_refs
     with _wrappers_lock:
-        _wrappers.add(connection)
+        live = tuple(ref for ref in _wrapper_refs if ref() is not None)
+        if not any(ref() is connection for ref in live):
+            live += (weakref.ref(connection),)
+        _wrapper_refs = live
 
 
 connection_created.connect(_track_connection, weak=False, dispatch_uid="tether.db.track_connection")
@@ -53,9 +59,11 @@ def close_old_connections() -> None:
 
 def has_open_connections() -> bool:
     """True when any thread holds an open Django database connection; cheap, safe to call on the event loop."""
-    with _wrappers_lock:
-        wrappers = list(_wrappers)
-    return any(wrapper.connection is not None for wrapper in wrappers)
+    for ref in _wrapper_refs:
+        wrapper = ref()
+        if wrapper is not None and wrapper.connection is not None:
+            return True
+    return False
 
 
 async def aclose_old_connections() -> None:

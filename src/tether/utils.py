@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import types
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -32,37 +33,46 @@ async def await_many_dispatch(
     completed, so a layer message never overtakes a client frame that arrived before it. A message is dispatched
     only after the previous one was handled: handlers never overlap. Returns or raises when ``dispatch`` does (or a
     source raises); the pending receives are cancelled on the way out.
+
+    Each source is read by one long-lived task that hands each message over and waits until it is taken before it
+    receives again, so a source never runs ahead (the server's flow control keeps working) and a message costs no
+    task creation. Handlers run in the caller's task, in its context.
     """
     loop = asyncio.get_running_loop()
-    # Receives that finished, in the order they finished: at most one per source, so a plain list. (An asyncio.Queue
-    # here cost every idle connection about 2.5 KiB of deques, and every message its locking.)
-    completed: list[asyncio.Task[Any]] = []
+    # Handed-over messages in the order their receives completed: (taken, message, error). At most one per source.
+    ready: deque[tuple[asyncio.Future[None] | None, Any, BaseException | None]] = deque()
     wakeup: asyncio.Future[None] | None = None
 
-    def receive_done(task: asyncio.Task[Any]) -> None:
-        completed.append(task)
+    def hand_over(item: tuple[asyncio.Future[None] | None, Any, BaseException | None]) -> None:
+        ready.append(item)
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
 
-    def start_receive(index: int) -> asyncio.Task[Any]:
-        task = loop.create_task(consumer_callables[index]())
-        task.add_done_callback(receive_done)
-        return task
+    async def read(source: Callable[[], Awaitable[Any]]) -> None:
+        while True:
+            try:
+                message = await source()
+            except Exception as error:
+                hand_over((None, None, error))
+                return
+            taken = loop.create_future()
+            hand_over((taken, message, None))
+            await taken
 
-    tasks = [start_receive(index) for index in range(len(consumer_callables))]
+    readers = [loop.create_task(read(source)) for source in consumer_callables]
     try:
         while True:
-            while not completed:
+            while not ready:
                 wakeup = loop.create_future()
                 await wakeup
             wakeup = None
-            task = completed.pop(0)
-            index = tasks.index(task)
-            message = task.result()
-            tasks[index] = start_receive(index)
+            taken, message, error = ready.popleft()
+            if error is not None:
+                raise error
+            taken.set_result(None)  # type: ignore[union-attr]
             await dispatch(message)
     finally:
-        for task in tasks:
-            task.cancel()
+        for reader in readers:
+            reader.cancel()
         # Let the cancellations land so no receive is left half-done.
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*readers, return_exceptions=True)
