@@ -12,11 +12,12 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from tether.exceptions import ChannelFull
 from tether.layers.base import BaseChannelLayer
-from tether.layers.messages import clone_message, copy_message
+from tether.layers.messages import copy_message, private_copier
 from tether.layers.stats import LayerStats
 from tether.types import Message
 
@@ -24,7 +25,15 @@ __all__ = ["InMemoryChannelLayer"]
 
 logger = logging.getLogger("tether.layers.inmemory")
 
-_Entry = tuple[float, Message, bool]  # (expires at, message, shared with other receivers: copy on receive)
+# (expires at, message, how a receiver gets its private copy: None when the message is this receiver's alone)
+_Entry = tuple[float, Message, Callable[[Message], Message] | None]
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class _Channel:
@@ -81,7 +90,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         message = copy_message(message)
         now = time.monotonic()
         self._maybe_sweep(now)
-        if not self._deliver(channel, message, False, now):
+        if not self._deliver(channel, message, None, now, asyncio.get_running_loop()):
             raise ChannelFull(f"Channel {channel!r} holds {self.get_capacity(channel)} messages already.")
         self._stats.incr("sent")
 
@@ -137,11 +146,13 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._stats.incr("group_sent")
         joined_after = now - self.group_expiry
         delivered = 0
+        copy = private_copier(message)
+        loop = asyncio.get_running_loop()
         for channel, joined_at in list(members.items()):
             if joined_at < joined_after:
                 self._leave(group, channel)
                 self._stats.incr("group_members_expired")
-            elif self._deliver(channel, message, True, now):
+            elif self._deliver(channel, message, copy, now, loop):
                 delivered += 1
             else:
                 self._stats.drop(
@@ -192,7 +203,14 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     # Internals ---------------------------------------------------------------------------------------------------
 
-    def _deliver(self, channel: str, message: Message, shared: bool, now: float) -> bool:
+    def _deliver(
+        self,
+        channel: str,
+        message: Message,
+        copy: Callable[[Message], Message] | None,
+        now: float,
+        loop: asyncio.AbstractEventLoop,
+    ) -> bool:
         """Hand ``message`` to a waiting receiver or queue it; False when the channel is full."""
         state = self._channels.get(channel)
         if state is None:
@@ -202,7 +220,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
             waiter = waiters.popleft()
             if waiter.done():
                 continue
-            self._hand_over(channel, waiter, clone_message(message) if shared else message)
+            self._hand_over(channel, waiter, message if copy is None else copy(message), loop)
             if state.idle() and self._channels.get(channel) is state:
                 del self._channels[channel]
             return True
@@ -211,16 +229,18 @@ class InMemoryChannelLayer(BaseChannelLayer):
             self._drop_expired(channel, state, now)
             if len(state.queue) >= self.get_capacity(channel):
                 return False
-        state.queue.append((now + self.expiry, message, shared))
+        state.queue.append((now + self.expiry, message, copy))
         return True
 
-    def _hand_over(self, channel: str, waiter: asyncio.Future[Message], message: Message) -> None:
+    def _hand_over(
+        self,
+        channel: str,
+        waiter: asyncio.Future[Message],
+        message: Message,
+        running: asyncio.AbstractEventLoop | None,
+    ) -> None:
         loop = waiter.get_loop()
-        try:
-            same_loop = asyncio.get_running_loop() is loop
-        except RuntimeError:
-            same_loop = False
-        if same_loop:
+        if loop is running:
             waiter.set_result(message)
             return
         # The receiver waits on another event loop (async_to_sync from a thread): wake it there.
@@ -238,14 +258,14 @@ class InMemoryChannelLayer(BaseChannelLayer):
     def _pop(self, channel: str, state: _Channel, now: float) -> Message | None:
         queue = state.queue
         while queue:
-            expires_at, message, shared = queue.popleft()
+            expires_at, message, copy = queue.popleft()
             if expires_at < now:
                 self._expire(channel)
                 continue
             if state.idle():
                 del self._channels[channel]
             self._stats.incr("received")
-            return clone_message(message) if shared else message
+            return message if copy is None else copy(message)
         return None
 
     def _requeue(self, channel: str, message: Message) -> None:
@@ -255,9 +275,9 @@ class InMemoryChannelLayer(BaseChannelLayer):
         while state.waiters:
             waiter = state.waiters.popleft()
             if not waiter.done():
-                self._hand_over(channel, waiter, message)
+                self._hand_over(channel, waiter, message, _running_loop())
                 return
-        state.queue.appendleft((time.monotonic() + self.expiry, message, False))
+        state.queue.appendleft((time.monotonic() + self.expiry, message, None))
 
     def _forget_waiter(self, channel: str, waiter: asyncio.Future[Message]) -> None:
         state = self._channels.get(channel)

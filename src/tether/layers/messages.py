@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tether.types import Message
 
-__all__ = ["clone_message", "copy_message", "require_valid_message"]
+__all__ = ["clone_message", "copy_message", "private_copier", "require_valid_message"]
 
 _ATOMS = (str, bytes, int, float, bool, type(None))
 
@@ -61,6 +62,17 @@ def copy_message(message: Message) -> Message:
 def require_valid_message(message: Message) -> None:
     """Raise ``TypeError``/``ValueError`` when ``message`` is not a dict with a ``type`` and carriable values."""
     copy_message(message)
+
+
+def private_copier(message: Message) -> Callable[[Message], Message]:
+    """The cheapest function that gives each receiver of ``message`` a private copy (``message`` already checked).
+
+    A message whose values are all immutable needs only a shallow copy; one holding lists or dicts a deep one.
+    """
+    for value in message.values():
+        if type(value) is dict or type(value) is list:
+            return clone_message
+    return dict.copy
 
 
 def clone_message(message: Message) -> Message:
