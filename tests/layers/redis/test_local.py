@@ -35,6 +35,14 @@ async def test_a_waiting_receiver_gets_the_message_directly():
     assert local.sizes() == {"local_channels": 0, "local_queued": 0}
 
 
+async def test_sweep_forgets_idle_channels():
+    local, _, _ = buffers()
+    local.deliver("a", {"type": "x"}, now_ms() + 1000)
+    assert local.take("a") == {"type": "x"}
+    local.sweep()
+    assert local._slots == {}
+
+
 async def test_a_full_buffer_refuses_and_reports_full_then_not_full():
     local, _, full = buffers(capacity=2)
     assert local.deliver("a", {"type": "1"}, now_ms() + 1000)
@@ -58,6 +66,7 @@ async def test_sweep_drops_expired_messages_nobody_took():
     local.sweep()
     assert expired == ["gone"]
     assert local.sizes()["local_channels"] == 0
+    assert local._slots == {}
 
 
 async def test_a_message_handed_to_a_receiver_cancelled_at_that_moment_goes_back_first_in_line():

@@ -13,7 +13,6 @@ from tether.layers.redis.storage import (
     frame_head,
     pack_frame,
     parse_frame,
-    split_members,
 )
 
 
@@ -59,10 +58,10 @@ def test_the_owner_of_a_process_local_channel_is_the_client_id_before_the_bang(c
     assert client_id_of(channel) == client_id
 
 
-def test_group_members_split_by_process_and_named_channels():
-    by_process, named = split_members(["specific.A!1", "worker", "specific.B!1", "specific.A!2"])
-    assert by_process == {"A": ["specific.A!1", "specific.A!2"], "B": ["specific.B!1"]}
-    assert named == ["worker"]
+def test_a_process_member_set_shares_the_hash_slot_of_its_group_index():
+    keys = KeySpace("asgi")
+    assert keys.group_members("room-1", "AbCd") == "asgi:g:{room-1}:AbCd"
+    assert hash_tag(keys.group_members("room-1", "AbCd")) == hash_tag(keys.group("room-1"))
 
 
 def test_a_frame_round_trips_its_expiry_group_targets_and_payload():

@@ -9,7 +9,6 @@ import string
 from typing import Any, ClassVar
 
 from tether.layers.base import BaseChannelLayer
-from tether.layers.messages import clone_message
 from tether.layers.redis.codec import DecodeError, MessageCodec
 from tether.layers.redis.config import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -48,11 +47,12 @@ class LoopState:
     def __init__(self, size: int) -> None:
         self.endpoints: list[Endpoint | None] = [None] * size
         self.inbox_task: asyncio.Task[None] | None = None
-        self.readers: dict[str, asyncio.Task[None]] = {}
+        self.readers: dict[str, Any] = {}  # named channel -> its reader (a task and a wake-up event)
         self.subscribers: dict[int, Any] = {}
 
     def tasks(self) -> list[asyncio.Task[None]]:
-        return [task for task in (self.inbox_task, *self.readers.values()) if task is not None]
+        readers = [reader.task for reader in self.readers.values()]
+        return [task for task in (self.inbox_task, *readers) if task is not None]
 
 
 class RedisLayerBase(BaseChannelLayer):
@@ -112,7 +112,13 @@ class RedisLayerBase(BaseChannelLayer):
         self._expiry_ms = int(self.expiry * 1000)
         self._group_expiry_ms = int(self.group_expiry * 1000)
         self._stats = LayerStats(logger)
-        self._local = LocalChannels(self.get_capacity, self._expire, self._local_full)
+        self._local = LocalChannels(
+            self.get_capacity,
+            self._expire,
+            self._local_full,
+            hold_ms=self._expiry_ms,
+            sweep_every=min(max(self.expiry / 2, 0.5), 30.0),
+        )
         self._loops = PerLoop(lambda: LoopState(len(self.hosts)), self._close_state)
 
     # Names ---------------------------------------------------------------------------------------------------------
@@ -206,13 +212,12 @@ class RedisLayerBase(BaseChannelLayer):
             name = frame.group or targets[0]
             self._stats.drop("decode_errors", name, "A message for %r was dropped: %s", name, exc)
             return
-        last = len(targets) - 1
-        for index, target in enumerate(targets):
-            copy = message if index == last else clone_message(message)
-            if self._local.deliver(target, copy, frame.expires_at):
-                if frame.group:
-                    self._stats.incr("group_delivered")
-            elif frame.group:
+        refused = self._local.deliver_many(targets, message, frame.expires_at)
+        self._local.maybe_sweep()
+        if frame.group:
+            self._stats.incr("group_delivered", len(targets) - len(refused))
+        for target in refused:
+            if frame.group:
                 self._stats.drop(
                     "group_full_drops",
                     target,

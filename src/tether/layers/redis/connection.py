@@ -60,6 +60,10 @@ CONNECTION_ERRORS = (
 )
 _FATAL_CONNECT_ERRORS = (redis_errors.AuthenticationError, redis_errors.AuthorizationError)
 
+#: Writes larger than this may wait for the socket to drain, so their wait is bounded (smaller ones go straight into
+#: the transport's buffer; ``asyncio.wait_for`` on every write would cost a task each).
+_LARGE_WRITE = 64 * 1024
+
 #: A connection idle this long is checked with a PING before a batch goes out on it: after a Redis restart the old
 #: socket is dead, and finding out by PING costs nothing that might have run.
 _IDLE_CHECK_AFTER = 1.0
@@ -119,10 +123,13 @@ class Link:
     ``call(*args)`` returns a future for the reply. An error reply sets the redis-py exception on that future only.
     """
 
-    def __init__(self, make_connection: Callable[[], AbstractConnection], where: str, timeout: float) -> None:
+    def __init__(
+        self, make_connection: Callable[[], AbstractConnection], where: str, wait: float, timeout: float
+    ) -> None:
         self._make_connection = make_connection
         self._where = where
-        self._timeout = timeout
+        self._wait = wait  # how long a command waits for Redis to be reachable
+        self._timeout = timeout  # how long Redis may take to answer once it has a command
         self._connection: AbstractConnection | None = None
         self._pending: list[_Call] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -133,7 +140,7 @@ class Link:
     def call(self, *args: Any) -> asyncio.Future[Any]:
         loop = self._loop
         future = loop.create_future()
-        self._pending.append(_Call(args, future, loop.time() + self._timeout))
+        self._pending.append(_Call(args, future, loop.time() + self._wait))
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
         return future
@@ -158,10 +165,15 @@ class Link:
             return
         index = 0
         try:
-            await connection.send_packed_command(connection.pack_commands([call.args for call in batch]), False)
+            packed = connection.pack_commands([call.args for call in batch])
+            sending = connection.send_packed_command(packed, False)
+            if sum(map(len, packed)) > _LARGE_WRITE:  # may wait for the socket to drain: bound the wait
+                await asyncio.wait_for(sending, self._timeout)
+            else:
+                await sending
             for index, call in enumerate(batch):  # noqa: B007 - index tells the except clause how far we got
                 try:
-                    reply = await connection.read_response()
+                    reply = await read_reply(connection, self._timeout)
                 except redis_errors.ResponseError as exc:
                     if not call.future.done():
                         call.future.set_exception(exc)
@@ -193,7 +205,7 @@ class Link:
                     await connection.connect()
                 elif self._loop.time() - self._idle_since > _IDLE_CHECK_AFTER:
                     await connection.send_command("PING", check_health=False)
-                    await connection.read_response()
+                    await read_reply(connection, self._timeout)
                 return connection
             except _FATAL_CONNECT_ERRORS as exc:
                 await self._drop(connection)
@@ -340,12 +352,14 @@ class NodeEndpoint(Endpoint):
     def __init__(self, spec: HostSpec, settings: TransportSettings) -> None:
         self.where = spec.describe()
         self.spec = spec
-        command_timeout = spec.options.get("socket_timeout", max(settings.unavailable_timeout, 5.0))
-        self._pool, self._manager = _pool_for(spec, command_timeout, settings)
+        # No socket timeout on our connections (redis-py would wrap every write in asyncio.wait_for); the link
+        # bounds its reads and large writes itself.
+        self._pool, self._manager = _pool_for(spec, None, settings)
         self._blocking_pool, self._blocking_manager = _pool_for(spec, None, settings)
         self.read_timeout = settings.block_timeout + 10.0
         self._blocking: weakref.WeakSet[BlockingConnection] = weakref.WeakSet()
-        self.link = Link(self._pool.make_connection, self.where, settings.unavailable_timeout)
+        command_timeout = spec.options.get("socket_timeout") or max(settings.unavailable_timeout, 5.0)
+        self.link = Link(self._pool.make_connection, self.where, settings.unavailable_timeout, command_timeout)
 
     def call(self, *args: Any) -> asyncio.Future[Any]:
         return self.link.call(*args)

@@ -20,15 +20,16 @@ from tether.layers.redis.config import require_number
 from tether.layers.redis.local import now_ms
 from tether.layers.redis.storage import (
     GROUP_ADD,
+    GROUP_DISCARD,
     GROUP_MEMBERS,
     GROUP_SEND,
+    PROCESS_ENTRY,
     PUSH_INBOX,
     SEND_LOCAL,
     SEND_NAMED,
     client_id_of,
     frame_head,
     pack_frame,
-    split_members,
 )
 from tether.types import Message
 
@@ -134,14 +135,23 @@ class RedisChannelLayer(RedisLayerBase):
         """Add ``channel`` to ``group`` (again: renews the membership for another ``group_expiry`` seconds)."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
+        keys, entry = self._group_keys(group, channel)
         endpoint = self._endpoint(self._loops.get(), group)
-        await endpoint.script(GROUP_ADD, [self.keys.group(group)], [now_ms(), channel, self._group_expiry_ms])
+        await endpoint.script(GROUP_ADD, keys, [now_ms(), channel, self._group_expiry_ms, entry])
 
     async def group_discard(self, group: str, channel: str) -> None:
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
+        keys, entry = self._group_keys(group, channel)
         endpoint = self._endpoint(self._loops.get(), group)
-        await endpoint.call("ZREM", self.keys.group(group), channel)
+        await endpoint.script(GROUP_DISCARD, keys, [channel, entry])
+
+    def _group_keys(self, group: str, channel: str) -> tuple[list[str], str]:
+        """The keys a membership of ``channel`` touches, and its entry in the group's index."""
+        client_id = client_id_of(channel)
+        if client_id is None:
+            return [self.keys.group(group)], channel
+        return [self.keys.group(group), self.keys.group_members(group, client_id)], PROCESS_ENTRY + client_id
 
     async def group_send(self, group: str, message: Message) -> None:
         """Send ``message`` to every member of ``group``: encoded once, one frame per process holding members.
@@ -172,8 +182,12 @@ class RedisChannelLayer(RedisLayerBase):
             named = [name.decode("ascii") for name in named]
             full = [client_id.decode("ascii") for client_id in full]
         else:
-            expired, members = await endpoint.script(GROUP_MEMBERS, [key], [cutoff])
-            by_process, named = split_members([member.decode("ascii") for member in members])
+            expired, client_ids, lists, named = await endpoint.script(GROUP_MEMBERS, [key], [cutoff])
+            by_process = {
+                client_id.decode("ascii"): members.decode("ascii")
+                for client_id, members in zip(client_ids, lists, strict=True)
+            }
+            named = [name.decode("ascii") for name in named]
             full = await self._push_to_processes(state, group, by_process, expires_at, payload)
         self._stats.incr("group_sent")
         if expired:
@@ -191,9 +205,10 @@ class RedisChannelLayer(RedisLayerBase):
             await self._group_send_named(state, group, named, now, expires_at, payload)
 
     async def _push_to_processes(
-        self, state: LoopState, group: str, by_process: dict[str, list[str]], expires_at: int, payload: bytes
+        self, state: LoopState, group: str, by_process: dict[str, str], expires_at: int, payload: bytes
     ) -> list[str]:
-        """Push one frame to each process's inbox; returns the client ids whose inbox was full."""
+        """Push one frame to each process's inbox (``by_process``: client id -> its members, comma-separated);
+        returns the client ids whose inbox was full."""
         client_ids = list(by_process)
         results = await asyncio.gather(
             *(
@@ -202,7 +217,7 @@ class RedisChannelLayer(RedisLayerBase):
                     [self.keys.inbox(client_id)],
                     [
                         self.inbox_capacity,
-                        pack_frame(expires_at, payload, group, ",".join(by_process[client_id])),
+                        pack_frame(expires_at, payload, group, by_process[client_id]),
                         self._expiry_ms,
                     ],
                 )
@@ -259,9 +274,12 @@ class RedisChannelLayer(RedisLayerBase):
             state.inbox_task = asyncio.get_running_loop().create_task(self._read_inbox(state))
 
     def _start_reader(self, state: LoopState, channel: str) -> None:
-        task = state.readers.get(channel)
-        if task is None or task.done():
-            state.readers[channel] = asyncio.get_running_loop().create_task(self._read_named(state, channel))
+        reader = state.readers.get(channel)
+        if reader is None or reader.task.done():
+            reader = state.readers[channel] = _NamedReader()
+            reader.task = asyncio.get_running_loop().create_task(self._read_named(state, channel, reader))
+        else:
+            reader.wake.set()
 
     async def _read_inbox(self, state: LoopState) -> None:
         """The process's one receive loop: pop batches from the inbox and route each frame to local channels."""
@@ -270,8 +288,6 @@ class RedisChannelLayer(RedisLayerBase):
         block = self._settings.block_timeout
         multi_pop = True
         outage = Outage(self._stats, f"the inbox of process {self.client_id!r}")
-        sweep_every = min(max(self.expiry / 2, 0.5), 30.0)
-        next_sweep = asyncio.get_running_loop().time() + sweep_every
         try:
             while True:
                 try:
@@ -293,21 +309,31 @@ class RedisChannelLayer(RedisLayerBase):
                 outage.over()
                 for data in frames:
                     self._route(data, None)
-                now = asyncio.get_running_loop().time()
-                if now >= next_sweep:
-                    next_sweep = now + sweep_every
-                    self._local.sweep()
+                if not frames:
+                    self._local.maybe_sweep()
         finally:
             await connection.aclose()
 
-    async def _read_named(self, state: LoopState, channel: str) -> None:
-        """Pop messages from a named channel's list while receivers in this process wait for them."""
+    async def _read_named(self, state: LoopState, channel: str, reader: _NamedReader) -> None:
+        """Pop messages from a named channel's list while receivers in this process wait for them.
+
+        It pops only for a waiting receiver (a message popped is this process's to deliver), and stays connected for
+        ``block_timeout`` seconds after the last one left, for the next ``receive`` of a worker loop.
+        """
         key = self.keys.channel(channel)
         connection = self._endpoint(state, channel).blocking_connection(key)
         block = self._settings.block_timeout
         outage = Outage(self._stats, f"channel {channel!r}")
         try:
-            while self._local.waiting(channel):
+            while True:
+                if not self._local.waiting(channel):
+                    reader.wake.clear()
+                    try:
+                        await asyncio.wait_for(reader.wake.wait(), block)
+                    except asyncio.TimeoutError:
+                        if not self._local.waiting(channel):
+                            return
+                    continue
                 try:
                     reply = await connection.call("BLPOP", key, block)
                 except Exception as exc:  # the connection broke (or worse): back off, keep serving
@@ -317,7 +343,7 @@ class RedisChannelLayer(RedisLayerBase):
                 if reply is not None:
                     self._route(reply[1], channel)
         finally:
-            if state.readers.get(channel) is asyncio.current_task():
+            if state.readers.get(channel) is reader:
                 del state.readers[channel]
             await connection.aclose()
 
@@ -338,6 +364,16 @@ class RedisChannelLayer(RedisLayerBase):
             calls = [endpoint.call("SREM", key, channel)]
         for call in calls:
             asyncio.ensure_future(call).add_done_callback(_ignore_outcome)
+
+
+class _NamedReader:
+    """A named channel's reader task, and the event that wakes it when a receiver comes back."""
+
+    __slots__ = ("task", "wake")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None]
+        self.wake = asyncio.Event()
 
 
 def _ignore_outcome(future: asyncio.Future[Any]) -> None:

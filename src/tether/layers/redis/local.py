@@ -4,6 +4,9 @@ A receive loop reads one Redis key for the whole process and routes each message
 local future, with no Redis round trip of its own. Each buffer is bounded by the channel's capacity and drops
 messages past their expiry. Waiters may live on other event loops (``async_to_sync`` from a thread): they are woken
 on their own loop, and a message handed to a waiter that was cancelled meanwhile goes back to the front.
+
+A channel's slot stays while it is idle (a consumer that receives in a loop would otherwise allocate one per
+message) and is forgotten by ``sweep()``, which the layers call every few seconds.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from tether.layers.messages import clone_message
 from tether.types import Message
 
 __all__ = ["LocalChannels", "now_ms"]
@@ -30,7 +34,7 @@ class _Slot:
 
     def __init__(self) -> None:
         self.queue: deque[tuple[int, Message]] = deque()
-        self.waiters: deque[asyncio.Future[tuple[int, Message]]] = deque()
+        self.waiters: deque[asyncio.Future[Message]] = deque()
 
     def idle(self) -> bool:
         return not self.queue and not self.waiters
@@ -41,7 +45,7 @@ class LocalChannels:
 
     ``capacity_of(channel)`` bounds each queue; ``on_expired(channel)`` is called for every message dropped because
     its expiry passed; ``on_full(channel, full)`` is called when a queue reaches its capacity (``True``) and when it
-    drops below it again (``False``).
+    drops below it again (``False``). ``hold_ms`` is how long a message put back by a cancelled receiver may wait.
     """
 
     def __init__(
@@ -49,10 +53,15 @@ class LocalChannels:
         capacity_of: Callable[[str], int],
         on_expired: Callable[[str], None],
         on_full: Callable[[str, bool], None] | None = None,
+        hold_ms: int = 60_000,
+        sweep_every: float = 5.0,
     ) -> None:
         self._capacity_of = capacity_of
         self._on_expired = on_expired
         self._on_full = on_full
+        self._hold_ms = hold_ms
+        self._sweep_every = sweep_every
+        self._next_sweep = time.monotonic() + sweep_every
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.RLock()
 
@@ -60,28 +69,46 @@ class LocalChannels:
 
     def deliver(self, channel: str, message: Message, expires_at: int) -> bool:
         """Hand ``message`` to a waiting receiver or queue it; False (and nothing kept) when the queue is full."""
+        return not self.deliver_many([channel], message, expires_at)
+
+    def deliver_many(self, channels: list[str], message: Message, expires_at: int) -> list[str]:
+        """Deliver ``message`` to each of ``channels``, each its own copy (the last gets ``message`` itself); returns
+        the channels that refused it because their queue was full."""
+        refused: list[str] = []
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        slots = self._slots
+        last = len(channels) - 1
         with self._lock:
-            slot = self._slots.get(channel)
-            if slot is None:
-                slot = self._slots[channel] = _Slot()
-            waiters = slot.waiters
-            while waiters:
-                waiter = waiters.popleft()
-                if not waiter.done():
-                    self._hand_over(channel, waiter, message, expires_at)
-                    if slot.idle():
-                        del self._slots[channel]
-                    return True
-            queue = slot.queue
-            capacity = self._capacity_of(channel)
-            if len(queue) >= capacity:
-                if self._on_full is not None:
-                    self._on_full(channel, True)
-                return False
-            queue.append((expires_at, message))
-            if len(queue) == capacity and self._on_full is not None:
-                self._on_full(channel, True)
-            return True
+            for index, channel in enumerate(channels):
+                copy = message if index == last else clone_message(message)
+                slot = slots.get(channel)
+                if slot is None:
+                    slot = slots[channel] = _Slot()
+                waiters = slot.waiters
+                while waiters:
+                    waiter = waiters.popleft()
+                    if waiter.done():
+                        continue
+                    if waiter.get_loop() is running:
+                        waiter.set_result(copy)
+                    else:
+                        self._hand_over(channel, waiter, copy, expires_at)
+                    break
+                else:
+                    queue = slot.queue
+                    capacity = self._capacity_of(channel)
+                    if len(queue) >= capacity:
+                        refused.append(channel)
+                        if self._on_full is not None:
+                            self._on_full(channel, True)
+                    else:
+                        queue.append((expires_at, copy))
+                        if len(queue) == capacity and self._on_full is not None:
+                            self._on_full(channel, True)
+        return refused
 
     def _hand_over(self, channel: str, waiter: asyncio.Future[Any], message: Message, expires_at: int) -> None:
         loop = waiter.get_loop()
@@ -90,7 +117,7 @@ class LocalChannels:
         except RuntimeError:
             same_loop = False
         if same_loop:
-            waiter.set_result((expires_at, message))
+            waiter.set_result(message)
             return
         try:
             loop.call_soon_threadsafe(self._complete_elsewhere, channel, waiter, message, expires_at)
@@ -101,7 +128,7 @@ class LocalChannels:
         if waiter.done():
             self.deliver(channel, message, exp)
         else:
-            waiter.set_result((exp, message))
+            waiter.set_result(message)
 
     def _put_back(self, channel: str, message: Message, expires_at: int) -> None:
         """Return a message that a cancelled receiver did not take to the front of its queue (capacity aside)."""
@@ -138,24 +165,21 @@ class LocalChannels:
                 break
             if was_full and len(queue) < capacity and self._on_full is not None:
                 self._on_full(channel, False)
-            if slot.idle():
-                del self._slots[channel]
             return message
 
     async def wait(self, channel: str) -> Message:
         """Wait for the next message delivered to ``channel`` (call ``take`` first: this does not look at the queue)."""
-        waiter: asyncio.Future[tuple[int, Message]] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         with self._lock:
             slot = self._slots.get(channel)
             if slot is None:
                 slot = self._slots[channel] = _Slot()
             slot.waiters.append(waiter)
         try:
-            return (await waiter)[1]
+            return await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                expires_at, message = waiter.result()
-                self._put_back(channel, message, expires_at)
+                self._put_back(channel, waiter.result(), now_ms() + self._hold_ms)
             else:
                 self._forget(channel, waiter)
             raise
@@ -189,6 +213,13 @@ class LocalChannels:
         slot = self._slots.get(channel)
         return len(slot.queue) if slot is not None else 0
 
+    def maybe_sweep(self) -> None:
+        """``sweep()`` when the last one is ``sweep_every`` seconds ago."""
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self._sweep_every
+            self.sweep()
+
     def sweep(self) -> None:
         """Drop expired messages that nobody took (their receiver is gone) and forget idle channels."""
         now = now_ms()
@@ -210,8 +241,9 @@ class LocalChannels:
                     del self._slots[name]
 
     def sizes(self) -> dict[str, Any]:
+        """``local_channels``: channels with queued messages or waiting receivers; ``local_queued``: messages."""
         with self._lock:
             return {
-                "local_channels": len(self._slots),
+                "local_channels": sum(not slot.idle() for slot in self._slots.values()),
                 "local_queued": sum(len(slot.queue) for slot in self._slots.values()),
             }

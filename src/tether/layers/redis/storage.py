@@ -11,9 +11,13 @@ The model:
   process that made it. Messages for it travel through that process's **inbox** list ``<prefix>:i:{<client id>}``,
   which one receive loop per process reads and routes to the right local channel. The set
   ``<prefix>:f:{<client id>}`` names that process's channels that are full, so senders elsewhere get ``ChannelFull``.
-* A **group** is a sorted set ``<prefix>:g:{<group>}`` of member channel names scored by the time they joined (in
-  ms). ``group_send`` drops members older than ``group_expiry``, then pushes **one** frame per process inbox listing
-  that process's members, plus one frame per named-channel member: the process fans out in memory.
+* A **group** is an index, the sorted set ``<prefix>:g:{<group>}``, holding one entry per process with members
+  (``!<client id>``) and one per named-channel member, each scored by its latest join time (ms); each process's
+  members are in their own sorted set ``<prefix>:g:{<group>}:<client id>``, scored by join time. ``group_send``
+  drops members older than ``group_expiry``, then pushes **one** frame per process listing that process's members
+  (one ``ZRANGE``, no per-member work in Lua), plus one frame per named-channel member: the process fans out in
+  memory. A process's entry outlives its newest member by ``group_expiry`` at most, so a crashed process's members
+  are gone after ``group_expiry`` (or as soon as a live process discards them).
 * Every stored message is a **frame**: ``<expires at, ms>|<group>|<targets>|<payload>``. Receivers discard a frame
   whose time has passed (counted as expired), so a message that outlives ``expiry`` is never delivered even while its
   list lives on. Names cannot hold ``|`` or ``,``, so the header needs no escaping.
@@ -26,12 +30,14 @@ Sentinel-managed one); sharded and cluster deployments use ``GROUP_MEMBERS`` the
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = [
     "GROUP_ADD",
+    "GROUP_DISCARD",
     "GROUP_MEMBERS",
     "GROUP_SEND",
+    "PROCESS_ENTRY",
     "PUSH_INBOX",
     "SEND_LOCAL",
     "SEND_NAMED",
@@ -39,10 +45,14 @@ __all__ = [
     "KeySpace",
     "Script",
     "client_id_of",
+    "frame_head",
     "pack_frame",
     "parse_frame",
-    "split_members",
 ]
+
+
+#: The first character of a group index entry that stands for a process (channel names cannot start with it).
+PROCESS_ENTRY = "!"
 
 
 class KeySpace:
@@ -65,8 +75,12 @@ class KeySpace:
         return f"{self.prefix}:f:{{{client_id}}}"
 
     def group(self, name: str) -> str:
-        """The sorted set of a group's members, scored by join time in ms."""
+        """A group's index: an entry per process holding members (``!<client id>``) and per named member."""
         return f"{self.prefix}:g:{{{name}}}"
+
+    def group_members(self, name: str, client_id: str) -> str:
+        """One process's members of a group, scored by join time in ms (same slot as the index)."""
+        return f"{self.prefix}:g:{{{name}}}:{client_id}"
 
     @property
     def scan_pattern(self) -> str:
@@ -81,19 +95,6 @@ def client_id_of(channel: str) -> str | None:
     if bang < 0:
         return None
     return channel[:bang].rpartition(".")[2]
-
-
-def split_members(members: list[str]) -> tuple[dict[str, list[str]], list[str]]:
-    """Split group members into ``{client id: its local channels}`` and the named channels."""
-    by_process: dict[str, list[str]] = {}
-    named: list[str] = []
-    for member in members:
-        client_id = client_id_of(member)
-        if client_id is None:
-            named.append(member)
-        else:
-            by_process.setdefault(client_id, []).append(member)
-    return by_process, named
 
 
 # Frames -----------------------------------------------------------------------------------------------------------
@@ -143,10 +144,10 @@ class Script:
 
     name: str
     source: str
+    sha: str = field(init=False)
 
-    @property
-    def sha(self) -> str:
-        return hashlib.sha1(self.source.encode("utf-8")).hexdigest()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode("utf-8")).hexdigest())
 
 
 # Drop expired frames from the head of a list while it is full. A frame's first field is its expiry in ms.
@@ -209,66 +210,101 @@ return 1
 GROUP_ADD = Script(
     "group_add",
     """
--- KEYS[1] group; ARGV: now (ms), channel, group expiry (ms).
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+-- KEYS[1] group index [, KEYS[2] the process's member set]; ARGV: now (ms), channel, group expiry (ms), entry.
+if KEYS[2] then
+  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """,
 )
 
-_PRUNE_AND_READ = """
-local pruned = redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
-local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+GROUP_DISCARD = Script(
+    "group_discard",
+    """
+-- KEYS[1] group index [, KEYS[2] the process's member set]; ARGV: channel, entry.
+if KEYS[2] then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('ZREM', KEYS[1], ARGV[2]) end
+else
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 1
+""",
+)
+
+# Drop what is older than the cutoff (ARGV[1]), then walk the index: for each process, its live members; for each
+# named member, its name. Member sets share the index's hash slot ("<index>:<client id>").
+_WALK_GROUP = """
+local index = KEYS[1]
+local cutoff = '(' .. ARGV[1]
+local expired = 0
+local stale = redis.call('ZRANGEBYSCORE', index, '-inf', cutoff)
+for _, entry in ipairs(stale) do
+  if string.byte(entry, 1) == 33 then
+    local members = index .. ':' .. string.sub(entry, 2)
+    expired = expired + redis.call('ZCARD', members)
+    redis.call('DEL', members)
+  else
+    expired = expired + 1
+  end
+end
+if #stale > 0 then redis.call('ZREMRANGEBYSCORE', index, '-inf', cutoff) end
+local processes, lists, named = {}, {}, {}
+for _, entry in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+  if string.byte(entry, 1) == 33 then
+    local client_id = string.sub(entry, 2)
+    local members = index .. ':' .. client_id
+    expired = expired + redis.call('ZREMRANGEBYSCORE', members, '-inf', cutoff)
+    local live = redis.call('ZRANGE', members, 0, -1)
+    if #live == 0 then
+      redis.call('ZREM', index, entry)
+    else
+      processes[#processes + 1] = client_id
+      lists[#lists + 1] = table.concat(live, ',')
+    end
+  else
+    named[#named + 1] = entry
+  end
+end
 """
 
 GROUP_MEMBERS = Script(
     "group_members",
     """
--- KEYS[1] group; ARGV: cutoff (ms: members who joined before it have expired). Returns {expired, members}.
+-- KEYS[1] group index; ARGV: cutoff (ms: members who joined before it have expired).
+-- Returns {members expired, {client ids}, {their members, comma-separated}, {named-channel members}}.
 """
-    + _PRUNE_AND_READ
+    + _WALK_GROUP
     + """
-return {pruned, members}
+return {expired, processes, lists, named}
 """,
 )
 
 GROUP_SEND = Script(
     "group_send",
     """
--- KEYS[1] group; ARGV: cutoff (ms), inbox key prefix, inbox capacity, frame head, payload, ttl (ms).
+-- KEYS[1] group index; ARGV: cutoff (ms), inbox key prefix, inbox capacity, frame head, payload, ttl (ms).
 -- One frame per process inbox, listing that process's members. Returns
 -- {members expired, inboxes pushed, {client ids whose inbox was full}, {named-channel members, for the caller}}.
 """
-    + _PRUNE_AND_READ
+    + _WALK_GROUP
     + """
-local by_process = {}
-local order = {}
-local named = {}
-for _, member in ipairs(members) do
-  local client_id = string.match(member, '([^.!]*)!')
-  if client_id then
-    local list = by_process[client_id]
-    if not list then
-      list = {}
-      by_process[client_id] = list
-      order[#order + 1] = client_id
-    end
-    list[#list + 1] = member
-  else
-    named[#named + 1] = member
-  end
-end
 local capacity = tonumber(ARGV[3])
 local full = {}
-for _, client_id in ipairs(order) do
+local pushed = 0
+for position, client_id in ipairs(processes) do
   local inbox = ARGV[2] .. '{' .. client_id .. '}'
   if redis.call('LLEN', inbox) >= capacity then
     full[#full + 1] = client_id
   else
-    redis.call('RPUSH', inbox, ARGV[4] .. table.concat(by_process[client_id], ',') .. '|' .. ARGV[5])
+    redis.call('RPUSH', inbox, ARGV[4] .. lists[position] .. '|' .. ARGV[5])
     redis.call('PEXPIRE', inbox, ARGV[6])
+    pushed = pushed + 1
   end
 end
-return {pruned, #order - #full, full, named}
+return {expired, pushed, full, named}
 """,
 )
