@@ -490,13 +490,18 @@ class PerLoop:
         self._factory = factory
         self._closer = closer
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._last: tuple[asyncio.AbstractEventLoop | None, Any] = (None, None)  # the hot path's loop, looked up once
 
     def get(self) -> Any:
         loop = asyncio.get_running_loop()
+        last_loop, last_state = self._last
+        if loop is last_loop:
+            return last_state
         state = self._states.get(loop)
         if state is None:
             state = self._states[loop] = self._factory()
             self._hook_close(loop)
+        self._last = (loop, state)
         return state
 
     def peek(self) -> Any:
@@ -508,6 +513,7 @@ class PerLoop:
 
     async def close_current(self) -> None:
         loop = asyncio.get_running_loop()
+        self._last = (None, None)
         state = self._states.pop(loop, None)
         if state is not None:
             await self._closer(state)
@@ -536,6 +542,8 @@ class PerLoop:
         hooks.append(self._close_on)
 
     def _close_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._last[0] is loop:
+            self._last = (None, None)
         state = self._states.pop(loop, None)
         if state is None or loop.is_closed():
             return

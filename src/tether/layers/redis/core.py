@@ -278,8 +278,8 @@ class RedisChannelLayer(RedisLayerBase):
         if reader is None or reader.task.done():
             reader = state.readers[channel] = _NamedReader()
             reader.task = asyncio.get_running_loop().create_task(self._read_named(state, channel, reader))
-        else:
-            reader.wake.set()
+        elif reader.idle is not None and not reader.idle.done():
+            reader.idle.set_result(None)
 
     async def _read_inbox(self, state: LoopState) -> None:
         """The process's one receive loop: pop batches from the inbox and route each frame to local channels."""
@@ -327,12 +327,9 @@ class RedisChannelLayer(RedisLayerBase):
         try:
             while True:
                 if not self._local.waiting(channel):
-                    reader.wake.clear()
-                    try:
-                        await asyncio.wait_for(reader.wake.wait(), block)
-                    except asyncio.TimeoutError:
-                        if not self._local.waiting(channel):
-                            return
+                    await asyncio.sleep(0)  # a receiver that just got a message usually asks again at once
+                    if not self._local.waiting(channel) and not await reader.wait_for_receiver(block):
+                        return
                     continue
                 try:
                     reply = await connection.call("BLPOP", key, block)
@@ -367,13 +364,29 @@ class RedisChannelLayer(RedisLayerBase):
 
 
 class _NamedReader:
-    """A named channel's reader task, and the event that wakes it when a receiver comes back."""
+    """A named channel's reader task, and the future that wakes it when a receiver comes back."""
 
-    __slots__ = ("task", "wake")
+    __slots__ = ("idle", "task")
 
     def __init__(self) -> None:
         self.task: asyncio.Task[None]
-        self.wake = asyncio.Event()
+        self.idle: asyncio.Future[None] | None = None
+
+    async def wait_for_receiver(self, timeout: float) -> bool:
+        """Wait until ``receive`` wakes this reader (True) or ``timeout`` seconds pass (False)."""
+        loop = asyncio.get_running_loop()
+        idle = self.idle = loop.create_future()
+        timer = loop.call_later(timeout, _resolve, idle, False)
+        try:
+            return await idle is not False
+        finally:
+            timer.cancel()
+            self.idle = None
+
+
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def _ignore_outcome(future: asyncio.Future[Any]) -> None:
