@@ -144,3 +144,8 @@ def test_a_bad_config_in_channel_layers_is_an_invalid_channel_layer_error():
         pytest.raises(InvalidChannelLayerError, match="redis://"),
     ):
         channel_layers["default"]
+
+
+def test_a_unix_socket_host_is_described_by_its_path():
+    [spec] = parse_hosts(["unix:///run/redis/redis.sock?db=1"])
+    assert spec.describe() == "unix:///run/redis/redis.sock"

@@ -144,3 +144,17 @@ async def test_a_cluster_holds_keys_on_every_master_and_serves_the_whole_api(red
         await first.flush()
         for node in redis_cluster:
             assert keys_of(node, first.prefix) == []
+
+
+# Other ways to reach Redis ----------------------------------------------------------------------------------------
+
+
+async def test_a_redis_reached_over_a_unix_socket_serves_the_layer(redis_servers):
+    socket_path = redis_servers.directory / "redis.sock"
+    redis_servers.start("--unixsocket", str(socket_path), "--unixsocketperm", "700")
+    async with processes_on(RedisChannelLayer, 2, hosts=[f"unix://{socket_path}?db=1"]) as (first, second):
+        channel = await second.new_channel()
+        await first.send(channel, {"type": "over.unix"})
+        assert await receive(second, channel) == {"type": "over.unix"}
+        await first.send("unix.jobs", {"type": "job"})
+        assert await receive(second, "unix.jobs") == {"type": "job"}

@@ -57,6 +57,8 @@ class HostSpec:
         if self.kind == "sentinel":
             return f"Sentinel master {self.master_name!r} via " + ", ".join(f"{h}:{p}" for h, p in self.sentinels)
         parts = urlsplit(self.url or "")
+        if parts.scheme == "unix":
+            return f"unix://{parts.path}"
         netloc = parts.hostname or ""
         if parts.port:
             netloc = f"{netloc}:{parts.port}"

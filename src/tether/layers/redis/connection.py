@@ -333,7 +333,8 @@ def _pool_for(spec: HostSpec, socket_timeout: float | None, settings: TransportS
     options = dict(spec.options)
     options["socket_timeout"] = socket_timeout
     options.setdefault("socket_connect_timeout", min(settings.unavailable_timeout, 5.0))
-    options.setdefault("socket_keepalive", True)
+    if not (spec.url or "").startswith("unix://"):
+        options.setdefault("socket_keepalive", True)
     if spec.kind == "sentinel":
         from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
