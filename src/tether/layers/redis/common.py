@@ -218,14 +218,7 @@ class RedisLayerBase(BaseChannelLayer):
             self._stats.incr("group_delivered", len(targets) - len(refused))
         for target in refused:
             if frame.group:
-                self._stats.drop(
-                    "group_full_drops",
-                    target,
-                    "group_send to %r skipped channel %r: it holds %d messages already",
-                    frame.group,
-                    target,
-                    self.get_capacity(target),
-                )
+                self._count_group_full(frame.group, target)
             else:
                 self._stats.drop(
                     "full_drops",
@@ -234,6 +227,16 @@ class RedisLayerBase(BaseChannelLayer):
                     target,
                     self.get_capacity(target),
                 )
+
+    def _count_group_full(self, group: str, channel: str) -> None:
+        self._stats.drop(
+            "group_full_drops",
+            channel,
+            "group_send to %r skipped channel %r: it holds %d messages already",
+            group,
+            channel,
+            self.get_capacity(channel),
+        )
 
     def _expire(self, channel: str, count: int = 1) -> None:
         for _ in range(count):

@@ -150,12 +150,14 @@ class Link:
             while self._pending:
                 batch, self._pending = self._pending, []
                 await self._run(batch)
-        except BaseException as exc:
+        except asyncio.CancelledError:
             self._fail(self._pending, LayerUnavailable(f"The Redis layer's link to {self._where} was closed."))
             self._pending = []
-            if not isinstance(exc, asyncio.CancelledError):
-                logger.exception("The Redis link to %s failed", self._where)
             raise
+        except Exception as exc:  # a bug, not an outage: fail what waits, say so, and let the next call start over
+            logger.exception("The Redis link to %s failed", self._where)
+            self._fail(self._pending, LayerUnavailable(f"The Redis layer's link to {self._where} failed: {exc!r}"))
+            self._pending = []
         finally:
             self._flusher = None
 

@@ -244,14 +244,7 @@ class RedisChannelLayer(RedisLayerBase):
             if trimmed:
                 self._expire(channel, trimmed)
             if not sent:
-                self._stats.drop(
-                    "group_full_drops",
-                    channel,
-                    "group_send to %r skipped channel %r: it holds %d messages already",
-                    group,
-                    channel,
-                    self.get_capacity(channel),
-                )
+                self._count_group_full(group, channel)
 
     # Housekeeping --------------------------------------------------------------------------------------------------
 
