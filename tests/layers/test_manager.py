@@ -205,10 +205,6 @@ def test_channel_layers_setting_that_is_not_a_dict_is_a_clear_error():
         get_channel_layer()
 
 
-def test_invalid_channel_layer_error_is_a_value_error():
-    assert issubclass(InvalidChannelLayerError, ValueError)
-
-
 def test_get_channel_layer_does_not_hide_a_key_error_raised_while_building_the_layer():
     backend = f"{__name__}.LayerThatFailsWithKeyError"
     with override_settings(CHANNEL_LAYERS={"default": {"BACKEND": backend}}), pytest.raises(KeyError, match="hosts"):

@@ -183,10 +183,12 @@ class JsonWebsocketConsumer(WebsocketConsumer):
 
     @classmethod
     def decode_json(cls, text_data: str) -> Any:
+        """Decode a text frame; override to use another decoder. Raise ``ValueError`` for a frame that is not JSON."""
         return json.loads(text_data)
 
     @classmethod
     def encode_json(cls, content: Any) -> str:
+        """Encode ``content`` for ``send_json``; override to use another encoder."""
         return json.dumps(content)
 
 
@@ -276,8 +278,10 @@ class AsyncJsonWebsocketConsumer(AsyncWebsocketConsumer):
 
     @classmethod
     async def decode_json(cls, text_data: str) -> Any:
+        """Decode a text frame; override to use another decoder. Raise ``ValueError`` for a frame that is not JSON."""
         return json.loads(text_data)
 
     @classmethod
     async def encode_json(cls, content: Any) -> str:
+        """Encode ``content`` for ``send_json``; override to use another encoder."""
         return json.dumps(content)

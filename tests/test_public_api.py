@@ -1,0 +1,181 @@
+"""The public API contract of /work/shared/API.md: every documented module and name exists, and says what it does.
+
+A Channels project moves over by replacing ``channels`` with ``tether`` in its imports, so a name that goes missing
+or moves is a broken program for somebody. These tests fail when the module table and the code disagree.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+
+import pytest
+from django.apps import apps
+from django.core.management import get_commands
+
+import tether
+from tether.exceptions import InvalidChannelLayerError, RequestAborted, RequestTimeout
+
+#: The module table of API.md, without ``tether.layers.redis`` (it needs the ``redis`` extra; see below).
+PUBLIC_NAMES: dict[str, list[str]] = {
+    "tether": ["__version__", "DEFAULT_CHANNEL_LAYER"],
+    "tether.apps": ["TetherConfig"],
+    "tether.exceptions": [
+        "RequestAborted",
+        "RequestTimeout",
+        "InvalidChannelLayerError",
+        "AcceptConnection",
+        "DenyConnection",
+        "ChannelFull",
+        "MessageTooLarge",
+        "StopConsumer",
+    ],
+    "tether.consumer": ["get_handler_name", "AsyncConsumer", "SyncConsumer"],
+    "tether.generic.websocket": [
+        "WebsocketConsumer",
+        "AsyncWebsocketConsumer",
+        "JsonWebsocketConsumer",
+        "AsyncJsonWebsocketConsumer",
+    ],
+    "tether.generic.http": ["AsyncHttpConsumer"],
+    "tether.routing": ["get_default_application", "ProtocolTypeRouter", "URLRouter", "ChannelNameRouter"],
+    "tether.middleware": ["BaseMiddleware"],
+    "tether.sessions": ["CookieMiddleware", "SessionMiddleware", "SessionMiddlewareStack"],
+    "tether.auth": ["get_user", "login", "logout", "AuthMiddleware", "AuthMiddlewareStack"],
+    "tether.security.websocket": ["OriginValidator", "AllowedHostsOriginValidator", "WebsocketDenier"],
+    "tether.db": ["database_sync_to_async", "aclose_old_connections", "close_old_connections"],
+    "tether.layers": ["get_channel_layer", "channel_layers", "BaseChannelLayer", "InMemoryChannelLayer"],
+    "tether.worker": ["Worker"],
+    "tether.testing": [
+        "ApplicationCommunicator",
+        "HttpCommunicator",
+        "WebsocketCommunicator",
+        "ChannelsLiveServerTestCase",
+    ],
+    "tether.utils": ["await_many_dispatch", "name_that_thing"],
+}
+
+REDIS_NAMES = ["RedisChannelLayer", "RedisPubSubChannelLayer"]
+
+#: Methods API.md names on the public classes: users override or call them, so each says what it does.
+DOCUMENTED_METHODS: dict[str, list[str]] = {
+    "tether.generic.websocket.WebsocketConsumer": ["connect", "accept", "receive", "send", "close", "disconnect"],
+    "tether.generic.websocket.AsyncWebsocketConsumer": ["connect", "accept", "receive", "send", "close", "disconnect"],
+    "tether.generic.websocket.JsonWebsocketConsumer": ["receive_json", "send_json", "decode_json", "encode_json"],
+    "tether.generic.websocket.AsyncJsonWebsocketConsumer": ["receive_json", "send_json", "decode_json", "encode_json"],
+    "tether.generic.http.AsyncHttpConsumer": ["handle", "send_headers", "send_body", "send_response", "disconnect"],
+    "tether.layers.base.BaseChannelLayer": [
+        "send",
+        "receive",
+        "new_channel",
+        "group_add",
+        "group_discard",
+        "group_send",
+        "flush",
+        "close",
+        "require_valid_channel_name",
+        "require_valid_group_name",
+        "non_local_name",
+        "compile_capacities",
+        "get_capacity",
+    ],
+    "tether.testing.websocket.WebsocketCommunicator": [
+        "connect",
+        "send_to",
+        "send_json_to",
+        "receive_from",
+        "receive_json_from",
+        "receive_nothing",
+        "disconnect",
+    ],
+    "tether.testing.http.HttpCommunicator": ["get_response"],
+    "tether.testing.application.ApplicationCommunicator": ["send_input", "receive_output", "wait"],
+}
+
+
+def public_objects(module_name: str) -> list[tuple[str, object]]:
+    """The classes and functions a tether module exports in ``__all__`` and defines itself (not re-exported ones)."""
+    module = importlib.import_module(module_name)
+    objects = [(name, getattr(module, name)) for name in module.__all__]
+    return [
+        (name, obj)
+        for name, obj in objects
+        if (inspect.isclass(obj) or inspect.isfunction(obj)) and obj.__module__.startswith("tether")
+    ]
+
+
+def class_by_path(path: str) -> type:
+    module_name, _, class_name = path.rpartition(".")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+@pytest.mark.parametrize(("module_name", "names"), PUBLIC_NAMES.items(), ids=list(PUBLIC_NAMES))
+def test_module_exports_the_documented_names(module_name, names):
+    module = importlib.import_module(module_name)
+    missing = [name for name in names if not hasattr(module, name)]
+    assert missing == [], f"{module_name} lacks {missing}"
+    unlisted = [name for name in names if not name.startswith("__") and name not in module.__all__]
+    assert unlisted == [], f"{module_name}.__all__ lacks {unlisted}"
+
+
+@pytest.mark.parametrize("module_name", PUBLIC_NAMES, ids=list(PUBLIC_NAMES))
+def test_module_says_why_it_exists(module_name):
+    assert inspect.getdoc(importlib.import_module(module_name))
+
+
+@pytest.mark.parametrize("module_name", PUBLIC_NAMES, ids=list(PUBLIC_NAMES))
+def test_every_public_class_and_function_has_a_docstring(module_name):
+    undocumented = [name for name, obj in public_objects(module_name) if not inspect.getdoc(obj)]
+    assert undocumented == []
+
+
+@pytest.mark.parametrize(("class_path", "methods"), DOCUMENTED_METHODS.items(), ids=list(DOCUMENTED_METHODS))
+def test_documented_methods_have_docstrings(class_path, methods):
+    cls = class_by_path(class_path)
+    undocumented = [method for method in methods if not inspect.getdoc(getattr(cls, method))]
+    assert undocumented == []
+
+
+def test_redis_layers_are_exported_with_docstrings():
+    redis_layers = pytest.importorskip("tether.layers.redis", reason="the redis extra is not installed")
+    for name in REDIS_NAMES:
+        assert name in redis_layers.__all__
+        assert inspect.getdoc(getattr(redis_layers, name)), f"{name} has no docstring"
+
+
+def test_version_is_a_dotted_string():
+    assert isinstance(tether.__version__, str)
+    assert tether.__version__.split(".")[0].isdigit()
+
+
+def test_default_channel_layer_alias_is_default():
+    assert tether.DEFAULT_CHANNEL_LAYER == "default"
+
+
+def test_request_timeout_is_a_request_aborted():
+    assert issubclass(RequestTimeout, RequestAborted)
+
+
+def test_invalid_channel_layer_error_is_a_value_error():
+    assert issubclass(InvalidChannelLayerError, ValueError)
+
+
+def test_app_config_has_the_label_tether():
+    assert apps.get_app_config("tether").name == "tether"
+
+
+@pytest.mark.parametrize("command", ["runserver", "runworker"])
+def test_management_command_comes_from_tether(command):
+    assert get_commands()[command] == "tether"
+
+
+def test_package_ships_py_typed_marker():
+    assert (Path(tether.__file__).parent / "py.typed").is_file()
+
+
+def test_package_data_includes_py_typed():
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    package_data = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]
+    assert "py.typed" in package_data["tether"]
