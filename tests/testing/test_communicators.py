@@ -290,6 +290,12 @@ def test_http_communicator_body_must_be_bytes():
         HttpCommunicator(http_echo, "POST", "/", body="text")
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+def test_http_communicator_path_must_be_a_string():
+    with pytest.raises(TypeError, match="path must be a str, not bytes"):
+        HttpCommunicator(http_echo, "GET", b"/files/")
+
+
 async def test_get_response_times_out_with_timeout_error():
     communicator = HttpCommunicator(silent, "GET", "/")
     with pytest.raises(TimeoutError):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from tether.testing.application import ApplicationCommunicator
+from tether.testing.scope import connection_scope
 from tether.types import ASGIApp
 
 __all__ = ["HttpCommunicator"]
@@ -25,21 +25,7 @@ class HttpCommunicator(ApplicationCommunicator):
     ) -> None:
         if not isinstance(body, bytes):
             raise TypeError(f"body must be bytes, not {type(body).__name__}.")
-        parts = urlsplit(path)
-        scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": method.upper(),
-            "scheme": "http",
-            "path": unquote(parts.path),
-            "raw_path": parts.path.encode("latin-1", "replace"),
-            "root_path": "",
-            "query_string": parts.query.encode("utf-8"),
-            "headers": list(headers or []),
-            "client": ("127.0.0.1", 50000),
-            "server": ("testserver", 80),
-        }
+        scope = connection_scope("http", "http", path, headers, method=method.upper())
         super().__init__(application, scope)
         self.body = body
         self.sent_request = False

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from tether.testing.application import ApplicationCommunicator
+from tether.testing.scope import connection_scope
 from tether.types import ASGIApp
 
 __all__ = ["WebsocketCommunicator"]
@@ -28,23 +28,7 @@ class WebsocketCommunicator(ApplicationCommunicator):
         subprotocols: Iterable[str] | None = None,
         spec_version: str | None = None,
     ) -> None:
-        if not isinstance(path, str):
-            raise TypeError(f"path must be a str, not {type(path).__name__}.")
-        parts = urlsplit(path)
-        scope: dict[str, Any] = {
-            "type": "websocket",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "scheme": "ws",
-            "path": unquote(parts.path),
-            "raw_path": parts.path.encode("latin-1", "replace"),
-            "root_path": "",
-            "query_string": parts.query.encode("utf-8"),
-            "headers": list(headers or []),
-            "subprotocols": list(subprotocols or []),
-            "client": ("127.0.0.1", 50000),
-            "server": ("testserver", 80),
-        }
+        scope = connection_scope("websocket", "ws", path, headers, subprotocols=list(subprotocols or []))
         if spec_version:
             scope["asgi"]["spec_version"] = spec_version
         super().__init__(application, scope)
