@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -310,12 +308,3 @@ async def test_get_response_names_an_unexpected_event():
 
     with pytest.raises(AssertionError, match=r"Expected 'http\.response\.start'"):
         await HttpCommunicator(websocket_minded, "GET", "/").get_response()
-
-
-# Imports ------------------------------------------------------------------------------------------------------------
-
-
-def test_importing_tether_testing_does_not_import_a_server():
-    code = "import tether.testing, sys; assert 'uvicorn' not in sys.modules, 'uvicorn was imported'"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
