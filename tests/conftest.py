@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,12 +15,12 @@ from django.db import connections
 
 from tether.db import has_open_connections
 from tether.layers import channel_layers
+from tether.server import bind_socket, format_url
 
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+    with bind_socket("127.0.0.1", 0) as sock:
         return sock.getsockname()[1]
 
 
@@ -34,11 +33,11 @@ class LiveServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return format_url("http", self.host, self.port, path="")
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
+        return format_url("ws", self.host, self.port, path="")
 
 
 @pytest.fixture(autouse=True)

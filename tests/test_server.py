@@ -78,6 +78,10 @@ def test_format_url_brackets_ipv6_and_expands_zero(host, url):
     assert format_url("http", host, 8000) == url
 
 
+def test_format_url_with_an_empty_path_has_no_trailing_slash():
+    assert format_url("ws", "::1", 8000, path="") == "ws://[::1]:8000"
+
+
 def test_with_static_files_wraps_the_application_when_staticfiles_is_installed():
     wrapped = with_static_files(application)
     assert isinstance(wrapped, ASGIStaticFilesHandler)

@@ -86,13 +86,16 @@ def bind_socket(host: str, port: int, *, ipv6: bool = False, backlog: int = 2048
     return sock
 
 
-def format_url(scheme: str, host: str, port: int) -> str:
-    """``scheme://host:port/``, with an IPv6 address in brackets and ``0.0.0.0`` for Django's ``0`` shorthand."""
+def format_url(scheme: str, host: str, port: int, path: str = "/") -> str:
+    """``scheme://host:port`` then ``path``, with an IPv6 address in brackets and ``0.0.0.0`` for Django's ``0``.
+
+    ``path=""`` gives the base URL without a trailing slash, for callers that append their own paths.
+    """
     if host == "0":
         host = "0.0.0.0"
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    return f"{scheme}://{host}:{port}/"
+    return f"{scheme}://{host}:{port}{path}"
 
 
 def with_static_files(application: ASGIApp) -> ASGIApp:

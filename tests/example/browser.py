@@ -9,7 +9,6 @@ room, post, wait for a message or a toast; each waits with a bounded timeout.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.conftest import free_port
 
 __all__ = [
     "CHROMIUM",
@@ -71,12 +72,6 @@ def chromium_session() -> Iterator[Any]:
         browser = launch_chromium(playwright)
         yield browser
         browser.close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -39,7 +39,7 @@ from django.db import connections
 from django.test import TransactionTestCase
 from django.utils.functional import classproperty
 
-from tether.server import bind_socket
+from tether.server import bind_socket, format_url
 
 __all__ = ["ChannelsLiveServerTestCase", "LiveServerError", "refuse_in_memory_databases"]
 
@@ -312,13 +312,9 @@ class ChannelsLiveServerTestCase(TransactionTestCase):
     @classproperty
     def live_server_url(cls) -> str:
         """``http://host:port`` of the live server (no trailing slash)."""
-        return f"http://{_url_host(cls.host)}:{cls.live_server_port}"
+        return format_url("http", cls.host, cls.live_server_port, path="")
 
     @classproperty
     def live_server_ws_url(cls) -> str:
         """``ws://host:port`` of the live server (no trailing slash)."""
-        return f"ws://{_url_host(cls.host)}:{cls.live_server_port}"
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+        return format_url("ws", cls.host, cls.live_server_port, path="")
