@@ -28,18 +28,15 @@ import datetime
 import os
 import platform
 import secrets
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]  # tether from this checkout, and benchmarks.common
 
 MESSAGE = {"type": "bench.message", "text": "x" * 70}
 WINDOW = 64
@@ -193,38 +190,6 @@ async def group_p50_ms(layer: Any, members: int, rounds: int) -> float:
 # Running ------------------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def redis_server() -> Any:
-    """A redis-server of our own on a free port, without persistence, stopped at the end."""
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = free_port()
-    directory = tempfile.mkdtemp(prefix="tether-bench-")
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        process.terminate()
-        process.wait(10)
-        shutil.rmtree(directory, ignore_errors=True)
-
-
 CASES = [(kind, senders) for senders in SENDERS for kind in ("named", "local")]
 
 
@@ -313,8 +278,10 @@ def main() -> None:
     if args.redis_url:
         report(asyncio.run(run(args.redis_url, args)), args)
     else:
-        with redis_server() as url:
-            report(asyncio.run(run(url, args)), args)
+        from benchmarks.common import RedisServer
+
+        with RedisServer() as redis_server:
+            report(asyncio.run(run(redis_server.url, args)), args)
 
 
 if __name__ == "__main__":

@@ -14,21 +14,23 @@ import time
 from typing import Any
 
 from benchmarks.common import (
+    BARE_APP,
+    DJANGO_APP,
     Bench,
     LoadGen,
     RedisServer,
     Row,
     Server,
     alternate,
+    note_tracebacks,
     percentile,
+    stack_env,
     stopping,
-    tether_layer_unavailable,
+    unavailable_tether_layers,
 )
 
 __all__ = ["run"]
 
-DJANGO_APP = "benchmarks.apps.django_app:application"
-BARE_APP = "benchmarks.apps.bare_app:application"
 SIZES = (100, 1_000, 5_000)
 REPEATS = {100: 8, 1_000: 5, 5_000: 2}
 WAIT = 20.0
@@ -53,9 +55,7 @@ def _variants(unavailable: str | None) -> dict[str, tuple[str, str, str, int]]:
 
 def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
     bench = Bench("broadcast", "4. Chat-room broadcast over WebSockets")
-    unavailable = tether_layer_unavailable("redis")
-    if unavailable:
-        bench.note(f"tether Redis rows skipped: {unavailable}")
+    unavailable = unavailable_tether_layers(bench, ["redis"])["redis"]
     redis_server = RedisServer()
     loadgens = [LoadGen(), LoadGen()]
     variants = _variants(unavailable)
@@ -64,12 +64,12 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
 
         def one(round_index: int, label: str) -> None:
             app, stack, layer, processes = variants[label]
-            env = {
-                "BENCH_STACK": stack if stack != "bare" else "tether",
-                "BENCH_LAYER": layer,
-                "BENCH_REDIS_URL": redis_server.url,
-                "BENCH_PREFIX": f"bench.broadcast.{stack}.{processes}.{round_index}.",
-            }
+            env = stack_env(
+                stack if stack != "bare" else "tether",
+                layer,
+                redis_server.url,
+                f"bench.broadcast.{stack}.{processes}.{round_index}.",
+            )
             servers = [Server("uvicorn", app, env) for _ in range(processes)]
             with stopping(*servers):
                 for server in servers:
@@ -129,10 +129,7 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
                     latencies.setdefault((label, size, "p99"), []).append(p99 * 1000 if p99 is not None else None)
                 for loadgen in loadgens:
                     loadgen.request("close_all", timeout=120)
-                tracebacks = sum(server.errors() for server in servers)
-                if tracebacks:
-                    logs = ", ".join(server.log.name for server in servers)
-                    bench.note(f"{label} round {round_index + 1}: the server logged {tracebacks} traceback(s) ({logs})")
+                note_tracebacks(bench, f"{label} round {round_index + 1}", servers)
                 print(
                     f"[broadcast] {label} round {round_index + 1}: {time.monotonic() - started:.1f} s",
                     file=sys.stderr,

@@ -14,19 +14,21 @@ import time
 from typing import Any
 
 from benchmarks.common import (
+    DJANGO_APP,
     Bench,
     LoadGen,
     RedisServer,
     Row,
     Server,
     alternate,
+    note_tracebacks,
+    stack_env,
     stopping,
-    tether_layer_unavailable,
+    unavailable_tether_layers,
 )
 
 __all__ = ["run"]
 
-DJANGO_APP = "benchmarks.apps.django_app:application"
 CYCLES = 10_000
 WARMUP = 500
 CONCURRENCY = 10
@@ -56,9 +58,7 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
         "tether/redis": ("tether", "redis"),
         "channels/redis": ("channels", "redis"),
     }
-    unavailable = tether_layer_unavailable("redis")
-    if unavailable:
-        bench.note(f"tether/redis skipped: {unavailable}")
+    if unavailable_tether_layers(bench, ["redis"])["redis"]:
         del variants["tether/redis"]
     redis_server = RedisServer()
     loadgen = LoadGen()
@@ -68,8 +68,7 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
     servers: dict[str, Server] = {}
     prefixes = {label: f"bench.churn.{stack}.{layer}." for label, (stack, layer) in variants.items()}
     for label, (stack, layer) in variants.items():
-        env = {"BENCH_STACK": stack, "BENCH_LAYER": layer, "BENCH_REDIS_URL": redis_server.url}
-        servers[label] = Server("uvicorn", DJANGO_APP, {**env, "BENCH_PREFIX": prefixes[label]})
+        servers[label] = Server("uvicorn", DJANGO_APP, stack_env(stack, layer, redis_server.url, prefixes[label]))
     with stopping(redis_server, loadgen, *servers.values()):
         before: dict[str, int] = {}
         for server in servers.values():
@@ -105,9 +104,7 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
             measured[label, "rss"] = [growth]
             measured[label, "leftover"] = [leftover]
             states[label] = {"cycles": done.get(label, 0), **state}
-            tracebacks = server.errors()
-            if tracebacks:
-                bench.note(f"{label}: the server logged {tracebacks} traceback(s) ({server.log.name})")
+            note_tracebacks(bench, label, [server])
 
     for layer in ("in-memory", "redis"):
         tether, peer = f"tether/{layer}", f"channels/{layer}"

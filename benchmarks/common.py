@@ -20,12 +20,14 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "BARE_APP",
+    "DJANGO_APP",
     "PYTHON",
     "ROOT",
     "Bench",
@@ -36,13 +38,20 @@ __all__ = [
     "alternate",
     "free_port",
     "median",
+    "note_tracebacks",
     "percentile",
     "raise_fd_limit",
+    "stack_env",
     "tether_layer_unavailable",
+    "unavailable_tether_layers",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+#: The consumers of both Django stacks (``benchmarks/apps/django_app.py``), served by ``Server``.
+DJANGO_APP = "benchmarks.apps.django_app:application"
+#: The no-framework limit (``benchmarks/apps/bare_app.py``).
+BARE_APP = "benchmarks.apps.bare_app:application"
 
 
 # Numbers -------------------------------------------------------------------------------------------------------------
@@ -116,6 +125,25 @@ def tether_layer_unavailable(backend: str) -> str | None:
     except Exception as exc:  # ImportError now; anything while the layer is being written
         return f"tether.layers.redis.{name} is not importable yet ({type(exc).__name__}: {exc})"
     return None
+
+
+def unavailable_tether_layers(bench: Bench, backends: Iterable[str]) -> dict[str, str | None]:
+    """``backend -> tether_layer_unavailable(backend)`` for each backend, with every reason noted in ``bench``."""
+    unavailable = {backend: tether_layer_unavailable(backend) for backend in backends}
+    for reason in unavailable.values():
+        if reason:
+            bench.note(f"tether rows skipped: {reason}")
+    return unavailable
+
+
+def stack_env(stack: str, layer: str, redis_url: str | None = None, prefix: str | None = None) -> dict[str, str]:
+    """The environment that makes ``DJANGO_APP`` run ``stack`` with ``layer`` (see ``benchmarks/apps/settings.py``)."""
+    env = {"BENCH_STACK": stack, "BENCH_LAYER": layer}
+    if redis_url is not None:
+        env["BENCH_REDIS_URL"] = redis_url
+    if prefix is not None:
+        env["BENCH_PREFIX"] = prefix
+    return env
 
 
 class RedisServer:
@@ -256,6 +284,14 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def note_tracebacks(bench: Bench, what: str, servers: Sequence[Server]) -> None:
+    """Note in ``bench`` how many tracebacks ``servers`` logged, naming their log files, when there are any."""
+    tracebacks = sum(server.errors() for server in servers)
+    if tracebacks:
+        logs = ", ".join(server.log.name for server in servers)
+        bench.note(f"{what}: the server logged {tracebacks} traceback(s) ({logs})")
 
 
 class LoadGen:

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.common import Bench, LoadGen, Row, Server, alternate, stopping
+from benchmarks.common import BARE_APP, DJANGO_APP, Bench, LoadGen, Row, Server, alternate, stack_env, stopping
 
 __all__ = ["run"]
-
-DJANGO_APP = "benchmarks.apps.django_app:application"
-BARE_APP = "benchmarks.apps.bare_app:application"
 
 
 def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
     bench = Bench("echo", "3. WebSocket echo, AsyncWebsocketConsumer")
     servers = {
-        "tether/uvicorn": Server("uvicorn", DJANGO_APP, {"BENCH_STACK": "tether", "BENCH_LAYER": "inmemory"}),
-        "channels/uvicorn": Server("uvicorn", DJANGO_APP, {"BENCH_STACK": "channels", "BENCH_LAYER": "inmemory"}),
-        "channels/daphne": Server("daphne", DJANGO_APP, {"BENCH_STACK": "channels", "BENCH_LAYER": "inmemory"}),
+        "tether/uvicorn": Server("uvicorn", DJANGO_APP, stack_env("tether", "inmemory")),
+        "channels/uvicorn": Server("uvicorn", DJANGO_APP, stack_env("channels", "inmemory")),
+        "channels/daphne": Server("daphne", DJANGO_APP, stack_env("channels", "inmemory")),
         "bare/uvicorn": Server("uvicorn", BARE_APP),
     }
     loadgen = LoadGen()

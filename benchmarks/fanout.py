@@ -254,13 +254,10 @@ async def member_process(stack: str, backend: str, redis_url: str, prefix: str) 
 
 
 def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
-    from benchmarks.common import Bench, RedisServer, Row, alternate, run_json, stopping, tether_layer_unavailable
+    from benchmarks.common import Bench, RedisServer, Row, alternate, run_json, stopping, unavailable_tether_layers
 
     bench = Bench("fanout", "2. group_send fan-out")
-    unavailable = {backend: tether_layer_unavailable(backend) for backend in ("redis", "pubsub")}
-    for reason in unavailable.values():
-        if reason:
-            bench.note(f"tether rows skipped: {reason}")
+    unavailable = unavailable_tether_layers(bench, ("redis", "pubsub"))
     bench.note("p99 is the nearest-rank 99th percentile of the timed sends at that size (3-20 sends: near the max).")
     redis_server = RedisServer()
     data: dict[tuple[str, str, int, int], list[dict[str, Any] | None]] = {}

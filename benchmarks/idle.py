@@ -14,20 +14,21 @@ import time
 from typing import Any
 
 from benchmarks.common import (
+    BARE_APP,
+    DJANGO_APP,
     Bench,
     LoadGen,
     RedisServer,
     Row,
     Server,
     alternate,
+    stack_env,
     stopping,
-    tether_layer_unavailable,
+    unavailable_tether_layers,
 )
 
 __all__ = ["run"]
 
-DJANGO_APP = "benchmarks.apps.django_app:application"
-BARE_APP = "benchmarks.apps.bare_app:application"
 COUNTS = (1_000, 10_000)
 
 
@@ -45,9 +46,7 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
         "channels/redis": (DJANGO_APP, "channels", "redis"),
         "bare": (BARE_APP, "tether", "none"),
     }
-    unavailable = tether_layer_unavailable("redis")
-    if unavailable:
-        bench.note(f"tether/redis skipped: {unavailable}")
+    if unavailable_tether_layers(bench, ["redis"])["redis"]:
         del variants["tether/redis"]
     redis_server = RedisServer()
     loadgens = [LoadGen(), LoadGen()]
@@ -56,12 +55,7 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
 
         def one(round_index: int, label: str) -> None:
             app, stack, layer = variants[label]
-            env = {
-                "BENCH_STACK": stack,
-                "BENCH_LAYER": layer,
-                "BENCH_REDIS_URL": redis_server.url,
-                "BENCH_PREFIX": f"bench.idle.{stack}.{layer}.{round_index}.",
-            }
+            env = stack_env(stack, layer, redis_server.url, f"bench.idle.{stack}.{layer}.{round_index}.")
             started = time.monotonic()
             held: dict[int, int] = {}
 

@@ -169,13 +169,10 @@ async def worker(stack: str, backend: str, redis_url: str, prefix: str, duration
 
 
 def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
-    from benchmarks.common import Bench, RedisServer, Row, alternate, run_json, stopping, tether_layer_unavailable
+    from benchmarks.common import Bench, RedisServer, Row, alternate, run_json, stopping, unavailable_tether_layers
 
     bench = Bench("layer", "1. Layer send then receive, 100-byte messages")
-    unavailable = {backend: tether_layer_unavailable(backend) for backend in BACKENDS}
-    for reason in unavailable.values():
-        if reason:
-            bench.note(f"tether rows skipped: {reason}")
+    unavailable = unavailable_tether_layers(bench, BACKENDS)
     duration = 0.4 * scale
     redis_server = RedisServer()
     values: dict[tuple[str, str, str, int], list[float | None]] = {}
