@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 
 import pytest
@@ -141,3 +142,20 @@ async def test_sends_in_flight_during_a_restart_either_arrive_or_raise_never_han
         # Messages sent before the kill that Redis held are gone with it (no persistence); after the restart every
         # accepted message arrives.
         assert received >= outcomes[outcomes.index("unavailable") :].count("sent")
+
+
+async def test_a_redis_that_stops_answering_fails_sends_within_the_socket_timeout(redis_servers):
+    server = redis_servers.start()
+    host = {"address": server.url, "socket_timeout": 1}
+    async with processes_on(RedisChannelLayer, 1, hosts=[host], unavailable_timeout=1) as (layer,):
+        await layer.send("jobs", {"type": "before"})
+        server.process.send_signal(signal.SIGSTOP)  # connected, but never answers
+        try:
+            started = time.monotonic()
+            with pytest.raises(LayerUnavailable, match="no reply within 1s"):
+                await layer.send("jobs", {"type": "during"})
+            assert time.monotonic() - started < 4
+        finally:
+            server.process.send_signal(signal.SIGCONT)
+        await layer.send("jobs", {"type": "after"})
+        assert await asyncio.wait_for(layer.receive("jobs"), WAIT) == {"type": "before"}

@@ -60,10 +60,6 @@ CONNECTION_ERRORS = (
 )
 _FATAL_CONNECT_ERRORS = (redis_errors.AuthenticationError, redis_errors.AuthorizationError)
 
-#: Writes larger than this may wait for the socket to drain, so their wait is bounded (smaller ones go straight into
-#: the transport's buffer; ``asyncio.wait_for`` on every write would cost a task each).
-_LARGE_WRITE = 64 * 1024
-
 #: A connection idle this long is checked with a PING before a batch goes out on it: after a Redis restart the old
 #: socket is dead, and finding out by PING costs nothing that might have run.
 _IDLE_CHECK_AFTER = 1.0
@@ -134,6 +130,7 @@ class Link:
         self._pending: list[_Call] = []
         self._flusher: asyncio.Task[None] | None = None
         self._idle_since = 0.0
+        self._closing: asyncio.Future[None] | None = None  # a stalled connection being closed
         self._loop = asyncio.get_running_loop()
         self.reconnects = 0
 
@@ -166,16 +163,16 @@ class Link:
         if connection is None:
             return
         index = 0
+        # One watchdog per batch bounds the whole exchange (a timeout per reply would cost more than the reply):
+        # when Redis has not answered everything in time, the connection is closed and the reads fail.
+        stalled: list[bool] = []
+        watchdog = self._loop.call_later(self._timeout, self._stall, connection, stalled)
         try:
             packed = connection.pack_commands([call.args for call in batch])
-            sending = connection.send_packed_command(packed, False)
-            if sum(map(len, packed)) > _LARGE_WRITE:  # may wait for the socket to drain: bound the wait
-                await asyncio.wait_for(sending, self._timeout)
-            else:
-                await sending
+            await connection.send_packed_command(packed, False)
             for index, call in enumerate(batch):  # noqa: B007 - index tells the except clause how far we got
                 try:
-                    reply = await read_reply(connection, self._timeout)
+                    reply = await connection.read_response()
                 except redis_errors.ResponseError as exc:
                     if not call.future.done():
                         call.future.set_exception(exc)
@@ -185,12 +182,19 @@ class Link:
             index = len(batch)
         except CONNECTION_ERRORS as exc:
             await self._drop(connection)
-            self._fail(batch[index:], _unavailable(self._where, exc))
+            error = redis_errors.TimeoutError(f"no reply within {self._timeout:g}s") if stalled else exc
+            self._fail(batch[index:], _unavailable(self._where, error))
         except BaseException:
             await self._drop(connection)
             self._fail(batch[index:], LayerUnavailable(f"The Redis layer's link to {self._where} was closed."))
             raise
+        finally:
+            watchdog.cancel()
         self._idle_since = self._loop.time()
+
+    def _stall(self, connection: AbstractConnection, stalled: list[bool]) -> None:
+        stalled.append(True)
+        self._closing = asyncio.ensure_future(self._drop(connection))
 
     async def _ready(self, batch: list[_Call]) -> AbstractConnection | None:
         """A connected, checked connection; None (and the batch failed) when Redis stays away past the deadline."""
