@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from django.apps import apps
-from django.core.management import get_commands
 
 import tether
 from tether.exceptions import InvalidChannelLayerError, RequestAborted, RequestTimeout
@@ -163,11 +162,6 @@ def test_invalid_channel_layer_error_is_a_value_error():
 
 def test_app_config_has_the_label_tether():
     assert apps.get_app_config("tether").name == "tether"
-
-
-@pytest.mark.parametrize("command", ["runserver", "runworker"])
-def test_management_command_comes_from_tether(command):
-    assert get_commands()[command] == "tether"
 
 
 def test_package_ships_py_typed_marker():

@@ -7,7 +7,7 @@ import signal
 import uuid
 
 import pytest
-from django.core.management import call_command
+from django.core.management import call_command, get_commands
 from django.core.management.base import CommandError
 from django.test import override_settings
 
@@ -46,6 +46,10 @@ def test_no_channel_layers_at_all_is_refused():
 def test_backend_that_cannot_be_imported_is_a_command_error():
     with pytest.raises(CommandError, match=r"Cannot import BACKEND 'tether\.layers\.NoSuchLayer'"):
         call_command("runworker", "jobs", skip_checks=True)
+
+
+def test_tether_provides_runworker_when_installed():
+    assert get_commands()["runworker"] == "tether"
 
 
 @override_settings(INSTALLED_APPS=["django.contrib.auth", "django.contrib.contenttypes"])
