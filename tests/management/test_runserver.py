@@ -28,13 +28,10 @@ BANNER_END = "quit with CONTROL-C."
 def server(tmp_path_factory):
     """``runserver --noreload`` on a free port, shared by the tests that only talk to it."""
     project = copy_project(tmp_path_factory.mktemp("runserver"))
-    port = free_port()
-    command = Command(project, "runserver", "--noreload", f"127.0.0.1:{port}")
-    try:
+    address = f"127.0.0.1:{free_port()}"
+    with Command(project, "runserver", "--noreload", address) as command:
         command.wait_for_line(BANNER_END)
-        yield command, f"127.0.0.1:{port}"
-    finally:
-        command.stop()
+        yield command, address
 
 
 def test_banner_names_tether_the_application_uvicorn_the_address_and_the_layer(server):
@@ -95,43 +92,41 @@ def served_after_edit(url: str, expected: str, edited: Path, timeout: float = 30
     return body
 
 
-def test_autoreload_serves_the_edited_view(tmp_path):
+@pytest.fixture
+def autoreloading(tmp_path):
+    """``runserver`` with the autoreloader in a copy of the project of this test only: ``(project, command, url)``."""
     project = copy_project(tmp_path)
     port = free_port()
-    command = Command(project, "runserver", f"127.0.0.1:{port}")
-    try:
+    with Command(project, "runserver", f"127.0.0.1:{port}") as command:
         command.wait_for_line(BANNER_END)
-        assert "Watching for file changes" in command.output
-        assert http_get(f"http://127.0.0.1:{port}/")[1] == "hello from the tether test project"
-
-        views = project / "project" / "views.py"
-        views.write_text(views.read_text().replace("hello from the tether test project", "edited while running"))
-        body = served_after_edit(f"http://127.0.0.1:{port}/", "edited while running", views)
-        assert body == "edited while running", command.output
-    finally:
-        command.stop()
+        yield project, command, f"http://127.0.0.1:{port}/"
 
 
-def test_autoreload_recovers_once_a_syntax_error_is_fixed(tmp_path):
-    project = copy_project(tmp_path)
-    port = free_port()
-    command = Command(project, "runserver", f"127.0.0.1:{port}")
-    try:
-        command.wait_for_line(BANNER_END)
-        consumers = project / "project" / "consumers.py"
-        good = consumers.read_text()
-        consumers.write_text(good + "\ndef broken(:\n")
-        deadline = time.monotonic() + 30
-        while "SyntaxError" not in command.output and time.monotonic() < deadline:
-            consumers.touch()  # until the reloader, which must have seen the file before, notices the change
-            time.sleep(1)
-        command.wait_for_line("SyntaxError", timeout=1)
+def test_autoreload_serves_the_edited_view(autoreloading):
+    project, command, url = autoreloading
+    assert "Watching for file changes" in command.output
+    assert http_get(url)[1] == "hello from the tether test project"
 
-        consumers.write_text(good)
-        body = served_after_edit(f"http://127.0.0.1:{port}/", "hello from the tether test project", consumers)
-        assert body == "hello from the tether test project", command.output
-    finally:
-        command.stop()
+    views = project / "project" / "views.py"
+    views.write_text(views.read_text().replace("hello from the tether test project", "edited while running"))
+    body = served_after_edit(url, "edited while running", views)
+    assert body == "edited while running", command.output
+
+
+def test_autoreload_recovers_once_a_syntax_error_is_fixed(autoreloading):
+    project, command, url = autoreloading
+    consumers = project / "project" / "consumers.py"
+    good = consumers.read_text()
+    consumers.write_text(good + "\ndef broken(:\n")
+    deadline = time.monotonic() + 30
+    while "SyntaxError" not in command.output and time.monotonic() < deadline:
+        consumers.touch()  # until the reloader, which must have seen the file before, notices the change
+        time.sleep(1)
+    command.wait_for_line("SyntaxError", timeout=1)
+
+    consumers.write_text(good)
+    body = served_after_edit(url, "hello from the tether test project", consumers)
+    assert body == "hello from the tether test project", command.output
 
 
 def test_bad_addrport_is_a_clear_error(tmp_path):
@@ -161,13 +156,10 @@ def test_ipv6_addrport_serves_on_ipv6_loopback(tmp_path):
     except OSError as exc:
         pytest.skip(f"::1 is not available here: {exc}")
     project = copy_project(tmp_path)
-    command = Command(project, "runserver", "--noreload", "--skip-checks", f"[::1]:{port}")
-    try:
+    with Command(project, "runserver", "--noreload", "--skip-checks", f"[::1]:{port}") as command:
         banner = command.wait_for_line(BANNER_END)
         assert f"at http://[::1]:{port}/" in banner
         assert http_get(f"http://[::1]:{port}/") == (200, "hello from the tether test project")
-    finally:
-        command.stop()
 
 
 def test_tether_provides_runserver_when_installed():

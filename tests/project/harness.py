@@ -53,6 +53,8 @@ def project_env(project_dir: Path, **extra: str) -> dict[str, str]:
 class Command:
     """A running ``manage.py`` command whose combined output is collected line by line in a thread.
 
+    As a context manager it stops the command (and whatever it started) on the way out.
+
     ``program`` is what the interpreter runs before ``args``: ``("manage.py",)``, or ``("-m", "django")`` to run
     ``django-admin`` with the ``DJANGO_SETTINGS_MODULE`` of the environment.
     """
@@ -113,16 +115,19 @@ class Command:
         if self.process.stdout is not None:
             self.process.stdout.close()
 
+    def __enter__(self) -> Command:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
 
 def run_command(
     project_dir: Path, *args: str, timeout: float = 60, program: tuple[str, ...] = ("manage.py",), **env: str
 ) -> tuple[int, str]:
     """Run a ``manage.py`` command to completion; its exit code and combined output."""
-    command = Command(project_dir, *args, program=program, **env)
-    try:
+    with Command(project_dir, *args, program=program, **env) as command:
         return command.wait(timeout=timeout), command.output
-    finally:
-        command.stop()
 
 
 def http_get(url: str, timeout: float = 10) -> tuple[int, str]:
