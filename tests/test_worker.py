@@ -59,12 +59,18 @@ async def replies(layer, count):
     return [await asyncio.wait_for(layer.receive("replies"), timeout=2) for _ in range(count)]
 
 
-async def test_messages_to_one_channel_are_handled_in_order_by_one_instance():
+@pytest.fixture
+async def jobs_worker():
+    """A worker serving ``Recorder`` on the channel ``jobs`` of the default layer, running for the whole test."""
+    async with running(Worker(app_for(jobs=Recorder.as_asgi()), ["jobs"], get_channel_layer())) as task:
+        yield task
+
+
+async def test_messages_to_one_channel_are_handled_in_order_by_one_instance(jobs_worker):
     layer = get_channel_layer()
-    async with running(Worker(app_for(jobs=Recorder.as_asgi()), ["jobs"], layer)):
-        for number in range(20):
-            await layer.send("jobs", {"type": "job.run", "number": number})
-        answers = await replies(layer, 20)
+    for number in range(20):
+        await layer.send("jobs", {"type": "job.run", "number": number})
+    answers = await replies(layer, 20)
     assert [answer["number"] for answer in answers] == list(range(20))
     assert len({answer["instance"] for answer in answers}) == 1
 
@@ -96,50 +102,46 @@ async def test_the_application_gets_a_channel_scope_naming_its_channel():
     assert scopes == [{"type": "channel", "channel": "jobs"}]
 
 
-async def test_an_instance_whose_handler_raised_is_logged_and_replaced_for_the_next_message(caplog):
+async def test_an_instance_whose_handler_raised_is_logged_and_replaced_for_the_next_message(jobs_worker, caplog):
     layer = get_channel_layer()
-    async with running(Worker(app_for(jobs=Recorder.as_asgi()), ["jobs"], layer)):
-        await layer.send("jobs", {"type": "job.run", "number": 1})
-        [before] = await replies(layer, 1)
-        with caplog.at_level(logging.ERROR, logger="tether.worker"):
-            await layer.send("jobs", {"type": "job.crash"})
-            await layer.send("jobs", {"type": "job.run", "number": 2})
-            [after] = await replies(layer, 1)
+    await layer.send("jobs", {"type": "job.run", "number": 1})
+    [before] = await replies(layer, 1)
+    with caplog.at_level(logging.ERROR, logger="tether.worker"):
+        await layer.send("jobs", {"type": "job.crash"})
+        await layer.send("jobs", {"type": "job.run", "number": 2})
+        [after] = await replies(layer, 1)
     assert after["number"] == 2
     assert after["instance"] != before["instance"]
     assert "while serving channel 'jobs'" in caplog.text
     assert "the handler failed" in caplog.text
 
 
-async def test_a_message_without_a_handler_ends_the_instance_and_the_worker_keeps_serving(caplog):
+async def test_a_message_without_a_handler_ends_the_instance_and_the_worker_keeps_serving(jobs_worker, caplog):
     layer = get_channel_layer()
-    async with running(Worker(app_for(jobs=Recorder.as_asgi()), ["jobs"], layer)):
-        with caplog.at_level(logging.ERROR, logger="tether.worker"):
-            await layer.send("jobs", {"type": "job.unknown"})
-            await layer.send("jobs", {"type": "job.run", "number": 7})
-            [answer] = await replies(layer, 1)
+    with caplog.at_level(logging.ERROR, logger="tether.worker"):
+        await layer.send("jobs", {"type": "job.unknown"})
+        await layer.send("jobs", {"type": "job.run", "number": 7})
+        [answer] = await replies(layer, 1)
     assert answer["number"] == 7
     assert "no handler for message type 'job.unknown'" in caplog.text
 
 
-async def test_an_instance_that_stops_is_replaced_for_the_next_message():
+async def test_an_instance_that_stops_is_replaced_for_the_next_message(jobs_worker):
     layer = get_channel_layer()
-    async with running(Worker(app_for(jobs=Recorder.as_asgi()), ["jobs"], layer)):
-        await layer.send("jobs", {"type": "job.run", "number": 1})
-        [before] = await replies(layer, 1)
-        await layer.send("jobs", {"type": "job.stop"})
-        await layer.send("jobs", {"type": "job.run", "number": 2})
-        [after] = await replies(layer, 1)
+    await layer.send("jobs", {"type": "job.run", "number": 1})
+    [before] = await replies(layer, 1)
+    await layer.send("jobs", {"type": "job.stop"})
+    await layer.send("jobs", {"type": "job.run", "number": 2})
+    [after] = await replies(layer, 1)
     assert after["instance"] != before["instance"]
 
 
-async def test_sending_to_a_client_from_a_worker_is_an_error_naming_the_channel(caplog):
+async def test_sending_to_a_client_from_a_worker_is_an_error_naming_the_channel(jobs_worker, caplog):
     layer = get_channel_layer()
-    async with running(Worker(app_for(jobs=Recorder.as_asgi()), ["jobs"], layer)):
-        with caplog.at_level(logging.ERROR, logger="tether.worker"):
-            await layer.send("jobs", {"type": "job.talk_back"})
-            await layer.send("jobs", {"type": "job.run", "number": 1})
-            await replies(layer, 1)
+    with caplog.at_level(logging.ERROR, logger="tether.worker"):
+        await layer.send("jobs", {"type": "job.talk_back"})
+        await layer.send("jobs", {"type": "job.run", "number": 1})
+        await replies(layer, 1)
     assert "worker application for channel 'jobs' tried to send 'websocket.send'" in caplog.text
 
 
