@@ -81,9 +81,12 @@ class LocalChannels:
             running = None
         slots = self._slots
         last = len(channels) - 1
+        # A message whose values are all immutable (the usual flat event) is copied with dict.copy().
+        flat = last > 0 and not any(type(value) in (dict, list) for value in message.values())
+        copy_of = dict.copy if flat else clone_message
         with self._lock:
             for index, channel in enumerate(channels):
-                copy = message if index == last else clone_message(message)
+                copy = message if index == last else copy_of(message)
                 slot = slots.get(channel)
                 if slot is None:
                     slot = slots[channel] = _Slot()
