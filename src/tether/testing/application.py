@@ -88,9 +88,9 @@ class ApplicationCommunicator:
         future = self.future
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout=timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # the builtin TimeoutError from Python 3.11, a class of its own on 3.10
             await self._cancel()
-            raise
+            raise TimeoutError(f"The application did not return within {timeout}s.") from None
         future.result()
 
     def stop(self, exceptions: bool = True) -> None:
