@@ -28,6 +28,7 @@ import datetime
 import os
 import platform
 import secrets
+import signal
 import statistics
 import sys
 import time
@@ -275,6 +276,8 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=1000, help="group size for the group_send case")
     parser.add_argument("--group-rounds", type=int, default=15, help="group_sends per p50")
     args = parser.parse_args()
+    # Stopped from outside (timeout, Ctrl-C in a wrapper): still stop our redis-server and remove its directory.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.redis_url:
         report(asyncio.run(run(args.redis_url, args)), args)
     else:
