@@ -320,8 +320,7 @@ class RedisChannelLayer(RedisLayerBase):
         try:
             while True:
                 if not self._local.waiting(channel):
-                    await asyncio.sleep(0)  # a receiver that just got a message usually asks again at once
-                    if not self._local.waiting(channel) and not await reader.wait_for_receiver(block):
+                    if not await reader.wait_for_receiver(block) and not self._local.waiting(channel):
                         return
                     continue
                 try:
