@@ -124,7 +124,7 @@ async def test_room_broadcast_reaches_all_three_clients(server):
         await bob.send(json.dumps({"from": "bob", "text": "hi all"}))
         for ws in (alice, bob, carol):
             assert json.loads(await recv(ws)) == {"from": "bob", "text": "hi all"}
-        with pytest.raises(TimeoutError):
+        with pytest.raises(asyncio.TimeoutError):  # TimeoutError itself from Python 3.11
             await asyncio.wait_for(outsider.recv(), 0.2)
 
 

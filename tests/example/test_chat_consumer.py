@@ -200,5 +200,5 @@ async def test_after_disconnect_the_connection_no_longer_answers_presence_pings(
     layer = get_channel_layer()
     reply_to = await layer.new_channel()
     await layer.group_send(PRESENCE_GROUP, {"type": "presence.ping", "round": 1, "reply_to": reply_to})
-    with pytest.raises(TimeoutError):
+    with pytest.raises(asyncio.TimeoutError):  # TimeoutError itself from Python 3.11
         await asyncio.wait_for(layer.receive(reply_to), 0.2)
