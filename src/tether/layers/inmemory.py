@@ -114,7 +114,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
             else:
                 self._forget_waiter(channel, waiter)
             raise
-        self._stats.incr("received")
+        self._stats.counters["received"] += 1
         return message
 
     async def new_channel(self, prefix: str = "specific.") -> str:
@@ -220,6 +220,11 @@ class InMemoryChannelLayer(BaseChannelLayer):
             waiter = waiters.popleft()
             if waiter.done():
                 continue
+            if waiter.get_loop() is loop:  # the common case, inlined: this runs once per group member
+                waiter.set_result(message if copy is None else copy(message))
+                if not waiters and not state.queue:
+                    del self._channels[channel]
+                return True
             self._hand_over(channel, waiter, message if copy is None else copy(message), loop)
             if state.idle() and self._channels.get(channel) is state:
                 del self._channels[channel]
