@@ -95,9 +95,9 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._stats.incr("sent")
 
     async def receive(self, channel: str) -> Message:
-        self.require_valid_channel_name(channel)
-        state = self._channels.get(channel)
+        state = self._channels.get(channel) if type(channel) is str else None
         if state is None:
+            self.require_valid_channel_name(channel)  # every name in self._channels was checked on its way in
             state = self._channels[channel] = _Channel()
         elif state.queue and not state.waiters:
             message = self._pop(channel, state, time.monotonic())
@@ -185,7 +185,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
         ``sent``/``received`` count channel messages, ``group_sent``/``group_delivered`` group sends and the member
         deliveries they made, ``group_full_drops`` members skipped because their channel was full, ``expired``
-        messages that expired unread, ``group_members_expired`` memberships older than ``group_expiry``.
+        messages that expired unread, ``group_members_expired`` memberships older than ``group_expiry``;
+        ``channels`` is how many channels hold messages or have a receiver waiting, ``groups`` how many groups exist.
         """
         counts = {
             "sent": 0,
@@ -197,7 +198,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
             "group_members_expired": 0,
         }
         counts.update(self._stats.snapshot())
-        counts["channels"] = len(self._channels)
+        counts["channels"] = sum(1 for state in self._channels.values() if not state.idle())
         counts["groups"] = len(self._groups)
         return counts
 
@@ -221,9 +222,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
             if waiter.done():
                 continue
             if waiter.get_loop() is loop:  # the common case, inlined: this runs once per group member
+                # The channel stays known, idle: its receiver is about to wait again. The sweep forgets it if not.
                 waiter.set_result(message if copy is None else copy(message))
-                if not waiters and not state.queue:
-                    del self._channels[channel]
                 return True
             self._hand_over(channel, waiter, message if copy is None else copy(message), loop)
             if state.idle() and self._channels.get(channel) is state:
