@@ -155,14 +155,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
             elif self._deliver(channel, message, copy, now, loop):
                 delivered += 1
             else:
-                self._stats.drop(
-                    "group_full_drops",
-                    channel,
-                    "group_send to %r skipped channel %r: it holds %d messages already",
-                    group,
-                    channel,
-                    self.get_capacity(channel),
-                )
+                self._stats.group_full_drop(group, channel, self.get_capacity(channel))
         self._stats.incr("group_delivered", delivered)
 
     # Housekeeping ------------------------------------------------------------------------------------------------

@@ -38,6 +38,17 @@ class LayerStats:
         warned.add(counter)
         self._logger.warning(message + " (logged once for %s; see layer.stats()['%s'])", *args, name, counter)
 
+    def group_full_drop(self, group: str, channel: str, capacity: int) -> None:
+        """Count and log (once per channel) a ``group_send`` member skipped because its channel was full."""
+        self.drop(
+            "group_full_drops",
+            channel,
+            "group_send to %r skipped channel %r: it holds %d messages already",
+            group,
+            channel,
+            capacity,
+        )
+
     def forget(self, name: str) -> None:
         """Let drops for ``name`` be logged again (the channel or group went away and may come back)."""
         self._warned.pop(name, None)

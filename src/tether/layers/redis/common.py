@@ -229,14 +229,7 @@ class RedisLayerBase(BaseChannelLayer):
                 )
 
     def _count_group_full(self, group: str, channel: str) -> None:
-        self._stats.drop(
-            "group_full_drops",
-            channel,
-            "group_send to %r skipped channel %r: it holds %d messages already",
-            group,
-            channel,
-            self.get_capacity(channel),
-        )
+        self._stats.group_full_drop(group, channel, self.get_capacity(channel))
 
     def _expire(self, channel: str, count: int = 1) -> None:
         for _ in range(count):
