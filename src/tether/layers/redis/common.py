@@ -28,8 +28,9 @@ from tether.layers.redis.connection import (
 )
 from tether.layers.redis.local import LocalChannels, now_ms
 from tether.layers.redis.sharding import HashRing
-from tether.layers.redis.storage import KeySpace, parse_frame
+from tether.layers.redis.storage import KeySpace, client_id_of, parse_frame
 from tether.layers.stats import LayerStats
+from tether.types import Message
 
 __all__ = ["LoopState", "Outage", "RedisLayerBase"]
 
@@ -133,7 +134,32 @@ class RedisLayerBase(BaseChannelLayer):
         await self._listen_for_own_channels(self._loops.get())
         return name
 
+    async def receive(self, channel: str) -> Message:
+        """Wait for the next message on ``channel``. A process-local channel must be one this process made."""
+        self.require_valid_channel_name(channel)
+        message = self._local.take(channel)
+        if message is None:
+            state = self._loops.get()
+            client_id = client_id_of(channel)
+            if client_id is None:
+                await self._listen_for_named(state, channel)
+            elif client_id == self.client_id:
+                await self._listen_for_own_channels(state)
+            else:
+                raise self._foreign_channel(channel)
+            # Listening may have awaited Redis (a subscription), and a message may have arrived meanwhile.
+            message = self._local.take(channel)
+            if message is None:
+                message = await self._local.wait(channel)
+        self._stats.incr("received")
+        return message
+
+    async def _listen_for_named(self, state: LoopState, channel: str) -> None:
+        """Make sure messages for the named ``channel`` reach this process's local buffers."""
+        raise NotImplementedError
+
     async def _listen_for_own_channels(self, state: LoopState) -> None:
+        """Make sure messages for this process's own (``new_channel()``) channels reach its local buffers."""
         raise NotImplementedError
 
     def _foreign_channel(self, channel: str) -> ValueError:

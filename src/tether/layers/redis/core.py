@@ -112,23 +112,6 @@ class RedisChannelLayer(RedisLayerBase):
                 )
         self._stats.incr("sent")
 
-    async def receive(self, channel: str) -> Message:
-        """Wait for the next message on ``channel``. A process-local channel must be one this process made."""
-        self.require_valid_channel_name(channel)
-        message = self._local.take(channel)
-        if message is None:
-            state = self._loops.get()
-            client_id = client_id_of(channel)
-            if client_id is None:
-                self._start_reader(state, channel)
-            elif client_id == self.client_id:
-                self._start_inbox(state)
-            else:
-                raise self._foreign_channel(channel)
-            message = await self._local.wait(channel)
-        self._stats.incr("received")
-        return message
-
     # Groups --------------------------------------------------------------------------------------------------------
 
     async def group_add(self, group: str, channel: str) -> None:
@@ -258,6 +241,9 @@ class RedisChannelLayer(RedisLayerBase):
         self._stats.reset()
 
     # Receive loops -------------------------------------------------------------------------------------------------
+
+    async def _listen_for_named(self, state: LoopState, channel: str) -> None:
+        self._start_reader(state, channel)
 
     async def _listen_for_own_channels(self, state: LoopState) -> None:
         self._start_inbox(state)

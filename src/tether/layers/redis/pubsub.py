@@ -91,25 +91,8 @@ class RedisPubSubChannelLayer(RedisLayerBase):
                 )
         self._stats.incr("sent")
 
-    async def receive(self, channel: str) -> Message:
-        """Wait for the next message on ``channel`` (subscribing to it first; a process-local channel must be one
-        this process made)."""
-        self.require_valid_channel_name(channel)
-        message = self._local.take(channel)
-        if message is None:
-            state = self._loops.get()
-            client_id = client_id_of(channel)
-            if client_id is None:
-                await self._subscribe(state, "channel", channel)
-            elif client_id == self.client_id:
-                await self._listen_for_own_channels(state)
-            else:
-                raise self._foreign_channel(channel)
-            message = self._local.take(channel)
-            if message is None:
-                message = await self._local.wait(channel)
-        self._stats.incr("received")
-        return message
+    async def _listen_for_named(self, state: LoopState, channel: str) -> None:
+        await self._subscribe(state, "channel", channel)
 
     async def _listen_for_own_channels(self, state: LoopState) -> None:
         await self._subscribe(state, "process", self.client_id)
