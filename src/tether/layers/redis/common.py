@@ -48,6 +48,8 @@ class LoopState:
     def __init__(self, size: int) -> None:
         self.endpoints: list[Endpoint | None] = [None] * size
         self.inbox_task: asyncio.Task[None] | None = None
+        #: Whether this process's own channels are being listened for on this loop (the inbox read, or subscribed).
+        self.own_listening = False
         self.readers: dict[str, Any] = {}  # named channel -> its reader (a task and a wake-up event)
         self.subscribers: dict[int, Any] = {}
 
@@ -110,6 +112,7 @@ class RedisLayerBase(BaseChannelLayer):
             validate_host(spec, self._settings)
         self._ring = HashRing([spec.identity for spec in self.hosts])
         self.client_id = "".join(secrets.choice(string.ascii_letters) for _ in range(random_prefix_length))
+        self._own_marker = f".{self.client_id}!"  # what only this process's new_channel() names contain
         self._expiry_ms = int(self.expiry * 1000)
         self._group_expiry_ms = int(self.group_expiry * 1000)
         self._stats = LayerStats(logger)
@@ -136,22 +139,27 @@ class RedisLayerBase(BaseChannelLayer):
 
     async def receive(self, channel: str) -> Message:
         """Wait for the next message on ``channel``. A process-local channel must be one this process made."""
-        self.require_valid_channel_name(channel)
-        message = self._local.take(channel)
-        if message is None:
-            state = self._loops.get()
-            client_id = client_id_of(channel)
-            if client_id is None:
-                await self._listen_for_named(state, channel)
-            elif client_id == self.client_id:
+        local = self._local
+        if type(channel) is not str or not local.knows(channel):
+            self.require_valid_channel_name(channel)  # names with a local buffer were checked on their way in
+        state = self._loops.get()
+        if self._own_marker in channel:
+            # This process's own channel: the hot path of every consumer, kept to a lookup and a wait.
+            if not state.own_listening:
                 await self._listen_for_own_channels(state)
-            else:
-                raise self._foreign_channel(channel)
-            # Listening may have awaited Redis (a subscription), and a message may have arrived meanwhile.
-            message = self._local.take(channel)
-            if message is None:
-                message = await self._local.wait(channel)
-        self._stats.incr("received")
+                state.own_listening = True
+        elif client_id_of(channel) is None:
+            await self._listen_for_named(state, channel)
+        else:
+            raise self._foreign_channel(channel)
+        message = local.next_or_waiter(channel)
+        if isinstance(message, asyncio.Future):
+            try:
+                message = await message
+            except asyncio.CancelledError:
+                local.abandon(channel, message)
+                raise
+        self._stats.counters["received"] += 1
         return message
 
     async def _listen_for_named(self, state: LoopState, channel: str) -> None:
@@ -180,6 +188,7 @@ class RedisLayerBase(BaseChannelLayer):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         state.inbox_task = None
+        state.own_listening = False
         state.readers.clear()
         for subscriber in list(state.subscribers.values()):
             await subscriber.aclose()

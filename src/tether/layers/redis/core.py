@@ -291,6 +291,7 @@ class RedisChannelLayer(RedisLayerBase):
                 if not frames:
                     self._local.maybe_sweep()
         finally:
+            state.own_listening = False
             await connection.aclose()
 
     async def _read_named(self, state: LoopState, channel: str, reader: _NamedReader) -> None:

@@ -150,48 +150,71 @@ class LocalChannels:
 
     def take(self, channel: str) -> Message | None:
         """The oldest unexpired queued message for ``channel``, or None."""
+        slot = self._slots.get(channel)
+        if slot is None or not slot.queue:  # the common case, read without the lock: nothing queued
+            return None
         with self._lock:
-            slot = self._slots.get(channel)
-            if slot is None or not slot.queue:
-                return None
-            queue = slot.queue
-            capacity = self._capacity_of(channel)
-            was_full = len(queue) >= capacity
-            now = now_ms()
-            message = None
-            while queue:
-                expires_at, candidate = queue.popleft()
-                if expires_at < now:
-                    self._on_expired(channel)
-                    continue
-                message = candidate
-                break
-            if was_full and len(queue) < capacity and self._on_full is not None:
-                self._on_full(channel, False)
-            return message
+            return self._pop(channel, slot)
 
-    async def wait(self, channel: str) -> Message:
-        """Wait for the next message delivered to ``channel`` (call ``take`` first: this does not look at the queue)."""
-        waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+    def _pop(self, channel: str, slot: _Slot) -> Message | None:
+        """Take the oldest unexpired message from ``slot`` (the caller holds the lock)."""
+        queue = slot.queue
+        capacity = self._capacity_of(channel)
+        was_full = len(queue) >= capacity
+        now = now_ms()
+        message = None
+        while queue:
+            expires_at, candidate = queue.popleft()
+            if expires_at < now:
+                self._on_expired(channel)
+                continue
+            message = candidate
+            break
+        if was_full and len(queue) < capacity and self._on_full is not None:
+            self._on_full(channel, False)
+        return message
+
+    def knows(self, channel: str) -> bool:
+        """Whether ``channel`` has a buffer here (so its name was checked on its way in)."""
+        return channel in self._slots
+
+    def next_or_waiter(self, channel: str) -> Message | asyncio.Future[Message]:
+        """The next message for ``channel`` if one is queued, else a future that the next delivery completes.
+
+        Looking at the queue and starting to wait happen under one lock, so a message delivered from another thread
+        in between is never left in the queue while its receiver waits. A caller cancelled while awaiting the future
+        must call ``abandon(channel, future)``. (Not a coroutine: a consumer's every receive goes through here, and
+        awaiting the future directly saves a coroutine frame per message.)
+        """
         with self._lock:
             slot = self._slots.get(channel)
             if slot is None:
                 slot = self._slots[channel] = _Slot()
+            elif slot.queue:
+                message = self._pop(channel, slot)
+                if message is not None:
+                    return message
+            waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
             slot.waiters.append(waiter)
+            return waiter
+
+    def abandon(self, channel: str, waiter: asyncio.Future[Message]) -> None:
+        """A receiver stopped waiting on ``waiter``: a message already handed to it goes back first in line."""
+        if waiter.done() and not waiter.cancelled():
+            self._put_back(channel, waiter.result(), now_ms() + self._hold_ms)
+        else:
+            self._forget(channel, waiter)
+
+    async def receive(self, channel: str) -> Message:
+        """The next message for ``channel``: a queued one, else the next delivered."""
+        waiter = self.next_or_waiter(channel)
+        if not isinstance(waiter, asyncio.Future):
+            return waiter
         try:
             return await waiter
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self._put_back(channel, waiter.result(), now_ms() + self._hold_ms)
-            else:
-                self._forget(channel, waiter)
+            self.abandon(channel, waiter)
             raise
-
-    async def receive(self, channel: str) -> Message:
-        message = self.take(channel)
-        if message is not None:
-            return message
-        return await self.wait(channel)
 
     def _forget(self, channel: str, waiter: asyncio.Future[Any]) -> None:
         with self._lock:
