@@ -98,3 +98,24 @@ async def test_a_receiver_on_another_event_loop_is_woken_on_its_own_loop():
     local.deliver("a", {"type": "across"}, now_ms() + 1000)
     await asyncio.to_thread(thread.join, 5)
     assert result == [{"type": "across"}]
+
+
+async def test_take_all_returns_unexpired_messages_oldest_first_and_reports_expired_ones():
+    local, expired, full = buffers(capacity=3)
+    later = now_ms() + 1000
+    local.deliver("a", {"n": 1}, later)
+    local.deliver("a", {"n": 2}, now_ms() - 1)
+    local.deliver("a", {"n": 3}, later)
+    assert local.take_all("a") == [(later, {"n": 1}), (later, {"n": 3})]
+    assert expired == ["a"]
+    assert full[-1] == ("a", False)
+    assert local.take_all("a") == []
+
+
+async def test_a_message_delivered_from_another_thread_is_never_left_queued_while_its_receiver_waits():
+    local, _, _ = buffers(capacity=1000)
+    delivered = threading.Thread(target=lambda: [local.deliver("a", {"n": n}, now_ms() + 5000) for n in range(500)])
+    delivered.start()
+    received = [await asyncio.wait_for(local.receive("a"), 5) for _ in range(500)]
+    delivered.join()
+    assert [message["n"] for message in received] == list(range(500))

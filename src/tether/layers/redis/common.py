@@ -134,7 +134,10 @@ class RedisLayerBase(BaseChannelLayer):
             raise TypeError(f"new_channel() prefix must be a str, not {type(prefix).__name__}.")
         name = f"{prefix.rstrip('.')}.{self.client_id}!{secrets.token_hex(8)}"
         self.require_valid_channel_name(name)
-        await self._listen_for_own_channels(self._loops.get())
+        state = self._loops.get()
+        if not state.own_listening:
+            await self._listen_for_own_channels(state)
+            state.own_listening = True
         return name
 
     async def receive(self, channel: str) -> Message:
@@ -142,28 +145,30 @@ class RedisLayerBase(BaseChannelLayer):
         local = self._local
         if type(channel) is not str or not local.knows(channel):
             self.require_valid_channel_name(channel)  # names with a local buffer were checked on their way in
-        state = self._loops.get()
-        if self._own_marker in channel:
-            # This process's own channel: the hot path of every consumer, kept to a lookup and a wait.
-            if not state.own_listening:
-                await self._listen_for_own_channels(state)
-                state.own_listening = True
-        elif client_id_of(channel) is None:
-            await self._listen_for_named(state, channel)
-        else:
+        own = self._own_marker in channel
+        if not own and client_id_of(channel) is not None:
             raise self._foreign_channel(channel)
         message = local.next_or_waiter(channel)
         if isinstance(message, asyncio.Future):
+            # Nothing here yet: this receiver now waits, and whoever listens to Redis for the channel is told.
+            waiter = message
             try:
-                message = await message
-            except asyncio.CancelledError:
-                local.abandon(channel, message)
+                state = self._loops.get()
+                if not own:
+                    await self._listen_for_named(state, channel)
+                elif not state.own_listening:  # the hot path of every consumer skips this after the first time
+                    await self._listen_for_own_channels(state)
+                    state.own_listening = True
+                message = await waiter
+            except BaseException:
+                local.abandon(channel, waiter)
                 raise
         self._stats.counters["received"] += 1
         return message
 
     async def _listen_for_named(self, state: LoopState, channel: str) -> None:
-        """Make sure messages for the named ``channel`` reach this process's local buffers."""
+        """Make sure messages for the named ``channel`` reach this process's local buffers (a receiver is waiting
+        for one)."""
         raise NotImplementedError
 
     async def _listen_for_own_channels(self, state: LoopState) -> None:

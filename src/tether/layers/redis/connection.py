@@ -44,7 +44,9 @@ __all__ = [
     "NodeEndpoint",
     "PerLoop",
     "TransportSettings",
+    "disconnect_quietly",
     "open_endpoint",
+    "pack_commands",
     "read_reply",
     "validate_host",
 ]
@@ -103,6 +105,42 @@ def _unavailable(where: str, exc: BaseException, waited: float | None = None) ->
 
 # The command link --------------------------------------------------------------------------------------------------
 
+#: Arguments longer than this are written as their own chunk rather than copied into the batch's buffer.
+_LARGE_ARGUMENT = 16 * 1024
+
+
+def pack_commands(commands: list[tuple[Any, ...]]) -> list[bytes]:
+    """Encode ``commands`` in the Redis protocol (RESP) as a few chunks for one write.
+
+    The layers send bytes, str, int and float arguments only, so this does less than redis-py's general encoder:
+    it is on the path of every command the link sends.
+    """
+    chunks: list[bytes] = []
+    parts: list[bytes] = []
+    for args in commands:
+        parts.append(b"*%d\r\n" % len(args))
+        for arg in args:
+            kind = type(arg)
+            if kind is bytes:
+                data = arg
+            elif kind is str:
+                data = arg.encode()
+            elif kind is int:
+                data = b"%d" % arg
+            elif kind is float:
+                data = repr(arg).encode()
+            else:
+                raise TypeError(f"Cannot send a {kind.__name__} to Redis: {arg!r:.40}")
+            if len(data) > _LARGE_ARGUMENT:
+                parts.append(b"$%d\r\n" % len(data))
+                chunks.append(b"".join(parts))
+                chunks.append(data)
+                parts = [b"\r\n"]
+            else:
+                parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    chunks.append(b"".join(parts))
+    return chunks
+
 
 class _Call:
     __slots__ = ("args", "deadline", "future")
@@ -114,9 +152,9 @@ class _Call:
 
 
 class Link:
-    """Commands over one connection, coalesced: everything issued during a loop tick goes out in one write.
+    """Commands over one connection, coalesced: everything issued while a batch is out goes in the next write.
 
-    ``call(*args)`` returns a future for the reply. An error reply sets the redis-py exception on that future only.
+    ``await call(*args)`` returns the reply; an error reply raises the redis-py exception for that call only.
     """
 
     def __init__(
@@ -129,18 +167,34 @@ class Link:
         self._connection: AbstractConnection | None = None
         self._pending: list[_Call] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._leading = False  # a caller is running its own command on the link (see call)
         self._idle_since = 0.0
         self._closing: asyncio.Future[None] | None = None  # a stalled connection being closed
         self._loop = asyncio.get_running_loop()
         self.reconnects = 0
 
-    def call(self, *args: Any) -> asyncio.Future[Any]:
+    async def call(self, *args: Any) -> Any:
         loop = self._loop
-        future = loop.create_future()
-        self._pending.append(_Call(args, future, loop.time() + self._wait))
-        if self._flusher is None:
-            self._flusher = loop.create_task(self._flush())
-        return future
+        call = _Call(args, loop.create_future(), loop.time() + self._wait)
+        if self._flusher is not None or self._leading:
+            # The link is busy: join the next batch, which goes out as soon as the current one is answered.
+            self._pending.append(call)
+            return await call.future
+        # The link is idle: this caller writes its command and reads the reply itself, which saves a task and two
+        # trips through the event loop on every command of a lone sender. Calls made meanwhile wait for the next
+        # batch, sent by a flusher task once this reply is in.
+        self._leading = True
+        try:
+            await self._run([call])
+        except BaseException:
+            if not call.future.done():  # cancelled before the command went out (connecting, or checking the link)
+                call.future.cancel()
+            raise
+        finally:
+            self._leading = False
+            if self._pending and self._flusher is None:
+                self._flusher = loop.create_task(self._flush())
+        return call.future.result()
 
     async def _flush(self) -> None:
         try:
@@ -168,7 +222,7 @@ class Link:
         stalled: list[bool] = []
         watchdog = self._loop.call_later(self._timeout, self._stall, connection, stalled)
         try:
-            packed = connection.pack_commands([call.args for call in batch])
+            packed = pack_commands([call.args for call in batch])
             await connection.send_packed_command(packed, False)
             for index, call in enumerate(batch):  # noqa: B007 - index tells the except clause how far we got
                 try:
@@ -193,8 +247,7 @@ class Link:
         self._idle_since = self._loop.time()
 
     def _stall(self, connection: AbstractConnection, stalled: list[bool]) -> None:
-        stalled.append(True)
-        self._closing = asyncio.ensure_future(self._drop(connection))
+        self._closing = _abort(connection, stalled)
 
     async def _ready(self, batch: list[_Call]) -> AbstractConnection | None:
         """A connected, checked connection; None (and the batch failed) when Redis stays away past the deadline."""
@@ -225,12 +278,12 @@ class Link:
                     self._fail(batch, _unavailable(self._where, exc, now - started))
                     return None
                 await asyncio.sleep(min(backoff.next_delay(), deadline - now))
+            except BaseException:  # cancelled while connecting or checking: what the socket holds is unknown
+                await self._drop(connection)
+                raise
 
     async def _drop(self, connection: AbstractConnection) -> None:
-        try:
-            await connection.disconnect(nowait=True)
-        except Exception:  # already broken: nothing more to release
-            pass
+        await disconnect_quietly(connection)
 
     @staticmethod
     def _fail(calls: list[_Call], exc: BaseException) -> None:
@@ -267,6 +320,8 @@ class BlockingConnection:
         self.where = where
         self.read_timeout = read_timeout
         self._connection: AbstractConnection | None = None
+        # A reader repeats the same few commands (its pop, with a handful of counts): each is encoded once.
+        self._packed: dict[tuple[Any, ...], list[bytes]] = {}
 
     async def call(self, *args: Any) -> Any:
         connection = self._connection
@@ -275,8 +330,25 @@ class BlockingConnection:
         try:
             if not connection.is_connected:
                 await connection.connect()
-            await connection.send_command(*args, check_health=False)
-            return await read_reply(connection, self.read_timeout)
+            packed = self._packed.get(args)
+            if packed is None:
+                packed = connection.pack_command(*args)
+                if len(self._packed) < 32:
+                    self._packed[args] = packed
+            await connection.send_packed_command(packed, check_health=False)
+            # A watchdog rather than a timeout per read (which costs a context and a timer reschedule per message):
+            # a reply that takes longer than any server-side block means a dead peer; the connection is closed
+            # under the read, which then fails.
+            stalled: list[bool] = []
+            watchdog = asyncio.get_running_loop().call_later(self.read_timeout, _abort, connection, stalled)
+            try:
+                return await connection.read_response()
+            except CONNECTION_ERRORS:
+                if stalled:
+                    raise redis_errors.TimeoutError(f"No reply within {self.read_timeout:g}s") from None
+                raise
+            finally:
+                watchdog.cancel()
         except BaseException:
             await self.aclose()
             raise
@@ -284,10 +356,21 @@ class BlockingConnection:
     async def aclose(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
-            try:
-                await connection.disconnect(nowait=True)
-            except Exception:
-                pass
+            await disconnect_quietly(connection)
+
+
+def _abort(connection: AbstractConnection, stalled: list[bool]) -> asyncio.Future[None]:
+    """A watchdog fired: note it and close ``connection``, so the read waiting on it fails."""
+    stalled.append(True)
+    return asyncio.ensure_future(disconnect_quietly(connection))
+
+
+async def disconnect_quietly(connection: AbstractConnection) -> None:
+    """Close ``connection``, ignoring the errors of one that is already broken."""
+    try:
+        await connection.disconnect(nowait=True)
+    except Exception:  # already broken: nothing more to release
+        pass
 
 
 async def read_reply(connection: AbstractConnection, timeout: float, push: bool = False) -> Any:
@@ -368,8 +451,8 @@ class NodeEndpoint(Endpoint):
         command_timeout = spec.options.get("socket_timeout") or max(settings.unavailable_timeout, 5.0)
         self.link = Link(self._pool.make_connection, self.where, settings.unavailable_timeout, command_timeout)
 
-    def call(self, *args: Any) -> asyncio.Future[Any]:
-        return self.link.call(*args)
+    async def call(self, *args: Any) -> Any:
+        return await self.link.call(*args)
 
     def blocking_connection(self, key: str) -> BlockingConnection:
         connection = BlockingConnection(self._blocking_pool.make_connection, self.where, self.read_timeout)

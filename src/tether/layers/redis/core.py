@@ -10,6 +10,7 @@ member) in a single script call, and each process fans out in memory.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, ClassVar
 
 from redis import exceptions as redis_errors
@@ -33,9 +34,13 @@ from tether.layers.redis.storage import (
 )
 from tether.types import Message
 
-__all__ = ["RedisChannelLayer"]
+__all__ = ["PREFETCH_WINDOW", "RedisChannelLayer"]
+
+logger = logging.getLogger("tether.layers.redis")
 
 _INBOX_BATCH = 1000
+#: Seconds of work a named channel's reader may take ahead for this process's receivers (see ``_Prefetch``).
+PREFETCH_WINDOW = 0.01
 
 
 class RedisChannelLayer(RedisLayerBase):
@@ -51,21 +56,28 @@ class RedisChannelLayer(RedisLayerBase):
     tether-only options: ``unavailable_timeout`` (s, default 5): how long an operation waits for an unreachable Redis
     before raising ``LayerUnavailable``; ``max_message_size`` (bytes, default 8 MiB): larger messages raise
     ``MessageTooLarge``; ``inbox_capacity`` (default 10,000): messages in transit to one process before senders get
-    ``ChannelFull`` (its receive loop is stuck or gone); ``random_prefix_length`` (default 12) of the client id.
+    ``ChannelFull`` (its receive loop is stuck or gone); ``random_prefix_length`` (default 12) of the client id;
+    ``prefetch`` (default 64; 1 turns it off): the most messages one pop of a named channel takes for this process's
+    receivers. The reader takes only as many as the receivers here get through in about 10 ms (it learns that from
+    how fast they come back), so a slow worker takes one at a time; what is left unreceived goes back to the list
+    when the reader stops or the layer closes.
 
     ``stats()`` counts: ``sent``/``received`` channel messages; ``group_sent`` group sends; ``group_delivered``
     group messages handed to this process's channels; ``group_full_drops`` members skipped because their channel or
     their process's inbox was full; ``full_drops`` messages for this process's channels that arrived full;
     ``expired`` messages found past their expiry; ``group_members_expired`` memberships older than ``group_expiry``;
     ``decode_errors`` stored data that could not be decoded or decrypted; ``reconnects`` times a receive loop lost
-    Redis. Each drop is also logged once per channel or group.
+    Redis; ``prefetch_returned`` messages taken ahead and given back to Redis unreceived, ``prefetch_lost`` those
+    that could not be given back (Redis was unreachable). Each drop is also logged once per channel or group.
     """
 
-    extra_options: ClassVar[str] = " and inbox_capacity"
+    extra_options: ClassVar[str] = ", inbox_capacity and prefetch"
+    counters: ClassVar[tuple[str, ...]] = (*RedisLayerBase.counters, "prefetch_returned", "prefetch_lost")
 
-    def __init__(self, hosts: Any = None, *, inbox_capacity: int = 10_000, **options: Any) -> None:
+    def __init__(self, hosts: Any = None, *, inbox_capacity: int = 10_000, prefetch: int = 64, **options: Any) -> None:
         super().__init__(hosts, **options)
         self.inbox_capacity = require_number("inbox_capacity", inbox_capacity, integer=True)
+        self.prefetch = require_number("prefetch", prefetch, integer=True)
         self._one_server = len(self.hosts) == 1 and self.hosts[0].kind != "cluster"
 
     # Channels ------------------------------------------------------------------------------------------------------
@@ -298,30 +310,67 @@ class RedisChannelLayer(RedisLayerBase):
         """Pop messages from a named channel's list while receivers in this process wait for them.
 
         It pops only for a waiting receiver (a message popped is this process's to deliver), and stays connected for
-        ``block_timeout`` seconds after the last one left, for the next ``receive`` of a worker loop.
+        ``block_timeout`` seconds after the last one left, for the next ``receive`` of a worker loop. A pop may take
+        a few messages ahead (``prefetch``), as many as this process's receivers get through in about
+        ``PREFETCH_WINDOW`` seconds; what is still unreceived when the reader stops goes back to the list's head.
         """
         key = self.keys.channel(channel)
         connection = self._endpoint(state, channel).blocking_connection(key)
         block = self._settings.block_timeout
         outage = Outage(self._stats, f"channel {channel!r}")
+        ahead = _Prefetch(min(self.prefetch, self.get_capacity(channel)))
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 if not self._local.waiting(channel):
                     if not await reader.wait_for_receiver(block) and not self._local.waiting(channel):
                         return
                     continue
+                ahead.asked(loop.time())
                 try:
-                    reply = await connection.call("BLPOP", key, block)
+                    if ahead.multi_pop:
+                        reply = await connection.call("BLMPOP", block, 1, key, "LEFT", "COUNT", ahead.size)
+                        frames = reply[1] if reply else ()
+                    else:
+                        reply = await connection.call("BLPOP", key, block)
+                        frames = (reply[1],) if reply else ()
+                except redis_errors.ResponseError as exc:
+                    if ahead.multi_pop and "unknown command" in str(exc).lower():
+                        ahead.multi_pop = False  # Redis before 7.0: one message per pop
+                        continue
+                    await outage.wait(connection.where, exc)
+                    continue
                 except Exception as exc:  # the connection broke (or worse): back off, keep serving
                     await outage.wait(connection.where, exc)
                     continue
                 outage.over()
-                if reply is not None:
-                    self._route(reply[1], channel)
+                for data in frames:
+                    self._route(data, channel)
+                ahead.popped(len(frames), loop.time())
         finally:
             if state.readers.get(channel) is reader:
                 del state.readers[channel]
+            await self._give_back(state, channel)
             await connection.aclose()
+
+    async def _give_back(self, state: LoopState, channel: str) -> None:
+        """Return messages popped ahead that no receiver took to the head of the channel's list, in order."""
+        leftovers = self._local.take_all(channel)
+        if not leftovers:
+            return
+        frames = [pack_frame(expires_at, self.codec.encode(message)) for expires_at, message in leftovers]
+        try:
+            await self._endpoint(state, channel).call("LPUSH", self.keys.channel(channel), *reversed(frames))
+        except Exception as exc:
+            self._stats.incr("prefetch_lost", len(frames))
+            logger.warning(
+                "%d message(s) popped ahead for channel %r were lost: giving them back to Redis failed (%s)",
+                len(frames),
+                channel,
+                exc,
+            )
+        else:
+            self._stats.incr("prefetch_returned", len(frames))
 
     # Local buffer callbacks ----------------------------------------------------------------------------------------
 
@@ -340,6 +389,35 @@ class RedisChannelLayer(RedisLayerBase):
             calls = [endpoint.call("SREM", key, channel)]
         for call in calls:
             asyncio.ensure_future(call).add_done_callback(_ignore_outcome)
+
+
+class _Prefetch:
+    """How many messages a named channel's next pop takes: doubled while the receivers take a whole batch within
+    ``PREFETCH_WINDOW`` seconds, halved when they take longer, so a slow consumer pops one at a time and leaves the
+    rest to other workers."""
+
+    __slots__ = ("last", "limit", "multi_pop", "popped_at", "size")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self.size = 1
+        self.last = 0  # how many the last pop returned
+        self.popped_at = 0.0
+        self.multi_pop = True
+
+    def asked(self, now: float) -> None:
+        """Receivers want more: the last batch is used up. Grow or shrink by how long that took."""
+        if not self.last:
+            return
+        if now - self.popped_at <= PREFETCH_WINDOW:
+            if self.last >= self.size:
+                self.size = min(self.size * 2, self.limit)
+        else:
+            self.size = max(1, self.size // 2)
+
+    def popped(self, count: int, now: float) -> None:
+        self.last = count
+        self.popped_at = now
 
 
 class _NamedReader:

@@ -174,6 +174,28 @@ class LocalChannels:
             self._on_full(channel, False)
         return message
 
+    def take_all(self, channel: str) -> list[tuple[int, Message]]:
+        """Remove and return every unexpired queued message for ``channel`` with its expiry (epoch ms), oldest
+        first; expired ones are dropped and reported."""
+        with self._lock:
+            slot = self._slots.get(channel)
+            if slot is None or not slot.queue:
+                return []
+            was_full = len(slot.queue) >= self._capacity_of(channel)
+            now = now_ms()
+            kept = []
+            for expires_at, message in slot.queue:
+                if expires_at < now:
+                    self._on_expired(channel)
+                else:
+                    kept.append((expires_at, message))
+            slot.queue.clear()
+            if slot.idle():
+                del self._slots[channel]
+            if was_full and self._on_full is not None:
+                self._on_full(channel, False)
+            return kept
+
     def knows(self, channel: str) -> bool:
         """Whether ``channel`` has a buffer here (so its name was checked on its way in)."""
         return channel in self._slots

@@ -17,7 +17,7 @@ from redis import exceptions as redis_errors
 
 from tether.exceptions import LayerUnavailable
 from tether.layers.redis.common import Outage
-from tether.layers.redis.connection import CONNECTION_ERRORS, NodeEndpoint, read_reply
+from tether.layers.redis.connection import CONNECTION_ERRORS, NodeEndpoint, disconnect_quietly, read_reply
 
 __all__ = ["Subscriber"]
 
@@ -104,7 +104,7 @@ class Subscriber:
                 except Exception as exc:  # the connection broke (or worse): back off, resubscribe
                     self._live = False
                     self._active.clear()
-                    await _disconnect(connection)
+                    await disconnect_quietly(connection)
                     await self._outage.wait(
                         self._endpoint.where, exc, "; messages published while it is away are not received"
                     )
@@ -112,7 +112,7 @@ class Subscriber:
             self._live = False
             self._active.clear()
             if self._connection is not None:
-                await _disconnect(self._connection)
+                await disconnect_quietly(self._connection)
 
     async def _read(self, connection) -> None:  # type: ignore[no-untyped-def]
         """Read messages; when the connection stays quiet for ``idle_timeout``, PING it, and give up on it when the
@@ -153,10 +153,3 @@ class Subscriber:
                 if not future.done():
                     future.cancel()
         self._confirmations.clear()
-
-
-async def _disconnect(connection) -> None:  # type: ignore[no-untyped-def]
-    try:
-        await connection.disconnect(nowait=True)
-    except Exception:
-        pass
