@@ -46,12 +46,17 @@ async def test_group_send_reaches_members_in_every_process():
         assert await receive(first, "worker.queue") == {"type": "chat.message", "text": "hi"}
 
 
+async def add_absent_members(layer, group: str, count: int) -> list[str]:
+    """Channels of a process that is not running, added to ``group``: its inbox keeps what group_send pushes."""
+    members = [f"specific.AbsentProc!{number}" for number in range(count)]
+    for member in members:
+        await layer.group_add(group, member)
+    return members
+
+
 async def test_group_send_pushes_one_frame_per_process_listing_its_members(shared_redis):
     async with layer_on(RedisChannelLayer) as layer:
-        # Channels of a process that is not running: its inbox keeps what group_send pushed.
-        members = [f"specific.AbsentProc!{number}" for number in range(5)]
-        for member in members:
-            await layer.group_add("broadcast", member)
+        members = await add_absent_members(layer, "broadcast", 5)
         await layer.group_send("broadcast", {"type": "news", "n": 1})
         frames = shared_redis.lrange(layer.keys.inbox("AbsentProc"), 0, -1)
         assert len(frames) == 1
@@ -59,6 +64,75 @@ async def test_group_send_pushes_one_frame_per_process_listing_its_members(share
         assert sorted(frame.targets) == sorted(members)
         assert frame.group == "broadcast"
         assert layer.codec.decode(frame.payload) == {"type": "news", "n": 1}
+
+
+async def test_group_send_to_unchanged_members_sends_only_the_token_of_their_list(shared_redis):
+    async with layer_on(RedisChannelLayer) as layer:
+        members = await add_absent_members(layer, "broadcast", 5)
+        await layer.group_send("broadcast", {"type": "news", "n": 1})
+        await layer.group_send("broadcast", {"type": "news", "n": 2})
+        first, second = (parse_frame(data) for data in shared_redis.lrange(layer.keys.inbox("AbsentProc"), 0, -1))
+        assert sorted(first.targets) == sorted(members)
+        assert second.targets == []
+        assert second.token == first.token
+
+
+async def test_a_membership_change_sends_the_list_again_under_a_new_token(shared_redis):
+    async with layer_on(RedisChannelLayer) as layer:
+        await layer.group_add("broadcast", "specific.AbsentProc!1")
+        await layer.group_send("broadcast", {"type": "news", "n": 1})
+        await layer.group_add("broadcast", "specific.AbsentProc!2")
+        await layer.group_send("broadcast", {"type": "news", "n": 2})
+        await layer.group_discard("broadcast", "specific.AbsentProc!1")
+        await layer.group_send("broadcast", {"type": "news", "n": 3})
+        frames = [parse_frame(data) for data in shared_redis.lrange(layer.keys.inbox("AbsentProc"), 0, -1)]
+        assert [sorted(frame.targets) for frame in frames] == [
+            ["specific.AbsentProc!1"],
+            ["specific.AbsentProc!1", "specific.AbsentProc!2"],
+            ["specific.AbsentProc!2"],
+        ]
+        assert len({frame.token for frame in frames}) == 3
+
+
+async def test_members_get_group_messages_sent_by_token_in_another_process():
+    async with processes_on(RedisChannelLayer) as (sender, members_process):
+        channels = [await members_process.new_channel() for _ in range(3)]
+        for channel in channels:
+            await sender.group_add("room", channel)
+        for number in range(3):
+            await sender.group_send("room", {"type": "news", "n": number})
+        for channel in channels:
+            assert [(await receive(members_process, channel))["n"] for _ in range(3)] == [0, 1, 2]
+
+
+async def test_a_process_that_lost_the_frame_with_its_member_list_asks_redis_and_still_delivers(shared_redis):
+    async with processes_on(RedisChannelLayer) as (sender, members_process):
+        channel = await members_process.new_channel()
+        await sender.group_add("room", channel)
+        await members_process.close()  # its receive loop stops; frames wait in its inbox
+        await sender.group_send("room", {"type": "news", "n": 1})
+        await sender.group_send("room", {"type": "news", "n": 2})
+        inbox = members_process.keys.inbox(members_process.client_id)
+        assert parse_frame(shared_redis.lpop(inbox)).targets == [channel]  # the frame with the list is lost
+        assert await receive(members_process, channel) == {"type": "news", "n": 2}
+        await sender.group_send("room", {"type": "news", "n": 3})
+        assert await receive(members_process, channel) == {"type": "news", "n": 3}
+        frames = shared_redis.lrange(inbox, 0, -1)
+        assert frames == []
+
+
+async def test_a_member_list_in_a_frame_that_expired_unread_still_serves_later_frames():
+    async with processes_on(RedisChannelLayer, expiry=1) as (sender, members_process):
+        channel, other = await members_process.new_channel(), await members_process.new_channel()
+        await sender.group_add("room", channel)
+        await members_process.close()
+        await sender.group_send("room", {"type": "news", "n": 1})  # carries the list; expires unread
+        await asyncio.sleep(0.6)
+        await sender.send(other, {"type": "keeps the inbox list alive"})
+        await asyncio.sleep(0.5)
+        await sender.group_send("room", {"type": "news", "n": 2})  # the token only
+        assert await receive(members_process, channel) == {"type": "news", "n": 2}
+        assert members_process.stats()["expired"] == 1
 
 
 async def test_a_local_channel_that_is_full_refuses_sends_from_other_processes():

@@ -90,6 +90,26 @@ def test_the_group_send_script_builds_frames_the_parser_reads():
     )
 
 
+def test_a_group_frame_with_a_token_and_a_list_reads_both():
+    frame = parse_frame(frame_head(99, "room") + b"#17.3:specific.A!1,specific.A!2|payload")
+    assert (frame.token, frame.targets, frame.payload) == ("17.3", ["specific.A!1", "specific.A!2"], b"payload")
+
+
+def test_a_group_frame_with_only_a_token_has_no_targets():
+    frame = parse_frame(frame_head(99, "room") + b"#17.3|payload")
+    assert (frame.group, frame.token, frame.targets, frame.payload) == ("room", "17.3", [], b"payload")
+
+
+def test_a_direct_frame_has_no_token():
+    assert parse_frame(pack_frame(5, b"data", "", "specific.A!1")).token is None
+
+
+def test_a_group_index_its_member_sets_and_its_token_hash_share_a_hash_slot():
+    keys = KeySpace("asgi")
+    assert keys.group_tokens("room-1") == "asgi:g:{room-1}:#"
+    assert hash_tag(keys.group_tokens("room-1")) == hash_tag(keys.group("room-1"))
+
+
 def test_something_that_is_not_a_frame_is_a_value_error():
     with pytest.raises(ValueError):
         parse_frame(b"no bars here")

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import secrets
 import string
+import sys
 from typing import Any, ClassVar
 
 from tether.layers.base import BaseChannelLayer
@@ -28,7 +29,7 @@ from tether.layers.redis.connection import (
 )
 from tether.layers.redis.local import LocalChannels, now_ms
 from tether.layers.redis.sharding import HashRing
-from tether.layers.redis.storage import KeySpace, client_id_of, parse_frame
+from tether.layers.redis.storage import Frame, KeySpace, client_id_of, parse_frame
 from tether.layers.stats import LayerStats
 from tether.types import Message
 
@@ -132,7 +133,7 @@ class RedisLayerBase(BaseChannelLayer):
         for it now, so group messages for it are kept from the moment it joins a group."""
         if not isinstance(prefix, str):
             raise TypeError(f"new_channel() prefix must be a str, not {type(prefix).__name__}.")
-        name = f"{prefix.rstrip('.')}.{self.client_id}!{secrets.token_hex(8)}"
+        name = sys.intern(f"{prefix.rstrip('.')}.{self.client_id}!{secrets.token_hex(8)}")
         self.require_valid_channel_name(name)
         state = self._loops.get()
         if not state.own_listening:
@@ -225,19 +226,28 @@ class RedisLayerBase(BaseChannelLayer):
     # Delivery into this process ------------------------------------------------------------------------------------
 
     def _route(self, data: bytes, channel: str | None, members: list[str] | None = None) -> None:
-        """Deliver one frame to this process's channels: the targets it names, else ``members`` (a group's local
-        members), else ``channel`` (the named channel it came from). Expired, unreadable and refused (full) messages
-        are counted and logged."""
+        """Deliver one stored frame to this process's channels (see ``_deliver_frame``)."""
+        frame = self._parse(data, channel)
+        if frame is not None:
+            self._deliver_frame(frame, channel, members)
+
+    def _parse(self, data: bytes, channel: str | None) -> Frame | None:
+        """The frame in ``data``; None (counted and logged) when it is not one."""
         try:
-            frame = parse_frame(data)
+            return parse_frame(data)
         except ValueError:
             name = channel or f"process {self.client_id}"
             self._stats.drop("decode_errors", name, "Unreadable data for %r: not a tether frame", name)
-            return
-        if frame.targets:
-            targets = frame.targets
-        elif members is not None:
+            return None
+
+    def _deliver_frame(self, frame: Frame, channel: str | None, members: list[str] | None = None) -> None:
+        """Deliver ``frame`` to ``members`` (a group's local members) when given, else to the targets it names,
+        else to ``channel`` (the named channel it came from). Expired, undecodable and refused (full) messages are
+        counted and logged."""
+        if members is not None:
             targets = members
+        elif frame.targets:
+            targets = frame.targets
         else:
             targets = [channel] if channel is not None else []
         if not targets:

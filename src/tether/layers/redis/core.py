@@ -19,10 +19,12 @@ from tether.exceptions import ChannelFull
 from tether.layers.redis.common import LoopState, Outage, RedisLayerBase
 from tether.layers.redis.config import require_number
 from tether.layers.redis.local import now_ms
+from tether.layers.redis.member_lists import MemberLists
 from tether.layers.redis.storage import (
     GROUP_ADD,
     GROUP_DISCARD,
     GROUP_MEMBERS,
+    GROUP_RESYNC,
     GROUP_SEND,
     PROCESS_ENTRY,
     PUSH_INBOX,
@@ -79,6 +81,7 @@ class RedisChannelLayer(RedisLayerBase):
         self.inbox_capacity = require_number("inbox_capacity", inbox_capacity, integer=True)
         self.prefetch = require_number("prefetch", prefetch, integer=True)
         self._one_server = len(self.hosts) == 1 and self.hosts[0].kind != "cluster"
+        self._member_lists = MemberLists()
 
     # Channels ------------------------------------------------------------------------------------------------------
 
@@ -146,7 +149,8 @@ class RedisChannelLayer(RedisLayerBase):
         client_id = client_id_of(channel)
         if client_id is None:
             return [self.keys.group(group)], channel
-        return [self.keys.group(group), self.keys.group_members(group, client_id)], PROCESS_ENTRY + client_id
+        keys = [self.keys.group(group), self.keys.group_members(group, client_id), self.keys.group_tokens(group)]
+        return keys, PROCESS_ENTRY + client_id
 
     async def group_send(self, group: str, message: Message) -> None:
         """Send ``message`` to every member of ``group``: encoded once, one frame per process holding members.
@@ -164,7 +168,7 @@ class RedisChannelLayer(RedisLayerBase):
         if self._one_server:
             expired, _pushed, full, named = await endpoint.script(
                 GROUP_SEND,
-                [key],
+                [key, self.keys.group_tokens(group)],
                 [
                     cutoff,
                     self.keys.inbox_prefix,
@@ -172,6 +176,8 @@ class RedisChannelLayer(RedisLayerBase):
                     frame_head(expires_at, group),
                     payload,
                     self._expiry_ms,
+                    now,
+                    self._group_expiry_ms,
                 ],
             )
             named = [name.decode("ascii") for name in named]
@@ -250,6 +256,7 @@ class RedisChannelLayer(RedisLayerBase):
         for index in range(len(self.hosts)):
             await self._endpoint_at(state, index).delete_matching(self.keys.scan_pattern)
         self._local.clear()
+        self._member_lists.clear()
         self._stats.reset()
 
     # Receive loops -------------------------------------------------------------------------------------------------
@@ -299,7 +306,16 @@ class RedisChannelLayer(RedisLayerBase):
                     continue
                 outage.over()
                 for data in frames:
-                    self._route(data, None)
+                    frame = self._parse(data, None)
+                    if frame is None:
+                        continue
+                    members = None
+                    if frame.token is not None:
+                        members = self._member_lists.resolve(frame)
+                        if members is None:
+                            members = await self._resync_members(state, frame.group)
+                    self._deliver_frame(frame, None, members)
+                self._member_lists.sweep()
                 if not frames:
                     self._local.maybe_sweep()
         finally:
@@ -371,6 +387,30 @@ class RedisChannelLayer(RedisLayerBase):
             )
         else:
             self._stats.incr("prefetch_returned", len(frames))
+
+    async def _resync_members(self, state: LoopState, group: str) -> list[str]:
+        """This process's members of ``group``, asked of Redis when a frame names a member list this process does
+        not remember (the frame that carried it expired unread); the next frame carries the list again.
+
+        The answer is the membership now, which may differ from when the message was sent: this path is taken only
+        after messages were lost to expiry anyway.
+        """
+        try:
+            members = await self._endpoint(state, group).script(
+                GROUP_RESYNC,
+                [self.keys.group_members(group, self.client_id), self.keys.group_tokens(group)],
+                [self.client_id, now_ms() - self._group_expiry_ms],
+            )
+        except Exception as exc:
+            self._stats.drop(
+                "group_full_drops",
+                group,
+                "A message for group %r was dropped: this process's members could not be read from Redis (%s)",
+                group,
+                exc,
+            )
+            return []
+        return [member.decode("ascii") for member in members]
 
     # Local buffer callbacks ----------------------------------------------------------------------------------------
 

@@ -18,9 +18,16 @@ The model:
   (one ``ZRANGE``, no per-member work in Lua), plus one frame per named-channel member: the process fans out in
   memory. A process's entry outlives its newest member by ``group_expiry`` at most, so a crashed process's members
   are gone after ``group_expiry`` (or as soon as a live process discards them).
+* A process remembers the member list of the last group frame it got for each group, under a **token**; the hash
+  ``<prefix>:g:{<group>}:#`` records, per process, the token of the list that process was last sent. While a
+  process's members stay the same, ``group_send`` pushes it only the token (``#<token>``) instead of the list
+  (``#<token>:<a>,<b>,...``): no ``ZRANGE`` and no member names on the wire, whatever the group's size. Any change to a
+  process's members (join, leave, expiry) deletes its token, so the next frame carries the list again. A process
+  whose remembered token does not match (the frame with the list expired unread) asks Redis for its members
+  (``GROUP_RESYNC``), which also deletes the token.
 * Every stored message is a **frame**: ``<expires at, ms>|<group>|<targets>|<payload>``. Receivers discard a frame
   whose time has passed (counted as expired), so a message that outlives ``expiry`` is never delivered even while its
-  list lives on. Names cannot hold ``|`` or ``,``, so the header needs no escaping.
+  list lives on. Names cannot hold ``|``, ``,``, ``#`` or ``:``, so the header needs no escaping.
 
 Every key a script touches carries the same ``{hash tag}``, so the scripts run unchanged on Redis Cluster. The
 single-call ``GROUP_SEND`` script touches inboxes it finds in the group, so it is used only on a single Redis (or a
@@ -36,6 +43,7 @@ __all__ = [
     "GROUP_ADD",
     "GROUP_DISCARD",
     "GROUP_MEMBERS",
+    "GROUP_RESYNC",
     "GROUP_SEND",
     "PROCESS_ENTRY",
     "PUSH_INBOX",
@@ -82,6 +90,10 @@ class KeySpace:
         """One process's members of a group, scored by join time in ms (same slot as the index)."""
         return f"{self.prefix}:g:{{{name}}}:{client_id}"
 
+    def group_tokens(self, name: str) -> str:
+        """The hash of member-list tokens last sent to each process of a group (same slot as the index)."""
+        return f"{self.prefix}:g:{{{name}}}:#"
+
     @property
     def scan_pattern(self) -> str:
         """A ``SCAN MATCH`` pattern for this prefix's keys and no other's (the prefix holds no glob characters)."""
@@ -103,12 +115,15 @@ def client_id_of(channel: str) -> str | None:
 @dataclass(frozen=True)
 class Frame:
     """A stored message: when it expires (epoch ms), the group it was sent to (``""`` for a direct send), the
-    channels it is for (empty for a named channel's own list) and the encoded message."""
+    channels it is for (empty for a named channel's own list, and for a group frame that names only its ``token``)
+    and the encoded message. ``token`` (group frames of ``GROUP_SEND`` only) names the member list: the one in
+    ``targets``, or when that is empty, the one the receiving process remembers under it."""
 
     expires_at: int
     group: str
     targets: list[str]
     payload: bytes
+    token: str | None = None
 
 
 def frame_head(expires_at: int, group: str = "") -> bytes:
@@ -127,11 +142,16 @@ def parse_frame(data: bytes) -> Frame:
     if len(parts) != 4:
         raise ValueError(f"not a tether frame: {data[:40]!r}")
     expires_at, group, targets, payload = parts
+    token = None
+    if targets[:1] == b"#":
+        token_bytes, _, targets = targets[1:].partition(b":")
+        token = token_bytes.decode("ascii")
     return Frame(
         int(expires_at),
         group.decode("ascii"),
         targets.decode("ascii").split(",") if targets else [],
         payload,
+        token,
     )
 
 
@@ -210,10 +230,12 @@ return 1
 GROUP_ADD = Script(
     "group_add",
     """
--- KEYS[1] group index [, KEYS[2] the process's member set]; ARGV: now (ms), channel, group expiry (ms), entry.
+-- KEYS[1] group index [, KEYS[2] the process's member set, KEYS[3] the group's token hash];
+-- ARGV: now (ms), channel, group expiry (ms), entry. A process's changed members mean a new token (see GROUP_SEND).
 if KEYS[2] then
   redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  redis.call('HDEL', KEYS[3], string.sub(ARGV[4], 2))
 end
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -224,14 +246,24 @@ return 1
 GROUP_DISCARD = Script(
     "group_discard",
     """
--- KEYS[1] group index [, KEYS[2] the process's member set]; ARGV: channel, entry.
+-- KEYS[1] group index [, KEYS[2] the process's member set, KEYS[3] the group's token hash]; ARGV: channel, entry.
 if KEYS[2] then
-  redis.call('ZREM', KEYS[2], ARGV[1])
+  if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then redis.call('HDEL', KEYS[3], string.sub(ARGV[2], 2)) end
   if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('ZREM', KEYS[1], ARGV[2]) end
 else
   redis.call('ZREM', KEYS[1], ARGV[1])
 end
 return 1
+""",
+)
+
+GROUP_RESYNC = Script(
+    "group_resync",
+    """
+-- KEYS[1] a process's member set, KEYS[2] the group's token hash; ARGV: client id, cutoff (ms).
+-- The process lost track of its member list: forget its token (the next frame lists them) and return them now.
+redis.call('HDEL', KEYS[2], ARGV[1])
+return redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[2], '+inf')
 """,
 )
 
@@ -286,23 +318,63 @@ return {expired, processes, lists, named}
 GROUP_SEND = Script(
     "group_send",
     """
--- KEYS[1] group index; ARGV: cutoff (ms), inbox key prefix, inbox capacity, frame head, payload, ttl (ms).
--- One frame per process inbox, listing that process's members. Returns
--- {members expired, inboxes pushed, {client ids whose inbox was full}, {named-channel members, for the caller}}.
-"""
-    + _WALK_GROUP
-    + """
-local capacity = tonumber(ARGV[3])
-local full = {}
-local pushed = 0
-for position, client_id in ipairs(processes) do
-  local inbox = ARGV[2] .. '{' .. client_id .. '}'
-  if redis.call('LLEN', inbox) >= capacity then
-    full[#full + 1] = client_id
+-- KEYS[1] group index, KEYS[2] the group's token hash; ARGV: cutoff (ms), inbox key prefix, inbox capacity,
+-- frame head, payload, ttl (ms), now (ms), group expiry (ms).
+-- One frame per process inbox: its member list's token, plus the list itself when the process was not sent this
+-- list before. Returns {members expired, inboxes pushed, {client ids whose inbox was full}, {named members}}.
+local index, tokens = KEYS[1], KEYS[2]
+local cutoff = '(' .. ARGV[1]
+local expired = 0
+local stale = redis.call('ZRANGEBYSCORE', index, '-inf', cutoff)
+for _, entry in ipairs(stale) do
+  if string.byte(entry, 1) == 33 then
+    local client_id = string.sub(entry, 2)
+    local members = index .. ':' .. client_id
+    expired = expired + redis.call('ZCARD', members)
+    redis.call('DEL', members)
+    redis.call('HDEL', tokens, client_id)
   else
-    redis.call('RPUSH', inbox, ARGV[4] .. lists[position] .. '|' .. ARGV[5])
-    redis.call('PEXPIRE', inbox, ARGV[6])
-    pushed = pushed + 1
+    expired = expired + 1
+  end
+end
+if #stale > 0 then redis.call('ZREMRANGEBYSCORE', index, '-inf', cutoff) end
+local capacity = tonumber(ARGV[3])
+local full, named = {}, {}
+local pushed = 0
+for _, entry in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+  if string.byte(entry, 1) == 33 then
+    local client_id = string.sub(entry, 2)
+    local members = index .. ':' .. client_id
+    local gone = redis.call('ZREMRANGEBYSCORE', members, '-inf', cutoff)
+    if gone > 0 then
+      expired = expired + gone
+      redis.call('HDEL', tokens, client_id)
+    end
+    if redis.call('EXISTS', members) == 0 then
+      redis.call('ZREM', index, entry)
+      redis.call('HDEL', tokens, client_id)
+    else
+      local inbox = ARGV[2] .. '{' .. client_id .. '}'
+      if redis.call('LLEN', inbox) >= capacity then
+        full[#full + 1] = client_id
+      else
+        local token = redis.call('HGET', tokens, client_id)
+        local targets
+        if token then
+          targets = '#' .. token
+        else
+          token = ARGV[7] .. '.' .. redis.call('HINCRBY', tokens, '#', 1)
+          redis.call('HSET', tokens, client_id, token)
+          redis.call('PEXPIRE', tokens, ARGV[8])
+          targets = '#' .. token .. ':' .. table.concat(redis.call('ZRANGE', members, 0, -1), ',')
+        end
+        redis.call('RPUSH', inbox, ARGV[4] .. targets .. '|' .. ARGV[5])
+        redis.call('PEXPIRE', inbox, ARGV[6])
+        pushed = pushed + 1
+      end
+    end
+  else
+    named[#named + 1] = entry
   end
 end
 return {expired, pushed, full, named}

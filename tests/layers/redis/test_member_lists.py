@@ -1,0 +1,44 @@
+"""The member lists a process keeps for group frames that name their list by token (without Redis)."""
+
+from __future__ import annotations
+
+import time
+
+from tether.layers.redis.member_lists import MemberLists
+from tether.layers.redis.storage import Frame
+
+
+def group_frame(token: str, targets: list[str], group: str = "room") -> Frame:
+    return Frame(expires_at=0, group=group, targets=targets, payload=b"", token=token)
+
+
+def test_a_frame_with_a_list_resolves_to_it_and_the_list_is_kept_under_its_token():
+    lists = MemberLists()
+    assert lists.resolve(group_frame("t1", ["specific.A!1", "specific.A!2"])) == ["specific.A!1", "specific.A!2"]
+    assert lists.resolve(group_frame("t1", [])) == ["specific.A!1", "specific.A!2"]
+
+
+def test_a_token_not_kept_here_resolves_to_none():
+    lists = MemberLists()
+    lists.resolve(group_frame("t1", ["specific.A!1"]))
+    assert lists.resolve(group_frame("t2", [])) is None
+    assert lists.resolve(group_frame("t1", [], group="other")) is None
+
+
+def test_a_newer_list_replaces_the_kept_one():
+    lists = MemberLists()
+    lists.resolve(group_frame("t1", ["specific.A!1"]))
+    lists.resolve(group_frame("t2", ["specific.A!2"]))
+    assert lists.resolve(group_frame("t1", [])) is None
+    assert lists.resolve(group_frame("t2", [])) == ["specific.A!2"]
+
+
+def test_sweep_forgets_lists_unused_for_the_idle_time():
+    lists = MemberLists(idle_after=0.05)
+    lists.resolve(group_frame("t1", ["specific.A!1"], group="quiet"))
+    time.sleep(0.06)
+    lists.resolve(group_frame("t1", ["specific.A!1"], group="busy"))
+    lists.sweep()
+    assert len(lists) == 1
+    assert lists.resolve(group_frame("t1", [], group="quiet")) is None
+    assert lists.resolve(group_frame("t1", [], group="busy")) == ["specific.A!1"]
