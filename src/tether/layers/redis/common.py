@@ -7,6 +7,7 @@ import logging
 import secrets
 import string
 import sys
+from asyncio import get_running_loop
 from typing import Any, ClassVar
 
 from tether.layers.base import BaseChannelLayer
@@ -149,12 +150,13 @@ class RedisLayerBase(BaseChannelLayer):
         own = self._own_marker in channel
         if not own and client_id_of(channel) is not None:
             raise self._foreign_channel(channel)
-        message = local.next_or_waiter(channel)
+        loop = get_running_loop()
+        message = local.next_or_waiter(channel, loop)
         if isinstance(message, asyncio.Future):
             # Nothing here yet: this receiver now waits, and whoever listens to Redis for the channel is told.
             waiter = message
             try:
-                state = self._loops.get()
+                state = self._loops.get(loop)
                 if not own:
                     await self._listen_for_named(state, channel)
                 elif not state.own_listening:  # the hot path of every consumer skips this after the first time

@@ -582,8 +582,10 @@ class PerLoop:
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
         self._last: tuple[asyncio.AbstractEventLoop | None, Any] = (None, None)  # the hot path's loop, looked up once
 
-    def get(self) -> Any:
-        loop = asyncio.get_running_loop()
+    def get(self, loop: asyncio.AbstractEventLoop | None = None) -> Any:
+        """The state of ``loop``, by default the running one (pass it when you have it: this is on hot paths)."""
+        if loop is None:
+            loop = asyncio.get_running_loop()
         last_loop, last_state = self._last
         if loop is last_loop:
             return last_state

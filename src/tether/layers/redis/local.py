@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from asyncio import get_running_loop
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -200,13 +201,16 @@ class LocalChannels:
         """Whether ``channel`` has a buffer here (so its name was checked on its way in)."""
         return channel in self._slots
 
-    def next_or_waiter(self, channel: str) -> Message | asyncio.Future[Message]:
+    def next_or_waiter(
+        self, channel: str, loop: asyncio.AbstractEventLoop | None = None
+    ) -> Message | asyncio.Future[Message]:
         """The next message for ``channel`` if one is queued, else a future that the next delivery completes.
 
         Looking at the queue and starting to wait happen under one lock, so a message delivered from another thread
         in between is never left in the queue while its receiver waits. A caller cancelled while awaiting the future
         must call ``abandon(channel, future)``. (Not a coroutine: a consumer's every receive goes through here, and
-        awaiting the future directly saves a coroutine frame per message.)
+        awaiting the future directly saves a coroutine frame per message.) ``loop`` is the running loop, when the
+        caller has it at hand.
         """
         with self._lock:
             slot = self._slots.get(channel)
@@ -216,7 +220,7 @@ class LocalChannels:
                 message = self._pop(channel, slot)
                 if message is not None:
                     return message
-            waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[Message] = (loop or get_running_loop()).create_future()
             slot.waiters.append(waiter)
             return waiter
 
