@@ -115,6 +115,7 @@ class RedisLayerBase(BaseChannelLayer):
         self._ring = HashRing([spec.identity for spec in self.hosts])
         self.client_id = "".join(secrets.choice(string.ascii_letters) for _ in range(random_prefix_length))
         self._own_marker = f".{self.client_id}!"  # what only this process's new_channel() names contain
+        self._own_loop: asyncio.AbstractEventLoop | None = None  # a loop whose own-channel listener runs
         self._expiry_ms = int(self.expiry * 1000)
         self._group_expiry_ms = int(self.group_expiry * 1000)
         self._stats = LayerStats(logger)
@@ -136,21 +137,31 @@ class RedisLayerBase(BaseChannelLayer):
             raise TypeError(f"new_channel() prefix must be a str, not {type(prefix).__name__}.")
         name = sys.intern(f"{prefix.rstrip('.')}.{self.client_id}!{secrets.token_hex(8)}")
         self.require_valid_channel_name(name)
-        state = self._loops.get()
-        if not state.own_listening:
-            await self._listen_for_own_channels(state)
-            state.own_listening = True
+        loop = get_running_loop()
+        await self._listen_for_own(self._loops.get(loop), loop)
         return name
 
     async def receive(self, channel: str) -> Message:
         """Wait for the next message on ``channel``. A process-local channel must be one this process made."""
         local = self._local
+        loop = get_running_loop()
+        if loop is self._own_loop and type(channel) is str and self._own_marker in channel:
+            # The hot path of every consumer: its own channel, already known here, with this loop's inbox listened
+            # to. A lookup and a wait, as in the in-memory layer.
+            waiter = local.waiter_if_idle(channel, loop)
+            if waiter is not None:
+                try:
+                    message = await waiter
+                except BaseException:
+                    local.abandon(channel, waiter)
+                    raise
+                self._stats.counters["received"] += 1
+                return message
         if type(channel) is not str or not local.knows(channel):
             self.require_valid_channel_name(channel)  # names with a local buffer were checked on their way in
         own = self._own_marker in channel
         if not own and client_id_of(channel) is not None:
             raise self._foreign_channel(channel)
-        loop = get_running_loop()
         message = local.next_or_waiter(channel, loop)
         if isinstance(message, asyncio.Future):
             # Nothing here yet: this receiver now waits, and whoever listens to Redis for the channel is told.
@@ -159,15 +170,27 @@ class RedisLayerBase(BaseChannelLayer):
                 state = self._loops.get(loop)
                 if not own:
                     await self._listen_for_named(state, channel)
-                elif not state.own_listening:  # the hot path of every consumer skips this after the first time
-                    await self._listen_for_own_channels(state)
-                    state.own_listening = True
+                else:
+                    await self._listen_for_own(state, loop)
                 message = await waiter
             except BaseException:
                 local.abandon(channel, waiter)
                 raise
         self._stats.counters["received"] += 1
         return message
+
+    async def _listen_for_own(self, state: LoopState, loop: asyncio.AbstractEventLoop) -> None:
+        """Listen for this process's own channels on ``loop`` (once), and let ``receive`` take its hot path there."""
+        if not state.own_listening:
+            await self._listen_for_own_channels(state)
+            state.own_listening = True
+        self._own_loop = loop
+
+    def _stopped_listening_for_own(self, state: LoopState) -> None:
+        """A loop's listener for this process's own channels stopped: ``receive`` goes the long way until the next
+        one starts."""
+        state.own_listening = False
+        self._own_loop = None
 
     async def _listen_for_named(self, state: LoopState, channel: str) -> None:
         """Make sure messages for the named ``channel`` reach this process's local buffers (a receiver is waiting
@@ -196,7 +219,7 @@ class RedisLayerBase(BaseChannelLayer):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         state.inbox_task = None
-        state.own_listening = False
+        self._stopped_listening_for_own(state)
         state.readers.clear()
         for subscriber in list(state.subscribers.values()):
             await subscriber.aclose()

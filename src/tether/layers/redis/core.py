@@ -319,7 +319,7 @@ class RedisChannelLayer(RedisLayerBase):
                 if not frames:
                     self._local.maybe_sweep()
         finally:
-            state.own_listening = False
+            self._stopped_listening_for_own(state)
             await connection.aclose()
 
     async def _read_named(self, state: LoopState, channel: str, reader: _NamedReader) -> None:

@@ -224,6 +224,17 @@ class LocalChannels:
             slot.waiters.append(waiter)
             return waiter
 
+    def waiter_if_idle(self, channel: str, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Message] | None:
+        """A future for the next message of ``channel`` when it has a buffer here with nothing queued (the case of
+        a consumer waiting for its next event); None otherwise, and nothing changed."""
+        with self._lock:
+            slot = self._slots.get(channel)
+            if slot is None or slot.queue:
+                return None
+            waiter: asyncio.Future[Message] = loop.create_future()
+            slot.waiters.append(waiter)
+            return waiter
+
     def abandon(self, channel: str, waiter: asyncio.Future[Message]) -> None:
         """A receiver stopped waiting on ``waiter``: a message already handed to it goes back first in line."""
         if waiter.done() and not waiter.cancelled():
