@@ -119,3 +119,10 @@ async def test_a_message_delivered_from_another_thread_is_never_left_queued_whil
     received = [await asyncio.wait_for(local.receive("a"), 5) for _ in range(500)]
     delivered.join()
     assert [message["n"] for message in received] == list(range(500))
+
+
+async def test_channels_are_put_in_the_order_their_buffers_were_made_unknown_ones_last():
+    local, _, _ = buffers()
+    for name in ("first", "second", "third"):
+        local.deliver(name, {"type": "x"}, now_ms() + 1000)
+    assert local.in_creation_order(["third", "unknown", "first", "second"]) == ["first", "second", "third", "unknown"]

@@ -42,3 +42,9 @@ def test_sweep_forgets_lists_unused_for_the_idle_time():
     assert len(lists) == 1
     assert lists.resolve(group_frame("t1", [], group="quiet")) is None
     assert lists.resolve(group_frame("t1", [], group="busy")) == ["specific.A!1"]
+
+
+def test_a_kept_list_is_put_in_the_order_the_layer_asks_for():
+    lists = MemberLists(order=sorted)
+    assert lists.resolve(group_frame("t1", ["specific.A!2", "specific.A!1"])) == ["specific.A!1", "specific.A!2"]
+    assert lists.resolve(group_frame("t1", [])) == ["specific.A!1", "specific.A!2"]

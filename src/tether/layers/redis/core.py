@@ -81,7 +81,7 @@ class RedisChannelLayer(RedisLayerBase):
         self.inbox_capacity = require_number("inbox_capacity", inbox_capacity, integer=True)
         self.prefetch = require_number("prefetch", prefetch, integer=True)
         self._one_server = len(self.hosts) == 1 and self.hosts[0].kind != "cluster"
-        self._member_lists = MemberLists()
+        self._member_lists = MemberLists(self._local.in_creation_order)
 
     # Channels ------------------------------------------------------------------------------------------------------
 

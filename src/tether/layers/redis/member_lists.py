@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 
 from tether.layers.redis.storage import Frame
 
@@ -18,9 +19,11 @@ __all__ = ["MemberLists"]
 
 class MemberLists:
     """Group -> the token and member list of the last group frame that carried a list; entries unused for
-    ``idle_after`` seconds are forgotten by ``sweep()`` (a group this process left, or never hears from again)."""
+    ``idle_after`` seconds are forgotten by ``sweep()`` (a group this process left, or never hears from again).
+    ``order`` rearranges a list before it is kept (the layer delivers in the order its buffers were made)."""
 
-    def __init__(self, idle_after: float = 600.0) -> None:
+    def __init__(self, order: Callable[[list[str]], list[str]] | None = None, idle_after: float = 600.0) -> None:
+        self._order = order
         self._idle_after = idle_after
         self._lists: dict[str, tuple[str, list[str]]] = {}
         self._used: dict[str, float] = {}
@@ -33,6 +36,8 @@ class MemberLists:
         if frame.targets:
             # Interned, as new_channel() names are: each delivery then finds its channel's buffer by identity.
             members = [sys.intern(name) for name in frame.targets]
+            if self._order is not None:
+                members = self._order(members)
             self._lists[group] = (frame.token or "", members)
         else:
             kept = self._lists.get(group)
