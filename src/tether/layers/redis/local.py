@@ -7,6 +7,12 @@ on their own loop, and a message handed to a waiter that was cancelled meanwhile
 
 A channel's slot stays while it is idle (a consumer that receives in a loop would otherwise allocate one per
 message) and is forgotten by ``sweep()``, which the layers call every few seconds.
+
+Threads: every change is made under one lock, except the hot path of a consumer waiting for its next message
+(``waiter_if_idle``), which only appends its future to a known slot's deque (atomic under the GIL) and then looks
+again. Whoever changes a slot under the lock looks again too: a delivery that queued a message checks for waiters
+that arrived meanwhile, and dropping an idle slot puts it back if a waiter arrived meanwhile. So one side always
+sees the other, and a queued message never sits beside a waiting receiver.
 """
 
 from __future__ import annotations
@@ -117,6 +123,8 @@ class LocalChannels:
                         queue.append((expires_at, copy))
                         if len(queue) == capacity and self._on_full is not None:
                             self._on_full(channel, True)
+                        if waiters:  # a receiver on another thread started waiting meanwhile
+                            self._pair_up(channel, slot)
         return refused
 
     def _hand_over(self, channel: str, waiter: asyncio.Future[Any], message: Message, expires_at: int) -> None:
@@ -151,6 +159,28 @@ class LocalChannels:
                     self._hand_over(channel, waiter, message, expires_at)
                     return
             slot.queue.appendleft((expires_at, message))
+            if slot.waiters:  # a receiver on another thread started waiting meanwhile
+                self._pair_up(channel, slot)
+
+    def _pair_up(self, channel: str, slot: _Slot) -> None:
+        """Hand queued messages to waiting receivers while there are both (the caller holds the lock)."""
+        waiters = slot.waiters
+        while slot.queue and waiters:
+            if waiters[0].done():
+                waiters.popleft()
+                continue
+            entry = self._pop_entry(channel, slot)
+            if entry is None:
+                return
+            self._hand_over(channel, waiters.popleft(), entry[1], entry[0])
+
+    def _drop_if_idle(self, channel: str, slot: _Slot) -> None:
+        """Forget ``slot`` when it is idle (the caller holds the lock). A receiver may append to it without the
+        lock, so look again after dropping it, and keep it if one did."""
+        if slot.idle() and self._slots.get(channel) is slot:
+            del self._slots[channel]
+            if not slot.idle():
+                self._slots[channel] = slot  # nobody else adds slots without the lock: the name is still free
 
     # Taking messages out ------------------------------------------------------------------------------------------
 
@@ -164,21 +194,26 @@ class LocalChannels:
 
     def _pop(self, channel: str, slot: _Slot) -> Message | None:
         """Take the oldest unexpired message from ``slot`` (the caller holds the lock)."""
+        entry = self._pop_entry(channel, slot)
+        return None if entry is None else entry[1]
+
+    def _pop_entry(self, channel: str, slot: _Slot) -> tuple[int, Message] | None:
+        """Take the oldest unexpired (expiry, message) from ``slot`` (the caller holds the lock)."""
         queue = slot.queue
         capacity = self._capacity_of(channel)
         was_full = len(queue) >= capacity
         now = now_ms()
-        message = None
+        entry = None
         while queue:
-            expires_at, candidate = queue.popleft()
-            if expires_at < now:
+            candidate = queue.popleft()
+            if candidate[0] < now:
                 self._on_expired(channel)
                 continue
-            message = candidate
+            entry = candidate
             break
         if was_full and len(queue) < capacity and self._on_full is not None:
             self._on_full(channel, False)
-        return message
+        return entry
 
     def take_all(self, channel: str) -> list[tuple[int, Message]]:
         """Remove and return every unexpired queued message for ``channel`` with its expiry (epoch ms), oldest
@@ -196,8 +231,7 @@ class LocalChannels:
                 else:
                     kept.append((expires_at, message))
             slot.queue.clear()
-            if slot.idle():
-                del self._slots[channel]
+            self._drop_if_idle(channel, slot)
             if was_full and self._on_full is not None:
                 self._on_full(channel, False)
             return kept
@@ -247,14 +281,30 @@ class LocalChannels:
 
     def waiter_if_idle(self, channel: str, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Message] | None:
         """A future for the next message of ``channel`` when it has a buffer here with nothing queued (the case of
-        a consumer waiting for its next event); None otherwise, and nothing changed."""
+        a consumer waiting for its next event); None otherwise, and nothing changed.
+
+        Without the lock (see the module's docs): a consumer's every receive goes through here.
+        """
+        slot = self._slots.get(channel)
+        if slot is None or slot.queue:
+            return None
+        waiter: asyncio.Future[Message] = loop.create_future()
+        slot.waiters.append(waiter)
+        if slot.queue or self._slots.get(channel) is not slot:
+            self._settle(channel, slot)  # another thread queued a message or dropped the slot as we appended
+        return waiter
+
+    def _settle(self, channel: str, slot: _Slot) -> None:
+        """After a lock-free append to ``slot``: make sure its waiters are in the channel's current slot, and
+        paired with any message queued there."""
         with self._lock:
-            slot = self._slots.get(channel)
-            if slot is None or slot.queue:
-                return None
-            waiter: asyncio.Future[Message] = loop.create_future()
-            slot.waiters.append(waiter)
-            return waiter
+            current = self._slots.get(channel)
+            if current is None:
+                current = self._slots[channel] = slot
+            elif current is not slot:
+                current.waiters.extend(waiter for waiter in slot.waiters if not waiter.done())
+                slot.waiters.clear()
+            self._pair_up(channel, current)
 
     def abandon(self, channel: str, waiter: asyncio.Future[Message]) -> None:
         """A receiver stopped waiting on ``waiter``: a message already handed to it goes back first in line."""
@@ -283,8 +333,7 @@ class LocalChannels:
                 slot.waiters.remove(waiter)
             except ValueError:
                 pass
-            if slot.idle():
-                del self._slots[channel]
+            self._drop_if_idle(channel, slot)
 
     # Inspection and housekeeping ----------------------------------------------------------------------------------
 
@@ -313,16 +362,14 @@ class LocalChannels:
                 while queue and queue[0][0] < now:
                     queue.popleft()
                     self._on_expired(name)
-                if slot.idle():
-                    del self._slots[name]
+                self._drop_if_idle(name, slot)
 
     def clear(self) -> None:
         """Drop every queued message; receivers that are waiting keep waiting."""
         with self._lock:
             for name, slot in list(self._slots.items()):
                 slot.queue.clear()
-                if slot.idle():
-                    del self._slots[name]
+                self._drop_if_idle(name, slot)
 
     def sizes(self) -> dict[str, Any]:
         """``local_channels``: channels with queued messages or waiting receivers; ``local_queued``: messages."""
