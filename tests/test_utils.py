@@ -160,6 +160,24 @@ async def test_await_many_dispatch_handles_one_message_at_a_time():
     assert done == [0, 1, 2, 3, 4]
 
 
+async def test_await_many_dispatch_reads_at_most_two_messages_ahead_of_a_slow_handler():
+    source = asyncio.Queue()
+    for item in range(10):
+        source.put_nowait(item)
+    left_in_source = []
+
+    async def dispatch(message):
+        await asyncio.sleep(0.01)  # the reader has had time to read as far ahead as it may
+        left_in_source.append(source.qsize())
+        if message == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        await asyncio.wait_for(await_many_dispatch([queue_source(source)], dispatch), 2)
+    # While message n is handled, messages n+1 and n+2 have been read; the rest wait in the source.
+    assert left_in_source == [7, 6, 5]
+
+
 async def test_await_many_dispatch_cancels_pending_receives_when_dispatch_raises():
     first, second = asyncio.Queue(), asyncio.Queue()
     cancelled = []

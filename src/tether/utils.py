@@ -34,12 +34,14 @@ async def await_many_dispatch(
     only after the previous one was handled: handlers never overlap. Returns or raises when ``dispatch`` does (or a
     source raises); the pending receives are cancelled on the way out.
 
-    Each source is read by one long-lived task that hands each message over and waits until it is taken before it
-    receives again, so a source never runs ahead (the server's flow control keeps working) and a message costs no
-    task creation. Handlers run in the caller's task, in its context.
+    Each source is read by one long-lived task, so a message costs no task creation. The reader hands each message
+    over as soon as its receive completes (which fixes its place in the order) and receives again once the message
+    before it was taken: a source is at most two messages ahead of its handler (the server's flow control keeps
+    working), and in the usual case, where a handler is done before the next message arrives, a message wakes the
+    reader and the caller once each. Handlers run in the caller's task, in its context.
     """
     loop = asyncio.get_running_loop()
-    # Handed-over messages in the order their receives completed: (taken, message, error). At most one per source.
+    # Handed-over messages in the order their receives completed: (taken, message, error). At most two per source.
     ready: deque[tuple[asyncio.Future[None] | None, Any, BaseException | None]] = deque()
     wakeup: asyncio.Future[None] | None = None
 
@@ -49,6 +51,7 @@ async def await_many_dispatch(
             wakeup.set_result(None)
 
     async def read(source: Callable[[], Awaitable[Any]]) -> None:
+        previous: asyncio.Future[None] | None = None  # taken when the message handed over before this one is
         while True:
             try:
                 message = await source()
@@ -57,7 +60,9 @@ async def await_many_dispatch(
                 return
             taken = loop.create_future()
             hand_over((taken, message, None))
-            await taken
+            if previous is not None and not previous.done():
+                await previous
+            previous = taken
 
     readers = [loop.create_task(read(source)) for source in consumer_callables]
     try:
