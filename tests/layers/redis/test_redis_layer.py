@@ -121,6 +121,23 @@ async def test_a_process_that_lost_the_frame_with_its_member_list_asks_redis_and
         assert frames == []
 
 
+async def test_a_group_message_whose_members_cannot_be_read_back_is_counted_and_logged(shared_redis, caplog):
+    async with processes_on(RedisChannelLayer) as (sender, members_process):
+        channel = await members_process.new_channel()
+        await sender.group_add("room", channel)
+        await members_process.close()
+        await sender.group_send("room", {"type": "news", "n": 1})
+        await sender.group_send("room", {"type": "news", "n": 2})
+        shared_redis.lpop(members_process.keys.inbox(members_process.client_id))  # the frame with the list is lost
+        member_set = members_process.keys.group_members("room", members_process.client_id)
+        shared_redis.delete(member_set)
+        shared_redis.set(member_set, "not a sorted set")  # and asking Redis for the members fails
+        with caplog.at_level(logging.WARNING, logger="tether.layers.redis"), pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(members_process.receive(channel), 0.5)
+        assert members_process.stats()["group_members_unreadable"] == 1
+        assert "A message for group 'room' was dropped: this process's members could not be read" in caplog.text
+
+
 async def test_a_member_list_in_a_frame_that_expired_unread_still_serves_later_frames():
     async with processes_on(RedisChannelLayer, expiry=1) as (sender, members_process):
         channel, other = await members_process.new_channel(), await members_process.new_channel()

@@ -332,7 +332,7 @@ class BlockingConnection:
                 await connection.connect()
             packed = self._packed.get(args)
             if packed is None:
-                packed = connection.pack_command(*args)
+                packed = pack_commands([args])
                 if len(self._packed) < 32:
                     self._packed[args] = packed
             await connection.send_packed_command(packed, check_health=False)

@@ -70,11 +70,18 @@ class RedisChannelLayer(RedisLayerBase):
     ``expired`` messages found past their expiry; ``group_members_expired`` memberships older than ``group_expiry``;
     ``decode_errors`` stored data that could not be decoded or decrypted; ``reconnects`` times a receive loop lost
     Redis; ``prefetch_returned`` messages taken ahead and given back to Redis unreceived, ``prefetch_lost`` those
-    that could not be given back (Redis was unreachable). Each drop is also logged once per channel or group.
+    that could not be given back (Redis was unreachable); ``group_members_unreadable`` group messages dropped
+    because this process had to ask Redis for its member list (the frame carrying it expired unread) and could not.
+    Each drop is also logged once per channel or group.
     """
 
     extra_options: ClassVar[str] = ", inbox_capacity and prefetch"
-    counters: ClassVar[tuple[str, ...]] = (*RedisLayerBase.counters, "prefetch_returned", "prefetch_lost")
+    counters: ClassVar[tuple[str, ...]] = (
+        *RedisLayerBase.counters,
+        "prefetch_returned",
+        "prefetch_lost",
+        "group_members_unreadable",
+    )
 
     def __init__(self, hosts: Any = None, *, inbox_capacity: int = 10_000, prefetch: int = 64, **options: Any) -> None:
         super().__init__(hosts, **options)
@@ -403,7 +410,7 @@ class RedisChannelLayer(RedisLayerBase):
             )
         except Exception as exc:
             self._stats.drop(
-                "group_full_drops",
+                "group_members_unreadable",
                 group,
                 "A message for group %r was dropped: this process's members could not be read from Redis (%s)",
                 group,
