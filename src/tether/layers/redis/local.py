@@ -92,13 +92,13 @@ class LocalChannels:
         except RuntimeError:
             running = None
         slots = self._slots
-        last = len(channels) - 1
+        last = channels[-1] if channels else None
         # A message whose values are all immutable (the usual flat event) is copied with dict.copy().
-        flat = last > 0 and not any(type(value) in (dict, list) for value in message.values())
+        flat = len(channels) > 1 and not any(type(value) in (dict, list) for value in message.values())
         copy_of = dict.copy if flat else clone_message
         with self._lock:
-            for index, channel in enumerate(channels):
-                copy = message if index == last else copy_of(message)
+            for channel in channels:
+                copy = message if channel is last else copy_of(message)
                 slot = slots.get(channel)
                 if slot is None:
                     slot = slots[channel] = _Slot()
