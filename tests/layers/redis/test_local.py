@@ -40,7 +40,7 @@ async def test_a_waiting_receiver_gets_the_message_directly():
 async def test_sweep_forgets_idle_channels():
     local, _, _ = buffers()
     local.deliver("a", {"type": "x"}, now_ms() + 1000)
-    assert local.take("a") == {"type": "x"}
+    assert await local.receive("a") == {"type": "x"}
     local.sweep()
     assert local._slots == {}
 
@@ -50,7 +50,7 @@ async def test_a_full_buffer_refuses_and_reports_full_then_not_full():
     assert local.deliver("a", {"type": "1"}, now_ms() + 1000)
     assert local.deliver("a", {"type": "2"}, now_ms() + 1000)
     assert not local.deliver("a", {"type": "3"}, now_ms() + 1000)
-    assert local.take("a") == {"type": "1"}
+    assert await local.receive("a") == {"type": "1"}
     assert full == [("a", True), ("a", True), ("a", False)]
 
 
@@ -58,7 +58,7 @@ async def test_expired_messages_are_skipped_and_reported():
     local, expired, _ = buffers()
     local.deliver("a", {"type": "old"}, now_ms() - 1)
     local.deliver("a", {"type": "new"}, now_ms() + 1000)
-    assert local.take("a") == {"type": "new"}
+    assert await local.receive("a") == {"type": "new"}
     assert expired == ["a"]
 
 
@@ -79,8 +79,8 @@ async def test_a_message_handed_to_a_receiver_cancelled_at_that_moment_goes_back
     waiting.cancel()  # cancelled after the hand-over, before it ran
     await asyncio.gather(waiting, return_exceptions=True)
     local.deliver("a", {"type": "second"}, now_ms() + 1000)
-    assert local.take("a") == {"type": "first"}
-    assert local.take("a") == {"type": "second"}
+    assert await local.receive("a") == {"type": "first"}
+    assert await local.receive("a") == {"type": "second"}
 
 
 async def test_a_receiver_on_another_event_loop_is_woken_on_its_own_loop():

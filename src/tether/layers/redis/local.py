@@ -184,14 +184,6 @@ class LocalChannels:
 
     # Taking messages out ------------------------------------------------------------------------------------------
 
-    def take(self, channel: str) -> Message | None:
-        """The oldest unexpired queued message for ``channel``, or None."""
-        slot = self._slots.get(channel)
-        if slot is None or not slot.queue:  # the common case, read without the lock: nothing queued
-            return None
-        with self._lock:
-            return self._pop(channel, slot)
-
     def _pop(self, channel: str, slot: _Slot) -> Message | None:
         """Take the oldest unexpired message from ``slot`` (the caller holds the lock)."""
         entry = self._pop_entry(channel, slot)

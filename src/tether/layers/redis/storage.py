@@ -267,23 +267,34 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[2], '+inf')
 """,
 )
 
-# Drop what is older than the cutoff (ARGV[1]), then walk the index: for each process, its live members; for each
-# named member, its name. Member sets share the index's hash slot ("<index>:<client id>").
-_WALK_GROUP = """
-local index = KEYS[1]
+# Drop the index entries older than the cutoff (ARGV[1]) and the member sets of the processes among them, counting
+# the members in ``expired``; with a ``tokens`` hash, those processes' member-list tokens go too. Member sets share the
+# index's hash slot ("<index>:<client id>").
+_DROP_STALE = """
 local cutoff = '(' .. ARGV[1]
 local expired = 0
 local stale = redis.call('ZRANGEBYSCORE', index, '-inf', cutoff)
 for _, entry in ipairs(stale) do
   if string.byte(entry, 1) == 33 then
-    local members = index .. ':' .. string.sub(entry, 2)
+    local client_id = string.sub(entry, 2)
+    local members = index .. ':' .. client_id
     expired = expired + redis.call('ZCARD', members)
     redis.call('DEL', members)
+    if tokens then redis.call('HDEL', tokens, client_id) end
   else
     expired = expired + 1
   end
 end
 if #stale > 0 then redis.call('ZREMRANGEBYSCORE', index, '-inf', cutoff) end
+"""
+
+# Then walk the index: for each process, its live members; for each named member, its name.
+_WALK_GROUP = (
+    """
+local index, tokens = KEYS[1], nil
+"""
+    + _DROP_STALE
+    + """
 local processes, lists, named = {}, {}, {}
 for _, entry in ipairs(redis.call('ZRANGE', index, 0, -1)) do
   if string.byte(entry, 1) == 33 then
@@ -302,6 +313,7 @@ for _, entry in ipairs(redis.call('ZRANGE', index, 0, -1)) do
   end
 end
 """
+)
 
 GROUP_MEMBERS = Script(
     "group_members",
@@ -323,21 +335,9 @@ GROUP_SEND = Script(
 -- One frame per process inbox: its member list's token, plus the list itself when the process was not sent this
 -- list before. Returns {members expired, inboxes pushed, {client ids whose inbox was full}, {named members}}.
 local index, tokens = KEYS[1], KEYS[2]
-local cutoff = '(' .. ARGV[1]
-local expired = 0
-local stale = redis.call('ZRANGEBYSCORE', index, '-inf', cutoff)
-for _, entry in ipairs(stale) do
-  if string.byte(entry, 1) == 33 then
-    local client_id = string.sub(entry, 2)
-    local members = index .. ':' .. client_id
-    expired = expired + redis.call('ZCARD', members)
-    redis.call('DEL', members)
-    redis.call('HDEL', tokens, client_id)
-  else
-    expired = expired + 1
-  end
-end
-if #stale > 0 then redis.call('ZREMRANGEBYSCORE', index, '-inf', cutoff) end
+"""
+    + _DROP_STALE
+    + """
 local capacity = tonumber(ARGV[3])
 local full, named = {}, {}
 local pushed = 0
