@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -17,6 +18,7 @@ from typing import Any, ClassVar
 
 from tether.exceptions import ChannelFull
 from tether.layers.base import BaseChannelLayer
+from tether.layers.handover import hand_over, running_loop
 from tether.layers.messages import copy_message, private_copier
 from tether.layers.stats import LayerStats
 from tether.types import Message
@@ -27,13 +29,6 @@ logger = logging.getLogger("tether.layers.inmemory")
 
 # (expires at, message, how a receiver gets its private copy: None when the message is this receiver's alone)
 _Entry = tuple[float, Message, Callable[[Message], Message] | None]
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 class _Channel:
@@ -218,7 +213,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
                 # The channel stays known, idle: its receiver is about to wait again. The sweep forgets it if not.
                 waiter.set_result(message if copy is None else copy(message))
                 return True
-            self._hand_over(channel, waiter, message if copy is None else copy(message), loop)
+            private = message if copy is None else copy(message)
+            hand_over(waiter, private, loop, functools.partial(self._requeue, channel))
             if state.idle() and self._channels.get(channel) is state:
                 del self._channels[channel]
             return True
@@ -229,29 +225,6 @@ class InMemoryChannelLayer(BaseChannelLayer):
                 return False
         state.queue.append((now + self.expiry, message, copy))
         return True
-
-    def _hand_over(
-        self,
-        channel: str,
-        waiter: asyncio.Future[Message],
-        message: Message,
-        running: asyncio.AbstractEventLoop | None,
-    ) -> None:
-        loop = waiter.get_loop()
-        if loop is running:
-            waiter.set_result(message)
-            return
-        # The receiver waits on another event loop (async_to_sync from a thread): wake it there.
-        try:
-            loop.call_soon_threadsafe(self._complete_elsewhere, channel, waiter, message)
-        except RuntimeError:  # that loop is closed: nobody will receive through this waiter
-            self._requeue(channel, message)
-
-    def _complete_elsewhere(self, channel: str, waiter: asyncio.Future[Message], message: Message) -> None:
-        if waiter.done():
-            self._requeue(channel, message)
-        else:
-            waiter.set_result(message)
 
     def _pop(self, channel: str, state: _Channel, now: float) -> Message | None:
         queue = state.queue
@@ -273,7 +246,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         while state.waiters:
             waiter = state.waiters.popleft()
             if not waiter.done():
-                self._hand_over(channel, waiter, message, _running_loop())
+                hand_over(waiter, message, running_loop(), functools.partial(self._requeue, channel))
                 return
         state.queue.appendleft((time.monotonic() + self.expiry, message, None))
 

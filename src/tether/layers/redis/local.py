@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from tether.layers.handover import hand_over, running_loop
 from tether.layers.messages import clone_message
 from tether.types import Message
 
@@ -87,10 +88,7 @@ class LocalChannels:
         """Deliver ``message`` to each of ``channels``, each its own copy (the last gets ``message`` itself); returns
         the channels that refused it because their queue was full."""
         refused: list[str] = []
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
+        running = running_loop()
         slots = self._slots
         last = channels[-1] if channels else None
         # A message whose values are all immutable (the usual flat event) is copied with dict.copy().
@@ -110,7 +108,7 @@ class LocalChannels:
                     if waiter.get_loop() is running:
                         waiter.set_result(copy)
                     else:
-                        self._hand_over(channel, waiter, copy, expires_at)
+                        hand_over(waiter, copy, running, self._giver_back(channel, expires_at))
                     break
                 else:
                     queue = slot.queue
@@ -127,25 +125,9 @@ class LocalChannels:
                             self._pair_up(channel, slot)
         return refused
 
-    def _hand_over(self, channel: str, waiter: asyncio.Future[Any], message: Message, expires_at: int) -> None:
-        loop = waiter.get_loop()
-        try:
-            same_loop = asyncio.get_running_loop() is loop
-        except RuntimeError:
-            same_loop = False
-        if same_loop:
-            waiter.set_result(message)
-            return
-        try:
-            loop.call_soon_threadsafe(self._complete_elsewhere, channel, waiter, message, expires_at)
-        except RuntimeError:  # the waiter's loop is closed: nobody will receive through it
-            self._put_back(channel, message, expires_at)
-
-    def _complete_elsewhere(self, channel: str, waiter: asyncio.Future[Any], message: Message, exp: int) -> None:
-        if waiter.done():
-            self.deliver(channel, message, exp)
-        else:
-            waiter.set_result(message)
+    def _giver_back(self, channel: str, expires_at: int) -> Callable[[Message], None]:
+        """What ``hand_over`` calls when the receiver is gone: the message goes back first in line."""
+        return lambda message: self._put_back(channel, message, expires_at)
 
     def _put_back(self, channel: str, message: Message, expires_at: int) -> None:
         """Return a message that a cancelled receiver did not take to the front of its queue (capacity aside)."""
@@ -156,7 +138,7 @@ class LocalChannels:
             while slot.waiters:
                 waiter = slot.waiters.popleft()
                 if not waiter.done():
-                    self._hand_over(channel, waiter, message, expires_at)
+                    hand_over(waiter, message, running_loop(), self._giver_back(channel, expires_at))
                     return
             slot.queue.appendleft((expires_at, message))
             if slot.waiters:  # a receiver on another thread started waiting meanwhile
@@ -172,7 +154,7 @@ class LocalChannels:
             entry = self._pop_entry(channel, slot)
             if entry is None:
                 return
-            self._hand_over(channel, waiters.popleft(), entry[1], entry[0])
+            hand_over(waiters.popleft(), entry[1], running_loop(), self._giver_back(channel, entry[0]))
 
     def _drop_if_idle(self, channel: str, slot: _Slot) -> None:
         """Forget ``slot`` when it is idle (the caller holds the lock). A receiver may append to it without the
