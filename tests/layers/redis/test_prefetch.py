@@ -129,3 +129,30 @@ async def test_messages_taken_ahead_that_cannot_go_back_are_counted_and_logged_a
             await layer.close()
         assert layer.stats()["prefetch_lost"] == taken_ahead
         assert f"{taken_ahead} message(s) popped ahead for channel 'jobs' were lost" in caplog.text
+
+
+async def test_a_message_sent_while_a_waiting_worker_closes_is_delivered_or_left_for_others():
+    # close() unblocks the worker's pop instead of cutting its connection, so a message Redis hands out at that
+    # moment reaches the worker's receiver or goes back to the list; it is never popped into a closed socket.
+    async with processes_on(RedisChannelLayer) as (worker, other):
+        sent, got_by_worker = 0, 0
+        for number in range(30):
+            waiting = asyncio.ensure_future(worker.receive(CHANNEL))
+            await asyncio.sleep(0.01)  # the worker's reader is blocked in its pop
+            # The send goes out first: Redis hands the message to the worker's pop as the worker closes.
+            await asyncio.gather(other.send(CHANNEL, {"type": "job", "n": number}), worker.close())
+            sent += 1
+            await asyncio.sleep(0.01)
+            if waiting.done():
+                got_by_worker += 1
+            else:
+                waiting.cancel()
+                await asyncio.gather(waiting, return_exceptions=True)
+        got_by_other = 0
+        while True:
+            try:
+                await asyncio.wait_for(other.receive(CHANNEL), 0.5)
+            except asyncio.TimeoutError:
+                break
+            got_by_other += 1
+        assert got_by_worker + got_by_other == sent

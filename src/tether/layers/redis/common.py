@@ -22,6 +22,7 @@ from tether.layers.redis.config import (
 from tether.layers.redis.connection import (
     CONNECTION_ERRORS,
     Backoff,
+    BlockingConnection,
     Endpoint,
     PerLoop,
     TransportSettings,
@@ -54,6 +55,10 @@ class LoopState:
         self.own_listening = False
         self.readers: dict[str, Any] = {}  # named channel -> its reader (a task and a wake-up event)
         self.subscribers: dict[int, Any] = {}
+        #: Receive loops and the connection each blocks on, so that close() can unblock them instead of cutting a
+        #: connection that Redis may be handing a message to.
+        self.blocking: dict[asyncio.Task[Any], BlockingConnection] = {}
+        self.closing = False  # close() has begun: receive loops finish their round and stop
 
     def tasks(self) -> list[asyncio.Task[None]]:
         readers = [reader.task for reader in self.readers.values()]
@@ -119,6 +124,7 @@ class RedisLayerBase(BaseChannelLayer):
         self._expiry_ms = int(self.expiry * 1000)
         self._group_expiry_ms = int(self.group_expiry * 1000)
         self._stats = LayerStats(logger)
+        self._received = 0  # kept apart from _stats: counted on every receive, the hottest path there is
         self._local = LocalChannels(
             self.get_capacity,
             self._expire,
@@ -157,7 +163,7 @@ class RedisLayerBase(BaseChannelLayer):
                 except BaseException:
                     local.abandon(channel, waiter)
                     raise
-                self._stats.counters["received"] += 1
+                self._received += 1
                 return message
         if type(channel) is not str or not local.knows(channel):
             self.require_valid_channel_name(channel)  # names with a local buffer were checked on their way in
@@ -178,7 +184,7 @@ class RedisLayerBase(BaseChannelLayer):
             except BaseException:
                 local.abandon(channel, waiter)
                 raise
-        self._stats.counters["received"] += 1
+        self._received += 1
         return message
 
     async def _listen_for_own(self, state: LoopState, loop: asyncio.AbstractEventLoop) -> None:
@@ -217,9 +223,16 @@ class RedisLayerBase(BaseChannelLayer):
 
     async def _close_state(self, state: LoopState) -> None:
         tasks = state.tasks()
+        state.closing = True
+        # A receive loop blocked in a pop is unblocked and stops by itself, routing (or giving back) whatever that
+        # pop brought: cancelling it would close a connection that Redis may be handing a message to right then.
+        unblocked = [task for task, connection in list(state.blocking.items()) if await connection.unblock()]
+        if unblocked:
+            await asyncio.wait(unblocked, timeout=min(float(self.unavailable_timeout), 2.0))
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        state.closing = False
         state.inbox_task = None
         self._stopped_listening_for_own(state)
         state.readers.clear()
@@ -236,8 +249,14 @@ class RedisLayerBase(BaseChannelLayer):
         ``local_channels`` / ``local_queued``: what this process buffers now."""
         counts = dict.fromkeys(self.counters, 0)
         counts.update(self._stats.snapshot())
+        counts["received"] += self._received
         counts.update(self._local.sizes())
         return counts
+
+    def _reset_counters(self) -> None:
+        """Start every ``stats()`` counter again from zero (``flush()``)."""
+        self._stats.reset()
+        self._received = 0
 
     # Endpoints -----------------------------------------------------------------------------------------------------
 

@@ -315,11 +315,20 @@ class BlockingConnection:
     ``read_timeout`` (longer than any server-side block), so a dead peer is still noticed.
     """
 
-    def __init__(self, make_connection: Callable[[], AbstractConnection], where: str, read_timeout: float) -> None:
+    def __init__(
+        self,
+        make_connection: Callable[[], AbstractConnection],
+        where: str,
+        read_timeout: float,
+        command: Callable[..., Awaitable[Any]] | None = None,
+    ) -> None:
         self._make_connection = make_connection
         self.where = where
         self.read_timeout = read_timeout
+        self._command = command  # another connection to the same server, for CLIENT UNBLOCK
         self._connection: AbstractConnection | None = None
+        self._client_id: int | None = None
+        self.waiting = False  # a blocking command is out, its reply not read yet
         # A reader repeats the same few commands (its pop, with a handful of counts): each is encoded once.
         self._packed: dict[tuple[Any, ...], list[bytes]] = {}
 
@@ -329,13 +338,18 @@ class BlockingConnection:
             connection = self._connection = self._make_connection()
         try:
             if not connection.is_connected:
+                self._client_id = None
                 await connection.connect()
+                if self._command is not None:
+                    await connection.send_command("CLIENT", "ID", check_health=False)
+                    self._client_id = await read_reply(connection, self.read_timeout)
             packed = self._packed.get(args)
             if packed is None:
                 packed = pack_commands([args])
                 if len(self._packed) < 32:
                     self._packed[args] = packed
             await connection.send_packed_command(packed, check_health=False)
+            self.waiting = True
             # A watchdog rather than a timeout per read (which costs a context and a timer reschedule per message):
             # a reply that takes longer than any server-side block means a dead peer; the connection is closed
             # under the read, which then fails.
@@ -349,12 +363,27 @@ class BlockingConnection:
                 raise
             finally:
                 watchdog.cancel()
+                self.waiting = False
         except BaseException:
             await self.aclose()
             raise
 
+    async def unblock(self) -> bool:
+        """Make the blocking command that is out return now (``CLIENT UNBLOCK``: as if it had timed out, unless
+        Redis has just served it), so its reader reads that reply and stops, rather than dropping a connection that
+        Redis may be handing a message to. True when the reply is on its way; False when nothing is out or this
+        cannot be done here (cancel the reader instead)."""
+        if not self.waiting or self._client_id is None or self._command is None:
+            return False
+        try:
+            await self._command("CLIENT", "UNBLOCK", self._client_id)
+        except Exception:
+            return False
+        return True
+
     async def aclose(self) -> None:
         connection, self._connection = self._connection, None
+        self._client_id = None
         if connection is not None:
             await disconnect_quietly(connection)
 
@@ -455,7 +484,7 @@ class NodeEndpoint(Endpoint):
         return await self.link.call(*args)
 
     def blocking_connection(self, key: str) -> BlockingConnection:
-        connection = BlockingConnection(self._blocking_pool.make_connection, self.where, self.read_timeout)
+        connection = BlockingConnection(self._blocking_pool.make_connection, self.where, self.read_timeout, self.call)
         self._blocking.add(connection)
         return connection
 

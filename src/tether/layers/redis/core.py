@@ -264,7 +264,7 @@ class RedisChannelLayer(RedisLayerBase):
             await self._endpoint_at(state, index).delete_matching(self.keys.scan_pattern)
         self._local.clear()
         self._member_lists.clear()
-        self._stats.reset()
+        self._reset_counters()
 
     # Receive loops -------------------------------------------------------------------------------------------------
 
@@ -293,8 +293,11 @@ class RedisChannelLayer(RedisLayerBase):
         block = self._settings.block_timeout
         multi_pop = True
         outage = Outage(self._stats, f"the inbox of process {self.client_id!r}")
+        task = asyncio.current_task()
+        assert task is not None
+        state.blocking[task] = connection
         try:
-            while True:
+            while not state.closing:
                 try:
                     if multi_pop:
                         reply = await connection.call("BLMPOP", block, 1, key, "LEFT", "COUNT", _INBOX_BATCH)
@@ -326,6 +329,7 @@ class RedisChannelLayer(RedisLayerBase):
                 if not frames:
                     self._local.maybe_sweep()
         finally:
+            state.blocking.pop(task, None)
             self._stopped_listening_for_own(state)
             await connection.aclose()
 
@@ -343,8 +347,11 @@ class RedisChannelLayer(RedisLayerBase):
         outage = Outage(self._stats, f"channel {channel!r}")
         ahead = _Prefetch(min(self.prefetch, self.get_capacity(channel)))
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        state.blocking[task] = connection
         try:
-            while True:
+            while not state.closing:
                 if not self._local.waiting(channel):
                     if not await reader.wait_for_receiver(block) and not self._local.waiting(channel):
                         return
@@ -371,6 +378,7 @@ class RedisChannelLayer(RedisLayerBase):
                     self._route(data, channel)
                 ahead.popped(len(frames), loop.time())
         finally:
+            state.blocking.pop(task, None)
             if state.readers.get(channel) is reader:
                 del state.readers[channel]
             await self._give_back(state, channel)

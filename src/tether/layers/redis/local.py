@@ -42,12 +42,13 @@ _created = itertools.count()
 
 
 class _Slot:
-    __slots__ = ("created", "queue", "waiters")
+    __slots__ = ("created", "dropped", "queue", "waiters")
 
     def __init__(self) -> None:
         self.queue: deque[tuple[int, Message]] = deque()
         self.waiters: deque[asyncio.Future[Message]] = deque()
         self.created = next(_created)
+        self.dropped = False  # no longer the channel's slot (see _drop_if_idle)
 
     def idle(self) -> bool:
         return not self.queue and not self.waiters
@@ -160,9 +161,11 @@ class LocalChannels:
         """Forget ``slot`` when it is idle (the caller holds the lock). A receiver may append to it without the
         lock, so look again after dropping it, and keep it if one did."""
         if slot.idle() and self._slots.get(channel) is slot:
+            slot.dropped = True
             del self._slots[channel]
             if not slot.idle():
                 self._slots[channel] = slot  # nobody else adds slots without the lock: the name is still free
+                slot.dropped = False
 
     # Taking messages out ------------------------------------------------------------------------------------------
 
@@ -264,7 +267,7 @@ class LocalChannels:
             return None
         waiter: asyncio.Future[Message] = loop.create_future()
         slot.waiters.append(waiter)
-        if slot.queue or self._slots.get(channel) is not slot:
+        if slot.queue or slot.dropped:
             self._settle(channel, slot)  # another thread queued a message or dropped the slot as we appended
         return waiter
 
@@ -275,6 +278,7 @@ class LocalChannels:
             current = self._slots.get(channel)
             if current is None:
                 current = self._slots[channel] = slot
+                slot.dropped = False
             elif current is not slot:
                 current.waiters.extend(waiter for waiter in slot.waiters if not waiter.done())
                 slot.waiters.clear()

@@ -140,7 +140,7 @@ class RedisPubSubChannelLayer(RedisLayerBase):
             await self._unsubscribe(state, "group", group)
         self._groups.clear()
         self._local.clear()
-        self._stats.reset()
+        self._reset_counters()
 
     # Subscriptions -------------------------------------------------------------------------------------------------
 
