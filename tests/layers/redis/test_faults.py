@@ -159,3 +159,19 @@ async def test_a_redis_that_stops_answering_fails_sends_within_the_socket_timeou
             server.process.send_signal(signal.SIGCONT)
         await layer.send("jobs", {"type": "after"})
         assert await asyncio.wait_for(layer.receive("jobs"), WAIT) == {"type": "before"}
+
+
+async def test_receive_loops_work_on_a_redis_that_forbids_the_client_command(redis_servers):
+    # Some managed Redis services disable CLIENT: close() then cancels receive loops instead of unblocking them.
+    server = redis_servers.start("--user", "default", "on", "nopass", "~*", "&*", "+@all", "-client")
+    async with processes_on(RedisChannelLayer, 2, hosts=[server.url]) as (worker, sender):
+        channel = await worker.new_channel()
+        await sender.send("jobs", {"type": "job"})
+        await sender.send(channel, {"type": "direct"})
+        assert await asyncio.wait_for(worker.receive("jobs"), WAIT) == {"type": "job"}
+        assert await asyncio.wait_for(worker.receive(channel), WAIT) == {"type": "direct"}
+        waiting = asyncio.ensure_future(worker.receive("jobs"))
+        await asyncio.sleep(0.05)
+        await asyncio.wait_for(worker.close(), WAIT)
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)

@@ -342,7 +342,10 @@ class BlockingConnection:
                 await connection.connect()
                 if self._command is not None:
                     await connection.send_command("CLIENT", "ID", check_health=False)
-                    self._client_id = await read_reply(connection, self.read_timeout)
+                    try:
+                        self._client_id = await read_reply(connection, self.read_timeout)
+                    except redis_errors.ResponseError:
+                        self._command = None  # CLIENT is not allowed here (some managed Redis): close() cancels
             packed = self._packed.get(args)
             if packed is None:
                 packed = pack_commands([args])
