@@ -11,9 +11,10 @@ import threading
 import time
 
 import pytest
-from asgiref.sync import SyncToAsync, sync_to_async
+from asgiref.sync import SyncToAsync, async_to_sync, sync_to_async
 from django.contrib.auth.models import User
 from django.db import connection, connections
+from django.test import TestCase
 
 import tether.db
 from tether.consumer import AsyncConsumer, SyncConsumer
@@ -274,3 +275,38 @@ async def test_sync_consumer_handler_uses_the_orm_and_its_connection_is_closed_a
     communicator.stop()
     assert reply == {"type": "count", "total": 1, "open": True}
     assert not await sync_to_async(executor_connection_is_open)()
+
+
+class CountUsersConsumer(AsyncConsumer):
+    """Answers each ``count`` with the number of users, read through the ORM in the database thread."""
+
+    async def count(self, message):
+        await self.send({"type": "counted", "users": await database_sync_to_async(User.objects.count)()})
+
+
+class ConsumerInsideDjangoTestCase(TestCase):
+    """A consumer tested from a Django ``TestCase``: its ORM work shares the test's connection and transaction.
+
+    ``async_to_sync`` runs the ORM work on the test's own thread, inside the atomic block that ``TestCase`` opens.
+    Closing that connection there would end the test's transaction, so tether leaves it open, as Django's test client
+    does for its request signals.
+    """
+
+    def test_a_consumer_sees_rows_the_test_wrote_and_the_connection_stays_usable(self):
+        User.objects.create_user("in-test-case")
+
+        async def count_through_a_consumer():
+            communicator = ApplicationCommunicator(CountUsersConsumer.as_asgi(), {"type": "channel"})
+            await communicator.send_input({"type": "count"})
+            answer = await communicator.receive_output()
+            communicator.stop()
+            return answer
+
+        assert async_to_sync(count_through_a_consumer)() == {"type": "counted", "users": 1}
+        assert User.objects.filter(username="in-test-case").exists()  # the test's connection still works
+
+    def test_stale_connection_rule_still_applies_outside_the_test_transaction(self):
+        assert connection.in_atomic_block
+        tether.db.close_old_connections()
+        assert connection.connection is not None
+        assert User.objects.count() == 0

@@ -173,3 +173,10 @@ def test_package_data_includes_py_typed():
     pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
     package_data = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]
     assert "py.typed" in package_data["tether"]
+
+
+def test_channels_app_config_name_leaves_djangos_choice_on_tethers_config():
+    from tether.apps import ChannelsConfig, TetherConfig
+
+    assert issubclass(ChannelsConfig, TetherConfig)
+    assert type(apps.get_app_config("tether")) is TetherConfig

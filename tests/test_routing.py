@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
-from django.urls import include, path, re_path, register_converter
+from django.urls import Resolver404, include, path, re_path, register_converter
 
 from tether.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter, get_default_application
 
@@ -99,6 +99,26 @@ async def call(app, path: str, **extra: Any) -> None:
 
 
 some_app = Recorder("some_app")
+
+
+async def answers_42(scope, receive, send) -> int:
+    """An ASGI app with a return value, which routers hand back to their caller as Channels' routers do."""
+    return 42
+
+
+async def test_protocol_type_router_returns_what_the_application_returns():
+    router = ProtocolTypeRouter({"websocket": answers_42})
+    assert await router({"type": "websocket", "path": "/"}, no_receive, no_send) == 42
+
+
+async def test_url_router_returns_what_the_application_returns_through_nested_routers():
+    router = URLRouter([path("chat/", URLRouter([path("room/", answers_42)]))])
+    assert await router({"type": "websocket", "path": "/chat/room/"}, no_receive, no_send) == 42
+
+
+async def test_channel_name_router_returns_what_the_application_returns():
+    router = ChannelNameRouter({"jobs": answers_42})
+    assert await router({"type": "channel", "channel": "jobs"}, no_receive, no_send) == 42
 
 
 # ProtocolTypeRouter
@@ -254,8 +274,14 @@ async def test_path_kwargs_defaults_are_merged_into_url_route():
 
 async def test_url_router_raises_value_error_with_the_path_when_nothing_matches():
     router = URLRouter([path("chat/", Recorder())])
-    with pytest.raises(ValueError, match=r"No route found for path '/nowhere/'\."):
+    with pytest.raises(ValueError, match=r"No route found for path 'nowhere/'\."):
         await call(router, "/nowhere/")
+
+
+async def test_url_router_error_names_the_path_without_the_root_path():
+    router = URLRouter([path("chat/", Recorder())])
+    with pytest.raises(ValueError, match=r"No route found for path 'nowhere/'\."):
+        await router({"type": "websocket", "path": "/app/nowhere/", "root_path": "/app"}, None, None)
 
 
 async def test_url_router_refuses_scope_without_path():
@@ -392,7 +418,14 @@ async def test_nested_router_without_match_raises_plain_value_error_at_outer_rou
     with pytest.raises(ValueError) as excinfo:
         await call(router, "/chat/missing/")
     assert type(excinfo.value) is ValueError
-    assert str(excinfo.value) == "No route found for path '/chat/missing/'."
+    assert str(excinfo.value) == "No route found for path 'chat/missing/'."
+
+
+async def test_nested_router_without_match_raises_resolver404_as_channels_does():
+    inner = URLRouter([path("room/", Recorder())])
+    scope = {"type": "websocket", "path": "/chat/missing/", "path_remaining": "missing/"}
+    with pytest.raises(Resolver404, match="No route found for path 'missing/'"):
+        await inner(scope, None, None)
 
 
 async def test_nesting_through_middleware_with_inner_attribute():

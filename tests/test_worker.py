@@ -206,5 +206,11 @@ def test_a_worker_refuses_an_invalid_channel_name():
         Worker(app_for(), ["no spaces allowed"], get_channel_layer())
 
 
+def test_a_worker_takes_channels_max_applications_and_refuses_a_useless_one():
+    assert Worker(app_for(), ["jobs"], get_channel_layer(), max_applications=5).max_applications == 5
+    with pytest.raises(ValueError, match="max_applications must be a positive int"):
+        Worker(app_for(), ["jobs"], get_channel_layer(), max_applications=0)
+
+
 def test_a_worker_listens_once_on_a_channel_named_twice():
     assert Worker(app_for(), ["jobs", "mail", "jobs"], get_channel_layer()).channels == ["jobs", "mail"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.apps import AppConfig
 
-__all__ = ["TetherConfig"]
+__all__ = ["ChannelsConfig", "TetherConfig"]
 
 
 class TetherConfig(AppConfig):
@@ -15,3 +15,13 @@ class TetherConfig(AppConfig):
     def ready(self) -> None:
         # Importing the module registers tether's system checks (tag "tether") with Django's check framework.
         from tether import checks  # noqa: F401
+
+
+class ChannelsConfig(TetherConfig):
+    """Channels' name for the app config, so ``"tether.apps.ChannelsConfig"`` in INSTALLED_APPS means tether.
+
+    ``default = False`` keeps Django's automatic choice on ``TetherConfig`` for a plain ``"tether"`` entry (two
+    candidate configs in one ``apps.py`` would otherwise leave Django with none).
+    """
+
+    default = False

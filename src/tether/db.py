@@ -6,21 +6,27 @@ thread that owns the connection (Django connections are thread-local), which cos
 executor. tether tracks which connections exist (through Django's ``connection_created`` signal) and makes the hop
 only when one of them is open: a consumer that never touches the ORM never pays for it, one that does still gets its
 stale connections closed.
+
+Inside a Django ``TestCase`` the test's connection holds the test's transaction. Closing it would end that
+transaction under the test ("Cannot operate on a closed database"), so, as Django's test client does for its request
+signals, tether leaves a connection alone while a ``TestCase`` transaction is open on it.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from asgiref.sync import SyncToAsync, sync_to_async
-from django.db import close_old_connections as _django_close_old_connections
+from django.db import connections
 from django.db.backends.signals import connection_created
 
 __all__ = [
+    "DatabaseSyncToAsync",
     "aclose_old_connections",
     "close_old_connections",
     "database_sync_to_async",
@@ -49,12 +55,21 @@ def _track_connection(sender: Any, connection: Any, **kwargs: Any) -> None:
 connection_created.connect(_track_connection, weak=False, dispatch_uid="tether.db.track_connection")
 
 
-def close_old_connections() -> None:
+def _in_test_case_transaction(wrapper: Any) -> bool:
+    """Whether a ``TestCase`` transaction is open on this connection (Django marks the atomic blocks it opens)."""
+    return any(getattr(block, "_from_testcase", False) for block in wrapper.atomic_blocks)
+
+
+def close_old_connections(**kwargs: Any) -> None:
     """Close this thread's database connections that are unusable or older than ``CONN_MAX_AGE``.
 
-    A module-level name so tests can patch it; it must run in the thread that owns the connections.
+    What Django does at each request's start and end, except on a connection holding a ``TestCase`` transaction.
+    Takes and ignores keyword arguments so it can also be connected to a signal, as Django's own can. A
+    module-level name so tests can patch it; it must run in the thread that owns the connections.
     """
-    _django_close_old_connections()
+    for wrapper in connections.all(initialized_only=True):
+        if not _in_test_case_transaction(wrapper):
+            wrapper.close_if_unusable_or_obsolete()
 
 
 def has_open_connections() -> bool:
@@ -84,12 +99,28 @@ def _closing_connections(func: Callable[..., _T]) -> Callable[..., _T]:
     return run
 
 
+class DatabaseSyncToAsync(SyncToAsync):  # type: ignore[misc]
+    """asgiref's ``SyncToAsync`` that closes stale database connections before and after the function, in the
+    thread the function runs in. ``database_sync_to_async`` builds these; the class exists for code that subclasses
+    or type-checks against it, as it can in Channels."""
+
+    def __init__(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        if not callable(func):
+            raise TypeError(f"database_sync_to_async() needs a callable, not {func!r}.")
+        if inspect.iscoroutinefunction(func):
+            raise TypeError(
+                f"database_sync_to_async() was given the coroutine function {func.__qualname__}: it runs sync code "
+                "in a thread. Await the coroutine function directly instead."
+            )
+        super().__init__(_closing_connections(func), *args, **kwargs)
+
+
 def database_sync_to_async(func: Callable[..., _T] | None = None, *, thread_sensitive: bool = True) -> Any:
     """Run a function that uses the ORM from async code, with stale connections closed around it in its thread.
 
     Usable bare (``@database_sync_to_async``), on methods, or with arguments
-    (``@database_sync_to_async(thread_sensitive=False)``).
+    (``@database_sync_to_async(thread_sensitive=False)``). Returns a ``DatabaseSyncToAsync``.
     """
     if func is None:
-        return lambda f: SyncToAsync(_closing_connections(f), thread_sensitive=thread_sensitive)
-    return SyncToAsync(_closing_connections(func), thread_sensitive=thread_sensitive)
+        return lambda f: DatabaseSyncToAsync(f, thread_sensitive=thread_sensitive)
+    return DatabaseSyncToAsync(func, thread_sensitive=thread_sensitive)

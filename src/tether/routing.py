@@ -24,6 +24,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.urls.exceptions import Resolver404
 from django.urls.resolvers import RegexPattern, RoutePattern, URLPattern, URLResolver
 
 from tether.types import ASGIApp, Receive, Scope, Send
@@ -101,20 +102,20 @@ class ProtocolTypeRouter:
             _check_application(app, f"ProtocolTypeRouter entry {protocol!r}")
         self.application_mapping = application_mapping
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one connection with the application mapped to its protocol type."""
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
+        """Serve one connection with the application mapped to its protocol type; returns what that app returns."""
         protocol = scope.get("type")
         try:
             app = self.application_mapping[protocol]
         except KeyError:
             if protocol == "lifespan":
                 await self._serve_lifespan(receive, send)
-                return
+                return None
             raise ValueError(
                 f"No application configured for scope type {protocol!r}; ProtocolTypeRouter maps "
                 f"{sorted(self.application_mapping)!r}. Add an entry for {protocol!r} to serve it."
             ) from None
-        await app(scope, receive, send)
+        return await app(scope, receive, send)
 
     @staticmethod
     async def _serve_lifespan(receive: Receive, send: Send) -> None:
@@ -131,8 +132,13 @@ class ProtocolTypeRouter:
                 logger.debug("Ignoring unexpected lifespan message %r.", message_type)
 
 
-class _NoRouteFound(ValueError):
-    """A nested ``URLRouter`` matched nothing; the router above it tries its next route or reports the path."""
+class _NoRouteFound(Resolver404):
+    """A nested ``URLRouter`` matched nothing below its prefix.
+
+    The router above it catches it and tries its next route. It is Django's ``Resolver404`` (as in Channels), so code
+    that wraps a nested router and catches ``Resolver404`` keeps working; the outermost router turns a final miss
+    into ``ValueError``.
+    """
 
 
 class _Route:
@@ -244,8 +250,8 @@ class URLRouter:
         self.routes = list(routes)
         self._routes = tuple(_compile_route(route) for route in self.routes)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one connection with the application of the first matching route."""
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
+        """Serve one connection with the application of the first matching route; returns what that app returns."""
         nested = "path_remaining" in scope
         if nested:
             path = scope["path_remaining"]
@@ -259,6 +265,7 @@ class URLRouter:
             root_path = scope.get("root_path", "")
             if root_path and path.startswith(root_path):
                 path = path[len(root_path) :]
+        # Errors name the path as the routes see it: without the root path and the leading slash, as in Channels.
         path = path.lstrip("/")
 
         for route in self._routes:
@@ -276,16 +283,15 @@ class URLRouter:
                 "kwargs": {**outer.get("kwargs", {}), **kwargs},
             }
             try:
-                await route.app(child_scope, receive, send)
+                return await route.app(child_scope, receive, send)
             except _NoRouteFound:
                 # The nested router matched nothing below this prefix: keep looking at this level.
                 continue
-            return
 
         if nested:
             raise _NoRouteFound(f"No route found for path {path!r}.")
-        logger.debug("No route found for path %r.", scope["path"])
-        raise ValueError(f"No route found for path {scope['path']!r}.")
+        logger.debug("No route found for path %r.", path)
+        raise ValueError(f"No route found for path {path!r}.")
 
 
 class ChannelNameRouter:
@@ -301,8 +307,8 @@ class ChannelNameRouter:
             _check_application(app, f"ChannelNameRouter entry {channel!r}")
         self.application_mapping = application_mapping
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one channel's messages with the application mapped to that channel name."""
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
+        """Serve one channel's messages with the application mapped to that channel name; returns what it returns."""
         try:
             channel = scope["channel"]
         except KeyError:
@@ -317,4 +323,4 @@ class ChannelNameRouter:
                 f"No application configured for channel {channel!r}; ChannelNameRouter maps "
                 f"{sorted(self.application_mapping)!r}."
             ) from None
-        await app(scope, receive, send)
+        return await app(scope, receive, send)

@@ -58,9 +58,17 @@ class Worker:
     takes over the channel's next messages; a message the old instance had already received but not handled is lost
     with it. Sending from a worker's application raises ``RuntimeError``: there is no client; use the channel layer
     to answer.
+
+    ``max_applications`` is accepted for Channels' signature: a tether worker runs one application instance per
+    channel, so it never holds more instances than it has channels. It must be a positive int.
     """
 
-    def __init__(self, application: ASGIApp, channels: Iterable[str], channel_layer: Any) -> None:
+    def __init__(
+        self, application: ASGIApp, channels: Iterable[str], channel_layer: Any, max_applications: int = 1000
+    ) -> None:
+        if not isinstance(max_applications, int) or isinstance(max_applications, bool) or max_applications < 1:
+            raise ValueError(f"max_applications must be a positive int, not {max_applications!r}.")
+        self.max_applications = max_applications
         names = list(dict.fromkeys(channels))
         if not names:
             raise ValueError("Worker needs at least one channel name to listen on.")
@@ -88,7 +96,7 @@ class Worker:
         out, retrying with a growing delay).
         """
         listeners = [
-            asyncio.create_task(self._listen(channel), name=f"tether-worker-{channel}") for channel in self.channels
+            asyncio.create_task(self.listener(channel), name=f"tether-worker-{channel}") for channel in self.channels
         ]
         logger.info("Worker listening on %s.", ", ".join(self.channels))
         self._stopping = False
@@ -102,7 +110,12 @@ class Worker:
             await asyncio.gather(*tasks, return_exceptions=True)
             self._instances.clear()
 
-    async def _listen(self, channel: str) -> None:
+    async def handle(self) -> None:
+        """Channels' name for ``run()``."""
+        await self.run()
+
+    async def listener(self, channel: str) -> None:
+        """Receive ``channel``'s messages from the layer and hand each to the channel's application instance."""
         instance = self._instances[channel] = _ChannelInstance(channel)
         delay = 0.1
         while True:

@@ -51,8 +51,13 @@ async def room(transactional_db: None) -> Room:
 
 
 @pytest.fixture
-async def connect() -> AsyncIterator[Callable[..., Any]]:
-    """``await connect(path, user)``: a connected communicator (the user in the scope); all closed at the end."""
+async def connect(transactional_db: None) -> AsyncIterator[Callable[..., Any]]:
+    """``await connect(path, user)``: a connected communicator (the user in the scope); all closed at the end.
+
+    It depends on ``transactional_db`` so that pytest tears it down first: the consumers' ``disconnect`` handlers and
+    the in-process dashboard worker query the database, which must still be open when they run. Without the
+    dependency a test that asked for ``connect`` before its user fixtures had the database closed under them.
+    """
     opened: list[WebsocketCommunicator] = []
 
     async def open_connection(path: str, user: Any = None, expect: bool = True) -> WebsocketCommunicator:

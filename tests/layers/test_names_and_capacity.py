@@ -204,3 +204,44 @@ def test_get_capacity_answers_the_same_for_a_name_asked_many_times():
     layer = BaseChannelLayer(capacity=10, channel_capacity={"chat.*": 20})
     assert [layer.get_capacity("chat.room") for _ in range(3)] == [20, 20, 20]
     assert [layer.get_capacity(f"other.{i}") for i in range(3)] == [10, 10, 10]
+
+
+# Channels 4.x's name API, for layers and code written for Channels -------------------------------------------------
+
+
+def test_valid_channel_name_warns_that_it_is_deprecated_and_returns_true(base):
+    with pytest.warns(DeprecationWarning, match=r"require_valid_channel_name\(\)"):
+        assert base.valid_channel_name("chat.lobby") is True
+
+
+def test_valid_channel_name_warns_and_raises_type_error_for_an_invalid_name(base):
+    with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match="is invalid"):
+        base.valid_channel_name("no spaces")
+
+
+def test_valid_group_name_warns_that_it_is_deprecated_and_returns_true(base):
+    with pytest.warns(DeprecationWarning, match=r"require_valid_group_name\(\)"):
+        assert base.valid_group_name("room.lobby") is True
+
+
+def test_valid_group_name_warns_and_raises_type_error_for_an_invalid_name(base):
+    with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match="is invalid"):
+        base.valid_group_name("room!lobby")
+
+
+def test_invalid_name_error_is_a_template_for_the_kind_of_name(base):
+    message = base.invalid_name_error.format("Group")
+    assert message.startswith("Group name must be a str shorter than 100 characters")
+
+
+def test_name_patterns_are_offered_as_compiled_regexes(base):
+    assert base.channel_name_regex.match("specific.abc!xyz")
+    assert not base.channel_name_regex.match("a b")
+    assert base.group_name_regex.match("room.lobby")
+    assert not base.group_name_regex.match("room!lobby")
+
+
+def test_match_type_and_length_accepts_short_strings_only(base):
+    assert base.match_type_and_length("c" * 99) is True
+    assert base.match_type_and_length("c" * 100) is False
+    assert base.match_type_and_length(b"bytes") is False

@@ -3,6 +3,8 @@ server), and ``AllowedHostsOriginValidator`` following ``ALLOWED_HOSTS``."""
 
 from __future__ import annotations
 
+from urllib.parse import urlparse
+
 import pytest
 import websockets
 from django.core.exceptions import ImproperlyConfigured
@@ -268,3 +270,31 @@ async def database_sync_to_async_call(function):
     from tether.db import database_sync_to_async
 
     return await database_sync_to_async(function)()
+
+
+# Channels' per-origin methods, kept for subclasses written for Channels ----------------------------------------------
+
+
+def test_channels_origin_methods_agree_with_tethers_rules():
+    validator = OriginValidator(EchoConsumer.as_asgi(), [".example.com", "https://app.test:8443"])
+    assert validator.valid_origin(urlparse("http://www.example.com"))
+    assert validator.validate_origin(urlparse("https://app.test:8443"))
+    assert not validator.validate_origin(urlparse("https://app.test"))
+    assert not validator.valid_origin(None)
+
+
+def test_a_handshake_without_origin_is_valid_only_when_any_origin_is():
+    assert OriginValidator(EchoConsumer.as_asgi(), ["*"]).valid_origin(None)
+
+
+def test_match_allowed_origin_checks_one_pattern():
+    validator = OriginValidator(EchoConsumer.as_asgi(), ["*"])
+    assert validator.match_allowed_origin(urlparse("https://a.example.com"), ".example.com")
+    assert not validator.match_allowed_origin(urlparse("https://example.org"), ".example.com")
+
+
+def test_get_origin_port_falls_back_to_the_schemes_default():
+    validator = OriginValidator(EchoConsumer.as_asgi(), ["*"])
+    assert validator.get_origin_port(urlparse("wss://example.com")) == 443
+    assert validator.get_origin_port(urlparse("http://example.com:8000")) == 8000
+    assert validator.get_origin_port(urlparse("ftp://example.com")) is None

@@ -4,11 +4,13 @@
 process, ``tether.layers.redis`` many processes and machines.
 """
 
+from tether import DEFAULT_CHANNEL_LAYER
 from tether.layers.base import BaseChannelLayer
 from tether.layers.inmemory import InMemoryChannelLayer
 from tether.layers.manager import ChannelLayerManager, channel_layers, get_channel_layer
 
 __all__ = [
+    "DEFAULT_CHANNEL_LAYER",
     "BaseChannelLayer",
     "ChannelLayerManager",
     "InMemoryChannelLayer",

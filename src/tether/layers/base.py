@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import warnings
 from typing import Any, ClassVar
 
 from tether.types import Message
@@ -36,6 +37,17 @@ class BaseChannelLayer:
 
     MAX_NAME_LENGTH: ClassVar[int] = MAX_NAME_LENGTH
     extensions: ClassVar[list[str]] = []
+
+    #: The name rules as compiled patterns, for layer authors who test names themselves (Channels offers the same).
+    channel_name_regex: ClassVar[re.Pattern[str]] = re.compile(rf"^{_CHANNEL_NAME.pattern}$")
+    group_name_regex: ClassVar[re.Pattern[str]] = re.compile(rf"^{_GROUP_NAME.pattern}$")
+    #: A message template for an invalid name, formatted with the kind of name (``"Channel"`` or ``"Group"``). Layers
+    #: written for Channels raise ``TypeError(self.invalid_name_error.format("Group"))``; tether's own checks raise
+    #: messages that also say which name was wrong and why.
+    invalid_name_error: ClassVar[str] = (
+        "{} name must be a str shorter than " + str(MAX_NAME_LENGTH) + " characters made of ASCII letters, digits, "
+        "'-', '_' and '.' (a channel name may have one '!' before a process-local part)."
+    )
 
     def __init__(
         self,
@@ -71,6 +83,30 @@ class BaseChannelLayer:
         """Raise ``TypeError`` saying why ``name`` is not a valid group name."""
         _require_valid_name("Group", name, _GROUP_NAME, "use ASCII letters, digits, '-', '_' and '.'.")
         return True
+
+    def match_type_and_length(self, name: Any) -> bool:
+        """Whether ``name`` is a str shorter than ``MAX_NAME_LENGTH`` (the first test of both name rules)."""
+        return isinstance(name, str) and len(name) < self.MAX_NAME_LENGTH
+
+    def valid_channel_name(self, channel_name: Any, receive: bool = False) -> bool:
+        """Deprecated since Channels 2: use ``require_valid_channel_name``. Warns, then returns True or raises
+        ``TypeError`` as that method does."""
+        warnings.warn(
+            "BaseChannelLayer.valid_channel_name() is deprecated; call require_valid_channel_name() instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.require_valid_channel_name(channel_name, receive=receive)
+
+    def valid_group_name(self, group_name: Any) -> bool:
+        """Deprecated since Channels 2: use ``require_valid_group_name``. Warns, then returns True or raises
+        ``TypeError`` as that method does."""
+        warnings.warn(
+            "BaseChannelLayer.valid_group_name() is deprecated; call require_valid_group_name() instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.require_valid_group_name(group_name)
 
     def valid_channel_names(self, names: list[str], receive: bool = False) -> bool:
         """Validate a list of channel names (``TypeError`` when it is not a list or a name is invalid)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -168,6 +169,30 @@ class OriginValidator:
     def is_allowed(self, scope: Scope) -> bool:
         """Whether the handshake in ``scope`` comes from an allowed origin."""
         return self.compiled_origins().allows(_origin_values(scope))
+
+    # Channels' per-origin methods, for subclasses written for Channels. They take what ``urllib.parse.urlparse``
+    # returns for the Origin header (None when there is none) and apply tether's rules, so they and ``is_allowed``
+    # always agree. New code overrides ``is_allowed`` instead.
+
+    def valid_origin(self, parsed_origin: Any) -> bool:
+        """Whether a parsed origin (or None, for a handshake without one) is allowed."""
+        if parsed_origin is None:
+            return self.compiled_origins().allow_any
+        return self.validate_origin(parsed_origin)
+
+    def validate_origin(self, parsed_origin: Any) -> bool:
+        """Whether a parsed origin matches one of the allowed origins (``"*"`` matches anything)."""
+        return self.compiled_origins().allows([parsed_origin.geturl()])
+
+    def match_allowed_origin(self, parsed_origin: Any, pattern: str) -> bool:
+        """Whether a parsed origin matches the one allowed-origin ``pattern`` (``"*"`` is not a match here)."""
+        origin = _parse_origin(parsed_origin.geturl()) if parsed_origin is not None else None
+        parsed_pattern = _parse_pattern(pattern)
+        return origin is not None and parsed_pattern is not None and _matches(origin, parsed_pattern)
+
+    def get_origin_port(self, origin: Any) -> int | None:
+        """The port of a parsed origin: the one it names, else its scheme's default, else None."""
+        return origin.port if origin.port is not None else DEFAULT_PORTS.get(origin.scheme)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") != "websocket" or self.is_allowed(scope):

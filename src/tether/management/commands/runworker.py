@@ -35,6 +35,8 @@ class Command(BaseCommand):
 
     help = "Runs a tether worker that serves the named channels with the 'channel' part of ASGI_APPLICATION."
     leave_locale_alone = True
+    #: The worker class the command runs; a subclass of the command can serve with a subclass of ``Worker``.
+    worker_class = Worker
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -53,7 +55,7 @@ class Command(BaseCommand):
         except ImproperlyConfigured as exc:
             raise CommandError(str(exc)) from exc
         try:
-            worker = Worker(application, options["channels"], layer)
+            worker = self.worker_class(application, options["channels"], layer)
         except (TypeError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
         if options["verbosity"] >= 1:
