@@ -62,7 +62,9 @@ ARGS_PASSED_TO_OBJECT = [
     "channels.generic.websocket.AsyncJsonWebsocketConsumer",
     "channels.security.websocket.WebsocketDenier",
 ]
-ALLOWED.update({f"{name}(args)": "Channels passes *args to object(), which refuses them" for name in ARGS_PASSED_TO_OBJECT})
+ALLOWED.update(
+    {f"{name}(args)": "Channels passes *args to object(), which refuses them" for name in ARGS_PASSED_TO_OBJECT}
+)
 
 #: The entries of ALLOWED that a comparison relied on.
 used_allowances: set[str] = set()
