@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -180,3 +183,39 @@ def test_channels_app_config_name_leaves_djangos_choice_on_tethers_config():
 
     assert issubclass(ChannelsConfig, TetherConfig)
     assert type(apps.get_app_config("tether")) is TetherConfig
+
+
+#: What a Channels project imports at the top of ``asgi.py``, ``routing.py`` and settings, before Django is set up.
+IMPORTED_BEFORE_SETUP = [
+    "tether",
+    "tether.auth",
+    "tether.consumer",
+    "tether.db",
+    "tether.exceptions",
+    "tether.generic.http",
+    "tether.generic.websocket",
+    "tether.layers",
+    "tether.layers.redis",
+    "tether.middleware",
+    "tether.routing",
+    "tether.security.websocket",
+    "tether.sessions",
+    "tether.testing",
+    "tether.utils",
+    "tether.worker",
+]
+
+
+def test_modules_a_project_imports_at_the_top_of_asgi_py_import_before_django_is_set_up():
+    """Channels' tutorial ``asgi.py`` imports the auth middleware before ``get_asgi_application()``."""
+    code = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    result = subprocess.run(
+        [sys.executable, "-c", code, *IMPORTED_BEFORE_SETUP],
+        cwd=Path(__file__).parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr

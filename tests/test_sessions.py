@@ -7,14 +7,18 @@ it is built, to prove that an untouched session costs nothing.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import re
+import urllib.error
+import urllib.request
 from typing import Any
 
 import pytest
 import websockets
 from django.conf import settings
 from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
+from django.contrib.sessions.exceptions import SessionInterrupted
 from django.contrib.sessions.models import Session
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
@@ -22,6 +26,7 @@ from django.urls import path
 from django.utils.functional import empty
 
 from tests.auth_support import cookie_header, scope_seen_by_inner, set_cookie_headers
+from tether.generic.http import AsyncHttpConsumer
 from tether.generic.websocket import AsyncJsonWebsocketConsumer
 from tether.routing import URLRouter
 from tether.sessions import CookieMiddleware, SessionMiddleware, SessionMiddlewareStack
@@ -295,13 +300,48 @@ async def test_session_is_not_saved_on_a_500_response():
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_session_deleted_during_the_request_is_not_resurrected(caplog):
+async def test_session_deleted_during_the_request_is_answered_400_and_not_resurrected():
     cookie = session_cookie((await http("/set/"))["headers"])
-    response = await http("/deleted-meanwhile/", cookie)
-    assert response["status"] == 200
+    communicator = HttpCommunicator(http_app, "GET", "/deleted-meanwhile/", headers=[cookie_header(cookie)])
+    response = await communicator.get_response()
+    assert response["status"] == 400
     assert session_cookie(response["headers"]) is None
-    assert "deleted while the request was being handled" in caplog.text
     assert (await http("/read/", cookie))["body"] == b"None"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_session_deleted_during_the_request_raises_session_interrupted_in_the_application():
+    cookie = session_cookie((await http("/set/"))["headers"])
+    communicator = HttpCommunicator(http_app, "GET", "/deleted-meanwhile/", headers=[cookie_header(cookie)])
+    await communicator.get_response()
+    with pytest.raises(SessionInterrupted, match="deleted while the request was being handled"):
+        await communicator.wait()
+
+
+class LogoutElsewhereConsumer(AsyncHttpConsumer):
+    """Changes the session, which a logout in another tab deletes before the response goes out."""
+
+    async def handle(self, body: bytes) -> None:
+        await self.scope["session"].aset("colour", "grey")
+        await Session.objects.filter(session_key=self.scope["session"].session_key).adelete()
+        await self.send_response(200, b"saved?")
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_http_consumer_whose_session_was_deleted_answers_400_over_a_real_server(serve):
+    cookie = session_cookie((await http("/set/"))["headers"])
+    server = serve(SessionMiddlewareStack(LogoutElsewhereConsumer.as_asgi()))
+
+    def fetch() -> int:
+        cookie_line = f"{settings.SESSION_COOKIE_NAME}={cookie}"
+        request = urllib.request.Request(server.url + "/", headers={"Cookie": cookie_line})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    assert await asyncio.to_thread(fetch) == 400
 
 
 @pytest.mark.django_db(transaction=True)
@@ -426,7 +466,7 @@ async def test_session_cookie_set_on_the_accept_reaches_a_real_client(serve):
     cookie = session_cookie((await http("/set/?teal"))["headers"])
     server = serve(ws_app)
     async with websockets.connect(
-        f"{server.ws_url}/ws/session/?cycle", additional_headers={"Cookie": f"sessionid={cookie}"}
+        f"{server.ws_url}/ws/session/?cycle", additional_headers={"Cookie": f"{settings.SESSION_COOKIE_NAME}={cookie}"}
     ) as ws:
         new_cookie = session_cookie(ws.response.headers)
     assert new_cookie and new_cookie != cookie

@@ -32,7 +32,6 @@ from django.contrib.auth import (
     user_logged_in,
     user_logged_out,
 )
-from django.contrib.auth.models import AnonymousUser
 from django.core import signing
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.utils.crypto import constant_time_compare
@@ -58,6 +57,18 @@ __all__ = [
 ]
 
 logger = logging.getLogger("tether.auth")
+
+
+def _anonymous_user() -> Any:
+    """A new ``AnonymousUser``.
+
+    Imported on first use: ``django.contrib.auth.models`` needs the app registry, and a Channels project imports the
+    auth middleware at the top of ``asgi.py``, before ``get_asgi_application()`` has set Django up.
+    """
+    from django.contrib.auth.models import AnonymousUser
+
+    return AnonymousUser()
+
 
 #: Scope types that carry a user. Other scopes (lifespan, worker channels) pass through the middlewares untouched.
 _USER_SCOPE_TYPES = frozenset({"http", "websocket"})
@@ -121,12 +132,12 @@ def _user_from_session(scope: Scope) -> Any:
         user_id = _session_user_pk(session)
         backend_path = session[BACKEND_SESSION_KEY]
     except (KeyError, ValidationError):
-        return AnonymousUser()
+        return _anonymous_user()
     if backend_path not in settings.AUTHENTICATION_BACKENDS:
-        return AnonymousUser()
+        return _anonymous_user()
     user = load_backend(backend_path).get_user(user_id)
     if user is None:
-        return AnonymousUser()
+        return _anonymous_user()
     if not hasattr(user, "get_session_auth_hash"):
         return user
     session_hash = session.get(HASH_SESSION_KEY)
@@ -142,7 +153,7 @@ def _user_from_session(scope: Scope) -> Any:
         return user
     # The password changed (or the hash is missing): this session no longer authenticates anybody.
     session.flush()
-    return AnonymousUser()
+    return _anonymous_user()
 
 
 @database_sync_to_async
@@ -210,7 +221,7 @@ def logout(scope: Scope) -> None:
         user = None
     user_logged_out.send(sender=user.__class__, request=None, user=user)
     session.flush()
-    scope["user"] = AnonymousUser()
+    scope["user"] = _anonymous_user()
 
 
 #: The same awaitables under Django's async names (``django.contrib.auth.alogin`` / ``alogout``), for readers who
@@ -358,18 +369,18 @@ def _user_from_token(token: str, max_age: float | None) -> Any:
     """``TokenAuthMiddleware``'s lookup, in the database thread: the token's user, or ``AnonymousUser``."""
     payload = _token_payload(token, max_age)
     if payload is None or payload["b"] not in settings.AUTHENTICATION_BACKENDS:
-        return AnonymousUser()
+        return _anonymous_user()
     try:
         user_id = get_user_model()._meta.pk.to_python(payload["u"])
     except ValidationError:
-        return AnonymousUser()
+        return _anonymous_user()
     user = load_backend(payload["b"]).get_user(user_id)
     if user is None:
-        return AnonymousUser()
+        return _anonymous_user()
     current, fallbacks = _token_hash(user)
     if not any(constant_time_compare(payload["h"], candidate) for candidate in (current, *fallbacks)):
         logger.info("Refused an auth token: the user's password changed since it was made.")
-        return AnonymousUser()
+        return _anonymous_user()
     return user
 
 
@@ -425,7 +436,7 @@ class TokenAuthMiddleware(BaseMiddleware):
             return
         token, entry = self._take_token(scope)
         if token is None:
-            scope.setdefault("user", AnonymousUser())
+            scope.setdefault("user", _anonymous_user())
         else:
             scope["user"] = await database_sync_to_async(_user_from_token)(token, self.max_age)
         if entry is not None:

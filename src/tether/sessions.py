@@ -24,6 +24,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase, UpdateError
+from django.contrib.sessions.exceptions import SessionInterrupted
 from django.core.exceptions import ImproperlyConfigured
 from django.http.cookie import parse_cookie
 from django.utils.functional import LazyObject, empty
@@ -223,17 +224,31 @@ def _add_vary_cookie(message: Message) -> None:
 
 
 def _save_and_set_cookie(message: Message, store: SessionBase) -> None:
-    """Save the session and put its cookie on ``message``; runs in the ORM's thread."""
+    """Save the session and put its cookie on ``message``; runs in the ORM's thread.
+
+    Raises Django's ``SessionInterrupted`` when the session was deleted meanwhile (a logout in another tab), rather
+    than saving it again and undoing that logout.
+    """
     try:
         store.save()
     except UpdateError:
-        # Django answers 400 here; the response is already decided, so send it without a session cookie.
-        logger.warning(
-            "The session was deleted while the request was being handled (a logout in another tab?); "
-            "the response goes out without a session cookie."
-        )
-        return
+        raise SessionInterrupted(
+            "The session was deleted while the request was being handled (a logout in another tab?), so it was "
+            "not saved again; the client was answered 400 Bad Request."
+        ) from None
     _set_session_cookie(message, store)
+
+
+async def _answer_session_interrupted(send: Send) -> None:
+    """Answer 400 Bad Request, as Django does when a request's session was deleted before it could be saved."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 400,
+            "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"vary", b"Cookie")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"Bad Request: the session ended during the request."})
 
 
 async def _finish_http_session(message: Message, store: SessionBase, request_cookie: str | None) -> None:
@@ -296,7 +311,13 @@ class SessionMiddleware(BaseMiddleware):
             store = _built_store(session)
             if store is not None:
                 if message["type"] == "http.response.start":
-                    await _finish_http_session(message, store, request_cookie)
+                    try:
+                        await _finish_http_session(message, store, request_cookie)
+                    except SessionInterrupted:
+                        # The client gets Django's answer at once; the application learns why its response was
+                        # replaced from the exception, as it would from Django's SessionMiddleware.
+                        await _answer_session_interrupted(send)
+                        raise
                 elif message["type"] == "websocket.accept":
                     await _send_changed_key_on_accept(message, store, request_cookie)
             await send(message)

@@ -7,29 +7,14 @@ parts until one is sent with ``more_body=False`` or the client goes away.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from tether.consumer import AsyncConsumer
 from tether.exceptions import StopConsumer
+from tether.generic.headers import Headers, encode_headers
 from tether.types import Message, Receive, Scope, Send
 
 __all__ = ["AsyncHttpConsumer"]
-
-Headers = Iterable[tuple[Any, Any]] | dict[Any, Any]
-
-
-def _header_list(headers: Headers | None) -> list[tuple[bytes, bytes]]:
-    if headers is None:
-        return []
-    pairs = headers.items() if isinstance(headers, dict) else headers
-    return [
-        (
-            name.encode("latin-1") if isinstance(name, str) else name,
-            value.encode("latin-1") if isinstance(value, str) else value,
-        )
-        for name, value in pairs
-    ]
 
 
 class AsyncHttpConsumer(AsyncConsumer):
@@ -49,7 +34,7 @@ class AsyncHttpConsumer(AsyncConsumer):
         """Start the response. ``headers`` is a list of ``(name, value)`` pairs or a dict, as str or bytes."""
         if self._response_started:
             raise RuntimeError("send_headers() was called twice: the response has started already.")
-        await self.send({"type": "http.response.start", "status": status, "headers": _header_list(headers)})
+        await self.send({"type": "http.response.start", "status": status, "headers": encode_headers(headers)})
 
     async def send_body(self, body: bytes, *, more_body: bool = False) -> None:
         """Send a part of the response body; ``more_body=True`` keeps the response open for more parts."""

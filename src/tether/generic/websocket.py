@@ -15,6 +15,7 @@ from asgiref.sync import async_to_sync
 
 from tether.consumer import AsyncConsumer, SyncConsumer
 from tether.exceptions import AcceptConnection, DenyConnection, InvalidChannelLayerError, StopConsumer
+from tether.generic.headers import encode_headers
 from tether.types import Message
 from tether.utils import name_that_thing
 
@@ -41,12 +42,8 @@ UNSUPPORTED_DATA = 1003
 def _accept_message(subprotocol: str | None, headers: Iterable[tuple[Any, Any]] | None) -> Message:
     message: Message = {"type": "websocket.accept", "subprotocol": subprotocol}
     if headers:
-        message["headers"] = [(_as_bytes(name), _as_bytes(value)) for name, value in headers]
+        message["headers"] = encode_headers(headers)
     return message
-
-
-def _as_bytes(value: str | bytes) -> bytes:
-    return value.encode("latin-1") if isinstance(value, str) else value
 
 
 def _frame_message(text_data: str | None, bytes_data: bytes | None) -> Message:
