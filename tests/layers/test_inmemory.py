@@ -138,12 +138,18 @@ async def test_group_membership_that_expired_is_counted_and_its_group_removed():
 # Expiry -----------------------------------------------------------------------------------------------------------
 
 
-async def test_a_channel_whose_message_expired_is_taken_out_of_its_groups():
+async def layer_with_an_expired_message() -> InMemoryChannelLayer:
+    """A layer whose group "g" has "gone.consumer", holding a message that has expired, and "live.consumer"."""
     layer = InMemoryChannelLayer(expiry=0.2)
     await layer.group_add("g", "gone.consumer")
     await layer.group_add("g", "live.consumer")
     await layer.send("gone.consumer", {"type": "unread"})
     await asyncio.sleep(0.3)
+    return layer
+
+
+async def test_a_channel_whose_message_expired_is_taken_out_of_its_groups():
+    layer = await layer_with_an_expired_message()
     await layer.send("gone.consumer", {"type": "marker"})
     assert await receive(layer, "gone.consumer") == {"type": "marker"}
     await layer.group_send("g", {"type": "broadcast"})
@@ -457,12 +463,8 @@ async def test_an_expired_membership_is_gone_from_groups():
 
 
 async def test_a_channel_whose_message_expired_is_gone_from_groups():
-    layer = InMemoryChannelLayer(expiry=0.2)
-    await layer.group_add("g", "gone")
-    await layer.group_add("g", "live")
-    await layer.send("gone", {"type": "unread"})
-    await asyncio.sleep(0.3)
-    assert list(layer.groups["g"]) == ["live"]
+    layer = await layer_with_an_expired_message()
+    assert list(layer.groups["g"]) == ["live.consumer"]
 
 
 async def test_changing_channels_is_refused_naming_the_layer_call_to_use(layer):
@@ -503,15 +505,11 @@ async def test_wrapping_clean_expired_and_remove_from_groups_as_channels_graphql
 
     for name in ("_clean_expired", "_remove_from_groups"):
         monkeypatch.setattr(InMemoryChannelLayer, name, locked(getattr(InMemoryChannelLayer, name)))
-    layer = InMemoryChannelLayer(expiry=0.2)
-    await layer.group_add("g", "gone")
-    await layer.group_add("g", "live")
-    await layer.send("gone", {"type": "unread"})
-    await asyncio.sleep(0.3)
+    layer = await layer_with_an_expired_message()
     layer._clean_expired()
     await layer.group_send("g", {"type": "broadcast"})
-    assert await receive(layer, "live") == {"type": "broadcast"}
-    assert "gone" not in layer.groups["g"]
+    assert await receive(layer, "live.consumer") == {"type": "broadcast"}
+    assert "gone.consumer" not in layer.groups["g"]
 
 
 async def test_replacing_clean_expired_with_a_no_op_breaks_nothing(monkeypatch):
