@@ -403,7 +403,10 @@ class _ChannelsView(_ReadOnlyView):
     """``InMemoryChannelLayer.channels``: channel name to a view of its queue."""
 
     __slots__ = ()
-    _how_to_change = "send with 'await layer.send(channel, message)', receive with 'await layer.receive(channel)'."
+    _how_to_change = (
+        "send with 'await layer.send(channel, message)', receive with 'await layer.receive(channel)', "
+        "empty the layer with 'await layer.flush()'."
+    )
 
     def _name(self) -> str:
         return "InMemoryChannelLayer.channels"
@@ -498,9 +501,11 @@ class ChannelQueueView:
         return 0 if state is None else len(state.queue)
 
     def empty(self) -> bool:
+        """True when no unexpired message waits on the channel."""
         return self.qsize() == 0
 
     def full(self) -> bool:
+        """True when the channel holds its capacity: a ``send`` to it would raise ``ChannelFull``."""
         return self.qsize() >= self.maxsize
 
     def get_nowait(self) -> tuple[float, Message]:
