@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -136,12 +138,18 @@ async def test_group_membership_that_expired_is_counted_and_its_group_removed():
 # Expiry -----------------------------------------------------------------------------------------------------------
 
 
-async def test_a_channel_whose_message_expired_is_taken_out_of_its_groups():
+async def layer_with_an_expired_message() -> InMemoryChannelLayer:
+    """A layer whose group "g" has "gone.consumer", holding a message that has expired, and "live.consumer"."""
     layer = InMemoryChannelLayer(expiry=0.2)
     await layer.group_add("g", "gone.consumer")
     await layer.group_add("g", "live.consumer")
     await layer.send("gone.consumer", {"type": "unread"})
     await asyncio.sleep(0.3)
+    return layer
+
+
+async def test_a_channel_whose_message_expired_is_taken_out_of_its_groups():
+    layer = await layer_with_an_expired_message()
     await layer.send("gone.consumer", {"type": "marker"})
     assert await receive(layer, "gone.consumer") == {"type": "marker"}
     await layer.group_send("g", {"type": "broadcast"})
@@ -346,3 +354,167 @@ async def test_a_receiver_in_another_thread_gets_a_message_sent_from_this_loop(l
     await wait_until(lambda: layer.stats()["channels"] == 1)
     await layer.send("c", {"type": "to.thread"})
     assert await asyncio.wait_for(received, WAIT) == {"type": "to.thread"}
+
+
+# Inspection, as in Channels ----------------------------------------------------------------------------------------
+
+
+async def test_a_sent_message_is_visible_in_channels_with_its_expiry(layer):
+    before = time.time()
+    await layer.send("c", {"type": "m", "n": 1})
+    assert list(layer.channels) == ["c"]
+    assert layer.channels["c"].qsize() == 1
+    expires_at, message = layer.channels["c"].get_nowait()
+    assert message == {"type": "m", "n": 1}
+    assert before + layer.expiry <= expires_at <= time.time() + layer.expiry
+
+
+async def test_a_received_message_is_gone_from_channels(layer):
+    await layer.send("c", {"type": "m"})
+    await receive(layer, "c")
+    assert "c" not in layer.channels
+    assert len(layer.channels) == 0
+
+
+async def test_a_channel_view_follows_the_layer_after_it_was_taken(layer):
+    await layer.send("c", {"type": "m"})
+    await layer.send("c", {"type": "m"})
+    queue = layer.channels["c"]
+    await receive(layer, "c")
+    assert queue.qsize() == 1
+    await receive(layer, "c")
+    assert queue.empty()
+
+
+async def test_get_nowait_takes_the_message_as_a_receive_would(layer):
+    await layer.send("c", {"type": "first"})
+    await layer.send("c", {"type": "second"})
+    assert layer.channels["c"].get_nowait()[1] == {"type": "first"}
+    assert await receive(layer, "c") == {"type": "second"}
+    assert layer.stats()["received"] == 2
+
+
+async def test_get_nowait_on_a_drained_channel_raises_queue_empty(layer):
+    await layer.send("c", {"type": "m"})
+    queue = layer.channels["c"]
+    queue.get_nowait()
+    with pytest.raises(asyncio.QueueEmpty):
+        queue.get_nowait()
+
+
+async def test_a_channel_with_a_waiting_receiver_is_listed_with_an_empty_queue(layer):
+    waiting = asyncio.ensure_future(layer.receive("c"))
+    await asyncio.sleep(0)
+    assert layer.channels["c"].empty()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert "c" not in layer.channels
+
+
+async def test_a_channel_queue_reports_its_capacity_as_maxsize():
+    layer = InMemoryChannelLayer(capacity=2, channel_capacity={"big.*": 5})
+    await layer.send("small", {"type": "m"})
+    await layer.send("small", {"type": "m"})
+    await layer.send("big.one", {"type": "m"})
+    assert (layer.channels["small"].maxsize, layer.channels["small"].full()) == (2, True)
+    assert (layer.channels["big.one"].maxsize, layer.channels["big.one"].full()) == (5, False)
+
+
+async def test_an_expired_message_is_gone_from_channels():
+    layer = InMemoryChannelLayer(expiry=0.2)
+    await layer.send("c", {"type": "unread"})
+    await asyncio.sleep(0.3)
+    assert "c" not in layer.channels
+    assert layer.stats()["expired"] == 1
+
+
+async def test_flush_empties_channels_and_groups(layer):
+    await layer.send("c", {"type": "m"})
+    await layer.group_add("g", "c")
+    await layer.flush()
+    assert (dict(layer.channels), dict(layer.groups)) == ({}, {})
+
+
+async def test_group_add_is_visible_in_groups_with_its_join_time(layer):
+    before = time.time()
+    await layer.group_add("g", "a")
+    await layer.group_add("g", "b")
+    assert set(layer.groups) == {"g"}
+    assert set(layer.groups["g"]) == {"a", "b"}
+    assert before <= layer.groups["g"]["a"] <= layer.groups["g"]["b"] <= time.time()
+
+
+async def test_group_discard_is_gone_from_groups(layer):
+    await layer.group_add("g", "a")
+    await layer.group_add("g", "b")
+    await layer.group_discard("g", "a")
+    assert dict(layer.groups["g"]).keys() == {"b"}
+    await layer.group_discard("g", "b")
+    assert "g" not in layer.groups
+
+
+async def test_an_expired_membership_is_gone_from_groups():
+    layer = InMemoryChannelLayer(group_expiry=0.2)
+    await layer.group_add("g", "old")
+    await asyncio.sleep(0.3)
+    await layer.group_add("g", "new")
+    assert list(layer.groups["g"]) == ["new"]
+
+
+async def test_a_channel_whose_message_expired_is_gone_from_groups():
+    layer = await layer_with_an_expired_message()
+    assert list(layer.groups["g"]) == ["live.consumer"]
+
+
+async def test_changing_channels_is_refused_naming_the_layer_call_to_use(layer):
+    await layer.send("c", {"type": "m"})
+    with pytest.raises(TypeError, match=r"read-only view .* 'await layer\.send\(channel, message\)'"):
+        del layer.channels["c"]
+    with pytest.raises(TypeError, match=r"read-only view .* 'await layer\.send\('c', message\)'"):
+        layer.channels["c"].put_nowait({"type": "m"})
+    with pytest.raises(AttributeError, match=r"read-only view .* 'await layer\.flush\(\)'"):
+        layer.channels = {}
+
+
+async def test_changing_groups_is_refused_naming_the_layer_call_to_use(layer):
+    await layer.group_add("g", "a")
+    with pytest.raises(TypeError, match=r"read-only view .* 'await layer\.group_discard\(group, channel\)'"):
+        layer.groups["g"].pop("a")
+    with pytest.raises(TypeError, match=r"read-only view .* 'await layer\.group_add\(group, channel\)'"):
+        layer.groups["other"] = {"a": time.time()}
+
+
+async def test_clean_expired_drops_expired_messages_at_once():
+    layer = InMemoryChannelLayer(expiry=0.2)
+    await layer.send("c", {"type": "unread"})
+    await asyncio.sleep(0.3)
+    layer._clean_expired()
+    assert layer.stats()["expired"] == 1
+
+
+async def test_wrapping_clean_expired_and_remove_from_groups_as_channels_graphql_ws_does_breaks_nothing(monkeypatch):
+    guard = threading.RLock()
+
+    def locked(method):
+        def wrapper(*args, **kwargs):
+            with guard:
+                return method(*args, **kwargs)
+
+        return wrapper
+
+    for name in ("_clean_expired", "_remove_from_groups"):
+        monkeypatch.setattr(InMemoryChannelLayer, name, locked(getattr(InMemoryChannelLayer, name)))
+    layer = await layer_with_an_expired_message()
+    layer._clean_expired()
+    await layer.group_send("g", {"type": "broadcast"})
+    assert await receive(layer, "live.consumer") == {"type": "broadcast"}
+    assert "gone.consumer" not in layer.groups["g"]
+
+
+async def test_replacing_clean_expired_with_a_no_op_breaks_nothing(monkeypatch):
+    monkeypatch.setattr(InMemoryChannelLayer, "_clean_expired", lambda self: None)
+    layer = InMemoryChannelLayer()
+    await layer.group_add("g", "a")
+    await layer.group_send("g", {"type": "broadcast"})
+    assert await receive(layer, "a") == {"type": "broadcast"}

@@ -11,7 +11,13 @@ import json
 import pytest
 
 from tests.consumers import EchoConsumer
-from tether.testing import ApplicationCommunicator, HttpCommunicator, WebsocketCommunicator
+from tether.testing import (
+    ApplicationCommunicator,
+    ApplicationFinished,
+    CommunicatorTimeout,
+    HttpCommunicator,
+    WebsocketCommunicator,
+)
 
 
 async def scope_reporter(scope, receive, send):
@@ -48,6 +54,11 @@ async def returns_at_once(scope, receive, send):
     return None
 
 
+async def accepts_then_returns(scope, receive, send):
+    await receive()
+    await send({"type": "websocket.accept"})
+
+
 async def report(path: str, **kwargs) -> dict:
     communicator = WebsocketCommunicator(scope_reporter, path, **kwargs)
     await communicator.connect()
@@ -77,9 +88,9 @@ async def test_connect_returns_false_and_the_close_code_when_refused():
     assert await communicator.connect() == (False, 4403)
 
 
-async def test_connect_times_out_with_timeout_error_and_cancels_the_app():
+async def test_connect_to_an_app_that_never_answers_raises_asyncio_timeout_error_and_cancels_the_app():
     communicator = WebsocketCommunicator(silent, "/ws/")
-    with pytest.raises(TimeoutError):
+    with pytest.raises(asyncio.TimeoutError):
         await communicator.connect(timeout=0.05)
     assert communicator.future.cancelled()
 
@@ -179,8 +190,8 @@ async def test_receive_nothing_is_false_when_a_frame_is_waiting(echo):
     assert await echo.receive_from() == "ping"
 
 
-async def test_receive_from_times_out_with_timeout_error_and_cancels_the_app(echo):
-    with pytest.raises(TimeoutError):
+async def test_receive_from_times_out_with_asyncio_timeout_error_and_cancels_the_app(echo):
+    with pytest.raises(asyncio.TimeoutError):
         await echo.receive_from(timeout=0.05)
     assert echo.future.cancelled()
 
@@ -221,18 +232,78 @@ async def test_application_communicator_feeds_input_and_reads_output():
     await communicator.wait()
 
 
-async def test_wait_times_out_with_timeout_error_and_cancels_the_app():
+async def test_wait_times_out_with_asyncio_timeout_error_and_cancels_the_app():
     communicator = ApplicationCommunicator(silent, {"type": "testing"})
-    with pytest.raises(TimeoutError):
+    with pytest.raises(asyncio.TimeoutError):
         await communicator.wait(timeout=0.05)
     assert communicator.future.cancelled()
 
 
-async def test_receive_output_from_an_application_that_returned_is_a_clear_error():
+async def test_receive_output_after_the_app_returned_raises_an_asyncio_timeout_error_at_once():
     communicator = ApplicationCommunicator(returns_at_once, {"type": "testing"})
     await communicator.wait()
-    with pytest.raises(AssertionError, match="returned without sending anything more"):
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(asyncio.TimeoutError):
+        await communicator.receive_output(timeout=5)
+    assert asyncio.get_running_loop().time() - started < 1
+
+
+async def test_application_finished_names_how_the_app_ended_and_its_last_event():
+    communicator = WebsocketCommunicator(accepts_then_returns, "/ws/")
+    await communicator.connect()
+    last_event = r"last event read from it was \{'type': 'websocket\.accept'"
+    with pytest.raises(ApplicationFinished, match=rf"returned .* {last_event}"):
+        await communicator.receive_from()
+
+
+async def test_receive_json_from_an_app_that_returned_raises_asyncio_timeout_error():
+    communicator = WebsocketCommunicator(accepts_then_returns, "/ws/")
+    await communicator.connect()
+    with pytest.raises(asyncio.TimeoutError):
+        await communicator.receive_json_from()
+
+
+async def test_receive_output_after_a_timeout_cancelled_the_app_says_it_was_cancelled():
+    communicator = ApplicationCommunicator(silent, {"type": "testing"})
+    with pytest.raises(CommunicatorTimeout):
+        await communicator.receive_output(timeout=0.05)
+    with pytest.raises(ApplicationFinished, match="was cancelled"):
         await communicator.receive_output()
+
+
+def test_communicator_timeout_is_both_asyncio_and_builtin_timeout_error():
+    assert issubclass(CommunicatorTimeout, asyncio.TimeoutError)
+    assert issubclass(CommunicatorTimeout, TimeoutError)
+    assert issubclass(ApplicationFinished, CommunicatorTimeout)
+
+
+async def test_receive_nothing_is_true_at_once_after_the_app_returned():
+    communicator = ApplicationCommunicator(returns_at_once, {"type": "testing"})
+    await communicator.wait()
+    started = asyncio.get_running_loop().time()
+    assert await communicator.receive_nothing(timeout=5) is True
+    assert asyncio.get_running_loop().time() - started < 1
+
+
+async def test_receive_nothing_raises_the_exception_of_an_app_that_died():
+    communicator = WebsocketCommunicator(talks_then_fails, "/ws/")
+    await communicator.connect()
+    assert await communicator.receive_from() == "before the crash"
+    with pytest.raises(KeyError, match="crashed after sending"):
+        await communicator.receive_nothing()
+
+
+async def test_receive_nothing_is_false_while_an_app_that_died_has_unread_events():
+    communicator = WebsocketCommunicator(talks_then_fails, "/ws/")
+    await communicator.connect()
+    await asyncio.sleep(0.01)  # the application has sent its frame and crashed by now
+    assert await communicator.receive_nothing() is False
+
+
+async def test_disconnect_after_a_timeout_cancelled_the_app_returns_quietly(echo):
+    with pytest.raises(asyncio.TimeoutError):
+        await echo.receive_from(timeout=0.05)
+    await echo.disconnect()
 
 
 async def test_stop_cancels_a_running_application():
@@ -294,9 +365,9 @@ def test_http_communicator_path_must_be_a_string():
         HttpCommunicator(http_echo, "GET", b"/files/")
 
 
-async def test_get_response_times_out_with_timeout_error():
+async def test_get_response_times_out_with_asyncio_timeout_error():
     communicator = HttpCommunicator(silent, "GET", "/")
-    with pytest.raises(TimeoutError):
+    with pytest.raises(asyncio.TimeoutError):
         await communicator.get_response(timeout=0.05)
     assert communicator.future.cancelled()
 

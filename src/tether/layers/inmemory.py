@@ -2,6 +2,10 @@
 
 Delivery is direct: a message for a channel that has a receiver waiting is handed to that receiver's future at once,
 and ``group_send`` walks the group's members in one loop. No task is started per message or per member.
+
+Tests written for Channels look into its layer's ``channels`` and ``groups`` dicts. This layer keeps other structures
+(a deque and a waiter list per channel, monotonic times), so it offers read-only views in Channels' shapes that are
+computed from its state when read: nothing is kept up to date on the hot path for them.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar, NoReturn
 
 from tether.exceptions import ChannelFull
 from tether.layers.base import BaseChannelLayer
@@ -23,7 +27,7 @@ from tether.layers.messages import copy_message, private_copier
 from tether.layers.stats import LayerStats
 from tether.types import Message
 
-__all__ = ["InMemoryChannelLayer"]
+__all__ = ["ChannelQueueView", "InMemoryChannelLayer"]
 
 logger = logging.getLogger("tether.layers.inmemory")
 
@@ -50,6 +54,9 @@ class InMemoryChannelLayer(BaseChannelLayer):
     group memberships expire after ``group_expiry`` seconds. A channel holds at most ``capacity`` messages (or what
     ``channel_capacity`` sets for its name); ``send`` then raises ``ChannelFull`` and ``group_send`` skips the member,
     counting the drop in ``stats()`` and logging it once per channel.
+
+    For tests, ``channels`` and ``groups`` show the layer's state in the shapes of Channels' in-memory layer (see
+    their docstrings); they are read-only views, not the layer's own structures.
     """
 
     extensions: ClassVar[list[str]] = ["groups", "flush"]
@@ -77,6 +84,61 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._stats = LayerStats(logger)
         self._sweep_every = min(1.0, expiry / 2, group_expiry / 2)
         self._next_sweep = time.monotonic() + self._sweep_every
+        # The layer measures time on the monotonic clock; the views show wall-clock times, as Channels' layer holds.
+        # One offset per layer keeps the times a view shows stable from one read to the next.
+        self._wall_offset = time.time() - time.monotonic()
+
+    # Inspection, for tests ---------------------------------------------------------------------------------------
+
+    @property
+    def channels(self) -> Mapping[str, ChannelQueueView]:
+        """Each channel that holds messages or has a receiver waiting, to a read-only view of its queue.
+
+        As in Channels, ``layer.channels[name]`` answers ``qsize()``, ``empty()``, ``full()`` and ``maxsize``, and
+        ``get_nowait()`` takes the next message as ``(expires_at, message)`` (wall-clock time). A drained channel is
+        not listed. Every read first runs the expiry sweep, so expired messages are never shown (and a channel they
+        expired on has left its groups, as the layer would do at its next send).
+        """
+        return _ChannelsView(self)
+
+    @channels.setter
+    def channels(self, value: object) -> NoReturn:
+        raise AttributeError(
+            "InMemoryChannelLayer.channels is a read-only view of the layer's state: empty the layer with "
+            "'await layer.flush()', or build a new InMemoryChannelLayer."
+        )
+
+    @property
+    def groups(self) -> Mapping[str, Mapping[str, float]]:
+        """Each group to a read-only view of its members: channel name to the wall-clock time it joined.
+
+        The shape of Channels' ``groups`` dict. A group whose last member left or expired is not listed; every read
+        first runs the expiry sweep, so expired memberships are never shown.
+        """
+        return _GroupsView(self)
+
+    @groups.setter
+    def groups(self, value: object) -> NoReturn:
+        raise AttributeError(
+            "InMemoryChannelLayer.groups is a read-only view of the layer's state: change it with "
+            "'await layer.group_add(group, channel)' or 'await layer.group_discard(group, channel)', or empty the "
+            "layer with 'await layer.flush()'."
+        )
+
+    def _clean_expired(self) -> None:
+        """Drop expired messages and memberships now. Kept for compatibility with Channels' layer.
+
+        Channels calls its method of this name on receive and group_send; tether does not (it sweeps on its own
+        schedule), so a test set-up that replaces or wraps it, as channels-graphql-ws's ``conftest.py`` does, changes
+        nothing in how this layer works, and calling it runs the sweep at once.
+        """
+        self._sweep(time.monotonic())
+
+    def _remove_from_groups(self, channel: str) -> None:
+        """Take ``channel`` out of every group it is in. Kept for compatibility with Channels' layer, like
+        ``_clean_expired``: the layer calls it when a message on ``channel`` expires."""
+        for group in list(self._memberships.get(channel, ())):
+            self._leave(group, channel)
 
     # Channels ----------------------------------------------------------------------------------------------------
 
@@ -284,12 +346,14 @@ class InMemoryChannelLayer(BaseChannelLayer):
             channel,
             self.expiry,
         )
-        for group in list(self._memberships.get(channel, ())):
-            self._leave(group, channel)
+        self._remove_from_groups(channel)
 
     def _maybe_sweep(self, now: float) -> None:
-        if now < self._next_sweep:
-            return
+        if now >= self._next_sweep:
+            self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        """Drop expired messages (their channels leave their groups), idle channels and expired memberships."""
         self._next_sweep = now + self._sweep_every
         for name, state in list(self._channels.items()):
             self._drop_expired(name, state, now)
@@ -302,3 +366,167 @@ class InMemoryChannelLayer(BaseChannelLayer):
                 if joined_at < joined_after:
                     self._leave(group, channel)
                     self._stats.incr("group_members_expired")
+
+
+# Read-only views, for tests ------------------------------------------------------------------------------------------
+
+
+class _ReadOnlyView(Mapping[str, Any]):
+    """A mapping over the layer's state that refuses changes with a message naming the layer call that makes them.
+
+    Each read runs the layer's expiry sweep first, so a view never shows what the layer would no longer deliver.
+    """
+
+    __slots__ = ("_layer",)
+    _how_to_change: ClassVar[str]
+
+    def __init__(self, layer: InMemoryChannelLayer) -> None:
+        self._layer = layer
+
+    def _name(self) -> str:
+        raise NotImplementedError
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError(f"{self._name()} is a read-only view of the layer's state: {self._how_to_change}")
+
+    __setitem__ = __delitem__ = pop = popitem = clear = update = setdefault = _refuse
+
+    def _swept(self) -> InMemoryChannelLayer:
+        self._layer._sweep(time.monotonic())
+        return self._layer
+
+    def __repr__(self) -> str:
+        return f"<{self._name()}: {dict(self.items())!r}>"
+
+
+class _ChannelsView(_ReadOnlyView):
+    """``InMemoryChannelLayer.channels``: channel name to a view of its queue."""
+
+    __slots__ = ()
+    _how_to_change = (
+        "send with 'await layer.send(channel, message)', receive with 'await layer.receive(channel)', "
+        "empty the layer with 'await layer.flush()'."
+    )
+
+    def _name(self) -> str:
+        return "InMemoryChannelLayer.channels"
+
+    def __getitem__(self, channel: str) -> ChannelQueueView:
+        state = self._swept()._channels.get(channel)
+        if state is None or state.idle():
+            raise KeyError(channel)
+        return ChannelQueueView(self._layer, channel)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([name for name, state in self._swept()._channels.items() if not state.idle()])
+
+    def __len__(self) -> int:
+        return sum(1 for state in self._swept()._channels.values() if not state.idle())
+
+
+class _GroupsView(_ReadOnlyView):
+    """``InMemoryChannelLayer.groups``: group name to a view of its members."""
+
+    __slots__ = ()
+    _how_to_change = "use 'await layer.group_add(group, channel)' and 'await layer.group_discard(group, channel)'."
+
+    def _name(self) -> str:
+        return "InMemoryChannelLayer.groups"
+
+    def __getitem__(self, group: str) -> _MembersView:
+        if group not in self._swept()._groups:
+            raise KeyError(group)
+        return _MembersView(self._layer, group)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._swept()._groups))
+
+    def __len__(self) -> int:
+        return len(self._swept()._groups)
+
+
+class _MembersView(_ReadOnlyView):
+    """``InMemoryChannelLayer.groups[group]``: member channel name to the wall-clock time it joined."""
+
+    __slots__ = ("_group",)
+    _how_to_change = _GroupsView._how_to_change
+
+    def __init__(self, layer: InMemoryChannelLayer, group: str) -> None:
+        super().__init__(layer)
+        self._group = group
+
+    def _name(self) -> str:
+        return f"InMemoryChannelLayer.groups[{self._group!r}]"
+
+    def _members(self) -> dict[str, float]:
+        return self._swept()._groups.get(self._group, {})
+
+    def __getitem__(self, channel: str) -> float:
+        return self._members()[channel] + self._layer._wall_offset
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._members()))
+
+    def __len__(self) -> int:
+        return len(self._members())
+
+
+class ChannelQueueView:
+    """One channel's messages in ``InMemoryChannelLayer.channels``: the reading half of Channels' ``asyncio.Queue``.
+
+    Channels' layer keeps ``(expires_at, message)`` tuples in a queue per channel; tests read its size or take a
+    message from it. This view answers the same calls from the layer's own queue, live: ``qsize()`` after a
+    ``receive`` is one less. ``get_nowait()`` takes the message as a receive would (so it counts as received);
+    ``put``/``put_nowait``/``get`` are refused with the layer call to use instead.
+    """
+
+    __slots__ = ("_channel", "_layer")
+
+    def __init__(self, layer: InMemoryChannelLayer, channel: str) -> None:
+        self._layer = layer
+        self._channel = channel
+
+    @property
+    def maxsize(self) -> int:
+        """The channel's capacity, as the ``maxsize`` Channels gives its queue."""
+        return self._layer.get_capacity(self._channel)
+
+    def _state(self) -> _Channel | None:
+        self._layer._sweep(time.monotonic())
+        return self._layer._channels.get(self._channel)
+
+    def qsize(self) -> int:
+        """How many unexpired messages wait on the channel."""
+        state = self._state()
+        return 0 if state is None else len(state.queue)
+
+    def empty(self) -> bool:
+        """True when no unexpired message waits on the channel."""
+        return self.qsize() == 0
+
+    def full(self) -> bool:
+        """True when the channel holds its capacity: a ``send`` to it would raise ``ChannelFull``."""
+        return self.qsize() >= self.maxsize
+
+    def get_nowait(self) -> tuple[float, Message]:
+        """Take the next message as ``(expires_at, message)``, expiry in wall-clock time; ``asyncio.QueueEmpty`` if
+        there is none."""
+        state = self._state()
+        if state is None or not state.queue:
+            raise asyncio.QueueEmpty(f"Channel {self._channel!r} holds no message.")
+        expires_at = state.queue[0][0]
+        message = self._layer._pop(self._channel, state, time.monotonic())
+        if message is None:  # it expired between the sweep and now
+            raise asyncio.QueueEmpty(f"Channel {self._channel!r} holds no message.")
+        return expires_at + self._layer._wall_offset, message
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError(
+            f"InMemoryChannelLayer.channels[{self._channel!r}] is a read-only view of the channel's queue: send with "
+            f"'await layer.send({self._channel!r}, message)' and receive with 'await layer.receive({self._channel!r})'."
+        )
+
+    put = put_nowait = get = _refuse
+
+    def __repr__(self) -> str:
+        return f"<InMemoryChannelLayer.channels[{self._channel!r}]: {self.qsize()} message(s)>"

@@ -7,11 +7,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from tether.testing.application import ApplicationCommunicator
+from tether.testing.application import ApplicationCommunicator, ApplicationFinished, CommunicatorTimeout
 from tether.testing.http import HttpCommunicator
 from tether.testing.websocket import WebsocketCommunicator
 
-__all__ = ["ApplicationCommunicator", "ChannelsLiveServerTestCase", "HttpCommunicator", "WebsocketCommunicator"]
+__all__ = [
+    "ApplicationCommunicator",
+    "ApplicationFinished",
+    "ChannelsLiveServerTestCase",
+    "CommunicatorTimeout",
+    "HttpCommunicator",
+    "WebsocketCommunicator",
+]
 
 
 def __getattr__(name: str) -> Any:
