@@ -219,3 +219,12 @@ def test_modules_a_project_imports_at_the_top_of_asgi_py_import_before_django_is
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_importing_tether_testing_makes_tether_routing_available_as_channels_testing_does():
+    code = "import tether.testing, tether\nprint(tether.routing.URLRouter.__name__)"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).parent.parent, env=env, capture_output=True, text=True
+    )
+    assert result.stdout.strip() == "URLRouter", result.stderr

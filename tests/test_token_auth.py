@@ -296,7 +296,7 @@ async def test_token_naming_a_backend_no_longer_configured_gives_anonymous_user(
 
 
 async def test_refused_token_is_logged_without_its_value(alice, caplog):
-    caplog.set_level("INFO", logger="tether.auth")
+    caplog.set_level("INFO", logger="tether.token_auth")
     token = tampered(make_token(alice))
     await user_for_query_token(token)
     assert "Refused an auth token" in caplog.text

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# Channels' testing package loads channels.routing (through its live server), and plug-ins' test set-ups use
+# ``channels.routing`` after importing only ``channels.testing``; tether.testing offers the same.
+import tether.routing  # noqa: F401
 from tether.testing.application import ApplicationCommunicator, ApplicationFinished, CommunicatorTimeout
 from tether.testing.http import HttpCommunicator
 from tether.testing.websocket import WebsocketCommunicator
