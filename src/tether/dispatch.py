@@ -16,9 +16,10 @@ Promises:
   is cancelled and awaited on the way out, so no receive is left half-done.
 
 How: each source is read by one long-lived reader task, so a message costs no task creation (the per-message task
-was taken out in the dispatch speed work; see the changelog). A reader hands a message over as soon as its receive completes,
-which fixes the message's place in the order, then receives again once the message before it was taken. In the usual
-case, where a handler finishes before the next message arrives, a message wakes the reader and the caller once each.
+was taken out in the dispatch speed work; see the changelog). A reader hands a message over as soon as its receive
+completes, which fixes the message's place in the order, then receives again once the message before it was taken.
+In the usual case, where a handler finishes before the next message arrives, a message wakes the reader and the
+caller once each.
 Handlers run in the caller's task and context, so context variables and cancellation behave as in plain code.
 """
 

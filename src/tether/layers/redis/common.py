@@ -59,6 +59,8 @@ class LoopState:
         #: connection that Redis may be handing a message to.
         self.blocking: dict[asyncio.Task[Any], BlockingConnection] = {}
         self.closing = False  # close() has begun: receive loops finish their round and stop
+        #: Short commands started without a waiting caller (full-channel notices); close() awaits or cancels them.
+        self.background: set[asyncio.Future[Any]] = set()
 
     def tasks(self) -> list[asyncio.Task[None]]:
         readers = [reader.task for reader in self.readers.values()]
@@ -236,6 +238,12 @@ class RedisLayerBase(BaseChannelLayer):
         state.inbox_task = None
         self._stopped_listening_for_own(state)
         state.readers.clear()
+        if state.background:
+            pending = list(state.background)
+            _, late = await asyncio.wait(pending, timeout=min(float(self.unavailable_timeout), 2.0))
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         for subscriber in list(state.subscribers.values()):
             await subscriber.aclose()
         state.subscribers.clear()

@@ -171,7 +171,6 @@ class Link:
         self._idle_since = 0.0
         self._closing: asyncio.Future[None] | None = None  # a stalled connection being closed
         self._loop = asyncio.get_running_loop()
-        self.reconnects = 0
 
     async def call(self, *args: Any) -> Any:
         loop = self._loop
@@ -259,8 +258,6 @@ class Link:
                 connection = self._connection = self._make_connection()
             try:
                 if not connection.is_connected:
-                    if backoff.attempts or self._idle_since:
-                        self.reconnects += 1
                     await connection.connect()
                 elif self._loop.time() - self._idle_since > _IDLE_CHECK_AFTER:
                     await connection.send_command("PING", check_health=False)
@@ -642,11 +639,18 @@ class PerLoop:
         if state is not None:
             await self._closer(state)
 
-    def others(self) -> list[tuple[asyncio.AbstractEventLoop, Any]]:
-        loop = asyncio.get_running_loop()
-        return [(other, state) for other, state in list(self._states.items()) if other is not loop]
-
     def _hook_close(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close this loop's connections and tasks when the loop itself is closed.
+
+        Why: ``async_to_sync`` and ``asyncio.run`` make a loop per call, and Django code calls the layer from them
+        (``async_to_sync(layer.group_send)`` in a view). Each such loop gets its own connections here; nobody calls
+        ``close()`` for them, and a loop that is closed with open sockets and pending tasks leaks both and warns.
+        asyncio has no "loop closing" callback, so the loop's ``close`` is wrapped once, shared by every layer.
+
+        Limits: it runs only if the loop is closed while not running (``asyncio.run`` and asgiref do so); loops that
+        refuse attribute assignment (uvloop) are left alone, which is harmless because such loops live as long as
+        the process; and a loop that is garbage-collected without ``close()`` skips it, as it skips everything.
+        """
         hooks = getattr(loop, "_tether_close_hooks", None)
         if hooks is None:
             hooks = []

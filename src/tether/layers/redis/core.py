@@ -442,8 +442,13 @@ class RedisChannelLayer(RedisLayerBase):
             calls = [endpoint.call("SADD", key, channel), endpoint.call("PEXPIRE", key, self._expiry_ms)]
         else:
             calls = [endpoint.call("SREM", key, channel)]
+        # Fire and forget for the caller (a buffer filling up must not wait on Redis), but owned by the loop state:
+        # close() lets these finish, then cancels what is left.
         for call in calls:
-            asyncio.ensure_future(call).add_done_callback(_ignore_outcome)
+            task = asyncio.ensure_future(call)
+            state.background.add(task)
+            task.add_done_callback(state.background.discard)
+            task.add_done_callback(_ignore_outcome)
 
 
 class _Prefetch:

@@ -47,10 +47,6 @@ class Subscriber:
         self._live = False
         self._task: asyncio.Task[None] | None = None
 
-    @property
-    def connected(self) -> bool:
-        return self._live
-
     async def subscribe(self, topic: str) -> None:
         """Subscribe to ``topic`` and wait for Redis to confirm it (``LayerUnavailable`` after the bounded wait)."""
         if topic in self._active:
