@@ -11,7 +11,8 @@ from redis.asyncio.connection import Connection
 
 from tests.layers.conftest import REDIS_URL
 from tether.layers.redis.config import parse_hosts
-from tether.layers.redis.connection import TransportSettings, open_endpoint, pack_commands
+from tether.layers.redis.endpoints import TransportSettings, open_endpoint
+from tether.layers.redis.resp import pack_commands
 
 
 @contextlib.asynccontextmanager

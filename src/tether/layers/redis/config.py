@@ -1,7 +1,7 @@
 """Reading the Redis layers' ``CONFIG``: host entries and options, checked before anything connects.
 
 The option names and meanings follow channels_redis, so a project switches by changing only the ``BACKEND`` path.
-Everything here is plain data and validation: no sockets, no event loop. ``connection.py`` turns a ``HostSpec`` into
+Everything here is plain data and validation: no sockets, no event loop. ``endpoints.py`` turns a ``HostSpec`` into
 connections.
 """
 

@@ -1,10 +1,10 @@
 """``RedisChannelLayer``: the channel layer for many processes and machines, on Redis lists and sorted sets.
 
-The storage model is in ``storage.py``, the message codec in ``codec.py``, the transport in ``connection.py``; this
-module ties them to the layer API. In short: named channels are shared Redis lists; a process's own channels
-(``new_channel()``) are served by one receive loop per process that reads the process's inbox list and routes each
-message to a local buffer; ``group_send`` encodes a message once and pushes one frame per process (plus one per named
-member) in a single script call, and each process fans out in memory.
+The storage model is in ``storage.py``, the message codec in ``codec.py``, the transport in ``link.py``,
+``blocking.py`` and ``endpoints.py``; this module ties them to the layer API. In short: named channels are shared
+Redis lists; a process's own channels (``new_channel()``) are served by one receive loop per process that reads the
+process's inbox list and routes each message to a local buffer; ``group_send`` encodes a message once and pushes one
+frame per process (plus one per named member) in a single script call, and each process fans out in memory.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Any, ClassVar
 from redis import exceptions as redis_errors
 
 from tether.exceptions import ChannelFull
-from tether.layers.redis.common import LoopState, Outage, RedisLayerBase
+from tether.layers.redis.base import LoopState, RedisLayerBase
 from tether.layers.redis.config import require_number
+from tether.layers.redis.failures import Outage
 from tether.layers.redis.local import now_ms
 from tether.layers.redis.member_lists import MemberLists
 from tether.layers.redis.storage import (

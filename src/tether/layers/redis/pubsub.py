@@ -23,8 +23,9 @@ from __future__ import annotations
 from typing import Any, ClassVar, cast
 
 from tether.exceptions import ChannelFull
-from tether.layers.redis.common import LoopState, Outage, RedisLayerBase
-from tether.layers.redis.connection import NodeEndpoint
+from tether.layers.redis.base import LoopState, RedisLayerBase
+from tether.layers.redis.endpoints import NodeEndpoint
+from tether.layers.redis.failures import Outage
 from tether.layers.redis.local import now_ms
 from tether.layers.redis.storage import client_id_of, pack_frame
 from tether.layers.redis.subscriber import Subscriber

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from redis import exceptions as redis_errors
 
 from tether.exceptions import LayerUnavailable
-from tether.layers.redis.common import Outage
-from tether.layers.redis.connection import CONNECTION_ERRORS, NodeEndpoint, disconnect_quietly, read_reply
+from tether.layers.redis.endpoints import NodeEndpoint
+from tether.layers.redis.failures import CONNECTION_ERRORS, Outage, disconnect_quietly
+from tether.layers.redis.resp import read_reply
 
 __all__ = ["Subscriber"]
 

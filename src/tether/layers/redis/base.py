@@ -11,6 +11,7 @@ from asyncio import get_running_loop
 from typing import Any, ClassVar
 
 from tether.layers.base import BaseChannelLayer
+from tether.layers.redis.blocking import BlockingConnection
 from tether.layers.redis.codec import DecodeError, MessageCodec
 from tether.layers.redis.config import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -19,23 +20,15 @@ from tether.layers.redis.config import (
     require_number,
     require_prefix,
 )
-from tether.layers.redis.connection import (
-    CONNECTION_ERRORS,
-    Backoff,
-    BlockingConnection,
-    Endpoint,
-    PerLoop,
-    TransportSettings,
-    open_endpoint,
-    validate_host,
-)
+from tether.layers.redis.endpoints import Endpoint, TransportSettings, open_endpoint, validate_host
 from tether.layers.redis.local import LocalChannels, now_ms
+from tether.layers.redis.per_loop import PerLoop
 from tether.layers.redis.sharding import HashRing
 from tether.layers.redis.storage import Frame, KeySpace, client_id_of, parse_frame
 from tether.layers.stats import LayerStats
 from tether.types import Message
 
-__all__ = ["LoopState", "Outage", "RedisLayerBase"]
+__all__ = ["LoopState", "RedisLayerBase"]
 
 logger = logging.getLogger("tether.layers.redis")
 
@@ -343,38 +336,3 @@ class RedisLayerBase(BaseChannelLayer):
 
     def _local_full(self, channel: str, full: bool) -> None:
         """A local buffer reached its capacity or left it; subclasses may tell other processes."""
-
-
-class Outage:
-    """Backoff and logging for a receive loop that lost Redis: one warning when it starts, one line when it ends."""
-
-    def __init__(self, stats: LayerStats, what: str) -> None:
-        self._stats = stats
-        self._what = what
-        self._backoff = Backoff()
-        self._started: float | None = None
-
-    async def wait(self, where: str, exc: BaseException, consequence: str = "") -> None:
-        loop = asyncio.get_running_loop()
-        if self._started is None:
-            self._started = loop.time()
-            self._stats.incr("reconnects")
-            logger.warning(
-                "Lost Redis at %s while reading %s (%s); reconnecting with backoff%s",
-                where,
-                self._what,
-                exc,
-                consequence,
-                exc_info=None if isinstance(exc, CONNECTION_ERRORS) else exc,
-            )
-        await asyncio.sleep(self._backoff.next_delay())
-
-    def over(self) -> None:
-        if self._started is not None:
-            logger.warning(
-                "Reading %s again after %.1fs without Redis",
-                self._what,
-                asyncio.get_running_loop().time() - self._started,
-            )
-            self._started = None
-            self._backoff.reset()

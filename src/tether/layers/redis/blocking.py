@@ -1,0 +1,128 @@
+"""Blocking connections for the receive loops (``BLPOP``/``BLMPOP``): one per reader.
+
+Each has no socket timeout but a read bound longer than the server-side block, so an idle wait neither times out
+nor hangs on a dead peer; ``close()`` unblocks a waiting pop with ``CLIENT UNBLOCK`` from the command link rather
+than cutting a connection that Redis may be handing a message to. On Redis Cluster, redis-py's ``RedisCluster`` sends
+each pop to the node of its key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis import exceptions as redis_errors
+from redis.asyncio.connection import AbstractConnection
+
+from tether.layers.redis.failures import CONNECTION_ERRORS, abort_connection, disconnect_quietly
+from tether.layers.redis.resp import pack_commands, read_reply
+
+__all__ = ["BlockingConnection", "ClusterBlockingConnection"]
+
+
+class BlockingConnection:
+    """One connection for one reader's blocking commands. ``call`` raises the ``CONNECTION_ERRORS`` it meets (the
+    reader decides how to back off); the connection reconnects on the next call.
+
+    The connection has no socket timeout: redis-py would then write through ``asyncio.wait_for``, which on Python
+    3.11 can swallow a cancellation and leave a reader running after ``close()``. Each read is bounded instead by
+    ``read_timeout`` (longer than any server-side block), so a dead peer is still noticed.
+    """
+
+    def __init__(
+        self,
+        make_connection: Callable[[], AbstractConnection],
+        where: str,
+        read_timeout: float,
+        command: Callable[..., Awaitable[Any]] | None = None,
+    ) -> None:
+        self._make_connection = make_connection
+        self.where = where
+        self.read_timeout = read_timeout
+        self._command = command  # another connection to the same server, for CLIENT UNBLOCK
+        self._connection: AbstractConnection | None = None
+        self._client_id: int | None = None
+        self.waiting = False  # a blocking command is out, its reply not read yet
+        # A reader repeats the same few commands (its pop, with a handful of counts): each is encoded once.
+        self._packed: dict[tuple[Any, ...], list[bytes]] = {}
+
+    async def call(self, *args: Any) -> Any:
+        connection = self._connection
+        if connection is None:
+            connection = self._connection = self._make_connection()
+        try:
+            if not connection.is_connected:
+                self._client_id = None
+                await connection.connect()
+                if self._command is not None:
+                    await connection.send_command("CLIENT", "ID", check_health=False)
+                    try:
+                        self._client_id = await read_reply(connection, self.read_timeout)
+                    except redis_errors.ResponseError:
+                        self._command = None  # CLIENT is not allowed here (some managed Redis): close() cancels
+            packed = self._packed.get(args)
+            if packed is None:
+                packed = pack_commands([args])
+                if len(self._packed) < 32:
+                    self._packed[args] = packed
+            await connection.send_packed_command(packed, check_health=False)
+            self.waiting = True
+            # A watchdog rather than a timeout per read (which costs a context and a timer reschedule per message):
+            # a reply that takes longer than any server-side block means a dead peer; the connection is closed
+            # under the read, which then fails.
+            stalled: list[bool] = []
+            watchdog = asyncio.get_running_loop().call_later(self.read_timeout, abort_connection, connection, stalled)
+            try:
+                return await connection.read_response()
+            except CONNECTION_ERRORS:
+                if stalled:
+                    raise redis_errors.TimeoutError(f"No reply within {self.read_timeout:g}s") from None
+                raise
+            finally:
+                watchdog.cancel()
+                self.waiting = False
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def unblock(self) -> bool:
+        """Make the blocking command that is out return now (``CLIENT UNBLOCK``: as if it had timed out, unless
+        Redis has just served it), so its reader reads that reply and stops, rather than dropping a connection that
+        Redis may be handing a message to. True when the reply is on its way; False when nothing is out or this
+        cannot be done here (cancel the reader instead)."""
+        if not self.waiting or self._client_id is None or self._command is None:
+            return False
+        try:
+            await self._command("CLIENT", "UNBLOCK", self._client_id)
+        except Exception:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        connection, self._connection = self._connection, None
+        self._client_id = None
+        if connection is not None:
+            await disconnect_quietly(connection)
+
+
+class ClusterBlockingConnection(BlockingConnection):
+    """Blocking pops on a Redis Cluster: each goes to the node that holds its key, through ``RedisCluster``."""
+
+    def __init__(self, cluster: Any, key: str, where: str) -> None:
+        super().__init__(lambda: None, where, 0.0)  # type: ignore[arg-type, return-value]
+        self._cluster = cluster
+        self._key = key
+
+    async def call(self, *args: Any) -> Any:
+        try:
+            await self._cluster.initialize()
+            node = self._cluster.get_node_from_key(self._key)
+            return await self._cluster.execute_command(*args, target_nodes=node)
+        except (redis_errors.ClusterError, redis_errors.RedisClusterException) as exc:
+            if isinstance(exc, redis_errors.ResponseError) and not isinstance(exc, redis_errors.ClusterDownError):
+                raise
+            raise redis_errors.ConnectionError(f"the cluster cannot serve {self._key!r} now: {exc}") from exc
+
+    async def aclose(self) -> None:
+        return None
