@@ -1,10 +1,10 @@
-# The two set-up commands: `make demo` and `make test`. Both create .venv on a fresh machine.
+# The set-up commands: `make demo`, `make test` and `make docs`. Each creates .venv on a fresh machine.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo demo-redis screenshots chromium lint format clean bench
+.PHONY: test docs demo demo-redis screenshots chromium lint format clean bench
 
 EXAMPLE := examples/chat
 # manage.py of the example project, run from its directory with the venv's Python.
@@ -22,6 +22,19 @@ $(STAMP): pyproject.toml
 test: $(STAMP) chromium
 	$(BIN)/ruff check src tests
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# `make docs`: the documentation site (mkdocs.yml: docs/ and the API reference from the docstrings) into site/.
+# --strict turns every warning into a failure: a link to a missing page or anchor, a docstring griffe cannot read.
+DOCS_STAMP := $(VENV)/.installed-docs
+
+$(DOCS_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(BIN)/mkdocs build --strict
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
@@ -62,7 +75,7 @@ screenshots: $(STAMP) chromium
 	$(BIN)/python -m tests.example.screenshots docs/images
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info
+	rm -rf $(VENV) build dist site src/*.egg-info
 
 # `make bench`: tether against the Channels stack, side by side (benchmarks/). Its own virtualenv holds the peer stack
 # and the measuring tools, never dependencies of the package. `make bench BENCH=echo` runs one benchmark.
