@@ -8,10 +8,9 @@ import secrets
 import string
 import sys
 from asyncio import get_running_loop
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from tether.layers.base import BaseChannelLayer
-from tether.layers.redis.blocking import BlockingConnection
 from tether.layers.redis.codec import DecodeError, MessageCodec
 from tether.layers.redis.config import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -39,28 +38,26 @@ _COMMON_OPTIONS = (
 
 
 class LoopState:
-    """What a layer holds on one event loop: endpoints per host and its background tasks."""
+    """What a Redis layer holds on one event loop, whichever layer it is: an endpoint per host, whether this
+    process's own channels are listened for here, and the commands it started without a caller waiting on them.
+
+    Each layer adds what its receiving needs (``core.ListLoopState``, ``pubsub.PubSubLoopState``).
+    """
 
     def __init__(self, size: int) -> None:
         self.endpoints: list[Endpoint | None] = [None] * size
-        self.inbox_task: asyncio.Task[None] | None = None
         #: Whether this process's own channels are being listened for on this loop (the inbox read, or subscribed).
         self.own_listening = False
-        self.readers: dict[str, Any] = {}  # named channel -> its reader (a task and a wake-up event)
-        self.subscribers: dict[int, Any] = {}
-        #: Receive loops and the connection each blocks on, so that close() can unblock them instead of cutting a
-        #: connection that Redis may be handing a message to.
-        self.blocking: dict[asyncio.Task[Any], BlockingConnection] = {}
         self.closing = False  # close() has begun: receive loops finish their round and stop
         #: Short commands started without a waiting caller (full-channel notices); close() awaits or cancels them.
         self.background: set[asyncio.Future[Any]] = set()
 
-    def tasks(self) -> list[asyncio.Task[None]]:
-        readers = [reader.task for reader in self.readers.values()]
-        return [task for task in (self.inbox_task, *readers) if task is not None]
+
+#: The loop state a layer keeps.
+_State = TypeVar("_State", bound=LoopState)
 
 
-class RedisLayerBase(BaseChannelLayer):
+class RedisLayerBase(BaseChannelLayer, Generic[_State]):
     """Options, names and bookkeeping common to ``RedisChannelLayer`` and ``RedisPubSubChannelLayer``."""
 
     extensions: ClassVar[list[str]] = ["groups", "flush"]
@@ -127,7 +124,7 @@ class RedisLayerBase(BaseChannelLayer):
             hold_ms=self._expiry_ms,
             sweep_every=min(max(self.expiry / 2, 0.5), 30.0),
         )
-        self._loops = PerLoop(lambda: LoopState(len(self.hosts)), self._close_state)
+        self._loops = PerLoop(self._new_loop_state, self._close_state)
 
     # Names ---------------------------------------------------------------------------------------------------------
 
@@ -182,25 +179,25 @@ class RedisLayerBase(BaseChannelLayer):
         self._received += 1
         return message
 
-    async def _listen_for_own(self, state: LoopState, loop: asyncio.AbstractEventLoop) -> None:
+    async def _listen_for_own(self, state: _State, loop: asyncio.AbstractEventLoop) -> None:
         """Listen for this process's own channels on ``loop`` (once), and let ``receive`` take its hot path there."""
         if not state.own_listening:
             await self._listen_for_own_channels(state)
             state.own_listening = True
         self._own_loop = loop
 
-    def _stopped_listening_for_own(self, state: LoopState) -> None:
+    def _stopped_listening_for_own(self, state: _State) -> None:
         """A loop's listener for this process's own channels stopped: ``receive`` goes the long way until the next
         one starts."""
         state.own_listening = False
         self._own_loop = None
 
-    async def _listen_for_named(self, state: LoopState, channel: str) -> None:
+    async def _listen_for_named(self, state: _State, channel: str) -> None:
         """Make sure messages for the named ``channel`` reach this process's local buffers (a receiver is waiting
         for one)."""
         raise NotImplementedError
 
-    async def _listen_for_own_channels(self, state: LoopState) -> None:
+    async def _listen_for_own_channels(self, state: _State) -> None:
         """Make sure messages for this process's own (``new_channel()``) channels reach its local buffers."""
         raise NotImplementedError
 
@@ -216,30 +213,25 @@ class RedisLayerBase(BaseChannelLayer):
         """Stop this event loop's receive loops and close its connections; the layer reconnects if used again."""
         await self._loops.close_current()
 
-    async def _close_state(self, state: LoopState) -> None:
-        tasks = state.tasks()
-        state.closing = True
-        # A receive loop blocked in a pop is unblocked and stops by itself, routing (or giving back) whatever that
-        # pop brought: cancelling it would close a connection that Redis may be handing a message to right then.
-        unblocked = [task for task, connection in list(state.blocking.items()) if await connection.unblock()]
-        if unblocked:
-            await asyncio.wait(unblocked, timeout=min(float(self.unavailable_timeout), 2.0))
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    def _new_loop_state(self) -> _State:
+        """The state this layer keeps on a new event loop."""
+        raise NotImplementedError
+
+    async def _stop_receiving(self, state: _State) -> None:
+        """Stop this loop's receive loops (setting ``state.closing`` first, where they look at it), and wait for
+        them to finish."""
+        raise NotImplementedError
+
+    async def _close_state(self, state: _State) -> None:
+        await self._stop_receiving(state)
         state.closing = False
-        state.inbox_task = None
         self._stopped_listening_for_own(state)
-        state.readers.clear()
         if state.background:
             pending = list(state.background)
             _, late = await asyncio.wait(pending, timeout=min(float(self.unavailable_timeout), 2.0))
             for task in late:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        for subscriber in list(state.subscribers.values()):
-            await subscriber.aclose()
-        state.subscribers.clear()
         for endpoint in state.endpoints:
             if endpoint is not None:
                 await endpoint.aclose()
@@ -261,10 +253,10 @@ class RedisLayerBase(BaseChannelLayer):
 
     # Endpoints -----------------------------------------------------------------------------------------------------
 
-    def _endpoint(self, state: LoopState, name: str) -> Endpoint:
+    def _endpoint(self, state: _State, name: str) -> Endpoint:
         return self._endpoint_at(state, self._ring.index_for(name))
 
-    def _endpoint_at(self, state: LoopState, index: int) -> Endpoint:
+    def _endpoint_at(self, state: _State, index: int) -> Endpoint:
         endpoint = state.endpoints[index]
         if endpoint is None:
             endpoint = state.endpoints[index] = open_endpoint(self.hosts[index], self._settings)

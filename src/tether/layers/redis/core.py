@@ -17,6 +17,7 @@ from redis import exceptions as redis_errors
 
 from tether.exceptions import ChannelFull
 from tether.layers.redis.base import LoopState, RedisLayerBase
+from tether.layers.redis.blocking import BlockingConnection
 from tether.layers.redis.config import require_number
 from tether.layers.redis.failures import Outage
 from tether.layers.redis.local import now_ms
@@ -46,7 +47,7 @@ _INBOX_BATCH = 1000
 PREFETCH_WINDOW = 0.01
 
 
-class RedisChannelLayer(RedisLayerBase):
+class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
     """A channel layer on Redis, for several processes and machines; channels_redis's options and meanings.
 
     ``hosts``: Redis URLs (``redis://``, ``rediss://``, ``unix://``), ``(host, port)`` pairs, or dicts of connection
@@ -214,7 +215,7 @@ class RedisChannelLayer(RedisLayerBase):
             await self._group_send_named(state, group, named, now, expires_at, payload)
 
     async def _push_to_processes(
-        self, state: LoopState, group: str, by_process: dict[str, str], expires_at: int, payload: bytes
+        self, state: ListLoopState, group: str, by_process: dict[str, str], expires_at: int, payload: bytes
     ) -> list[str]:
         """Push one frame to each process's inbox (``by_process``: client id -> its members, comma-separated);
         returns the client ids whose inbox was full."""
@@ -236,7 +237,7 @@ class RedisChannelLayer(RedisLayerBase):
         return [client_id for client_id, pushed in zip(client_ids, results, strict=True) if not pushed]
 
     async def _group_send_named(
-        self, state: LoopState, group: str, named: list[str], now: int, expires_at: int, payload: bytes
+        self, state: ListLoopState, group: str, named: list[str], now: int, expires_at: int, payload: bytes
     ) -> None:
         frame = pack_frame(expires_at, payload, group)
         results = await asyncio.gather(
@@ -269,17 +270,34 @@ class RedisChannelLayer(RedisLayerBase):
 
     # Receive loops -------------------------------------------------------------------------------------------------
 
-    async def _listen_for_named(self, state: LoopState, channel: str) -> None:
+    def _new_loop_state(self) -> ListLoopState:
+        return ListLoopState(len(self.hosts))
+
+    async def _stop_receiving(self, state: ListLoopState) -> None:
+        tasks = state.tasks()
+        state.closing = True
+        # A receive loop blocked in a pop is unblocked and stops by itself, routing (or giving back) whatever that
+        # pop brought: cancelling it would close a connection that Redis may be handing a message to right then.
+        unblocked = [task for task, connection in list(state.blocking.items()) if await connection.unblock()]
+        if unblocked:
+            await asyncio.wait(unblocked, timeout=min(float(self.unavailable_timeout), 2.0))
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        state.inbox_task = None
+        state.readers.clear()
+
+    async def _listen_for_named(self, state: ListLoopState, channel: str) -> None:
         self._start_reader(state, channel)
 
-    async def _listen_for_own_channels(self, state: LoopState) -> None:
+    async def _listen_for_own_channels(self, state: ListLoopState) -> None:
         self._start_inbox(state)
 
-    def _start_inbox(self, state: LoopState) -> None:
+    def _start_inbox(self, state: ListLoopState) -> None:
         if state.inbox_task is None or state.inbox_task.done():
             state.inbox_task = asyncio.get_running_loop().create_task(self._read_inbox(state))
 
-    def _start_reader(self, state: LoopState, channel: str) -> None:
+    def _start_reader(self, state: ListLoopState, channel: str) -> None:
         reader = state.readers.get(channel)
         if reader is None or reader.task.done():
             reader = state.readers[channel] = _NamedReader()
@@ -287,7 +305,7 @@ class RedisChannelLayer(RedisLayerBase):
         elif reader.idle is not None and not reader.idle.done():
             reader.idle.set_result(None)
 
-    async def _read_inbox(self, state: LoopState) -> None:
+    async def _read_inbox(self, state: ListLoopState) -> None:
         """The process's one receive loop: pop batches from the inbox and route each frame to local channels."""
         key = self.keys.inbox(self.client_id)
         connection = self._endpoint(state, self.client_id).blocking_connection(key)
@@ -334,7 +352,7 @@ class RedisChannelLayer(RedisLayerBase):
             self._stopped_listening_for_own(state)
             await connection.aclose()
 
-    async def _read_named(self, state: LoopState, channel: str, reader: _NamedReader) -> None:
+    async def _read_named(self, state: ListLoopState, channel: str, reader: _NamedReader) -> None:
         """Pop messages from a named channel's list while receivers in this process wait for them.
 
         It pops only for a waiting receiver (a message popped is this process's to deliver), and stays connected for
@@ -385,7 +403,7 @@ class RedisChannelLayer(RedisLayerBase):
             await self._give_back(state, channel)
             await connection.aclose()
 
-    async def _give_back(self, state: LoopState, channel: str) -> None:
+    async def _give_back(self, state: ListLoopState, channel: str) -> None:
         """Return messages popped ahead that no receiver took to the head of the channel's list, in order."""
         leftovers = self._local.take_all(channel)
         if not leftovers:
@@ -404,7 +422,7 @@ class RedisChannelLayer(RedisLayerBase):
         else:
             self._stats.incr("prefetch_returned", len(frames))
 
-    async def _resync_members(self, state: LoopState, group: str) -> list[str]:
+    async def _resync_members(self, state: ListLoopState, group: str) -> list[str]:
         """This process's members of ``group``, asked of Redis when a frame names a member list this process does
         not remember (the frame that carried it expired unread); the next frame carries the list again.
 
@@ -450,6 +468,23 @@ class RedisChannelLayer(RedisLayerBase):
             state.background.add(task)
             task.add_done_callback(state.background.discard)
             task.add_done_callback(_ignore_outcome)
+
+
+class ListLoopState(LoopState):
+    """``RedisChannelLayer`` on one event loop: the inbox reader, the named channels' readers, and the blocking
+    connection each receive loop waits on, so that ``close()`` can unblock them instead of cutting a connection that
+    Redis may be handing a message to."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.inbox_task: asyncio.Task[None] | None = None
+        self.readers: dict[str, _NamedReader] = {}
+        self.blocking: dict[asyncio.Task[Any], BlockingConnection] = {}
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """Every receive loop running on this loop."""
+        readers = [reader.task for reader in self.readers.values()]
+        return [task for task in (self.inbox_task, *readers) if task is not None]
 
 
 class _Prefetch:

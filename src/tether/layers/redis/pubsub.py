@@ -34,7 +34,7 @@ from tether.types import Message
 __all__ = ["RedisPubSubChannelLayer"]
 
 
-class RedisPubSubChannelLayer(RedisLayerBase):
+class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
     """A channel layer on Redis pub/sub: lower latency, no capacity or persistence in Redis.
 
     Same options as ``RedisChannelLayer`` except ``inbox_capacity``; Redis Cluster is not supported (use several
@@ -92,10 +92,18 @@ class RedisPubSubChannelLayer(RedisLayerBase):
                 )
         self._stats.incr("sent")
 
-    async def _listen_for_named(self, state: LoopState, channel: str) -> None:
+    def _new_loop_state(self) -> PubSubLoopState:
+        return PubSubLoopState(len(self.hosts))
+
+    async def _stop_receiving(self, state: PubSubLoopState) -> None:
+        for subscriber in list(state.subscribers.values()):
+            await subscriber.aclose()
+        state.subscribers.clear()
+
+    async def _listen_for_named(self, state: PubSubLoopState, channel: str) -> None:
         await self._subscribe(state, "channel", channel)
 
-    async def _listen_for_own_channels(self, state: LoopState) -> None:
+    async def _listen_for_own_channels(self, state: PubSubLoopState) -> None:
         await self._subscribe(state, "process", self.client_id)
 
     # Groups --------------------------------------------------------------------------------------------------------
@@ -152,7 +160,7 @@ class RedisPubSubChannelLayer(RedisLayerBase):
             return self.keys.inbox(name)
         return self.keys.channel(name)
 
-    def _subscriber(self, state: LoopState, name: str) -> Subscriber:
+    def _subscriber(self, state: PubSubLoopState, name: str) -> Subscriber:
         index = self._ring.index_for(name)
         subscriber = state.subscribers.get(index)
         if subscriber is None:
@@ -166,12 +174,12 @@ class RedisPubSubChannelLayer(RedisLayerBase):
             )
         return subscriber
 
-    async def _subscribe(self, state: LoopState, kind: str, name: str) -> None:
+    async def _subscribe(self, state: PubSubLoopState, kind: str, name: str) -> None:
         topic = self._topic(kind, name)
         self._topics[topic] = (kind, name)
         await self._subscriber(state, name).subscribe(topic)
 
-    async def _unsubscribe(self, state: LoopState, kind: str, name: str) -> None:
+    async def _unsubscribe(self, state: PubSubLoopState, kind: str, name: str) -> None:
         topic = self._topic(kind, name)
         self._topics.pop(topic, None)
         subscriber = state.subscribers.get(self._ring.index_for(name))
@@ -202,3 +210,11 @@ class RedisPubSubChannelLayer(RedisLayerBase):
         if expired:
             self._stats.incr("group_members_expired", len(expired))
         return list(members)
+
+
+class PubSubLoopState(LoopState):
+    """``RedisPubSubChannelLayer`` on one event loop: one subscriber connection per host (by its index)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.subscribers: dict[int, Subscriber] = {}
