@@ -1,4 +1,5 @@
-"""Management commands that ``"tether"`` in INSTALLED_APPS adds to ``manage.py``: ``runserver`` and ``runworker``.
+"""Management commands that ``"tether"`` in INSTALLED_APPS adds to ``manage.py``: ``runserver``, ``runworker`` and
+``channels_leftovers``.
 
 Django finds a command only in installed apps, so without ``"tether"`` in INSTALLED_APPS ``manage.py runworker`` is
 an unknown command and ``manage.py runserver`` is Django's own WSGI server. A project that reaches tether's commands

@@ -1,0 +1,3 @@
+"""No HTTP pages: the project is reached over WebSockets only."""
+
+urlpatterns: list = []
