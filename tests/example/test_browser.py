@@ -176,6 +176,16 @@ def test_a_long_message_shows_a_counter_near_the_limit_and_past_it_is_refused_no
     assert counter.is_hidden()
 
 
+@pytest.mark.parametrize("path", ["/", "/chat/general/", "/dashboard/"])
+def test_on_a_390_px_wide_phone_the_pages_do_not_scroll_sideways(browser, server, sessions, open_pages, path):
+    alice = log_in(browser, server, "alice", sessions, viewport={"width": 390, "height": 844})
+    open_pages.append(alice)
+    alice.goto(f"{server.url}{path}")
+    wait_live(alice)
+    assert alice.evaluate("document.documentElement.scrollWidth") <= 390
+    assert alice.locator(".topbar-end button[type=submit]").is_visible()  # logging out is still in reach
+
+
 def test_after_a_server_restart_the_pages_reconnect_by_themselves_and_messages_flow_again(
     browser, server, sessions, open_pages
 ):
