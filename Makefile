@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The demo's own stamp: `make demo` installs the server and the Redis client, not the test tools (Playwright, psycopg,
+# ruff, Channels); `make test` installs those on top of it.
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: test docs demo demo-redis screenshots chromium lint format clean bench
 
@@ -18,6 +21,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+$(DEMO_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[server,redis]'
+	touch $(DEMO_STAMP)
 
 test: $(STAMP) chromium
 	$(BIN)/ruff check src tests
@@ -47,28 +56,38 @@ format: $(STAMP)
 chromium:
 	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
 
-# The example project (examples/chat) on http://127.0.0.1:8000 with the in-memory layer: one process, the dashboard
-# ticker runs inside it.
-demo: $(STAMP)
+# The port of `make demo` and `make demo-redis`: `make demo PORT=8001` when 8000 is taken.
+PORT ?= 8000
+# The Redis server of `make demo-redis`, read by the example's settings too. Only at this default address does the
+# target start a redis-server of its own when nothing answers; any other address must be up already.
+LOCAL_REDIS_URL := redis://127.0.0.1:6379/0
+CHAT_REDIS_URL ?= $(LOCAL_REDIS_URL)
+
+# The example project (examples/chat) on http://127.0.0.1:$(PORT) with the in-memory layer: one process, the
+# dashboard ticker runs inside it. Existing demo users keep their password, so a restart keeps everyone logged in.
+demo: $(DEMO_STAMP)
 	$(MANAGE) migrate --verbosity 0
 	$(MANAGE) demo_users demo friend
 	$(MANAGE) demo_data
-	@echo "Open http://127.0.0.1:8000 and log in as demo; log in as friend in a private window to chat with yourself."
-	$(MANAGE) runserver 127.0.0.1:8000
+	@echo "Open http://127.0.0.1:$(PORT) and log in as demo; log in as friend in a private window to chat with yourself."
+	$(MANAGE) runserver 127.0.0.1:$(PORT)
 
 # The same with the Redis layer: two uvicorn worker processes and the dashboard worker (`runworker`), which all talk
-# through Redis on 127.0.0.1:6379 (started here when nothing answers there and redis-server is installed).
-demo-redis: $(STAMP)
+# through Redis at $(CHAT_REDIS_URL) (a local redis-server is started when that is the default address, nothing
+# answers there and redis-server is installed).
+demo-redis: $(DEMO_STAMP)
 	$(MANAGE) migrate --verbosity 0
 	$(MANAGE) demo_users demo friend
 	$(MANAGE) demo_data
-	@echo "Open http://127.0.0.1:8000 and log in as demo (two web processes, one dashboard worker, Redis layer)."
-	cd $(EXAMPLE) && export CHAT_LAYER=redis && pids="" && \
-	if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then \
+	@echo "Open http://127.0.0.1:$(PORT) and log in as demo (two web processes, one dashboard worker, Redis at $(CHAT_REDIS_URL))."
+	cd $(EXAMPLE) && export CHAT_LAYER=redis CHAT_REDIS_URL='$(CHAT_REDIS_URL)' && pids="" && \
+	if ! redis-cli -u "$$CHAT_REDIS_URL" ping >/dev/null 2>&1; then \
+		if [ "$$CHAT_REDIS_URL" != '$(LOCAL_REDIS_URL)' ]; then \
+			echo "Nothing answers at $$CHAT_REDIS_URL: start that Redis server, or unset CHAT_REDIS_URL." >&2; exit 1; fi; \
 		redis-server --bind 127.0.0.1 --port 6379 --save "" --appendonly no & pids="$$!"; sleep 0.5; fi; \
 	../../$(BIN)/python manage.py runworker dashboard-ticker & pids="$$pids $$!"; \
 	trap 'kill $$pids 2>/dev/null' EXIT INT TERM; \
-	../../$(BIN)/python -m uvicorn chatsite.asgi:application --host 127.0.0.1 --port 8000 --workers 2
+	../../$(BIN)/python -m uvicorn chatsite.asgi:application --host 127.0.0.1 --port $(PORT) --workers 2
 
 # PNGs of the lobby, a room and the dashboard for the README, taken by the browser tests' page helpers.
 screenshots: $(STAMP) chromium

@@ -24,6 +24,7 @@ from tests.conftest import free_port
 __all__ = [
     "CHROMIUM",
     "CHROMIUM_ARGS",
+    "DESKTOP",
     "EXAMPLE_DIR",
     "PASSWORD",
     "ExampleServer",
@@ -179,14 +180,24 @@ class ExampleServer:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
 
 
-def log_in(browser: Any, server: ExampleServer, username: str, sessions: dict[str, Any] | None = None) -> Any:
+#: The window of a desktop browser, which the pages are given unless a test asks for a phone's.
+DESKTOP = {"width": 1280, "height": 800}
+
+
+def log_in(
+    browser: Any,
+    server: ExampleServer,
+    username: str,
+    sessions: dict[str, Any] | None = None,
+    viewport: dict[str, int] = DESKTOP,
+) -> Any:
     """A new browser context logged in as ``username``; returns its page, on the lobby.
 
     With a ``sessions`` dict, the first login of a user stores the context's cookies there and later ones reuse
     them, which saves the password hashing of a login form post.
     """
     known = sessions.get(username) if sessions is not None else None
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, storage_state=known)
+    context = browser.new_context(viewport=viewport, storage_state=known)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     if known is not None:
@@ -204,7 +215,7 @@ def log_in(browser: Any, server: ExampleServer, username: str, sessions: dict[st
 
 def guest_page(browser: Any) -> Any:
     """A new browser context without a login; returns its page."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context = browser.new_context(viewport=DESKTOP)
     context.set_default_timeout(TIMEOUT_MS)
     return context.new_page()
 

@@ -153,6 +153,39 @@ def test_a_room_is_opened_from_the_lobby_and_a_bad_name_is_explained(browser, se
     assert alice.inner_text("#messages-empty") == "No messages yet. Say hello!"
 
 
+def test_a_long_message_shows_a_counter_near_the_limit_and_past_it_is_refused_not_cut(
+    browser, server, sessions, open_pages
+):
+    alice = log_in(browser, server, "alice", sessions)
+    open_pages.append(alice)
+    open_room(alice, server, "random")
+    counter = alice.locator("#message-count")
+    alice.fill("#message-input", "a" * 1000)
+    assert counter.is_hidden()
+    alice.fill("#message-input", "a" * 1900)
+    assert counter.is_visible() and counter.inner_text() == "1900 / 2000"
+    alice.fill("#message-input", "b" * 2001)  # a paste past the limit
+    assert len(alice.input_value("#message-input")) == 2001
+    assert counter.inner_text() == "2001 / 2000"
+    alice.press("#message-input", "Enter")
+    error = alice.wait_for_selector("#room-error:visible")
+    assert "at most 2000 characters; this one has 2001" in error.inner_text()
+    assert len(alice.input_value("#message-input")) == 2001  # kept, to be shortened
+    post(alice, "c" * 2000)
+    wait_for_message(alice, "c" * 2000)
+    assert counter.is_hidden()
+
+
+@pytest.mark.parametrize("path", ["/", "/chat/general/", "/dashboard/"])
+def test_on_a_390_px_wide_phone_the_pages_do_not_scroll_sideways(browser, server, sessions, open_pages, path):
+    alice = log_in(browser, server, "alice", sessions, viewport={"width": 390, "height": 844})
+    open_pages.append(alice)
+    alice.goto(f"{server.url}{path}")
+    wait_live(alice)
+    assert alice.evaluate("document.documentElement.scrollWidth") <= 390
+    assert alice.locator(".topbar-end button[type=submit]").is_visible()  # logging out is still in reach
+
+
 def test_after_a_server_restart_the_pages_reconnect_by_themselves_and_messages_flow_again(
     browser, server, sessions, open_pages
 ):

@@ -66,6 +66,15 @@ async def test_an_open_dashboard_receives_snapshots_from_the_in_process_worker(c
     assert {"room": "lounge", "users": 0} in snapshot["rooms"]
 
 
+async def test_the_first_snapshot_a_new_dashboard_gets_counts_the_users_already_connected(connect, alice, bob, room):
+    page = await connect("/ws/chat/lounge/", bob)
+    await page.receive_json_from()
+    dashboard = await connect("/ws/dashboard/", alice)
+    first = await next_snapshot(dashboard)
+    assert {"room": "lounge", "users": 1} in first["rooms"]
+    assert first["online"] == 2  # bob in the room, alice on the dashboard
+
+
 async def test_the_dashboard_counts_connected_users_per_room_and_new_messages(connect, alice, bob, room):
     dashboard = await connect("/ws/dashboard/", alice)
     for user in (alice, bob):

@@ -31,6 +31,11 @@ __all__ = ["DashboardWorker"]
 
 logger = logging.getLogger("dashboard.worker")
 
+#: Seconds the ticker waits for the answers to its first presence round before its first snapshot. Without it the
+#: first snapshot would close a round nobody was asked in and show zero users everywhere; local connections answer
+#: within milliseconds, this leaves room for a loaded machine or a remote Redis.
+FIRST_ROUND_WAIT = 0.25
+
 
 class DashboardWorker(AsyncConsumer):
     """Pushes a dashboard snapshot every ``DASHBOARD_TICK_SECONDS`` while dashboards are watching."""
@@ -67,20 +72,39 @@ class DashboardWorker(AsyncConsumer):
         self.tally.record(message)
 
     async def tick_while_watched(self) -> None:
+        """Tick until no dashboard has watched for ``idle_after`` seconds, starting with a presence round of its own.
+
+        The counts of a snapshot are the answers to the previous round's ping, so the first tick asks once and waits
+        ``FIRST_ROUND_WAIT`` for the answers: the first frame a dashboard draws shows who is connected, not zeros.
+        """
         interval = settings.DASHBOARD_TICK_SECONDS
-        while time.monotonic() - self.last_watch < self.idle_after:
+        try:
+            await self.ping()
+            await asyncio.sleep(FIRST_ROUND_WAIT)
+        except LayerUnavailable as error:
+            logger.warning("Dashboard presence round failed: %s", error)
+        # The first tick runs whatever the wait took: the watch that started the ticker is owed a snapshot.
+        while True:
             try:
                 await self.tick(interval)
             except (LayerUnavailable, DatabaseError) as error:
                 logger.warning("Dashboard tick failed, trying again in %ss: %s", interval, error)
             await asyncio.sleep(interval)
+            if time.monotonic() - self.last_watch >= self.idle_after:
+                break
+        # Counted a minute ago or more: a dashboard that comes back waits for a fresh round rather than see old numbers.
+        self.latest = None
         logger.info("No dashboard watched for %ss: ticker stopped.", self.idle_after)
 
-    async def tick(self, interval: float) -> None:
-        """Close the presence round, start the next one, and push a snapshot to every dashboard."""
+    async def ping(self) -> None:
+        """Close the presence round and ask every chat connection to answer the next one."""
         round_id = self.tally.start_round()
         await self.channel_layer.group_send(
             PRESENCE_GROUP, {"type": "presence.ping", "round": round_id, "reply_to": DASHBOARD_CHANNEL}
         )
+
+    async def tick(self, interval: float) -> None:
+        """Close the presence round, start the next one, and push a snapshot to every dashboard."""
+        await self.ping()
         self.latest = await build_snapshot(self.tally.last, interval)
         await self.channel_layer.group_send(DASHBOARD_GROUP, {"type": "dashboard.update", "snapshot": self.latest})

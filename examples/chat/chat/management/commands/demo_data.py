@@ -24,7 +24,13 @@ CONVERSATION = [
     (6, "linus", "help", "And with two processes?"),
     (5, "grace", "help", "Use the Redis layer: make demo-redis runs two uvicorn workers and the ticker worker."),
     (3, "ada", "random", "Anyone up for a coffee?"),
-    (1, "linus", "general", "Posting from the admin works too, try it."),
+    (
+        1,
+        "linus",
+        "general",
+        "Posting from the admin works too: make yourself staff with `python manage.py demo_users demo --staff` "
+        "(in examples/chat), then add a message at /admin/.",
+    ),
 ]
 
 

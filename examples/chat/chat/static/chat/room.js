@@ -12,6 +12,11 @@
   const errorBox = document.getElementById("room-error");
   const form = document.getElementById("composer");
   const input = document.getElementById("message-input");
+  const counter = document.getElementById("message-count");
+  // The server's limit (chat.models.MAX_MESSAGE_LENGTH), in characters as Python counts them (code points).
+  const maxLength = Number(input.dataset.maxLength);
+  // The counter appears from 90 % of the limit on: early enough to trim, out of the way of ordinary messages.
+  const countFrom = Math.floor(maxLength * 0.9);
 
   // Same rule as notifications/mentions.py: "@name" not preceded by a name character.
   const MENTION = /(?<![\p{L}\p{N}_@.+-])@([\p{L}\p{N}_.+-][\p{L}\p{N}_.@+-]{0,149})/gu;
@@ -110,12 +115,33 @@
     }
   });
 
+  /** Characters as the server counts them: code points, so an emoji counts once, not as two UTF-16 units. */
+  function lengthOf(text) {
+    return Array.from(text).length;
+  }
+
+  /** Show "n / limit" near the limit and past it, so a long message is never cut or refused without warning. */
+  function updateCounter() {
+    const length = lengthOf(input.value);
+    counter.hidden = length < countFrom;
+    counter.textContent = `${length} / ${maxLength}`;
+    counter.classList.toggle("composer-count-over", length > maxLength);
+  }
+
+  input.addEventListener("input", updateCounter);
+
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const text = input.value.trim();
     if (!text) return;
+    const length = lengthOf(text);
+    if (length > maxLength) {
+      showError(`A message holds at most ${maxLength} characters; this one has ${length}. Shorten it and send again.`);
+      return;
+    }
     if (socket.sendJson({ type: "post", room, text })) {
       input.value = "";
+      updateCounter();
     } else {
       showError("Not sent: too many messages are already waiting for the connection to come back.");
     }
