@@ -41,7 +41,7 @@ _WRAPPED_APP_ATTRIBUTES = ("inner", "app", "application")
 _MAX_WRAPPER_DEPTH = 32
 
 
-def get_default_application() -> Any:
+def get_default_application() -> ASGIApp:
     """Import and return the application named by the ``ASGI_APPLICATION`` setting.
 
     The setting is a dotted path ``"package.module.name"``. Raises ``ImproperlyConfigured`` when the setting is
@@ -67,12 +67,13 @@ def get_default_application() -> Any:
             f"Check the setting and that the module imports cleanly."
         ) from exc
     try:
-        return getattr(module, name)
+        application: ASGIApp = getattr(module, name)
     except AttributeError as exc:
         raise ImproperlyConfigured(
             f"ASGI_APPLICATION is {dotted_path!r}, but the module {module_path!r} has no attribute {name!r}. "
             f"Define it there or correct the setting."
         ) from exc
+    return application
 
 
 def _check_application(app: Any, where: str) -> None:

@@ -108,7 +108,8 @@ def with_static_files(application: ASGIApp) -> ASGIApp:
         return application
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
-    return ASGIStaticFilesHandler(application)
+    # django-stubs types the handler as wrapping Django's own ASGIHandler, with dict scopes; it wraps any ASGI app.
+    return ASGIStaticFilesHandler(application)  # type: ignore[arg-type, return-value]
 
 
 def make_server(application: ASGIApp, *, verbosity: int = 1, **uvicorn_options: Any) -> Any:

@@ -170,10 +170,10 @@ class RedisLayerBase(BaseChannelLayer):
         own = self._own_marker in channel
         if not own and client_id_of(channel) is not None:
             raise self._foreign_channel(channel)
-        message = local.next_or_waiter(channel, loop)
-        if isinstance(message, asyncio.Future):
+        queued = local.next_or_waiter(channel, loop)
+        if isinstance(queued, asyncio.Future):
             # Nothing here yet: this receiver now waits, and whoever listens to Redis for the channel is told.
-            waiter = message
+            waiter = queued
             try:
                 state = self._loops.get(loop)
                 if not own:
@@ -184,6 +184,8 @@ class RedisLayerBase(BaseChannelLayer):
             except BaseException:
                 local.abandon(channel, waiter)
                 raise
+        else:
+            message = queued
         self._received += 1
         return message
 

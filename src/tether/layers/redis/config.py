@@ -52,6 +52,13 @@ class HostSpec:
             return f"sentinel:{self.master_name}@" + ",".join(f"{host}:{port}" for host, port in self.sentinels)
         return f"{self.kind}:{self.url}"
 
+    @property
+    def required_url(self) -> str:
+        """``url`` of a standalone or cluster host; raises ``ValueError`` for a Sentinel host, which has none."""
+        if self.url is None:
+            raise ValueError(f"The {self.kind} host {self.describe()} has no url.")
+        return self.url
+
     def describe(self) -> str:
         """The host as an error message or log line shows it, without any password."""
         if self.kind == "sentinel":
