@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 __all__ = [
@@ -194,7 +194,15 @@ def _cluster_flag_from_url(where: str, url: str, cluster: bool) -> tuple[str, bo
     return urlunsplit(parts._replace(query=urlencode(rest))), cluster
 
 
-def require_number(name: str, value: Any, *, minimum: float = 0, integer: bool = False) -> Any:
+@overload
+def require_number(name: str, value: Any, *, minimum: float = 0, integer: Literal[True]) -> int: ...
+
+
+@overload
+def require_number(name: str, value: Any, *, minimum: float = 0, integer: Literal[False] = False) -> float: ...
+
+
+def require_number(name: str, value: Any, *, minimum: float = 0, integer: bool = False) -> float:
     """Return ``value`` when it is a number above ``minimum`` (an int when ``integer``); else a ``ValueError``."""
     kinds = (int,) if integer else (int, float)
     if not isinstance(value, kinds) or isinstance(value, bool) or value <= minimum:
