@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_UNAVAILABLE_TIMEOUT",
+    "HostKind",
     "HostSpec",
     "parse_hosts",
     "require_number",
@@ -30,6 +31,10 @@ _URL_SCHEMES = ("redis", "rediss", "unix")
 _PREFIX = re.compile(r"[A-Za-z0-9_.\-:]+")
 
 
+#: What a ``hosts`` entry points at: one Redis server, a master found through Sentinel, or a Redis Cluster.
+HostKind = Literal["standalone", "sentinel", "cluster"]
+
+
 @dataclass(frozen=True)
 class HostSpec:
     """One ``hosts`` entry, normalised.
@@ -39,7 +44,7 @@ class HostSpec:
     ``"cluster"`` (``url`` of any cluster node). ``identity`` names the host stably, for consistent hashing.
     """
 
-    kind: str
+    kind: HostKind
     url: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     sentinels: tuple[tuple[str, int], ...] = ()

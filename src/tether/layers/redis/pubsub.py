@@ -20,7 +20,7 @@ channel to a group is refused with an error; use ``RedisChannelLayer`` for that.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Literal, cast
 
 from tether.exceptions import ChannelFull
 from tether.layers.redis.common import LoopState, Outage, RedisLayerBase
@@ -31,6 +31,9 @@ from tether.layers.redis.subscriber import Subscriber
 from tether.types import Message
 
 __all__ = ["RedisPubSubChannelLayer"]
+
+#: What a pub/sub topic carries: a group's messages, this process's own channels, or one named channel.
+_TopicKind = Literal["group", "process", "channel"]
 
 
 class RedisPubSubChannelLayer(RedisLayerBase):
@@ -55,7 +58,7 @@ class RedisPubSubChannelLayer(RedisLayerBase):
                 "RedisChannelLayer with the cluster."
             )
         self._groups: dict[str, dict[str, int]] = {}  # group -> {local member: joined at, ms}
-        self._topics: dict[str, tuple[str, str]] = {}  # pub/sub topic -> (kind, name)
+        self._topics: dict[str, tuple[_TopicKind, str]] = {}  # pub/sub topic -> (kind, name)
 
     # Channels ------------------------------------------------------------------------------------------------------
 
@@ -144,7 +147,7 @@ class RedisPubSubChannelLayer(RedisLayerBase):
 
     # Subscriptions -------------------------------------------------------------------------------------------------
 
-    def _topic(self, kind: str, name: str) -> str:
+    def _topic(self, kind: _TopicKind, name: str) -> str:
         if kind == "group":
             return self.keys.group(name)
         if kind == "process":
@@ -165,12 +168,12 @@ class RedisPubSubChannelLayer(RedisLayerBase):
             )
         return subscriber
 
-    async def _subscribe(self, state: LoopState, kind: str, name: str) -> None:
+    async def _subscribe(self, state: LoopState, kind: _TopicKind, name: str) -> None:
         topic = self._topic(kind, name)
         self._topics[topic] = (kind, name)
         await self._subscriber(state, name).subscribe(topic)
 
-    async def _unsubscribe(self, state: LoopState, kind: str, name: str) -> None:
+    async def _unsubscribe(self, state: LoopState, kind: _TopicKind, name: str) -> None:
         topic = self._topic(kind, name)
         self._topics.pop(topic, None)
         subscriber = state.subscribers.get(self._ring.index_for(name))
