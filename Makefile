@@ -30,6 +30,7 @@ $(DEMO_STAMP): pyproject.toml
 
 test: $(STAMP) chromium
 	$(BIN)/ruff check src tests
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # `make docs`: the documentation site (mkdocs.yml: docs/ and the API reference from the docstrings) into site/.
@@ -48,6 +49,7 @@ docs: $(DOCS_STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix src tests

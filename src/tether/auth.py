@@ -51,12 +51,15 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.contrib.auth.models import AnonymousUser
+
     from tether.token_auth import TOKEN_SUBPROTOCOL_PREFIX, TokenAuthMiddleware, make_token
 
 logger = logging.getLogger("tether.auth")
 
 
-def _anonymous_user() -> Any:
+def _anonymous_user() -> AnonymousUser:
     """A new ``AnonymousUser``.
 
     Imported on first use: ``django.contrib.auth.models`` needs the app registry, and a Channels project imports the
@@ -122,7 +125,7 @@ def _backend_path(user: Any, backend: str | None, *, first_if_unknown: bool = Fa
     return backend
 
 
-def _user_from_session(scope: Scope) -> Any:
+def _user_from_session(scope: Scope) -> AbstractBaseUser | AnonymousUser:
     """``get_user``'s work, in the database thread."""
     session = _session_of(scope)
     try:
@@ -154,7 +157,7 @@ def _user_from_session(scope: Scope) -> Any:
 
 
 @database_sync_to_async
-def get_user(scope: Scope) -> Any:
+def get_user(scope: Scope) -> AbstractBaseUser | AnonymousUser:
     """Return the user that the scope's session is logged in as, or ``AnonymousUser``; an awaitable.
 
     Checks what ``django.contrib.auth.get_user`` checks: the recorded backend must be in AUTHENTICATION_BACKENDS and
@@ -227,7 +230,13 @@ alogin = login
 alogout = logout
 
 
-class UserLazyObject(LazyObject):
+if TYPE_CHECKING:
+    _LazyUser = LazyObject[AbstractBaseUser | AnonymousUser]
+else:  # Django's LazyObject is generic only in django-stubs, not at run time.
+    _LazyUser = LazyObject
+
+
+class UserLazyObject(_LazyUser):
     """``scope["user"]`` as ``AuthMiddleware`` puts it there; resolved to the user before the application runs."""
 
     def _setup(self) -> None:

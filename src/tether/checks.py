@@ -24,6 +24,7 @@ from __future__ import annotations
 import inspect
 import os
 import shlex
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -158,13 +159,14 @@ def _check_layer(alias: Any, config: Any) -> list[CheckMessage]:
     return errors
 
 
-def worker_processes_from_environment(environ: dict[str, str] | None = None) -> tuple[int, str] | None:
+def worker_processes_from_environment(environ: Mapping[str, str] | None = None) -> tuple[int, str] | None:
     """The largest number of server processes the environment asks for, and where it was found, or None.
 
     Read from ``WEB_CONCURRENCY`` (uvicorn's and gunicorn's default worker count), ``UVICORN_WORKERS`` and the
     ``-w``/``--workers`` option in ``GUNICORN_CMD_ARGS``. Values that are not whole numbers are ignored.
     """
-    environ = os.environ if environ is None else environ
+    if environ is None:
+        environ = os.environ
     found: list[tuple[int, str]] = []
     for name in ("WEB_CONCURRENCY", "UVICORN_WORKERS"):
         value = _whole_number(environ.get(name))

@@ -19,7 +19,7 @@ import inspect
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar, overload
 
 from asgiref.sync import SyncToAsync, sync_to_async
 from django.db import connections
@@ -33,7 +33,8 @@ __all__ = [
     "has_open_connections",
 ]
 
-_T = TypeVar("_T")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 # Every DatabaseWrapper that has ever connected, in any thread, as weak references so that wrappers of finished
 # threads go away. Connecting is rare and happens in worker threads; checking happens on the event loop for every
@@ -87,9 +88,9 @@ async def aclose_old_connections() -> None:
         await sync_to_async(close_old_connections)()
 
 
-def _closing_connections(func: Callable[..., _T]) -> Callable[..., _T]:
+def _closing_connections(func: Callable[_P, _R]) -> Callable[_P, _R]:
     @functools.wraps(func)
-    def run(*args: Any, **kwargs: Any) -> _T:
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         close_old_connections()
         try:
             return func(*args, **kwargs)
@@ -99,12 +100,12 @@ def _closing_connections(func: Callable[..., _T]) -> Callable[..., _T]:
     return run
 
 
-class DatabaseSyncToAsync(SyncToAsync):  # type: ignore[misc]
+class DatabaseSyncToAsync(SyncToAsync[_P, _R]):
     """asgiref's ``SyncToAsync`` that closes stale database connections before and after the function, in the
     thread the function runs in. ``database_sync_to_async`` builds these; the class exists for code that subclasses
     or type-checks against it, as it can in Channels."""
 
-    def __init__(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    def __init__(self, func: Callable[_P, _R], *args: Any, **kwargs: Any) -> None:
         if not callable(func):
             raise TypeError(f"database_sync_to_async() needs a callable, not {func!r}.")
         if inspect.iscoroutinefunction(func):
@@ -115,12 +116,28 @@ class DatabaseSyncToAsync(SyncToAsync):  # type: ignore[misc]
         super().__init__(_closing_connections(func), *args, **kwargs)
 
 
-def database_sync_to_async(func: Callable[..., _T] | None = None, *, thread_sensitive: bool = True) -> Any:
+@overload
+def database_sync_to_async(func: Callable[_P, _R], *, thread_sensitive: bool = True) -> DatabaseSyncToAsync[_P, _R]: ...
+
+
+@overload
+def database_sync_to_async(
+    func: None = None, *, thread_sensitive: bool = True
+) -> Callable[[Callable[_P, _R]], DatabaseSyncToAsync[_P, _R]]: ...
+
+
+def database_sync_to_async(
+    func: Callable[_P, _R] | None = None, *, thread_sensitive: bool = True
+) -> DatabaseSyncToAsync[_P, _R] | Callable[[Callable[_P, _R]], DatabaseSyncToAsync[_P, _R]]:
     """Run a function that uses the ORM from async code, with stale connections closed around it in its thread.
 
     Usable bare (``@database_sync_to_async``), on methods, or with arguments
     (``@database_sync_to_async(thread_sensitive=False)``). Returns a ``DatabaseSyncToAsync``.
     """
     if func is None:
-        return lambda f: DatabaseSyncToAsync(f, thread_sensitive=thread_sensitive)
+
+        def decorate(f: Callable[_P, _R]) -> DatabaseSyncToAsync[_P, _R]:
+            return DatabaseSyncToAsync(f, thread_sensitive=thread_sensitive)
+
+        return decorate
     return DatabaseSyncToAsync(func, thread_sensitive=thread_sensitive)

@@ -41,7 +41,7 @@ _WRAPPED_APP_ATTRIBUTES = ("inner", "app", "application")
 _MAX_WRAPPER_DEPTH = 32
 
 
-def get_default_application() -> Any:
+def get_default_application() -> ASGIApp:
     """Import and return the application named by the ``ASGI_APPLICATION`` setting.
 
     The setting is a dotted path ``"package.module.name"``. Raises ``ImproperlyConfigured`` when the setting is
@@ -67,12 +67,13 @@ def get_default_application() -> Any:
             f"Check the setting and that the module imports cleanly."
         ) from exc
     try:
-        return getattr(module, name)
+        application: ASGIApp = getattr(module, name)
     except AttributeError as exc:
         raise ImproperlyConfigured(
             f"ASGI_APPLICATION is {dotted_path!r}, but the module {module_path!r} has no attribute {name!r}. "
             f"Define it there or correct the setting."
         ) from exc
+    return application
 
 
 def _check_application(app: Any, where: str) -> None:
@@ -105,16 +106,15 @@ class ProtocolTypeRouter:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         """Serve one connection with the application mapped to its protocol type; returns what that app returns."""
         protocol = scope.get("type")
-        try:
-            app = self.application_mapping[protocol]
-        except KeyError:
+        app = self.application_mapping.get(protocol) if isinstance(protocol, str) else None
+        if app is None:
             if protocol == "lifespan":
                 await self._serve_lifespan(receive, send)
                 return None
             raise ValueError(
                 f"No application configured for scope type {protocol!r}; ProtocolTypeRouter maps "
                 f"{sorted(self.application_mapping)!r}. Add an entry for {protocol!r} to serve it."
-            ) from None
+            )
         return await app(scope, receive, send)
 
     @staticmethod
@@ -178,23 +178,25 @@ def _wraps_url_router(app: Any) -> bool:
     return False
 
 
-def _prefix_pattern(pattern: Any, route: URLPattern) -> Any:
+def _prefix_pattern(pattern: object, route: URLPattern) -> RoutePattern | RegexPattern:
     """Return a copy of ``pattern`` that matches the start of a path, for a route that leads to a nested router.
 
     ``path()`` anchors its patterns at the end of the path (``\\Z``) because it expects a view; a nested router needs
     the rest of the path, so the pattern is rebuilt as a prefix. The user's pattern object is left untouched.
     """
     if isinstance(pattern, RoutePattern):
-        return RoutePattern(pattern._route, name=pattern.name, is_endpoint=False)
+        # The private _route (not in django-stubs) is passed as it is, so a lazily translated route stays lazy.
+        return RoutePattern(pattern._route, name=pattern.name, is_endpoint=False)  # type: ignore[attr-defined]
     if isinstance(pattern, RegexPattern):
-        regex = str(pattern._regex)
+        regex = str(pattern)  # RegexPattern.__str__ is str(self._regex)
         if regex.endswith("$") and not regex.endswith(r"\$"):
             logger.warning(
                 "URLRouter route %r leads to a nested router but its pattern ends with '$', so the nested router "
                 "only ever sees an empty path. Remove the '$' to let it route the rest of the path.",
                 route,
             )
-        return RegexPattern(pattern._regex, name=pattern.name, is_endpoint=False)
+        # The private _regex (not in django-stubs) is passed as it is, so a lazily translated regex stays lazy.
+        return RegexPattern(pattern._regex, name=pattern.name, is_endpoint=False)  # type: ignore[attr-defined]
     raise ImproperlyConfigured(
         f"URLRouter route {route!r} leads to a nested router with a {type(pattern).__name__} pattern; only "
         f"path() and re_path() patterns can be used as prefixes."

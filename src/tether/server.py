@@ -15,11 +15,14 @@ import errno
 import logging
 import socket
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
 
 from tether.types import ASGIApp
+
+if TYPE_CHECKING:
+    from uvicorn import Server as UvicornServer
 
 __all__ = [
     "UvicornNotInstalled",
@@ -108,10 +111,11 @@ def with_static_files(application: ASGIApp) -> ASGIApp:
         return application
     from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 
-    return ASGIStaticFilesHandler(application)
+    # django-stubs types the handler as wrapping Django's own ASGIHandler, with dict scopes; it wraps any ASGI app.
+    return ASGIStaticFilesHandler(application)  # type: ignore[arg-type, return-value]
 
 
-def make_server(application: ASGIApp, *, verbosity: int = 1, **uvicorn_options: Any) -> Any:
+def make_server(application: ASGIApp, *, verbosity: int = 1, **uvicorn_options: Any) -> UvicornServer:
     """A ``uvicorn.Server`` for ``application``, not started yet.
 
     ``verbosity`` follows Django's: 0 logs only warnings and errors, 1 adds one access-log line per request, 2 and 3
@@ -130,7 +134,8 @@ def make_server(application: ASGIApp, *, verbosity: int = 1, **uvicorn_options: 
     if verbosity <= 1:
         # Config() has just set uvicorn's loggers up; errors from the application still come through this logger.
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-    return uvicorn.Server(config)
+    server: UvicornServer = uvicorn.Server(config)
+    return server
 
 
 def serve(application: ASGIApp, sock: socket.socket, *, verbosity: int = 1, **uvicorn_options: Any) -> None:

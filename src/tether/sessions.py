@@ -20,7 +20,7 @@ import time
 from collections.abc import MutableMapping
 from http.cookies import CookieError, SimpleCookie
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase, UpdateError
@@ -155,7 +155,13 @@ class CookieMiddleware(BaseMiddleware):
         )
 
 
-class _LazySession(LazyObject):
+if TYPE_CHECKING:
+    _LazyStore = LazyObject[SessionBase]
+else:  # Django's LazyObject is generic only in django-stubs, not at run time.
+    _LazyStore = LazyObject
+
+
+class _LazySession(_LazyStore):
     """``scope["session"]``: builds the Django session store on first use, so unused sessions cost nothing."""
 
     def __init__(self, store_class: type[SessionBase], session_key: str | None) -> None:
@@ -176,7 +182,8 @@ def _built_store(session: _LazySession) -> SessionBase | None:
 def _session_store_class() -> type[SessionBase]:
     engine_path = settings.SESSION_ENGINE
     try:
-        return import_module(engine_path).SessionStore
+        store_class: type[SessionBase] = import_module(engine_path).SessionStore
+        return store_class
     except (ImportError, AttributeError) as exc:
         raise ImproperlyConfigured(
             f"SESSION_ENGINE {engine_path!r} cannot be used: {exc}. Set it to a session engine module such as "

@@ -103,14 +103,12 @@ def _token_payload(token: str, max_age: float | None) -> dict[str, Any] | None:
     except (signing.BadSignature, ValueError, TypeError, UnicodeError):
         logger.info("Refused an auth token: bad signature or malformed.")
         return None
-    valid_shape = (
-        isinstance(payload, dict)
-        and isinstance(payload.get("u"), str)
+    if not isinstance(payload, dict) or not (
+        isinstance(payload.get("u"), str)
         and isinstance(payload.get("b"), str)
         and isinstance(payload.get("h"), str)
         and isinstance(payload.get("x", 0), (int, float))
-    )
-    if not valid_shape:
+    ):
         logger.warning("Refused an auth token with a valid signature but an unexpected payload.")
         return None
     if "x" in payload and time.time() > payload["x"]:

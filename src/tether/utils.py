@@ -16,6 +16,6 @@ def name_that_thing(thing: Any) -> str:
         return f"{name_that_thing(thing.__self__)}.{thing.__func__.__name__}"
     if isinstance(thing, type) or (callable(thing) and hasattr(thing, "__qualname__")):
         module = getattr(thing, "__module__", None)
-        qualname = getattr(thing, "__qualname__", None) or getattr(thing, "__name__", repr(thing))
+        qualname = str(getattr(thing, "__qualname__", None) or getattr(thing, "__name__", repr(thing)))
         return f"{module}.{qualname}" if module and module != "builtins" else qualname
     return name_that_thing(type(thing))

@@ -140,7 +140,7 @@ def _warn_about_shadowed_installations() -> None:
     for root in _ROOTS:
         spec = importlib.machinery.PathFinder.find_spec(root)
         if spec is not None:
-            where = spec.submodule_search_locations or [spec.origin]
+            where = spec.submodule_search_locations or [spec.origin or root]
             logger.warning(
                 "tether.compat: 'import %s' now gives tether; the %s package installed at %s is hidden. "
                 "Uninstall it (pip uninstall %s) to silence this warning.",

@@ -25,7 +25,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,9 +140,9 @@ def scan_python(source: str, path: str = "<source>") -> list[Leftover]:
             found.append(Leftover(path, entry.lineno, '"channels" in INSTALLED_APPS', change))
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
-            change = _dotted_path_change(node.value)
-            if change is not None:
-                found.append(Leftover(path, node.lineno, repr(node.value), repr(change)))
+            dotted = _dotted_path_change(node.value)
+            if dotted is not None:
+                found.append(Leftover(path, node.lineno, repr(node.value), repr(dotted)))
     return sorted(found, key=lambda leftover: leftover.line)
 
 
@@ -195,6 +195,7 @@ def scan_paths(paths: Iterable[str | os.PathLike[str]]) -> list[Leftover]:
         if not root.exists():
             raise FileNotFoundError(f"{root} does not exist; pass the folder of your Django project.")
         for file in _files_under(root):
+            scanner: Callable[[str, str], list[Leftover]]
             if file.suffix == ".py" and file.name != "setup.py":
                 scanner = scan_python
             elif _is_requirements_file(file) or file.name == "setup.py":

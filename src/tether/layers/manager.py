@@ -77,7 +77,8 @@ class ChannelLayerManager:
         if not isinstance(options, dict):
             raise InvalidChannelLayerError(f"CHANNEL_LAYERS[{name!r}][{config_key!r}] must be a dict, not {options!r}.")
         try:
-            return backend_class(**options)
+            layer: BaseChannelLayer = backend_class(**options)
+            return layer
         except (TypeError, ValueError) as exc:
             raise InvalidChannelLayerError(f"CHANNEL_LAYERS[{name!r}] {config_key} is invalid: {exc}") from exc
 

@@ -56,7 +56,8 @@ def copy_message(message: Message) -> Message:
         raise TypeError(f"A message must be a dict, not {type(message).__name__}.")
     if "type" not in message:
         raise ValueError("A message needs a 'type' key naming the handler that receives it.")
-    return _copy(message, "message")
+    copied: Message = _copy(message, "message")  # a dict in, a dict out
+    return copied
 
 
 def require_valid_message(message: Message) -> None:

@@ -19,6 +19,7 @@ outlives the tests. What it prints goes to a file that is shown when the class e
 from __future__ import annotations
 
 import base64
+import io
 import logging
 import os
 import pickle
@@ -121,7 +122,7 @@ class _ServerProcess:
                 f"The live server for port {self.port} {what}. Its output:\n{self._read_output() or '(nothing)'}"
             )
 
-    def _wait_ready(self, ready: Any) -> bool:
+    def _wait_ready(self, ready: io.FileIO) -> bool:
         """True once the child reports that it serves; False when it closes the pipe first or time runs out."""
         deadline = time.monotonic() + self.startup_timeout
         while (remaining := deadline - time.monotonic()) > 0:
@@ -286,7 +287,10 @@ class ChannelsLiveServerTestCase(TransactionTestCase):
     def setUpClass(cls) -> None:
         super().setUpClass()
         refuse_in_memory_databases(
-            connections[alias] for alias in connections if alias in cls._databases_names(include_mirrors=False)
+            connections[alias]
+            for alias in connections
+            # TransactionTestCase._databases_names is private Django API that django-stubs does not declare.
+            if alias in cls._databases_names(include_mirrors=False)  # type: ignore[attr-defined]
         )
         server = _ServerProcess(cls.host, cls.port, cls.serve_static, cls.startup_timeout)
         cls.addClassCleanup(server.close)
@@ -301,7 +305,7 @@ class ChannelsLiveServerTestCase(TransactionTestCase):
             server.stop()
 
     @classproperty
-    def live_server_port(cls) -> int:
+    def live_server_port(cls: type[ChannelsLiveServerTestCase]) -> int:
         """The port the live server listens on."""
         if cls._live_server is None:
             raise LiveServerError(

@@ -116,7 +116,6 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
         self._expiry_ms = int(self.expiry * 1000)
         self._group_expiry_ms = int(self.group_expiry * 1000)
         self._stats = LayerStats(logger)
-        self._received = 0  # kept apart from _stats: counted on every receive, the hottest path there is
         self._local = LocalChannels(
             self.get_capacity,
             self._expire,
@@ -142,41 +141,27 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
     async def receive(self, channel: str) -> Message:
         """Wait for the next message on ``channel``. A process-local channel must be one this process made."""
         local = self._local
-        loop = get_running_loop()
-        if loop is self._own_loop and type(channel) is str and "!" in channel:
-            # The hot path of every consumer: its own channel, already known here, with this loop's inbox listened
-            # to. A lookup and a wait, as in the in-memory layer. (A process-local name with a buffer here is one of
-            # this process's: another process's channel never gets one. Looking for the "!" costs a tenth of
-            # looking for this process's client id.)
-            waiter = local.waiter_if_idle(channel, loop)
-            if waiter is not None:
-                try:
-                    message = await waiter
-                except BaseException:
-                    local.abandon(channel, waiter)
-                    raise
-                self._received += 1
-                return message
         if type(channel) is not str or not local.knows(channel):
             self.require_valid_channel_name(channel)  # names with a local buffer were checked on their way in
         own = self._own_marker in channel
         if not own and client_id_of(channel) is not None:
             raise self._foreign_channel(channel)
+        loop = get_running_loop()
         message = local.next_or_waiter(channel, loop)
         if isinstance(message, asyncio.Future):
-            # Nothing here yet: this receiver now waits, and whoever listens to Redis for the channel is told.
+            # Nothing here yet: this receiver now waits, and whoever listens to Redis for the channel is told (this
+            # process's own channels are listened for once per loop).
             waiter = message
             try:
-                state = self._loops.get(loop)
                 if not own:
-                    await self._listen_for_named(state, channel)
-                else:
-                    await self._listen_for_own(state, loop)
+                    await self._listen_for_named(self._loops.get(loop), channel)
+                elif loop is not self._own_loop:
+                    await self._listen_for_own(self._loops.get(loop), loop)
                 message = await waiter
             except BaseException:
                 local.abandon(channel, waiter)
                 raise
-        self._received += 1
+        self._stats.counters["received"] += 1
         return message
 
     async def _listen_for_own(self, state: _State, loop: asyncio.AbstractEventLoop) -> None:
@@ -242,14 +227,12 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
         ``local_channels`` / ``local_queued``: what this process buffers now."""
         counts = dict.fromkeys(self.counters, 0)
         counts.update(self._stats.snapshot())
-        counts["received"] += self._received
         counts.update(self._local.sizes())
         return counts
 
     def _reset_counters(self) -> None:
         """Start every ``stats()`` counter again from zero (``flush()``)."""
         self._stats.reset()
-        self._received = 0
 
     # Endpoints -----------------------------------------------------------------------------------------------------
 

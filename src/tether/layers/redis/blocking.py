@@ -9,16 +9,16 @@ each pop to the node of its key.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio.connection import AbstractConnection
 
-from tether.layers.redis.failures import CONNECTION_ERRORS, abort_connection, disconnect_quietly
+from tether.layers.redis.failures import CONNECTION_ERRORS, Outage, abort_connection, disconnect_quietly
 from tether.layers.redis.resp import pack_commands, read_reply
 
-__all__ = ["BlockingConnection", "ClusterBlockingConnection"]
+__all__ = ["BlockingConnection", "ClusterBlockingConnection", "ListPop"]
 
 
 class BlockingConnection:
@@ -126,3 +126,42 @@ class ClusterBlockingConnection(BlockingConnection):
 
     async def aclose(self) -> None:
         return None
+
+
+class ListPop:
+    """A receive loop's pops from one Redis list: a batch at a time with ``BLMPOP``, one at a time with ``BLPOP`` on
+    Redis before 7.0, and an outage waited out with backoff and one log line at each end.
+
+    Both of ``RedisChannelLayer``'s receive loops (a process's inbox, a named channel) pop through one of these, so
+    the fallback and the outage handling are written once.
+    """
+
+    def __init__(self, connection: BlockingConnection, key: str, block: float, outage: Outage) -> None:
+        self.connection = connection
+        self.key = key
+        self.block = block
+        self.outage = outage
+        self.multi_pop = True  # False once Redis said it has no BLMPOP
+
+    async def __call__(self, count: int) -> Sequence[bytes] | None:
+        """Up to ``count`` entries from the head of the list, waiting up to ``block`` seconds for the first: empty
+        when none came; None when this round failed (Redis was away and the backoff has been waited out, or it has
+        no ``BLMPOP``), and the caller simply pops again."""
+        try:
+            if self.multi_pop:
+                reply = await self.connection.call("BLMPOP", self.block, 1, self.key, "LEFT", "COUNT", count)
+                entries = reply[1] if reply else ()
+            else:
+                reply = await self.connection.call("BLPOP", self.key, self.block)
+                entries = (reply[1],) if reply else ()
+        except redis_errors.ResponseError as exc:
+            if self.multi_pop and "unknown command" in str(exc).lower():
+                self.multi_pop = False
+                return None
+            await self.outage.wait(self.connection.where, exc)
+            return None
+        except Exception as exc:  # the connection broke (or worse): back off, keep serving
+            await self.outage.wait(self.connection.where, exc)
+            return None
+        self.outage.over()
+        return entries

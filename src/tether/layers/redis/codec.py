@@ -66,7 +66,7 @@ class MessageCodec:
         return self._crypter is not None
 
     def encode(self, message: Message) -> bytes:
-        data = msgpack.packb(copy_message(message), use_bin_type=True)
+        data: bytes = msgpack.packb(copy_message(message), use_bin_type=True)
         if self._crypter is not None:
             data = self._crypter.encrypt(data)
         if self.max_message_size is not None and len(data) > self.max_message_size:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DEFAULT_UNAVAILABLE_TIMEOUT",
+    "HostKind",
     "HostSpec",
     "parse_hosts",
     "require_number",
@@ -30,6 +31,10 @@ _URL_SCHEMES = ("redis", "rediss", "unix")
 _PREFIX = re.compile(r"[A-Za-z0-9_.\-:]+")
 
 
+#: What a ``hosts`` entry points at: one Redis server, a master found through Sentinel, or a Redis Cluster.
+HostKind = Literal["standalone", "sentinel", "cluster"]
+
+
 @dataclass(frozen=True)
 class HostSpec:
     """One ``hosts`` entry, normalised.
@@ -39,7 +44,7 @@ class HostSpec:
     ``"cluster"`` (``url`` of any cluster node). ``identity`` names the host stably, for consistent hashing.
     """
 
-    kind: str
+    kind: HostKind
     url: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     sentinels: tuple[tuple[str, int], ...] = ()
@@ -51,6 +56,13 @@ class HostSpec:
         if self.kind == "sentinel":
             return f"sentinel:{self.master_name}@" + ",".join(f"{host}:{port}" for host, port in self.sentinels)
         return f"{self.kind}:{self.url}"
+
+    @property
+    def required_url(self) -> str:
+        """``url`` of a standalone or cluster host; raises ``ValueError`` for a Sentinel host, which has none."""
+        if self.url is None:
+            raise ValueError(f"The {self.kind} host {self.describe()} has no url.")
+        return self.url
 
     def describe(self) -> str:
         """The host as an error message or log line shows it, without any password."""
@@ -187,7 +199,15 @@ def _cluster_flag_from_url(where: str, url: str, cluster: bool) -> tuple[str, bo
     return urlunsplit(parts._replace(query=urlencode(rest))), cluster
 
 
-def require_number(name: str, value: Any, *, minimum: float = 0, integer: bool = False) -> Any:
+@overload
+def require_number(name: str, value: Any, *, minimum: float = 0, integer: Literal[True]) -> int: ...
+
+
+@overload
+def require_number(name: str, value: Any, *, minimum: float = 0, integer: Literal[False] = False) -> float: ...
+
+
+def require_number(name: str, value: Any, *, minimum: float = 0, integer: bool = False) -> float:
     """Return ``value`` when it is a number above ``minimum`` (an int when ``integer``); else a ``ValueError``."""
     kinds = (int,) if integer else (int, float)
     if not isinstance(value, kinds) or isinstance(value, bool) or value <= minimum:

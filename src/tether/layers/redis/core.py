@@ -10,14 +10,14 @@ frame per process (plus one per named member) in a single script call, and each 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar
-
-from redis import exceptions as redis_errors
 
 from tether.exceptions import ChannelFull
 from tether.layers.redis.base import LoopState, RedisLayerBase
-from tether.layers.redis.blocking import BlockingConnection
+from tether.layers.redis.blocking import BlockingConnection, ListPop
 from tether.layers.redis.config import require_number
 from tether.layers.redis.failures import Outage
 from tether.layers.redis.local import now_ms
@@ -305,52 +305,45 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
         elif reader.idle is not None and not reader.idle.done():
             reader.idle.set_result(None)
 
+    @contextlib.asynccontextmanager
+    async def _popping(self, state: ListLoopState, key: str, shard: str, what: str) -> AsyncIterator[ListPop]:
+        """A ``ListPop`` for the list ``key`` (kept on the host of ``shard``) on a blocking connection of its own,
+        registered so that ``close()`` can unblock the pop instead of cutting the connection."""
+        connection = self._endpoint(state, shard).blocking_connection(key)
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("A Redis receive loop must run in a task.")
+        state.blocking[task] = connection
+        try:
+            yield ListPop(connection, key, self._settings.block_timeout, Outage(self._stats, what))
+        finally:
+            state.blocking.pop(task, None)
+            await connection.aclose()
+
     async def _read_inbox(self, state: ListLoopState) -> None:
         """The process's one receive loop: pop batches from the inbox and route each frame to local channels."""
         key = self.keys.inbox(self.client_id)
-        connection = self._endpoint(state, self.client_id).blocking_connection(key)
-        block = self._settings.block_timeout
-        multi_pop = True
-        outage = Outage(self._stats, f"the inbox of process {self.client_id!r}")
-        task = asyncio.current_task()
-        assert task is not None
-        state.blocking[task] = connection
-        try:
-            while not state.closing:
-                try:
-                    if multi_pop:
-                        reply = await connection.call("BLMPOP", block, 1, key, "LEFT", "COUNT", _INBOX_BATCH)
-                        frames = reply[1] if reply else ()
-                    else:
-                        reply = await connection.call("BLPOP", key, block)
-                        frames = (reply[1],) if reply else ()
-                except redis_errors.ResponseError as exc:
-                    if multi_pop and "unknown command" in str(exc).lower():
-                        multi_pop = False  # Redis before 7.0
+        async with self._popping(state, key, self.client_id, f"the inbox of process {self.client_id!r}") as pop:
+            try:
+                while not state.closing:
+                    frames = await pop(_INBOX_BATCH)
+                    if frames is None:
                         continue
-                    await outage.wait(connection.where, exc)
-                    continue
-                except Exception as exc:  # the connection broke (or worse): back off, keep serving
-                    await outage.wait(connection.where, exc)
-                    continue
-                outage.over()
-                for data in frames:
-                    frame = self._parse(data, None)
-                    if frame is None:
-                        continue
-                    members = None
-                    if frame.token is not None:
-                        members = self._member_lists.resolve(frame)
-                        if members is None:
-                            members = await self._resync_members(state, frame.group)
-                    self._deliver_frame(frame, None, members)
-                self._member_lists.sweep()
-                if not frames:
-                    self._local.maybe_sweep()
-        finally:
-            state.blocking.pop(task, None)
-            self._stopped_listening_for_own(state)
-            await connection.aclose()
+                    for data in frames:
+                        frame = self._parse(data, None)
+                        if frame is None:
+                            continue
+                        members = None
+                        if frame.token is not None:
+                            members = self._member_lists.resolve(frame)
+                            if members is None:
+                                members = await self._resync_members(state, frame.group)
+                        self._deliver_frame(frame, None, members)
+                    self._member_lists.sweep()
+                    if not frames:
+                        self._local.maybe_sweep()
+            finally:
+                self._stopped_listening_for_own(state)
 
     async def _read_named(self, state: ListLoopState, channel: str, reader: _NamedReader) -> None:
         """Pop messages from a named channel's list while receivers in this process wait for them.
@@ -361,47 +354,26 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
         ``PREFETCH_WINDOW`` seconds; what is still unreceived when the reader stops goes back to the list's head.
         """
         key = self.keys.channel(channel)
-        connection = self._endpoint(state, channel).blocking_connection(key)
-        block = self._settings.block_timeout
-        outage = Outage(self._stats, f"channel {channel!r}")
         ahead = _Prefetch(min(self.prefetch, self.get_capacity(channel)))
         loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        state.blocking[task] = connection
-        try:
-            while not state.closing:
-                if not self._local.waiting(channel):
-                    if not await reader.wait_for_receiver(block) and not self._local.waiting(channel):
-                        return
-                    continue
-                ahead.asked(loop.time())
-                try:
-                    if ahead.multi_pop:
-                        reply = await connection.call("BLMPOP", block, 1, key, "LEFT", "COUNT", ahead.size)
-                        frames = reply[1] if reply else ()
-                    else:
-                        reply = await connection.call("BLPOP", key, block)
-                        frames = (reply[1],) if reply else ()
-                except redis_errors.ResponseError as exc:
-                    if ahead.multi_pop and "unknown command" in str(exc).lower():
-                        ahead.multi_pop = False  # Redis before 7.0: one message per pop
+        async with self._popping(state, key, channel, f"channel {channel!r}") as pop:
+            try:
+                while not state.closing:
+                    if not self._local.waiting(channel):
+                        if not await reader.wait_for_receiver(pop.block) and not self._local.waiting(channel):
+                            return
                         continue
-                    await outage.wait(connection.where, exc)
-                    continue
-                except Exception as exc:  # the connection broke (or worse): back off, keep serving
-                    await outage.wait(connection.where, exc)
-                    continue
-                outage.over()
-                for data in frames:
-                    self._route(data, channel)
-                ahead.popped(len(frames), loop.time())
-        finally:
-            state.blocking.pop(task, None)
-            if state.readers.get(channel) is reader:
-                del state.readers[channel]
-            await self._give_back(state, channel)
-            await connection.aclose()
+                    ahead.asked(loop.time())
+                    frames = await pop(ahead.size)
+                    if frames is None:
+                        continue
+                    for data in frames:
+                        self._route(data, channel)
+                    ahead.popped(len(frames), loop.time())
+            finally:
+                if state.readers.get(channel) is reader:
+                    del state.readers[channel]
+                await self._give_back(state, channel)
 
     async def _give_back(self, state: ListLoopState, channel: str) -> None:
         """Return messages popped ahead that no receiver took to the head of the channel's list, in order."""
@@ -492,14 +464,13 @@ class _Prefetch:
     ``PREFETCH_WINDOW`` seconds, halved when they take longer, so a slow consumer pops one at a time and leaves the
     rest to other workers."""
 
-    __slots__ = ("last", "limit", "multi_pop", "popped_at", "size")
+    __slots__ = ("last", "limit", "popped_at", "size")
 
     def __init__(self, limit: int) -> None:
         self.limit = max(1, limit)
         self.size = 1
         self.last = 0  # how many the last pop returned
         self.popped_at = 0.0
-        self.multi_pop = True
 
     def asked(self, now: float) -> None:
         """Receivers want more: the last batch is used up. Grow or shrink by how long that took."""

@@ -11,7 +11,7 @@ import asyncio
 import weakref
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis import exceptions as redis_errors
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
@@ -21,6 +21,9 @@ from tether.layers.redis.config import HostSpec
 from tether.layers.redis.failures import CONNECTION_ERRORS, unavailable
 from tether.layers.redis.link import Link
 from tether.layers.redis.storage import Script
+
+if TYPE_CHECKING:
+    from redis.asyncio.sentinel import Sentinel
 
 __all__ = ["ClusterEndpoint", "Endpoint", "NodeEndpoint", "TransportSettings", "open_endpoint", "validate_host"]
 
@@ -60,7 +63,9 @@ class Endpoint:
         raise NotImplementedError
 
 
-def _pool_for(spec: HostSpec, socket_timeout: float | None, settings: TransportSettings) -> tuple[Any, Any]:
+def _pool_for(
+    spec: HostSpec, socket_timeout: float | None, settings: TransportSettings
+) -> tuple[ConnectionPool, Sentinel | None]:
     """A redis-py pool used as a connection factory for ``spec`` (plus the Sentinel manager to close, if any)."""
     options = dict(spec.options)
     options["socket_timeout"] = socket_timeout
@@ -76,7 +81,7 @@ def _pool_for(spec: HostSpec, socket_timeout: float | None, settings: TransportS
         manager = Sentinel(list(spec.sentinels), sentinel_kwargs=sentinel_options, **options)
         pool = SentinelConnectionPool(spec.master_name, manager, **options)
         return pool, manager
-    return ConnectionPool.from_url(spec.url, **options), None
+    return ConnectionPool.from_url(spec.required_url, **options), None
 
 
 class NodeEndpoint(Endpoint):
@@ -105,7 +110,8 @@ class NodeEndpoint(Endpoint):
     def make_connection(self, blocking: bool = True) -> AbstractConnection:
         """A raw redis-py connection (the pub/sub layer's subscriber uses one); a blocking one has no socket timeout:
         bound its reads with ``read_reply``."""
-        return (self._blocking_pool if blocking else self._pool).make_connection()
+        connection: AbstractConnection = (self._blocking_pool if blocking else self._pool).make_connection()
+        return connection
 
     async def delete_matching(self, pattern: str) -> int:
         deleted = 0
@@ -137,9 +143,9 @@ class ClusterEndpoint(Endpoint):
         options = dict(spec.options)
         options.setdefault("socket_timeout", max(settings.unavailable_timeout, 5.0))
         options.setdefault("socket_connect_timeout", min(settings.unavailable_timeout, 5.0))
-        self._cluster = RedisCluster.from_url(spec.url, **options)
+        self._cluster = RedisCluster.from_url(spec.required_url, **options)
         options["socket_timeout"] = settings.block_timeout + 10.0
-        self._blocking_cluster = RedisCluster.from_url(spec.url, **options)
+        self._blocking_cluster = RedisCluster.from_url(spec.required_url, **options)
 
     async def call(self, *args: Any) -> Any:
         try:
@@ -177,7 +183,7 @@ def validate_host(spec: HostSpec, settings: TransportSettings) -> None:
 
         options = dict(spec.options)
         try:
-            RedisCluster.from_url(spec.url, **options)
+            RedisCluster.from_url(spec.required_url, **options)
         except TypeError as exc:
             raise TypeError(f"Invalid connection option for {spec.describe()}: {exc}") from None
         return

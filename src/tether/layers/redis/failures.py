@@ -51,7 +51,7 @@ class Backoff:
         self.attempts = 0
 
     def next_delay(self) -> float:
-        delay = min(self.cap, self.first * (2**self.attempts))
+        delay = min(self.cap, self.first * (2.0**self.attempts))
         self.attempts += 1
         return delay * random.uniform(0.5, 1.0)
 

@@ -6,14 +6,17 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Generic, TypeVar
 
 __all__ = ["PerLoop"]
 
 logger = logging.getLogger("tether.layers.redis")
 
 
-class PerLoop:
+_State = TypeVar("_State")
+
+
+class PerLoop(Generic[_State]):
     """State a layer keeps per event loop (asyncio connections belong to the loop that made them).
 
     ``get()`` returns the state of the running loop, building it with ``factory`` on first use. When a loop that has
@@ -21,19 +24,19 @@ class PerLoop:
     outlives its loop.
     """
 
-    def __init__(self, factory: Callable[[], Any], closer: Callable[[Any], Awaitable[None]]) -> None:
+    def __init__(self, factory: Callable[[], _State], closer: Callable[[_State], Awaitable[None]]) -> None:
         self._factory = factory
         self._closer = closer
-        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-        self._last: tuple[asyncio.AbstractEventLoop | None, Any] = (None, None)  # the hot path's loop, looked up once
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _State] = weakref.WeakKeyDictionary()
+        self._last: tuple[asyncio.AbstractEventLoop, _State] | None = None  # the hot path's loop, looked up once
 
-    def get(self, loop: asyncio.AbstractEventLoop | None = None) -> Any:
+    def get(self, loop: asyncio.AbstractEventLoop | None = None) -> _State:
         """The state of ``loop``, by default the running one (pass it when you have it: this is on hot paths)."""
         if loop is None:
             loop = asyncio.get_running_loop()
-        last_loop, last_state = self._last
-        if loop is last_loop:
-            return last_state
+        last = self._last
+        if last is not None and last[0] is loop:
+            return last[1]
         state = self._states.get(loop)
         if state is None:
             state = self._states[loop] = self._factory()
@@ -41,7 +44,7 @@ class PerLoop:
         self._last = (loop, state)
         return state
 
-    def peek(self) -> Any:
+    def peek(self) -> _State | None:
         """The running loop's state, or None when it has none yet."""
         try:
             return self._states.get(asyncio.get_running_loop())
@@ -50,7 +53,7 @@ class PerLoop:
 
     async def close_current(self) -> None:
         loop = asyncio.get_running_loop()
-        self._last = (None, None)
+        self._last = None
         state = self._states.pop(loop, None)
         if state is not None:
             await self._closer(state)
@@ -86,8 +89,8 @@ class PerLoop:
         hooks.append(self._close_on)
 
     def _close_on(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._last[0] is loop:
-            self._last = (None, None)
+        if self._last is not None and self._last[0] is loop:
+            self._last = None
         state = self._states.pop(loop, None)
         if state is None or loop.is_closed():
             return

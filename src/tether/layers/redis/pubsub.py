@@ -20,7 +20,7 @@ channel to a group is refused with an error; use ``RedisChannelLayer`` for that.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Literal, cast
 
 from tether.exceptions import ChannelFull
 from tether.layers.redis.base import LoopState, RedisLayerBase
@@ -32,6 +32,9 @@ from tether.layers.redis.subscriber import Subscriber
 from tether.types import Message
 
 __all__ = ["RedisPubSubChannelLayer"]
+
+#: What a pub/sub topic carries: a group's messages, this process's own channels, or one named channel.
+_TopicKind = Literal["group", "process", "channel"]
 
 
 class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
@@ -56,7 +59,7 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
                 "RedisChannelLayer with the cluster."
             )
         self._groups: dict[str, dict[str, int]] = {}  # group -> {local member: joined at, ms}
-        self._topics: dict[str, tuple[str, str]] = {}  # pub/sub topic -> (kind, name)
+        self._topics: dict[str, tuple[_TopicKind, str]] = {}  # pub/sub topic -> (kind, name)
 
     # Channels ------------------------------------------------------------------------------------------------------
 
@@ -153,7 +156,7 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
 
     # Subscriptions -------------------------------------------------------------------------------------------------
 
-    def _topic(self, kind: str, name: str) -> str:
+    def _topic(self, kind: _TopicKind, name: str) -> str:
         if kind == "group":
             return self.keys.group(name)
         if kind == "process":
@@ -174,12 +177,12 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
             )
         return subscriber
 
-    async def _subscribe(self, state: PubSubLoopState, kind: str, name: str) -> None:
+    async def _subscribe(self, state: PubSubLoopState, kind: _TopicKind, name: str) -> None:
         topic = self._topic(kind, name)
         self._topics[topic] = (kind, name)
         await self._subscriber(state, name).subscribe(topic)
 
-    async def _unsubscribe(self, state: PubSubLoopState, kind: str, name: str) -> None:
+    async def _unsubscribe(self, state: PubSubLoopState, kind: _TopicKind, name: str) -> None:
         topic = self._topic(kind, name)
         self._topics.pop(topic, None)
         subscriber = state.subscribers.get(self._ring.index_for(name))

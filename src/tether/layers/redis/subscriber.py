@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 
 from redis import exceptions as redis_errors
+from redis.asyncio.connection import AbstractConnection
 
 from tether.exceptions import LayerUnavailable
 from tether.layers.redis.endpoints import NodeEndpoint
@@ -44,7 +45,7 @@ class Subscriber:
         self._wanted: set[str] = set()
         self._active: set[str] = set()
         self._confirmations: dict[str, list[asyncio.Future[None]]] = {}
-        self._connection = None
+        self._connection: AbstractConnection | None = None
         self._live = False
         self._task: asyncio.Task[None] | None = None
 
@@ -111,7 +112,7 @@ class Subscriber:
             if self._connection is not None:
                 await disconnect_quietly(self._connection)
 
-    async def _read(self, connection) -> None:  # type: ignore[no-untyped-def]
+    async def _read(self, connection: AbstractConnection) -> None:
         """Read messages; when the connection stays quiet for ``idle_timeout``, PING it, and give up on it when the
         PONG does not come within another ``idle_timeout``."""
         pinged = False

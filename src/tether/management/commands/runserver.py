@@ -39,6 +39,11 @@ class Command(DjangoRunserverCommand):
         "code changes, and static files when DEBUG is on."
     )
 
+    # Set by Django's runserver in handle() from the addrport argument and --ipv6.
+    addr: str
+    port: str
+    use_ipv6: bool
+
     def add_arguments(self, parser: CommandParser) -> None:
         super().add_arguments(parser)
         parser.add_argument(
@@ -82,7 +87,9 @@ class Command(DjangoRunserverCommand):
 
     def serves_static_files(self, **options: Any) -> bool:
         """Static files are served unless ``--nostatic``, when DEBUG is on or ``--insecure`` is given."""
-        return options.get("use_static_handler", True) and (settings.DEBUG or options.get("insecure_serving", False))
+        return bool(
+            options.get("use_static_handler", True) and (settings.DEBUG or options.get("insecure_serving", False))
+        )
 
     def inner_run(self, *args: Any, **options: Any) -> None:
         """Serve until stopped; under the autoreloader this runs in a thread of the restarted child process."""

@@ -17,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from tether import DEFAULT_CHANNEL_LAYER
 from tether.exceptions import InvalidChannelLayerError
-from tether.layers import InMemoryChannelLayer, channel_layers
+from tether.layers import BaseChannelLayer, InMemoryChannelLayer, channel_layers
 from tether.management import require_tether_installed
 from tether.routing import get_default_application
 from tether.worker import Worker
@@ -67,7 +67,7 @@ class Command(BaseCommand):
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(self._run(worker, layer))
 
-    def get_layer(self, alias: str) -> Any:
+    def get_layer(self, alias: str) -> BaseChannelLayer:
         """Build the layer configured under ``alias``; ``CommandError`` when it is missing, invalid or in-memory."""
         try:
             configured = alias in channel_layers
@@ -90,7 +90,7 @@ class Command(BaseCommand):
             )
         return layer
 
-    async def _run(self, worker: Worker, layer: Any) -> None:
+    async def _run(self, worker: Worker, layer: BaseChannelLayer) -> None:
         """Run ``worker`` until cancelled by SIGTERM or CONTROL-C, then close the layer."""
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
