@@ -3,7 +3,8 @@
 Every code block whose first line names a file (``# chat/consumers.py``, ``{# chat/templates/chat/room.html #}``)
 is written to that file, on top of what the earlier pages wrote. After each page the project must pass
 ``manage.py check``; after the pages with WebSockets, a real server must serve the room; the last page's tests must
-pass under ``manage.py test``.
+pass under ``manage.py test``. The finished project is also served by ``manage.py runserver`` and used as a
+browser would: log in with the login form, post over the WebSocket, log out with the room page's logout form.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 import websockets
 
 from tests.conftest import free_port
+from tests.project.harness import Command, Visitor, csrf_token_in, run_command
 
 TUTORIAL = Path(__file__).resolve().parents[2] / "docs" / "tutorial"
 BLOCK = re.compile(r"^```(?:python|django)\n(?:# |\{# )(?P<path>[\w/.-]+)(?: #\})?\n(?P<body>.*?)^```", re.M | re.S)
@@ -82,6 +84,65 @@ async def talk(server: subprocess.Popen[bytes], port: int, text: str) -> list[di
         return frames
 
 
+PASSWORD = "tutorial-password-1"
+SETTINGS = {"DJANGO_SETTINGS_MODULE": "mysite.settings"}
+
+
+async def post_with_cookie(port: int, session: str, text: str) -> list[dict]:
+    """Open the lobby room with the session cookie ``session``, post ``text``; the frames up to the answer."""
+    socket = await websockets.connect(
+        f"ws://127.0.0.1:{port}/ws/chat/lobby/",
+        origin=f"http://127.0.0.1:{port}",
+        additional_headers={"Cookie": f"sessionid={session}"},
+        open_timeout=5,
+    )
+    async with socket:
+        await socket.send(json.dumps({"type": "post", "text": text}))
+        frames = []
+        while not frames or frames[-1]["type"] == "history":
+            frames.append(json.loads(await asyncio.wait_for(socket.recv(), 5)))
+        return frames
+
+
+def log_in_post_and_log_out(project: Path) -> None:
+    """Serve the finished project with ``runserver``; a user logs in, posts, and logs out with the page's form."""
+    code, output = run_command(
+        project,
+        *("createsuperuser", "--noinput", "--username", "alice", "--email", "alice@example.com"),
+        DJANGO_SUPERUSER_PASSWORD=PASSWORD,
+        **SETTINGS,
+    )
+    assert code == 0, output
+    port = free_port()
+    with Command(project, "runserver", "--noreload", f"127.0.0.1:{port}", **SETTINGS) as server:
+        server.wait_for_line("quit with CONTROL-C.")
+        browser = Visitor(f"http://127.0.0.1:{port}")
+
+        status, page = browser.get("/accounts/login/?next=/chat/lobby/")
+        assert status == 200, page
+        fields = {"username": "alice", "password": PASSWORD, "next": "/chat/lobby/"}
+        status, page = browser.post("/accounts/login/", {**fields, "csrfmiddlewaretoken": csrf_token_in(page)})
+        assert status == 302, page
+        session = browser.cookie("sessionid")
+        assert session
+
+        status, page = browser.get("/chat/lobby/")
+        assert status == 200 and "You are alice." in page, page
+        assert '<form method="post" action="/accounts/logout/">' in page
+        frames = asyncio.run(post_with_cookie(port, session, "hello from alice"))
+        assert frames[-1]["type"] == "message"
+        assert (frames[-1]["author"], frames[-1]["text"]) == ("alice", "hello from alice")
+
+        status, _ = browser.post("/accounts/logout/", {"csrfmiddlewaretoken": csrf_token_in(page)})
+        assert status in (200, 302)
+        assert browser.cookie("sessionid") is None
+        status, page = browser.get("/chat/lobby/")
+        assert "You are reading as a guest." in page
+        # The old cookie's session is gone on the server too: its WebSocket is a guest's.
+        frames = asyncio.run(post_with_cookie(port, session, "still here?"))
+        assert frames[-1]["type"] == "error" and "Log in to post" in frames[-1]["message"]
+
+
 def test_every_tutorial_page_has_files_to_write():
     assert [page.name for page in STEPS][:1] == ["01-project.md"]
     assert len(STEPS) == 6
@@ -111,5 +172,6 @@ def test_the_tutorial_builds_a_project_that_runs_at_every_step(tmp_path):
             assert frames[0] == {"type": "history", "messages": []}
             assert frames[-1]["type"] == "error"
             assert "Log in to post" in frames[-1]["message"]
+            log_in_post_and_log_out(project)
     output = run(project, "manage.py", "test", "chat")
     assert re.search(r"^Ran 3 tests in .*^OK$", output, re.M | re.S), output

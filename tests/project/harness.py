@@ -7,7 +7,9 @@ process starts in its own session, and ``stop()`` kills the whole process group,
 
 from __future__ import annotations
 
+import http.cookiejar
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,6 +17,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -154,3 +157,46 @@ def child_pids(pid: int) -> list[int]:
         if len(fields) > 1 and fields[1] == str(pid):
             children.append(int(entry.name))
     return children
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Hand 3xx answers back to the caller instead of following them, so a test can assert the redirect."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+class Visitor:
+    """A browser without JavaScript for a served project: keeps cookies, sends forms with their CSRF token.
+
+    ``get`` and ``post`` return the status and body text, error statuses and redirects included (never followed).
+    """
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.cookies = http.cookiejar.CookieJar()
+        self._opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies), _NoRedirect)
+
+    def _open(self, request: urllib.request.Request) -> tuple[int, str]:
+        try:
+            with self._opener.open(request, timeout=10) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+
+    def get(self, path: str) -> tuple[int, str]:
+        return self._open(urllib.request.Request(self.base_url + path))
+
+    def post(self, path: str, fields: dict[str, str]) -> tuple[int, str]:
+        data = urllib.parse.urlencode(fields).encode()
+        return self._open(urllib.request.Request(self.base_url + path, data=data, method="POST"))
+
+    def cookie(self, name: str) -> str | None:
+        return next((cookie.value for cookie in self.cookies if cookie.name == name), None)
+
+
+def csrf_token_in(html: str) -> str:
+    """The value of the ``csrfmiddlewaretoken`` field that ``{% csrf_token %}`` put in a page."""
+    match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
+    assert match, f"No CSRF token in the page:\n{html}"
+    return match[1]
