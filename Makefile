@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # ruff, Channels); `make test` installs those on top of it.
 DEMO_STAMP := $(VENV)/.installed-demo
 
-.PHONY: test docs demo demo-redis screenshots chromium lint format clean bench
+.PHONY: test test-django test-matrix docs demo demo-redis screenshots chromium lint format clean bench
 
 EXAMPLE := examples/chat
 # manage.py of the example project, run from its directory with the venv's Python.
@@ -32,6 +32,22 @@ test: $(STAMP) chromium
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# `make test-django DJANGO=4.2`: the whole suite on another Django release, in a virtualenv of its own
+# (.venv-django-4.2); `make test-matrix` runs it on every release the classifiers in pyproject.toml name. CI runs the
+# oldest here and the newest through `make test`. Django 6.0 needs Python 3.12, which these machines do not have yet.
+DJANGO ?= 4.2
+DJANGO_VERSIONS := 4.2 5.2
+DJANGO_VENV = .venv-django-$(DJANGO)
+
+test-django: chromium
+	test -x $(DJANGO_VENV)/bin/python || $(PYTHON) -m venv $(DJANGO_VENV)
+	$(DJANGO_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DJANGO_VENV)/bin/python -m pip install --quiet -e '.[test]' 'Django==$(DJANGO).*'
+	$(DJANGO_VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+test-matrix:
+	for version in $(DJANGO_VERSIONS); do $(MAKE) test-django DJANGO=$$version || exit 1; done
 
 # `make docs`: the documentation site (mkdocs.yml: docs/ and the API reference from the docstrings) into site/.
 # --strict turns every warning into a failure: a link to a missing page or anchor, a docstring griffe cannot read.
@@ -96,7 +112,7 @@ screenshots: $(STAMP) chromium
 	$(BIN)/python -m tests.example.screenshots docs/images
 
 clean:
-	rm -rf $(VENV) build dist site src/*.egg-info
+	rm -rf $(VENV) .venv-django-* build dist site src/*.egg-info
 
 # `make bench`: tether against the Channels stack, side by side (benchmarks/). Its own virtualenv holds the peer stack
 # and the measuring tools, never dependencies of the package. `make bench BENCH=echo` runs one benchmark.

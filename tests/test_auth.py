@@ -51,6 +51,7 @@ from tether.auth import (
 from tether.db import database_sync_to_async
 from tether.routing import ProtocolTypeRouter, URLRouter
 from tether.security.websocket import AllowedHostsOriginValidator
+from tether.sessions import _LazySession
 from tether.testing import WebsocketCommunicator
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -118,8 +119,13 @@ async def cookie_for(user: User) -> str:
     return await database_sync_to_async(session_cookie_for)(user)
 
 
+def session_store(session_key: str | None = None) -> Any:
+    """A session as SessionMiddleware puts it in the scope: its async API works on every Django tether supports."""
+    return _LazySession(SessionStore, session_key)
+
+
 def ws_scope(session_key: str | None = None, scope_type: str = "websocket") -> dict[str, Any]:
-    return {"type": scope_type, "session": SessionStore(session_key)}
+    return {"type": scope_type, "session": session_store(session_key)}
 
 
 async def stored_session(key: str) -> dict[str, Any]:
@@ -237,7 +243,7 @@ async def test_inactive_user_gives_anonymous_user(alice):
     ids=["garbage-id", "no-hash", "wrong-hash", "no-backend"],
 )
 async def test_tampered_session_data_gives_anonymous_user(alice, session_data):
-    session = SessionStore()
+    session = session_store()
     for key, value in session_data.items():
         await session.aset(key, str(alice.pk) if value == "1" else value)
     await session.asave()
@@ -277,7 +283,7 @@ async def test_login_sets_scope_user_stores_the_session_and_sends_the_signal(ali
 
 
 async def test_login_cycles_the_session_key_against_fixation(alice):
-    planted = SessionStore()
+    planted = session_store()
     await planted.aset("cart", ["apples"])
     await planted.asave()
     scope = ws_scope(planted.session_key)

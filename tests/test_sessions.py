@@ -29,7 +29,13 @@ from tests.auth_support import cookie_header, scope_seen_by_inner, set_cookie_he
 from tether.generic.http import AsyncHttpConsumer
 from tether.generic.websocket import AsyncJsonWebsocketConsumer
 from tether.routing import URLRouter
-from tether.sessions import CookieMiddleware, SessionMiddleware, SessionMiddlewareStack
+from tether.sessions import (
+    CookieMiddleware,
+    SessionMiddleware,
+    SessionMiddlewareStack,
+    _async_session_method,
+    _LazySession,
+)
 from tether.testing import HttpCommunicator, WebsocketCommunicator
 
 ENGINES = [
@@ -471,3 +477,35 @@ async def test_session_cookie_set_on_the_accept_reaches_a_real_client(serve):
         new_cookie = session_cookie(ws.response.headers)
     assert new_cookie and new_cookie != cookie
     assert (await http("/read/", new_cookie))["body"] == b"teal"
+
+
+class StoreBeforeDjango51(dict):
+    """A session store as Django 4.2 has them: the synchronous API only."""
+
+    saved = False
+
+    def save(self) -> None:
+        self.saved = True
+
+
+async def test_the_async_session_api_runs_the_sync_method_where_django_has_no_async_one():
+    store = StoreBeforeDjango51()
+    await _async_session_method(store, "aset")("colour", "teal")
+    await _async_session_method(store, "asave")()
+    assert store == {"colour": "teal"}
+    assert store.saved
+    assert await _async_session_method(store, "aget")("colour") == "teal"
+
+
+def test_a_name_that_is_not_part_of_djangos_session_api_is_still_an_attribute_error():
+    with pytest.raises(AttributeError):
+        _async_session_method(StoreBeforeDjango51(), "afly")
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_scope_session_offers_the_async_session_api_on_every_django():
+    session = _LazySession(DatabaseSessionStore, None)
+    await session.aset("colour", "teal")
+    await session.asave()
+    again = _LazySession(DatabaseSessionStore, session.session_key)
+    assert await again.aget("colour") == "teal"

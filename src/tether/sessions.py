@@ -161,8 +161,53 @@ else:  # Django's LazyObject is generic only in django-stubs, not at run time.
     _LazyStore = LazyObject
 
 
+#: Django's asynchronous session methods (5.1 and later) and the synchronous method each one runs.
+_ASYNC_SESSION_METHODS = {
+    "aget": "get",
+    "aset": "__setitem__",
+    "apop": "pop",
+    "asetdefault": "setdefault",
+    "aupdate": "update",
+    "ahas_key": "has_key",
+    "akeys": "keys",
+    "avalues": "values",
+    "aitems": "items",
+    "aclear": "clear",
+    "aflush": "flush",
+    "acycle_key": "cycle_key",
+    "asave": "save",
+    "adelete": "delete",
+    "aexists": "exists",
+    "acreate": "create",
+    "aload": "load",
+    "aset_expiry": "set_expiry",
+    "aget_expiry_age": "get_expiry_age",
+    "aget_expiry_date": "get_expiry_date",
+    "aget_expire_at_browser_close": "get_expire_at_browser_close",
+    "aset_test_cookie": "set_test_cookie",
+    "atest_cookie_worked": "test_cookie_worked",
+    "adelete_test_cookie": "delete_test_cookie",
+}
+
+
+def _async_session_method(store: Any, name: str) -> Any:
+    """``store``'s asynchronous method ``name``; on a Django without it (before 5.1), its synchronous counterpart
+    run in the database thread, so ``await scope["session"].aset(...)`` works on every Django tether supports."""
+    try:
+        return getattr(store, name)
+    except AttributeError:
+        sync_name = _ASYNC_SESSION_METHODS.get(name)
+        if sync_name is None:
+            raise
+        return database_sync_to_async(getattr(store, sync_name))
+
+
 class _LazySession(_LazyStore):
-    """``scope["session"]``: builds the Django session store on first use, so unused sessions cost nothing."""
+    """``scope["session"]``: builds the Django session store on first use, so unused sessions cost nothing.
+
+    It also offers Django's asynchronous session methods (``aget``, ``aset``, ``asave``...) on Django 4.2, where
+    the stores do not have them yet.
+    """
 
     def __init__(self, store_class: type[SessionBase], session_key: str | None) -> None:
         super().__init__()
@@ -171,6 +216,11 @@ class _LazySession(_LazyStore):
 
     def _setup(self) -> None:
         self._wrapped = self.__dict__["_store_class"](self.__dict__["_cookie_session_key"])
+
+    def __getattr__(self, name: str) -> Any:
+        if self._wrapped is empty:
+            self._setup()
+        return _async_session_method(self._wrapped, name)
 
 
 def _built_store(session: _LazySession) -> SessionBase | None:
