@@ -34,6 +34,9 @@ __all__ = ["ChannelBuffers"]
 
 _created = itertools.count()
 
+#: Not looked up yet (None is a valid answer: no loop is running).
+_UNKNOWN: Any = object()
+
 
 class _Slot:
     __slots__ = ("created", "queue", "waiters")
@@ -86,7 +89,7 @@ class ChannelBuffers:
         """Deliver ``message`` to each of ``channels``, each its own copy (the last gets ``message`` itself); returns
         the channels that refused it because their queue was full."""
         refused: list[str] = []
-        running = running_loop()
+        running: Any = _UNKNOWN  # the running loop, looked up at the first waiter (a queued message needs none)
         slots = self._slots
         last = channels[-1] if channels else None
         # A message whose values are all immutable (the usual flat event) is copied with dict.copy().
@@ -103,6 +106,8 @@ class ChannelBuffers:
                     waiter = waiters.popleft()
                     if waiter.done():
                         continue
+                    if running is _UNKNOWN:
+                        running = running_loop()
                     if waiter.get_loop() is running:
                         waiter.set_result(copy)
                     else:
@@ -147,16 +152,11 @@ class ChannelBuffers:
 
     # Taking messages out ------------------------------------------------------------------------------------------
 
-    def _pop(self, channel: str, slot: _Slot) -> Message | None:
-        """Take the oldest unexpired message from ``slot`` (the caller holds the lock)."""
-        entry = self._pop_entry(channel, slot)
-        return None if entry is None else entry[1]
-
     def _pop_entry(self, channel: str, slot: _Slot) -> tuple[float, Message] | None:
         """Take the oldest unexpired (expiry, message) from ``slot`` (the caller holds the lock)."""
         queue = slot.queue
-        capacity = self._capacity_of(channel)
-        was_full = len(queue) >= capacity
+        on_full = self._on_full
+        was_full = on_full is not None and len(queue) >= self._capacity_of(channel)
         now = self._clock()
         entry = None
         while queue:
@@ -166,8 +166,8 @@ class ChannelBuffers:
                 continue
             entry = candidate
             break
-        if was_full and len(queue) < capacity and self._on_full is not None:
-            self._on_full(channel, False)
+        if was_full and on_full is not None and len(queue) < self._capacity_of(channel):
+            on_full(channel, False)
         return entry
 
     def take_all(self, channel: str) -> list[tuple[float, Message]]:
@@ -227,9 +227,9 @@ class ChannelBuffers:
             if slot is None:
                 slot = self._slots[channel] = _Slot()
             elif slot.queue:
-                message = self._pop(channel, slot)
-                if message is not None:
-                    return message
+                entry = self._pop_entry(channel, slot)
+                if entry is not None:
+                    return entry[1]
             waiter: asyncio.Future[Message] = (loop or get_running_loop()).create_future()
             slot.waiters.append(waiter)
             return waiter
