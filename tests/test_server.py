@@ -95,7 +95,7 @@ def test_with_static_files_leaves_the_application_alone_without_staticfiles():
 
 def test_require_uvicorn_names_the_install_command_when_uvicorn_is_missing(monkeypatch):
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # what Python does for a module that cannot be imported
-    with pytest.raises(UvicornNotInstalled, match=r'pip install "django-tether\[server\]"'):
+    with pytest.raises(UvicornNotInstalled, match=r'pip install -e "\.\[server\]" in a clone of tether'):
         require_uvicorn()
 
 

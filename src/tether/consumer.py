@@ -14,11 +14,12 @@ from asgiref.sync import async_to_sync
 
 from tether import DEFAULT_CHANNEL_LAYER
 from tether.db import aclose_old_connections, database_sync_to_async, has_open_connections
+from tether.dispatch import await_many_dispatch
 from tether.exceptions import StopConsumer
 from tether.layers import get_channel_layer
 from tether.layers.base import BaseChannelLayer
 from tether.types import ASGIApp, Message, Receive, Scope, Send
-from tether.utils import await_many_dispatch, name_that_thing
+from tether.utils import name_that_thing
 
 __all__ = ["AsyncConsumer", "SyncConsumer", "get_handler_name"]
 

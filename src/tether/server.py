@@ -57,8 +57,9 @@ def require_uvicorn() -> ModuleType:
         import uvicorn
     except ImportError as exc:
         raise UvicornNotInstalled(
-            "tether serves ASGI applications with uvicorn, which is not installed. Install it with "
-            'pip install "django-tether[server]" (or pip install "uvicorn[standard]").'
+            "tether serves ASGI applications with uvicorn, which is not installed. Install tether's server extra "
+            '(pip install -e ".[server]" in a clone of tether, or pip install "django-tether[server]" once it is on '
+            'the package index), or uvicorn itself: pip install "uvicorn[standard]".'
         ) from exc
     return uvicorn
 

@@ -184,7 +184,7 @@ def test_port_out_of_range_is_a_clear_error():
 
 def test_missing_uvicorn_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # what Python does for a module that cannot be imported
-    with pytest.raises(CommandError, match=r'pip install "django-tether\[server\]"'):
+    with pytest.raises(CommandError, match=r'pip install -e "\.\[server\]" in a clone of tether'):
         call_command("runserver", "--noreload", "--skip-checks")
 
 

@@ -3,48 +3,33 @@
 Delivery is direct: a message for a channel that has a receiver waiting is handed to that receiver's future at once,
 and ``group_send`` walks the group's members in one loop. No task is started per message or per member.
 
-Tests written for Channels look into its layer's ``channels`` and ``groups`` dicts. This layer keeps other structures
-(a deque and a waiter list per channel, monotonic times), so it offers read-only views in Channels' shapes that are
-computed from its state when read: nothing is kept up to date on the hot path for them.
+The per-channel queues and waiting receivers are ``ChannelBuffers`` (``buffers.py``), the same the Redis layers
+deliver into, on the monotonic clock.
+
+Tests written for Channels look into its layer's ``channels`` and ``groups`` dicts. This layer keeps other structures,
+so it offers read-only views in Channels' shapes that are computed from its state when read: nothing is kept up to
+date on the hot path for them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
 import secrets
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, NoReturn
 
 from tether.exceptions import ChannelFull
 from tether.layers.base import BaseChannelLayer
-from tether.layers.handover import hand_over, running_loop
-from tether.layers.messages import copy_message, private_copier
+from tether.layers.buffers import ChannelBuffers
+from tether.layers.messages import copy_message
 from tether.layers.stats import LayerStats
 from tether.types import Message
 
 __all__ = ["ChannelQueueView", "InMemoryChannelLayer"]
 
 logger = logging.getLogger("tether.layers.inmemory")
-
-# (expires at, message, how a receiver gets its private copy: None when the message is this receiver's alone)
-_Entry = tuple[float, Message, Callable[[Message], Message] | None]
-
-
-class _Channel:
-    __slots__ = ("queue", "waiters")
-
-    def __init__(self) -> None:
-        self.queue: deque[_Entry] = deque()
-        self.waiters: deque[asyncio.Future[Message]] = deque()
-
-    def idle(self) -> bool:
-        return not self.queue and not self.waiters
-
 
 class InMemoryChannelLayer(BaseChannelLayer):
     """A channel layer held in this process's memory.
@@ -78,12 +63,14 @@ class InMemoryChannelLayer(BaseChannelLayer):
         if not isinstance(group_expiry, (int, float)) or isinstance(group_expiry, bool) or group_expiry <= 0:
             raise ValueError(f"group_expiry must be a positive number of seconds, not {group_expiry!r}.")
         self.group_expiry = group_expiry
-        self._channels: dict[str, _Channel] = {}
         self._groups: dict[str, dict[str, float]] = {}  # group -> {channel: joined at}
         self._memberships: dict[str, set[str]] = {}  # channel -> groups, to drop a dead channel everywhere
         self._stats = LayerStats(logger)
         self._sweep_every = min(1.0, expiry / 2, group_expiry / 2)
         self._next_sweep = time.monotonic() + self._sweep_every
+        self._buffers = ChannelBuffers(
+            self.get_capacity, self._expire, clock=time.monotonic, hold=expiry, sweep_every=self._sweep_every
+        )
         # The layer measures time on the monotonic clock; the views show wall-clock times, as Channels' layer holds.
         # One offset per layer keeps the times a view shows stable from one read to the next.
         self._wall_offset = time.time() - time.monotonic()
@@ -147,30 +134,22 @@ class InMemoryChannelLayer(BaseChannelLayer):
         message = copy_message(message)
         now = time.monotonic()
         self._maybe_sweep(now)
-        if not self._deliver(channel, message, None, now, asyncio.get_running_loop()):
+        if not self._buffers.deliver(channel, message, now + self.expiry):
             raise ChannelFull(f"Channel {channel!r} holds {self.get_capacity(channel)} messages already.")
         self._stats.incr("sent")
 
     async def receive(self, channel: str) -> Message:
-        state = self._channels.get(channel) if type(channel) is str else None
-        if state is None:
-            self.require_valid_channel_name(channel)  # every name in self._channels was checked on its way in
-            state = self._channels[channel] = _Channel()
-        elif state.queue and not state.waiters:
-            message = self._pop(channel, state, time.monotonic())
-            if message is not None:
-                return message
-        waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        state.waiters.append(waiter)
-        try:
-            message = await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                # Handed over as we were cancelled: put it back for the next receiver, in its place.
-                self._requeue(channel, waiter.result())
-            else:
-                self._forget_waiter(channel, waiter)
-            raise
+        buffers = self._buffers
+        if type(channel) is not str or not buffers.knows(channel):
+            self.require_valid_channel_name(channel)  # every channel with a buffer was checked on its way in
+        message = buffers.next_or_waiter(channel)
+        if isinstance(message, asyncio.Future):
+            waiter = message
+            try:
+                message = await waiter
+            except BaseException:
+                buffers.abandon(channel, waiter)  # a message handed over as we were cancelled goes back first
+                raise
         self._stats.counters["received"] += 1
         return message
 
@@ -202,18 +181,17 @@ class InMemoryChannelLayer(BaseChannelLayer):
             return
         self._stats.incr("group_sent")
         joined_after = now - self.group_expiry
-        delivered = 0
-        copy = private_copier(message)
-        loop = asyncio.get_running_loop()
+        live = []
         for channel, joined_at in list(members.items()):
             if joined_at < joined_after:
                 self._leave(group, channel)
                 self._stats.incr("group_members_expired")
-            elif self._deliver(channel, message, copy, now, loop):
-                delivered += 1
             else:
-                self._stats.group_full_drop(group, channel, self.get_capacity(channel))
-        self._stats.incr("group_delivered", delivered)
+                live.append(channel)
+        refused = self._buffers.deliver_many(live, message, now + self.expiry) if live else []
+        for channel in refused:
+            self._stats.group_full_drop(group, channel, self.get_capacity(channel))
+        self._stats.incr("group_delivered", len(live) - len(refused))
 
     # Housekeeping ------------------------------------------------------------------------------------------------
 
@@ -221,10 +199,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         """Drop every message and group. Receivers that are waiting keep waiting, and get later messages."""
         self._groups.clear()
         self._memberships.clear()
-        for name, state in list(self._channels.items()):
-            state.queue.clear()
-            if not state.waiters:
-                del self._channels[name]
+        self._buffers.clear()
         self._stats.reset()
 
     async def close(self) -> None:
@@ -248,78 +223,11 @@ class InMemoryChannelLayer(BaseChannelLayer):
             "group_members_expired": 0,
         }
         counts.update(self._stats.snapshot())
-        counts["channels"] = sum(1 for state in self._channels.values() if not state.idle())
+        counts["channels"] = self._buffers.sizes()["local_channels"]
         counts["groups"] = len(self._groups)
         return counts
 
     # Internals ---------------------------------------------------------------------------------------------------
-
-    def _deliver(
-        self,
-        channel: str,
-        message: Message,
-        copy: Callable[[Message], Message] | None,
-        now: float,
-        loop: asyncio.AbstractEventLoop,
-    ) -> bool:
-        """Hand ``message`` to a waiting receiver or queue it; False when the channel is full."""
-        state = self._channels.get(channel)
-        if state is None:
-            state = self._channels[channel] = _Channel()
-        waiters = state.waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if waiter.done():
-                continue
-            if waiter.get_loop() is loop:  # the common case, inlined: this runs once per group member
-                # The channel stays known, idle: its receiver is about to wait again. The sweep forgets it if not.
-                waiter.set_result(message if copy is None else copy(message))
-                return True
-            private = message if copy is None else copy(message)
-            hand_over(waiter, private, loop, functools.partial(self._requeue, channel))
-            if state.idle() and self._channels.get(channel) is state:
-                del self._channels[channel]
-            return True
-        if len(state.queue) >= self.get_capacity(channel):
-            # Expired messages do not hold a place: the channel may not be full once they are gone.
-            self._drop_expired(channel, state, now)
-            if len(state.queue) >= self.get_capacity(channel):
-                return False
-        state.queue.append((now + self.expiry, message, copy))
-        return True
-
-    def _pop(self, channel: str, state: _Channel, now: float) -> Message | None:
-        queue = state.queue
-        while queue:
-            expires_at, message, copy = queue.popleft()
-            if expires_at < now:
-                self._expire(channel)
-                continue
-            if state.idle():
-                del self._channels[channel]
-            self._stats.incr("received")
-            return message if copy is None else copy(message)
-        return None
-
-    def _requeue(self, channel: str, message: Message) -> None:
-        state = self._channels.get(channel)
-        if state is None:
-            state = self._channels[channel] = _Channel()
-        while state.waiters:
-            waiter = state.waiters.popleft()
-            if not waiter.done():
-                hand_over(waiter, message, running_loop(), functools.partial(self._requeue, channel))
-                return
-        state.queue.appendleft((time.monotonic() + self.expiry, message, None))
-
-    def _forget_waiter(self, channel: str, waiter: asyncio.Future[Message]) -> None:
-        state = self._channels.get(channel)
-        if state is None:
-            return
-        with contextlib.suppress(ValueError):
-            state.waiters.remove(waiter)
-        if state.idle():
-            del self._channels[channel]
 
     def _leave(self, group: str, channel: str) -> None:
         members = self._groups.get(group)
@@ -330,12 +238,6 @@ class InMemoryChannelLayer(BaseChannelLayer):
             groups.discard(group)
             if not groups:
                 del self._memberships[channel]
-
-    def _drop_expired(self, channel: str, state: _Channel, now: float) -> None:
-        queue = state.queue
-        while queue and queue[0][0] < now:
-            queue.popleft()
-            self._expire(channel)
 
     def _expire(self, channel: str) -> None:
         """A message on ``channel`` expired unread: its consumer is gone, so it leaves its groups too."""
@@ -355,11 +257,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
     def _sweep(self, now: float) -> None:
         """Drop expired messages (their channels leave their groups), idle channels and expired memberships."""
         self._next_sweep = now + self._sweep_every
-        for name, state in list(self._channels.items()):
-            self._drop_expired(name, state, now)
-            if state.idle():
-                del self._channels[name]
-                self._stats.forget(name)
+        for name in self._buffers.sweep():
+            self._stats.forget(name)
         joined_after = now - self.group_expiry
         for group, members in list(self._groups.items()):
             for channel, joined_at in list(members.items()):
@@ -412,16 +311,15 @@ class _ChannelsView(_ReadOnlyView):
         return "InMemoryChannelLayer.channels"
 
     def __getitem__(self, channel: str) -> ChannelQueueView:
-        state = self._swept()._channels.get(channel)
-        if state is None or state.idle():
+        if channel not in list(self._swept()._buffers.names()):
             raise KeyError(channel)
         return ChannelQueueView(self._layer, channel)
 
     def __iter__(self) -> Iterator[str]:
-        return iter([name for name, state in self._swept()._channels.items() if not state.idle()])
+        return self._swept()._buffers.names()
 
     def __len__(self) -> int:
-        return sum(1 for state in self._swept()._channels.values() if not state.idle())
+        return len(list(self._swept()._buffers.names()))
 
 
 class _GroupsView(_ReadOnlyView):
@@ -491,14 +389,10 @@ class ChannelQueueView:
         """The channel's capacity, as the ``maxsize`` Channels gives its queue."""
         return self._layer.get_capacity(self._channel)
 
-    def _state(self) -> _Channel | None:
-        self._layer._sweep(time.monotonic())
-        return self._layer._channels.get(self._channel)
-
     def qsize(self) -> int:
         """How many unexpired messages wait on the channel."""
-        state = self._state()
-        return 0 if state is None else len(state.queue)
+        self._layer._sweep(time.monotonic())
+        return self._layer._buffers.queued(self._channel)
 
     def empty(self) -> bool:
         """True when no unexpired message waits on the channel."""
@@ -511,13 +405,11 @@ class ChannelQueueView:
     def get_nowait(self) -> tuple[float, Message]:
         """Take the next message as ``(expires_at, message)``, expiry in wall-clock time; ``asyncio.QueueEmpty`` if
         there is none."""
-        state = self._state()
-        if state is None or not state.queue:
+        entry = self._layer._buffers.take(self._channel)
+        if entry is None:
             raise asyncio.QueueEmpty(f"Channel {self._channel!r} holds no message.")
-        expires_at = state.queue[0][0]
-        message = self._layer._pop(self._channel, state, time.monotonic())
-        if message is None:  # it expired between the sweep and now
-            raise asyncio.QueueEmpty(f"Channel {self._channel!r} holds no message.")
+        self._layer._stats.counters["received"] += 1
+        expires_at, message = entry
         return expires_at + self._layer._wall_offset, message
 
     def _refuse(self, *args: object, **kwargs: object) -> NoReturn:

@@ -11,6 +11,7 @@ from asyncio import get_running_loop
 from typing import Any, ClassVar, Generic, TypeVar
 
 from tether.layers.base import BaseChannelLayer
+from tether.layers.buffers import ChannelBuffers
 from tether.layers.redis.codec import DecodeError, MessageCodec
 from tether.layers.redis.config import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -20,10 +21,9 @@ from tether.layers.redis.config import (
     require_prefix,
 )
 from tether.layers.redis.endpoints import Endpoint, TransportSettings, open_endpoint, validate_host
-from tether.layers.redis.local import LocalChannels, now_ms
 from tether.layers.redis.per_loop import PerLoop
 from tether.layers.redis.sharding import HashRing
-from tether.layers.redis.storage import Frame, KeySpace, client_id_of, parse_frame
+from tether.layers.redis.storage import Frame, KeySpace, client_id_of, now_ms, parse_frame
 from tether.layers.stats import LayerStats
 from tether.types import Message
 
@@ -116,11 +116,12 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
         self._expiry_ms = int(self.expiry * 1000)
         self._group_expiry_ms = int(self.group_expiry * 1000)
         self._stats = LayerStats(logger)
-        self._local = LocalChannels(
+        self._local = ChannelBuffers(
             self.get_capacity,
             self._expire,
             self._local_full,
-            hold_ms=self._expiry_ms,
+            clock=now_ms,
+            hold=self._expiry_ms,
             sweep_every=min(max(self.expiry / 2, 0.5), 30.0),
         )
         self._loops = PerLoop(self._new_loop_state, self._close_state)

@@ -57,7 +57,8 @@ class MessageCodec:
                 from cryptography.fernet import Fernet, MultiFernet
             except ImportError as exc:  # pragma: no cover - depends on the environment
                 raise ImportError(
-                    "symmetric_encryption_keys needs the 'cryptography' package: pip install 'django-tether[crypto]'."
+                    "symmetric_encryption_keys needs the 'cryptography' package: install tether's crypto extra "
+                    "(pip install -e '.[crypto]' in a clone of tether) or pip install cryptography."
                 ) from exc
             self._crypter = MultiFernet([Fernet(_fernet_key(key)) for key in symmetric_encryption_keys])
 

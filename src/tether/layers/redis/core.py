@@ -20,7 +20,6 @@ from tether.layers.redis.base import LoopState, RedisLayerBase
 from tether.layers.redis.blocking import BlockingConnection, ListPop
 from tether.layers.redis.config import require_number
 from tether.layers.redis.failures import Outage
-from tether.layers.redis.local import now_ms
 from tether.layers.redis.member_lists import MemberLists
 from tether.layers.redis.storage import (
     GROUP_ADD,
@@ -34,6 +33,7 @@ from tether.layers.redis.storage import (
     SEND_NAMED,
     client_id_of,
     frame_head,
+    now_ms,
     pack_frame,
 )
 from tether.types import Message
@@ -380,7 +380,7 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
         leftovers = self._local.take_all(channel)
         if not leftovers:
             return
-        frames = [pack_frame(expires_at, self.codec.encode(message)) for expires_at, message in leftovers]
+        frames = [pack_frame(int(expires_at), self.codec.encode(message)) for expires_at, message in leftovers]
         try:
             await self._endpoint(state, channel).call("LPUSH", self.keys.channel(channel), *reversed(frames))
         except Exception as exc:

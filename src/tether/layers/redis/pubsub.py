@@ -26,8 +26,7 @@ from tether.exceptions import ChannelFull
 from tether.layers.redis.base import LoopState, RedisLayerBase
 from tether.layers.redis.endpoints import NodeEndpoint
 from tether.layers.redis.failures import Outage
-from tether.layers.redis.local import now_ms
-from tether.layers.redis.storage import client_id_of, pack_frame
+from tether.layers.redis.storage import client_id_of, now_ms, pack_frame
 from tether.layers.redis.subscriber import Subscriber
 from tether.types import Message
 

@@ -37,6 +37,7 @@ Sentinel-managed one); sharded and cluster deployments use ``GROUP_MEMBERS`` the
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -54,9 +55,16 @@ __all__ = [
     "Script",
     "client_id_of",
     "frame_head",
+    "now_ms",
     "pack_frame",
     "parse_frame",
 ]
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds: the clock of frame expiry times and membership times, which processes on several
+    machines share."""
+    return int(time.time() * 1000)
 
 
 #: The first character of a group index entry that stands for a process (channel names cannot start with it).

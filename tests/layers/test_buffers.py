@@ -1,4 +1,4 @@
-"""The per-process channel buffers the Redis layers route into, without Redis."""
+"""The per-channel buffers every layer delivers into (``tether.layers.buffers``), on their own."""
 
 from __future__ import annotations
 
@@ -9,14 +9,19 @@ import threading
 
 from asgiref.sync import async_to_sync
 
-from tether.layers.redis.local import LocalChannels, now_ms
+from tether.layers.buffers import ChannelBuffers
+from tether.layers.redis.storage import now_ms
 
 
 def buffers(capacity: int = 2):
     expired: list[str] = []
     full: list[tuple[str, bool]] = []
-    local = LocalChannels(
-        lambda channel: capacity, expired.append, lambda channel, is_full: full.append((channel, is_full))
+    local = ChannelBuffers(
+        lambda channel: capacity,
+        expired.append,
+        lambda channel, is_full: full.append((channel, is_full)),
+        clock=now_ms,
+        hold=60_000,
     )
     return local, expired, full
 
@@ -161,3 +166,45 @@ def test_a_receiver_on_another_thread_gets_every_message_once_and_in_order_while
         sys.setswitchinterval(switch_interval)
     assert not consumer.is_alive()
     assert received == list(range(count))
+
+
+class FakeClock:
+    """A clock a test moves by hand: expiry is tested without waiting for it."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_expiry_is_measured_on_the_clock_the_layer_gives():
+    clock = FakeClock()
+    expired: list[str] = []
+    local = ChannelBuffers(lambda channel: 10, expired.append, clock=clock, hold=5.0)
+    local.deliver("a", {"type": "soon"}, clock.now + 1)
+    local.deliver("a", {"type": "later"}, clock.now + 100)
+    clock.now += 2
+    assert local.take("a") == (clock.now + 98, {"type": "later"})
+    assert expired == ["a"]
+
+
+def test_a_full_channel_makes_room_by_dropping_its_expired_messages_first():
+    clock = FakeClock()
+    expired: list[str] = []
+    local = ChannelBuffers(lambda channel: 1, expired.append, clock=clock, hold=5.0)
+    assert local.deliver("a", {"type": "old"}, clock.now + 1)
+    clock.now += 2
+    assert local.deliver("a", {"type": "new"}, clock.now + 1)
+    assert expired == ["a"]
+    assert local.take("a") == (clock.now + 1, {"type": "new"})
+
+
+def test_sweep_forgets_idle_channels_and_names_them():
+    clock = FakeClock()
+    local = ChannelBuffers(lambda channel: 10, lambda channel: None, clock=clock, hold=5.0)
+    local.deliver("a", {"type": "x"}, clock.now + 1)
+    local.deliver("b", {"type": "y"}, clock.now + 100)
+    clock.now += 2
+    assert local.sweep() == ["a"]
+    assert list(local.names()) == ["b"]

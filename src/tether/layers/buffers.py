@@ -1,9 +1,12 @@
-"""Per-channel buffers in this process, where the Redis layers put what their receive loops read.
+"""Per-channel buffers in one process: bounded queues of messages, and the receivers waiting on them.
 
-A receive loop reads one Redis key for the whole process and routes each message here; ``receive()`` then waits on a
-local future, with no Redis round trip of its own. Each buffer is bounded by the channel's capacity and drops
-messages past their expiry. Waiters may live on other event loops (``async_to_sync`` from a thread): they are woken
-on their own loop, and a message handed to a waiter that was cancelled meanwhile goes back to the front.
+Every layer keeps one of these. The in-memory layer puts what ``send`` and ``group_send`` deliver here; the Redis
+layers put here what their receive loops read from Redis, so a ``receive()`` waits on a local future with no Redis
+round trip of its own. Each queue is bounded by its channel's capacity and drops messages past their expiry, which
+is measured on the clock the layer gives (wall-clock milliseconds for Redis, whose frames carry expiry times between
+machines; the monotonic clock in memory), so tests can give one of their own. Waiters may live on other event loops
+(``async_to_sync`` from a thread): they are woken on their own loop, and a message handed to a waiter that was
+cancelled meanwhile goes back to the front.
 
 A channel's slot stays while it is idle (a consumer that receives in a loop would otherwise allocate one per
 message) and is forgotten by ``sweep()``, which the layers call every few seconds.
@@ -20,29 +23,26 @@ import threading
 import time
 from asyncio import get_running_loop
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from tether.layers.handover import hand_over, running_loop
 from tether.layers.messages import clone_message
 from tether.types import Message
 
-__all__ = ["LocalChannels", "now_ms"]
-
-
-def now_ms() -> int:
-    """Wall-clock milliseconds, the clock frame expiry times use (processes on several machines share it)."""
-    return int(time.time() * 1000)
-
+__all__ = ["ChannelBuffers"]
 
 _created = itertools.count()
+
+#: Not looked up yet (None is a valid answer: no loop is running).
+_UNKNOWN: Any = object()
 
 
 class _Slot:
     __slots__ = ("created", "queue", "waiters")
 
     def __init__(self) -> None:
-        self.queue: deque[tuple[int, Message]] = deque()
+        self.queue: deque[tuple[float, Message]] = deque()
         self.waiters: deque[asyncio.Future[Message]] = deque()
         self.created = next(_created)
 
@@ -50,12 +50,13 @@ class _Slot:
         return not self.queue and not self.waiters
 
 
-class LocalChannels:
+class ChannelBuffers:
     """Bounded per-channel queues with waiting receivers.
 
     ``capacity_of(channel)`` bounds each queue; ``on_expired(channel)`` is called for every message dropped because
     its expiry passed; ``on_full(channel, full)`` is called when a queue reaches its capacity (``True``) and when it
-    drops below it again (``False``). ``hold_ms`` is how long a message put back by a cancelled receiver may wait.
+    drops below it again (``False``). ``clock()`` tells the time that expiry times are given in, and ``hold`` (in the
+    same unit) is how long a message put back by a cancelled receiver may wait.
     """
 
     def __init__(
@@ -63,13 +64,16 @@ class LocalChannels:
         capacity_of: Callable[[str], int],
         on_expired: Callable[[str], None],
         on_full: Callable[[str, bool], None] | None = None,
-        hold_ms: int = 60_000,
+        *,
+        clock: Callable[[], float],
+        hold: float,
         sweep_every: float = 5.0,
     ) -> None:
         self._capacity_of = capacity_of
         self._on_expired = on_expired
         self._on_full = on_full
-        self._hold_ms = hold_ms
+        self._clock = clock
+        self._hold = hold
         self._sweep_every = sweep_every
         self._next_sweep = time.monotonic() + sweep_every
         self._slots: dict[str, _Slot] = {}
@@ -77,15 +81,15 @@ class LocalChannels:
 
     # Putting messages in ------------------------------------------------------------------------------------------
 
-    def deliver(self, channel: str, message: Message, expires_at: int) -> bool:
+    def deliver(self, channel: str, message: Message, expires_at: float) -> bool:
         """Hand ``message`` to a waiting receiver or queue it; False (and nothing kept) when the queue is full."""
         return not self.deliver_many([channel], message, expires_at)
 
-    def deliver_many(self, channels: list[str], message: Message, expires_at: int) -> list[str]:
+    def deliver_many(self, channels: list[str], message: Message, expires_at: float) -> list[str]:
         """Deliver ``message`` to each of ``channels``, each its own copy (the last gets ``message`` itself); returns
         the channels that refused it because their queue was full."""
         refused: list[str] = []
-        running = running_loop()
+        running: Any = _UNKNOWN  # the running loop, looked up at the first waiter (a queued message needs none)
         slots = self._slots
         last = channels[-1] if channels else None
         # A message whose values are all immutable (the usual flat event) is copied with dict.copy().
@@ -102,6 +106,8 @@ class LocalChannels:
                     waiter = waiters.popleft()
                     if waiter.done():
                         continue
+                    if running is _UNKNOWN:
+                        running = running_loop()
                     if waiter.get_loop() is running:
                         waiter.set_result(copy)
                     else:
@@ -110,6 +116,8 @@ class LocalChannels:
                 else:
                     queue = slot.queue
                     capacity = self._capacity_of(channel)
+                    if len(queue) >= capacity:
+                        self._drop_expired(channel, queue)  # expired messages hold no place
                     if len(queue) >= capacity:
                         refused.append(channel)
                         if self._on_full is not None:
@@ -120,11 +128,11 @@ class LocalChannels:
                             self._on_full(channel, True)
         return refused
 
-    def _giver_back(self, channel: str, expires_at: int) -> Callable[[Message], None]:
+    def _giver_back(self, channel: str, expires_at: float) -> Callable[[Message], None]:
         """What ``hand_over`` calls when the receiver is gone: the message goes back first in line."""
         return lambda message: self._put_back(channel, message, expires_at)
 
-    def _put_back(self, channel: str, message: Message, expires_at: int) -> None:
+    def _put_back(self, channel: str, message: Message, expires_at: float) -> None:
         """Return a message that a cancelled receiver did not take to the front of its queue (capacity aside)."""
         with self._lock:
             slot = self._slots.get(channel)
@@ -144,17 +152,12 @@ class LocalChannels:
 
     # Taking messages out ------------------------------------------------------------------------------------------
 
-    def _pop(self, channel: str, slot: _Slot) -> Message | None:
-        """Take the oldest unexpired message from ``slot`` (the caller holds the lock)."""
-        entry = self._pop_entry(channel, slot)
-        return None if entry is None else entry[1]
-
-    def _pop_entry(self, channel: str, slot: _Slot) -> tuple[int, Message] | None:
+    def _pop_entry(self, channel: str, slot: _Slot) -> tuple[float, Message] | None:
         """Take the oldest unexpired (expiry, message) from ``slot`` (the caller holds the lock)."""
         queue = slot.queue
-        capacity = self._capacity_of(channel)
-        was_full = len(queue) >= capacity
-        now = now_ms()
+        on_full = self._on_full
+        was_full = on_full is not None and len(queue) >= self._capacity_of(channel)
+        now = self._clock()
         entry = None
         while queue:
             candidate = queue.popleft()
@@ -163,11 +166,11 @@ class LocalChannels:
                 continue
             entry = candidate
             break
-        if was_full and len(queue) < capacity and self._on_full is not None:
-            self._on_full(channel, False)
+        if was_full and on_full is not None and len(queue) < self._capacity_of(channel):
+            on_full(channel, False)
         return entry
 
-    def take_all(self, channel: str) -> list[tuple[int, Message]]:
+    def take_all(self, channel: str) -> list[tuple[float, Message]]:
         """Remove and return every unexpired queued message for ``channel`` with its expiry (epoch ms), oldest
         first; expired ones are dropped and reported."""
         with self._lock:
@@ -175,7 +178,7 @@ class LocalChannels:
             if slot is None or not slot.queue:
                 return []
             was_full = len(slot.queue) >= self._capacity_of(channel)
-            now = now_ms()
+            now = self._clock()
             kept = []
             for expires_at, message in slot.queue:
                 if expires_at < now:
@@ -224,9 +227,9 @@ class LocalChannels:
             if slot is None:
                 slot = self._slots[channel] = _Slot()
             elif slot.queue:
-                message = self._pop(channel, slot)
-                if message is not None:
-                    return message
+                entry = self._pop_entry(channel, slot)
+                if entry is not None:
+                    return entry[1]
             waiter: asyncio.Future[Message] = (loop or get_running_loop()).create_future()
             slot.waiters.append(waiter)
             return waiter
@@ -234,7 +237,7 @@ class LocalChannels:
     def abandon(self, channel: str, waiter: asyncio.Future[Message]) -> None:
         """A receiver stopped waiting on ``waiter``: a message already handed to it goes back first in line."""
         if waiter.done() and not waiter.cancelled():
-            self._put_back(channel, waiter.result(), now_ms() + self._hold_ms)
+            self._put_back(channel, waiter.result(), self._clock() + self._hold)
         else:
             self._forget(channel, waiter)
 
@@ -267,6 +270,21 @@ class LocalChannels:
         slot = self._slots.get(channel)
         return slot is not None and any(not waiter.done() for waiter in slot.waiters)
 
+    def names(self) -> Iterator[str]:
+        """The channels that hold messages or have a receiver waiting (a snapshot)."""
+        with self._lock:
+            return iter([name for name, slot in self._slots.items() if not slot.idle()])
+
+    def take(self, channel: str) -> tuple[float, Message] | None:
+        """Take the next unexpired message of ``channel`` with its expiry, as a receive would; None when none waits."""
+        with self._lock:
+            slot = self._slots.get(channel)
+            if slot is None:
+                return None
+            entry = self._pop_entry(channel, slot)
+            self._drop_if_idle(channel, slot)
+            return entry
+
     def queued(self, channel: str) -> int:
         slot = self._slots.get(channel)
         return len(slot.queue) if slot is not None else 0
@@ -278,16 +296,24 @@ class LocalChannels:
             self._next_sweep = now + self._sweep_every
             self.sweep()
 
-    def sweep(self) -> None:
-        """Drop expired messages that nobody took (their receiver is gone) and forget idle channels."""
-        now = now_ms()
+    def sweep(self) -> list[str]:
+        """Drop expired messages that nobody took (their receiver is gone) and forget idle channels; returns the
+        channels forgotten."""
+        forgotten = []
         with self._lock:
             for name, slot in list(self._slots.items()):
-                queue = slot.queue
-                while queue and queue[0][0] < now:
-                    queue.popleft()
-                    self._on_expired(name)
-                self._drop_if_idle(name, slot)
+                self._drop_expired(name, slot.queue)
+                if slot.idle():
+                    self._drop_if_idle(name, slot)
+                    forgotten.append(name)
+        return forgotten
+
+    def _drop_expired(self, channel: str, queue: deque[tuple[float, Message]]) -> None:
+        """Drop the expired messages at the head of ``queue`` (the caller holds the lock)."""
+        now = self._clock()
+        while queue and queue[0][0] < now:
+            queue.popleft()
+            self._on_expired(channel)
 
     def clear(self) -> None:
         """Drop every queued message; receivers that are waiting keep waiting."""
