@@ -136,7 +136,7 @@ def _check_layer(alias: Any, config: Any) -> list[CheckMessage]:
                 f"{where}['BACKEND'] {backend!r} cannot be imported: {exc}",
                 hint="Check the dotted path (tether's layers are 'tether.layers.InMemoryChannelLayer' and "
                 f"'{_REDIS_LAYER}') and that the backend's package is installed "
-                "(for Redis, tether's redis extra: pip install -e \".[redis]\" in a clone of tether).",
+                '(for Redis, tether\'s redis extra: pip install -e ".[redis]" in a clone of tether).',
                 id="tether.E006",
             )
         ]

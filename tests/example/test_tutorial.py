@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import websockets
@@ -77,11 +78,16 @@ async def talk(server: subprocess.Popen[bytes], port: int, text: str) -> list[di
     else:
         raise AssertionError("The tutorial project's server did not start.")
     async with socket:
-        await socket.send(json.dumps({"type": "post", "text": text}))
-        frames = []
-        while not frames or frames[-1]["type"] == "history":
-            frames.append(json.loads(await asyncio.wait_for(socket.recv(), 5)))
-        return frames
+        return await post_and_read(socket, text)
+
+
+async def post_and_read(socket: Any, text: str) -> list[dict]:
+    """Post ``text`` in the room; the frames the server sends up to the answer (the room's history comes first)."""
+    await socket.send(json.dumps({"type": "post", "text": text}))
+    frames = []
+    while not frames or frames[-1]["type"] == "history":
+        frames.append(json.loads(await asyncio.wait_for(socket.recv(), 5)))
+    return frames
 
 
 PASSWORD = "tutorial-password-1"
@@ -97,11 +103,7 @@ async def post_with_cookie(port: int, session: str, text: str) -> list[dict]:
         open_timeout=5,
     )
     async with socket:
-        await socket.send(json.dumps({"type": "post", "text": text}))
-        frames = []
-        while not frames or frames[-1]["type"] == "history":
-            frames.append(json.loads(await asyncio.wait_for(socket.recv(), 5)))
-        return frames
+        return await post_and_read(socket, text)
 
 
 def log_in_post_and_log_out(project: Path) -> None:
