@@ -14,7 +14,7 @@ import pytest
 from django.urls import path
 
 from tests.consumers import http_urlpatterns
-from tether.generic.http import AsyncHttpConsumer
+from tether.generic.http import AsyncHttpConsumer, ResponseState
 from tether.layers import get_channel_layer
 from tether.routing import URLRouter
 from tether.testing import ApplicationCommunicator, HttpCommunicator
@@ -360,3 +360,24 @@ async def test_each_connection_starts_with_an_empty_body_and_a_fresh_response():
     for body in (b"first request", b"second"):
         response = await HttpCommunicator(app, "POST", "/", body=body).get_response()
         assert response["body"] == body
+
+
+class StateRecorder(AsyncHttpConsumer):
+    """Records the response state before the headers, between the body parts and after the last one."""
+
+    seen: list[ResponseState] = []
+
+    async def handle(self, body: bytes) -> None:
+        self.seen.append(self.response_state)
+        await self.send_headers()
+        self.seen.append(self.response_state)
+        await self.send_body(b"a", more_body=True)
+        await self.send_body(b"b")
+        self.seen.append(self.response_state)
+
+
+async def test_the_response_state_follows_the_events_sent():
+    StateRecorder.seen = []
+    response = await HttpCommunicator(StateRecorder.as_asgi(), "GET", "/").get_response()
+    assert response["body"] == b"ab"
+    assert StateRecorder.seen == [ResponseState.NOT_STARTED, ResponseState.STARTED, ResponseState.FINISHED]

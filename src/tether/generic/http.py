@@ -7,6 +7,7 @@ parts until one is sent with ``more_body=False`` or the client goes away.
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from tether.consumer import AsyncConsumer
@@ -14,7 +15,15 @@ from tether.exceptions import StopConsumer
 from tether.generic.headers import Headers, encode_headers
 from tether.types import Message, Receive, Scope, Send
 
-__all__ = ["AsyncHttpConsumer"]
+__all__ = ["AsyncHttpConsumer", "ResponseState"]
+
+
+class ResponseState(enum.Enum):
+    """Where a consumer's HTTP response is: every event it may send next follows from this."""
+
+    NOT_STARTED = "not started"  # nothing sent yet: http.response.start comes next
+    STARTED = "started"  # the headers went out; body parts may follow
+    FINISHED = "finished"  # the last body part went out (more_body=False): nothing more may be sent
 
 
 class AsyncHttpConsumer(AsyncConsumer):
@@ -25,14 +34,13 @@ class AsyncHttpConsumer(AsyncConsumer):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Per-connection state is set here rather than in __init__, so that as_asgi() keeps checking initkwargs.
         self.body = []
-        self._response_started = False
-        self._response_finished = False
+        self.response_state = ResponseState.NOT_STARTED
         self._disconnected = False
         await super().__call__(scope, receive, send)
 
     async def send_headers(self, *, status: int = 200, headers: Headers | None = None) -> None:
         """Start the response. ``headers`` is a list of ``(name, value)`` pairs or a dict, as str or bytes."""
-        if self._response_started:
+        if self.response_state is not ResponseState.NOT_STARTED:
             raise RuntimeError("send_headers() was called twice: the response has started already.")
         await self.send({"type": "http.response.start", "status": status, "headers": encode_headers(headers)})
 
@@ -40,9 +48,9 @@ class AsyncHttpConsumer(AsyncConsumer):
         """Send a part of the response body; ``more_body=True`` keeps the response open for more parts."""
         if not isinstance(body, (bytes, bytearray)):
             raise TypeError(f"send_body() takes bytes, not {type(body).__name__}; encode text first.")
-        if not self._response_started:
+        if self.response_state is ResponseState.NOT_STARTED:
             raise RuntimeError("send_body() was called before send_headers().")
-        if self._response_finished:
+        if self.response_state is ResponseState.FINISHED:
             raise RuntimeError("send_body() was called after the response finished (more_body=False).")
         await self.send({"type": "http.response.body", "body": bytes(body), "more_body": more_body})
 
@@ -53,9 +61,9 @@ class AsyncHttpConsumer(AsyncConsumer):
 
     async def send(self, message: Message) -> None:
         if message.get("type") == "http.response.start":
-            self._response_started = True
+            self.response_state = ResponseState.STARTED
         elif message.get("type") == "http.response.body" and not message.get("more_body", False):
-            self._response_finished = True
+            self.response_state = ResponseState.FINISHED
         await super().send(message)
 
     async def handle(self, body: bytes) -> None:
@@ -73,7 +81,7 @@ class AsyncHttpConsumer(AsyncConsumer):
         except Exception:
             await self._finish()
             raise
-        if self._response_finished:
+        if self.response_state is ResponseState.FINISHED:
             await self._finish()
             raise StopConsumer()
 

@@ -43,6 +43,7 @@ class BlockingConnection:
         self._command = command  # another connection to the same server, for CLIENT UNBLOCK
         self._connection: AbstractConnection | None = None
         self._client_id: int | None = None
+        self._closing: asyncio.Future[None] | None = None  # the close of a connection whose watchdog fired
         self.waiting = False  # a blocking command is out, its reply not read yet
         # A reader repeats the same few commands (its pop, with a handful of counts): each is encoded once.
         self._packed: dict[tuple[Any, ...], list[bytes]] = {}
@@ -72,7 +73,7 @@ class BlockingConnection:
             # a reply that takes longer than any server-side block means a dead peer; the connection is closed
             # under the read, which then fails.
             stalled: list[bool] = []
-            watchdog = asyncio.get_running_loop().call_later(self.read_timeout, abort_connection, connection, stalled)
+            watchdog = asyncio.get_running_loop().call_later(self.read_timeout, self._stall, connection, stalled)
             try:
                 return await connection.read_response()
             except CONNECTION_ERRORS:
@@ -99,11 +100,18 @@ class BlockingConnection:
             return False
         return True
 
+    def _stall(self, connection: AbstractConnection, stalled: list[bool]) -> None:
+        """The watchdog fired: close the connection under the read (kept, so ``aclose`` waits for it)."""
+        self._closing = abort_connection(connection, stalled)
+
     async def aclose(self) -> None:
         connection, self._connection = self._connection, None
         self._client_id = None
         if connection is not None:
             await disconnect_quietly(connection)
+        closing, self._closing = self._closing, None
+        if closing is not None:
+            await asyncio.gather(closing, return_exceptions=True)
 
 
 class ClusterBlockingConnection(BlockingConnection):

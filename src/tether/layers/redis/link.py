@@ -192,3 +192,6 @@ class Link:
         if self._connection is not None:
             await self._drop(self._connection)
             self._connection = None
+        closing, self._closing = self._closing, None
+        if closing is not None:
+            await asyncio.gather(closing, return_exceptions=True)  # a stalled connection's close, started earlier
