@@ -324,6 +324,27 @@ async def test_session_deleted_during_the_request_raises_session_interrupted_in_
         await communicator.wait()
 
 
+async def stubborn_app(scope, receive, send):
+    """Changes the session, which a logout elsewhere deletes; then sends its body even after being told."""
+    await receive()
+    await scope["session"].aset("colour", "grey")
+    await Session.objects.filter(session_key=scope["session"].session_key).adelete()
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+    except SessionInterrupted:
+        await send({"type": "http.response.body", "body": b"too late"})
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_what_an_application_sends_after_the_session_400_does_not_reach_the_client():
+    cookie = session_cookie((await http("/set/"))["headers"])
+    communicator = HttpCommunicator(SessionMiddlewareStack(stubborn_app), "GET", "/", headers=[cookie_header(cookie)])
+    response = await communicator.get_response()
+    assert response["status"] == 400
+    assert b"too late" not in response["body"]
+    assert await communicator.receive_nothing()
+
+
 class LogoutElsewhereConsumer(AsyncHttpConsumer):
     """Changes the session, which a logout in another tab deletes before the response goes out."""
 

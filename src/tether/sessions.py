@@ -364,7 +364,12 @@ class SessionMiddleware(BaseMiddleware):
         session = _LazySession(_session_store_class(), request_cookie)
         scope["session"] = session
 
+        interrupted = False
+
         async def send_with_session(message: Message) -> None:
+            nonlocal interrupted
+            if interrupted and message["type"].startswith("http.response."):
+                return  # the client had its 400 already; what the application sends after it has nowhere to go
             store = _built_store(session)
             if store is not None:
                 if message["type"] == "http.response.start":
@@ -373,6 +378,7 @@ class SessionMiddleware(BaseMiddleware):
                     except SessionInterrupted:
                         # The client gets Django's answer at once; the application learns why its response was
                         # replaced from the exception, as it would from Django's SessionMiddleware.
+                        interrupted = True
                         await _answer_session_interrupted(send)
                         raise
                 elif message["type"] == "websocket.accept":

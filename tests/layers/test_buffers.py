@@ -220,3 +220,35 @@ def test_sweep_forgets_idle_channels_and_names_them():
     clock.now += 2
     assert local.sweep() == ["a"]
     assert list(local.names()) == ["b"]
+
+
+def test_a_full_channel_whose_expired_messages_make_room_reports_it_is_full_no_longer():
+    clock = FakeClock()
+    full: list[tuple[str, bool]] = []
+    local = ChannelBuffers(
+        lambda channel: 2,
+        lambda channel: None,
+        lambda channel, is_full: full.append((channel, is_full)),
+        clock=clock,
+        hold=5.0,
+    )
+    local.deliver("a", {"type": "old"}, clock.now + 1)
+    local.deliver("a", {"type": "old"}, clock.now + 1)
+    clock.now += 2
+    assert local.deliver("a", {"type": "new"}, clock.now + 1)
+    assert full == [("a", True), ("a", False)]
+
+
+def test_clearing_a_full_channel_reports_it_is_full_no_longer():
+    clock = FakeClock()
+    full: list[tuple[str, bool]] = []
+    local = ChannelBuffers(
+        lambda channel: 1,
+        lambda channel: None,
+        lambda channel, is_full: full.append((channel, is_full)),
+        clock=clock,
+        hold=5.0,
+    )
+    local.deliver("a", {"type": "x"}, clock.now + 1)
+    local.clear()
+    assert full == [("a", True), ("a", False)]

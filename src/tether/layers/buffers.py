@@ -200,8 +200,8 @@ class ChannelBuffers:
         return entry
 
     def take_all(self, channel: str) -> list[tuple[float, Message]]:
-        """Remove and return every unexpired queued message for ``channel`` with its expiry (epoch ms), oldest
-        first; expired ones are dropped and reported."""
+        """Remove and return every unexpired queued message for ``channel`` with its expiry (on the buffers'
+        clock), oldest first; expired ones are dropped and reported."""
         with self._lock:
             slot = self._slots.get(channel)
             if slot is None or not slot.queue:
@@ -287,8 +287,11 @@ class ChannelBuffers:
                 current = self._slots[channel] = slot
                 slot.dropped = False
             elif current is not slot:
-                current.waiters.extend(waiter for waiter in slot.waiters if not waiter.done())
-                slot.waiters.clear()
+                # One at a time: a waiter another thread appends meanwhile stays for that thread's own _settle.
+                while slot.waiters:
+                    waiter = slot.waiters.popleft()
+                    if not waiter.done():
+                        current.waiters.append(waiter)
             self._pair_up(channel, current)
 
     def abandon(self, channel: str, waiter: asyncio.Future[Message]) -> None:
@@ -325,7 +328,8 @@ class ChannelBuffers:
     def waiting(self, channel: str) -> bool:
         """Whether a receiver is waiting on ``channel`` right now."""
         slot = self._slots.get(channel)
-        return slot is not None and any(not waiter.done() for waiter in slot.waiters)
+        # A snapshot first: another thread may append to the deque while this looks (see the module's docs).
+        return slot is not None and any(not waiter.done() for waiter in tuple(slot.waiters))
 
     def names(self) -> Iterator[str]:
         """The channels that hold messages or have a receiver waiting (a snapshot)."""
@@ -362,20 +366,30 @@ class ChannelBuffers:
                 self._drop_expired(name, slot.queue)
                 if slot.idle():
                     self._drop_if_idle(name, slot)
-                    forgotten.append(name)
+                    if self._slots.get(name) is not slot:  # not put back by a receiver that arrived meanwhile
+                        forgotten.append(name)
         return forgotten
 
     def _drop_expired(self, channel: str, queue: deque[tuple[float, Message]]) -> None:
-        """Drop the expired messages at the head of ``queue`` (the caller holds the lock)."""
+        """Drop the expired messages at the head of ``queue``, and report a full queue that is full no longer (the
+        caller holds the lock)."""
         now = self._clock()
+        if not queue or queue[0][0] >= now:
+            return
+        on_full = self._on_full
+        was_full = on_full is not None and len(queue) >= self._capacity_of(channel)
         while queue and queue[0][0] < now:
             queue.popleft()
             self._on_expired(channel)
+        if was_full and on_full is not None and len(queue) < self._capacity_of(channel):
+            on_full(channel, False)
 
     def clear(self) -> None:
         """Drop every queued message; receivers that are waiting keep waiting."""
         with self._lock:
             for name, slot in list(self._slots.items()):
+                if self._on_full is not None and slot.queue and len(slot.queue) >= self._capacity_of(name):
+                    self._on_full(name, False)
                 slot.queue.clear()
                 self._drop_if_idle(name, slot)
 

@@ -63,7 +63,7 @@ class Link:
         self._flusher: asyncio.Task[None] | None = None
         self._leading = False  # a caller is running its own command on the link (see call)
         self._idle_since = 0.0
-        self._closing: asyncio.Future[None] | None = None  # a stalled connection being closed
+        self._closing: set[asyncio.Future[None]] = set()  # stalled connections being closed
         self._loop = asyncio.get_running_loop()
 
     async def call(self, *args: Any) -> Any:
@@ -140,7 +140,9 @@ class Link:
         self._idle_since = self._loop.time()
 
     def _stall(self, connection: AbstractConnection, stalled: list[bool]) -> None:
-        self._closing = abort_connection(connection, stalled)
+        closing = abort_connection(connection, stalled)
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     async def _ready(self, batch: list[_Call]) -> AbstractConnection | None:
         """A connected, checked connection; None (and the batch failed) when Redis stays away past the deadline."""
@@ -192,6 +194,5 @@ class Link:
         if self._connection is not None:
             await self._drop(self._connection)
             self._connection = None
-        closing, self._closing = self._closing, None
-        if closing is not None:
-            await asyncio.gather(closing, return_exceptions=True)  # a stalled connection's close, started earlier
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)  # stalled connections' closes, started earlier
