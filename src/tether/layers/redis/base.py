@@ -226,7 +226,9 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
 
     async def _close_state(self, state: _State) -> None:
         await self._stop_receiving(state)
-        state.closing = False
+        # Still closing: no new background command starts from here on (see _local_full), so the ones waited for
+        # below are all there are.
+        state.closing = True
         self._stopped_listening_for_own(state)
         if state.background:
             pending = list(state.background)
@@ -238,6 +240,7 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
             if endpoint is not None:
                 await endpoint.aclose()
         state.endpoints = [None] * len(state.endpoints)
+        state.closing = False
 
     def stats(self) -> dict[str, int]:
         """Counters of what this process's layer did and did not deliver (see the class docs for each name), and

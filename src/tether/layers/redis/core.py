@@ -425,8 +425,8 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
         if client_id_of(channel) != self.client_id:
             return
         state = self._loops.peek()
-        if state is None:
-            return
+        if state is None or state.closing:
+            return  # closing: the notice would outlive the connections (the full set expires by itself)
         endpoint = self._endpoint(state, self.client_id)
         key = self.keys.full(self.client_id)
         if full:
