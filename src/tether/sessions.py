@@ -161,33 +161,16 @@ else:  # Django's LazyObject is generic only in django-stubs, not at run time.
     _LazyStore = LazyObject
 
 
-#: Django's asynchronous session methods (5.1 and later) and the synchronous method each one runs.
-_ASYNC_SESSION_METHODS = {
-    "aget": "get",
-    "aset": "__setitem__",
-    "apop": "pop",
-    "asetdefault": "setdefault",
-    "aupdate": "update",
-    "ahas_key": "has_key",
-    "akeys": "keys",
-    "avalues": "values",
-    "aitems": "items",
-    "aclear": "clear",
-    "aflush": "flush",
-    "acycle_key": "cycle_key",
-    "asave": "save",
-    "adelete": "delete",
-    "aexists": "exists",
-    "acreate": "create",
-    "aload": "load",
-    "aset_expiry": "set_expiry",
-    "aget_expiry_age": "get_expiry_age",
-    "aget_expiry_date": "get_expiry_date",
-    "aget_expire_at_browser_close": "get_expire_at_browser_close",
-    "aset_test_cookie": "set_test_cookie",
-    "atest_cookie_worked": "test_cookie_worked",
-    "adelete_test_cookie": "delete_test_cookie",
-}
+#: Django's asynchronous session methods (5.1 and later). Each runs the synchronous method of the same name without
+#: its leading "a" (``aset`` is ``__setitem__``).
+_ASYNC_SESSION_METHODS = frozenset(
+    {
+        "aget", "aset", "apop", "asetdefault", "aupdate", "ahas_key", "akeys", "avalues", "aitems", "aclear",
+        "aflush", "acycle_key", "asave", "adelete", "aexists", "acreate", "aload", "aset_expiry", "aget_expiry_age",
+        "aget_expiry_date", "aget_expire_at_browser_close", "aset_test_cookie", "atest_cookie_worked",
+        "adelete_test_cookie",
+    }
+)  # fmt: skip
 
 
 def _async_session_method(store: Any, name: str) -> Any:
@@ -196,10 +179,9 @@ def _async_session_method(store: Any, name: str) -> Any:
     try:
         return getattr(store, name)
     except AttributeError:
-        sync_name = _ASYNC_SESSION_METHODS.get(name)
-        if sync_name is None:
+        if name not in _ASYNC_SESSION_METHODS:
             raise
-        return database_sync_to_async(getattr(store, sync_name))
+        return database_sync_to_async(getattr(store, "__setitem__" if name == "aset" else name[1:]))
 
 
 class _LazySession(_LazyStore):

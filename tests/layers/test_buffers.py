@@ -135,18 +135,6 @@ async def test_channels_are_put_in_the_order_their_buffers_were_made_unknown_one
     assert local.in_creation_order(["third", "unknown", "first", "second"]) == ["first", "second", "third", "unknown"]
 
 
-async def receive_like_a_consumer(local, channel):
-    """The layers' hot path: wait without the lock when the channel is known and idle, else the locked way."""
-    waiter = local.waiter_if_idle(channel, asyncio.get_running_loop())
-    if waiter is None:
-        return await local.receive(channel)
-    try:
-        return await waiter
-    except asyncio.CancelledError:
-        local.abandon(channel, waiter)
-        raise
-
-
 def test_a_receiver_on_another_thread_gets_every_message_once_and_in_order_while_buffers_are_swept():
     # One channel, each message sent a random moment after the last, so deliveries land at every point of the
     # receiver's loop on its own thread: between two waits, while its buffer is swept, while it waits.
@@ -158,7 +146,7 @@ def test_a_receiver_on_another_thread_gets_every_message_once_and_in_order_while
     async def consume() -> None:
         started.set()
         while len(received) < count:
-            received.append((await asyncio.wait_for(receive_like_a_consumer(local, "c"), 10))["n"])
+            received.append((await asyncio.wait_for(local.receive("c"), 10))["n"])
 
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
@@ -190,10 +178,23 @@ class FakeClock:
         return self.now
 
 
-def test_expiry_is_measured_on_the_clock_the_layer_gives():
+def clocked_buffers(capacity: int):
+    """Buffers on a clock the test moves, recording the expired messages' channels and the full/not-full reports."""
     clock = FakeClock()
     expired: list[str] = []
-    local = ChannelBuffers(lambda channel: 10, expired.append, clock=clock, hold=5.0)
+    full: list[tuple[str, bool]] = []
+    local = ChannelBuffers(
+        lambda channel: capacity,
+        expired.append,
+        lambda channel, is_full: full.append((channel, is_full)),
+        clock=clock,
+        hold=5.0,
+    )
+    return local, clock, expired, full
+
+
+def test_expiry_is_measured_on_the_clock_the_layer_gives():
+    local, clock, expired, _ = clocked_buffers(capacity=10)
     local.deliver("a", {"type": "soon"}, clock.now + 1)
     local.deliver("a", {"type": "later"}, clock.now + 100)
     clock.now += 2
@@ -202,9 +203,7 @@ def test_expiry_is_measured_on_the_clock_the_layer_gives():
 
 
 def test_a_full_channel_makes_room_by_dropping_its_expired_messages_first():
-    clock = FakeClock()
-    expired: list[str] = []
-    local = ChannelBuffers(lambda channel: 1, expired.append, clock=clock, hold=5.0)
+    local, clock, expired, _ = clocked_buffers(capacity=1)
     assert local.deliver("a", {"type": "old"}, clock.now + 1)
     clock.now += 2
     assert local.deliver("a", {"type": "new"}, clock.now + 1)
@@ -213,8 +212,7 @@ def test_a_full_channel_makes_room_by_dropping_its_expired_messages_first():
 
 
 def test_sweep_forgets_idle_channels_and_names_them():
-    clock = FakeClock()
-    local = ChannelBuffers(lambda channel: 10, lambda channel: None, clock=clock, hold=5.0)
+    local, clock, _, _ = clocked_buffers(capacity=10)
     local.deliver("a", {"type": "x"}, clock.now + 1)
     local.deliver("b", {"type": "y"}, clock.now + 100)
     clock.now += 2
@@ -223,15 +221,7 @@ def test_sweep_forgets_idle_channels_and_names_them():
 
 
 def test_a_full_channel_whose_expired_messages_make_room_reports_it_is_full_no_longer():
-    clock = FakeClock()
-    full: list[tuple[str, bool]] = []
-    local = ChannelBuffers(
-        lambda channel: 2,
-        lambda channel: None,
-        lambda channel, is_full: full.append((channel, is_full)),
-        clock=clock,
-        hold=5.0,
-    )
+    local, clock, _, full = clocked_buffers(capacity=2)
     local.deliver("a", {"type": "old"}, clock.now + 1)
     local.deliver("a", {"type": "old"}, clock.now + 1)
     clock.now += 2
@@ -240,15 +230,7 @@ def test_a_full_channel_whose_expired_messages_make_room_reports_it_is_full_no_l
 
 
 def test_clearing_a_full_channel_reports_it_is_full_no_longer():
-    clock = FakeClock()
-    full: list[tuple[str, bool]] = []
-    local = ChannelBuffers(
-        lambda channel: 1,
-        lambda channel: None,
-        lambda channel, is_full: full.append((channel, is_full)),
-        clock=clock,
-        hold=5.0,
-    )
+    local, clock, _, full = clocked_buffers(capacity=1)
     local.deliver("a", {"type": "x"}, clock.now + 1)
     local.clear()
     assert full == [("a", True), ("a", False)]

@@ -143,25 +143,18 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
         """Wait for the next message on ``channel``. A process-local channel must be one this process made."""
         local = self._local
         loop = get_running_loop()
-        if loop is self._own_loop and type(channel) is str and "!" in channel:
-            # The hot path of every consumer: its own channel, already known here, with this loop's inbox listened
-            # to. A lookup and a wait, as in the in-memory layer. (A process-local name with a buffer here is one of
-            # this process's: another process's channel never gets one. Looking for the "!" costs a tenth of
-            # looking for this process's client id.)
-            waiter = local.waiter_if_idle(channel, loop)
-            if waiter is not None:
-                try:
-                    message = await waiter
-                except BaseException:
-                    local.abandon(channel, waiter)
-                    raise
-                self._stats.counters["received"] += 1
-                return message
-        if type(channel) is not str or not local.knows(channel):
-            self.require_valid_channel_name(channel)  # names with a local buffer were checked on their way in
-        own = self._own_marker in channel
-        if not own and client_id_of(channel) is not None:
-            raise self._foreign_channel(channel)
+        # The hot path of every consumer: its own channel, already known here, with this loop's inbox listened to,
+        # needs no checks and no listener. (A process-local name with a buffer here is one of this process's:
+        # another process's channel never gets one. Looking for the "!" costs a tenth of looking for the client id.)
+        listening = loop is self._own_loop and type(channel) is str and "!" in channel and local.knows(channel)
+        if listening:
+            own = True
+        else:
+            if type(channel) is not str or not local.knows(channel):
+                self.require_valid_channel_name(channel)  # names with a local buffer were checked on their way in
+            own = self._own_marker in channel
+            if not own and client_id_of(channel) is not None:
+                raise self._foreign_channel(channel)
         queued = local.next_or_waiter(channel, loop)
         if isinstance(queued, asyncio.Future):
             # Nothing here yet: this receiver now waits, and whoever listens to Redis for the channel is told (this
