@@ -6,6 +6,7 @@ import asyncio
 import random
 import sys
 import threading
+from collections.abc import Callable
 
 from asgiref.sync import async_to_sync
 
@@ -13,14 +14,16 @@ from tether.layers.buffers import ChannelBuffers
 from tether.layers.redis.storage import now_ms
 
 
-def buffers(capacity: int = 2):
+def buffers(capacity: int = 2, clock: Callable[[], float] = now_ms):
+    """Buffers of ``capacity`` on ``clock`` (wall-clock ms by default), recording the expired messages' channels and
+    the full/not-full reports."""
     expired: list[str] = []
     full: list[tuple[str, bool]] = []
     local = ChannelBuffers(
         lambda channel: capacity,
         expired.append,
         lambda channel, is_full: full.append((channel, is_full)),
-        clock=now_ms,
+        clock=clock,
         hold=60_000,
     )
     return local, expired, full
@@ -179,17 +182,9 @@ class FakeClock:
 
 
 def clocked_buffers(capacity: int):
-    """Buffers on a clock the test moves, recording the expired messages' channels and the full/not-full reports."""
+    """``buffers`` on a clock the test moves."""
     clock = FakeClock()
-    expired: list[str] = []
-    full: list[tuple[str, bool]] = []
-    local = ChannelBuffers(
-        lambda channel: capacity,
-        expired.append,
-        lambda channel, is_full: full.append((channel, is_full)),
-        clock=clock,
-        hold=5.0,
-    )
+    local, expired, full = buffers(capacity, clock)
     return local, clock, expired, full
 
 
