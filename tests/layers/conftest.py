@@ -6,6 +6,7 @@ A factory is an async context manager that yields a ready layer with the given o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -26,6 +27,15 @@ async def inmemory_layer(**options: Any) -> AsyncIterator[BaseChannelLayer]:
     finally:
         await layer.flush()
         await layer.close()
+
+
+async def eventually(condition: Callable[[], object], timeout: float = 5) -> None:
+    """Poll ``condition`` until it holds, for what a layer's background reader does; fail after ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
 
 
 #: The shared Redis the tests may use (their own key prefix only); override with TETHER_TEST_REDIS_URL.

@@ -10,6 +10,7 @@ import time
 import pytest
 from asgiref.sync import async_to_sync
 
+from tests.layers.conftest import eventually
 from tether.exceptions import ChannelFull
 from tether.layers import InMemoryChannelLayer
 
@@ -26,15 +27,6 @@ async def layer():
 
 async def receive(layer, channel: str) -> dict:
     return await asyncio.wait_for(layer.receive(channel), WAIT)
-
-
-async def wait_until(condition, timeout: float = WAIT) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 # Options ------------------------------------------------------------------------------------------------------------
@@ -310,7 +302,7 @@ async def test_several_receivers_on_one_channel_share_its_messages_each_received
         await layer.send("shared", {"type": "m", "n": number})
         if number % 7 == 0:
             await asyncio.sleep(0)
-    await wait_until(lambda: sum(map(len, buckets)) == 500)
+    await eventually(lambda: sum(map(len, buckets)) == 500)
     for receiver in receivers:
         receiver.cancel()
     await asyncio.gather(*receivers, return_exceptions=True)
@@ -351,7 +343,7 @@ async def test_a_receiver_in_another_thread_gets_a_message_sent_from_this_loop(l
         return await asyncio.wait_for(layer.receive("c"), WAIT)
 
     received = asyncio.ensure_future(asyncio.to_thread(async_to_sync(bounded_receive)))
-    await wait_until(lambda: layer.stats()["channels"] == 1)
+    await eventually(lambda: layer.stats()["channels"] == 1)
     await layer.send("c", {"type": "to.thread"})
     assert await asyncio.wait_for(received, WAIT) == {"type": "to.thread"}
 
