@@ -8,6 +8,7 @@ import logging
 
 import pytest
 
+from tests.layers.conftest import eventually
 from tether.consumer import AsyncConsumer
 from tether.exceptions import StopConsumer
 from tether.layers import get_channel_layer
@@ -214,3 +215,62 @@ def test_a_worker_takes_channels_max_applications_and_refuses_a_useless_one():
 
 def test_a_worker_listens_once_on_a_channel_named_twice():
     assert Worker(app_for(), ["jobs", "mail", "jobs"], get_channel_layer()).channels == ["jobs", "mail"]
+
+
+# Stopping gracefully ---------------------------------------------------------------------------------------------
+
+
+def taken_all(layer, channel):
+    """Every message still waiting on ``channel`` of the in-memory layer, taken off it."""
+    waiting = layer.channels.get(channel)
+    return [waiting.get_nowait() for _ in range(waiting.qsize())] if waiting is not None else []
+
+
+async def test_stop_handles_every_message_the_worker_took_and_leaves_the_rest_in_the_layer():
+    layer = get_channel_layer()
+    release = asyncio.Event()
+    handled = []
+
+    class Counting(Blocker):
+        async def job_run(self, message):
+            await release.wait()
+            handled.append(message["number"])
+
+    worker = Worker(app_for(jobs=Counting.as_asgi()), ["jobs"], layer)
+    run = asyncio.create_task(worker.run())
+    for number in range(10):
+        await layer.send("jobs", {"type": "job.run", "number": number})
+    await eventually(lambda: layer.stats()["received"] >= 2)
+    stop = asyncio.create_task(worker.stop(timeout=5))
+    await asyncio.sleep(0.05)
+    assert not stop.done()  # the handler in progress is waited for
+    release.set()
+    await asyncio.wait_for(stop, 5)
+    await asyncio.wait_for(run, 5)
+    left = [message["number"] for _, message in taken_all(layer, "jobs")]
+    assert handled + left == list(range(10))
+    assert handled
+
+
+async def test_stop_cancels_a_handler_still_busy_after_the_timeout_and_says_so(caplog):
+    layer = get_channel_layer()
+    worker = Worker(app_for(jobs=Blocker.as_asgi(release=asyncio.Event())), ["jobs"], layer)
+    run = asyncio.create_task(worker.run())
+    await layer.send("jobs", {"type": "job.run", "number": 1})
+    await eventually(lambda: layer.stats()["received"] == 1)
+    with caplog.at_level(logging.WARNING, logger="tether.worker"):
+        await asyncio.wait_for(worker.stop(timeout=0.1), 5)
+    await asyncio.wait_for(run, 5)
+    assert "the instance serving 'jobs' was still busy after 0.1s: cancelling it" in caplog.text
+
+
+async def test_stop_ends_an_idle_worker_at_once_without_taking_a_message():
+    layer = get_channel_layer()
+    worker = Worker(app_for(jobs=Recorder.as_asgi(), other=Recorder.as_asgi()), ["jobs", "other"], layer)
+    run = asyncio.create_task(worker.run())
+    await layer.send("jobs", {"type": "job.run", "number": 1})
+    await replies(layer, 1)
+    await asyncio.wait_for(worker.stop(), 2)
+    await asyncio.wait_for(run, 2)
+    await layer.send("jobs", {"type": "job.run", "number": 2})
+    assert [message["number"] for _, message in taken_all(layer, "jobs")] == [2]

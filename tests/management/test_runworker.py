@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import uuid
 
@@ -70,13 +71,24 @@ def test_runworker_with_the_in_memory_layer_exits_with_the_explanation(tmp_path)
     assert "CommandError: The channel layer 'default' is the in-memory layer" in output
 
 
-async def test_runworker_serves_a_channel_in_order_with_one_instance_then_stops_on_sigterm(tmp_path):
+@contextlib.asynccontextmanager
+async def worker_process(tmp_path):
+    """``runworker jobs`` in a subprocess on the shared Redis under a prefix of its own, and a layer to talk to it;
+    both stopped, and the prefix's keys deleted, afterwards."""
     layer_class = redis_layer_class()
     prefix = f"tether-test-runworker-{uuid.uuid4().hex[:12]}"
-    project = copy_project(tmp_path)
-    command = Command(project, "runworker", "jobs", PROJECT_REDIS_PREFIX=prefix)
+    command = Command(copy_project(tmp_path), "runworker", "jobs", PROJECT_REDIS_PREFIX=prefix)
     layer = layer_class(hosts=["redis://127.0.0.1:6379/0"], prefix=prefix)
     try:
+        yield command, layer
+    finally:
+        command.stop()
+        await layer.flush()
+        await layer.close()
+
+
+async def test_runworker_serves_a_channel_in_order_with_one_instance_then_stops_on_sigterm(tmp_path):
+    async with worker_process(tmp_path) as (command, layer):
         banner = await asyncio.to_thread(command.wait_for_line, "tether worker serving")
         assert "serving jobs on layer 'default' (RedisChannelLayer)" in banner
 
@@ -89,6 +101,39 @@ async def test_runworker_serves_a_channel_in_order_with_one_instance_then_stops_
 
         command.signal(signal.SIGTERM)
         assert await asyncio.to_thread(command.wait, 15) == 0, command.output
-    finally:
-        command.stop()
-        await layer.close()
+
+
+async def test_runworker_on_sigterm_finishes_the_job_in_progress_and_loses_no_message(tmp_path):
+    """Each job says it started, takes 0.2 s, then says it is done; SIGTERM arrives during the third. Every job is
+    done or still in Redis afterwards, in order, and the one in progress was finished, not cancelled."""
+    async with worker_process(tmp_path) as (command, layer):
+        await asyncio.to_thread(command.wait_for_line, "tether worker serving")
+        reply_to = await layer.new_channel()
+        for number in range(20):
+            await layer.send("jobs", {"type": "job.run", "number": number, "seconds": 0.2, "reply_to": reply_to})
+        replies = []
+        while len([reply for reply in replies if reply["type"] == "job.started"]) < 3:
+            replies.append(await asyncio.wait_for(layer.receive(reply_to), timeout=15))
+        command.signal(signal.SIGTERM)
+        assert await asyncio.to_thread(command.wait, 15) == 0, command.output
+        replies += await receive_all(layer, reply_to)
+        started = [reply["number"] for reply in replies if reply["type"] == "job.started"]
+        done = [reply["number"] for reply in replies if reply["type"] == "job.done"]
+        assert done == started  # nothing that started was cancelled
+        left = [message["number"] for message in await receive_all(layer, "jobs")]
+        assert done + left == list(range(20)), command.output
+
+
+async def receive_all(layer, channel):
+    """The messages waiting on ``channel``: received until none comes for a second."""
+    messages = []
+    while True:
+        try:
+            messages.append(await asyncio.wait_for(layer.receive(channel), timeout=1))
+        except asyncio.TimeoutError:
+            return messages
+
+
+def test_runworker_refuses_a_negative_stop_timeout():
+    with pytest.raises(CommandError, match=r"--stop-timeout must be a number of seconds, 0 or more, not -1\.0"):
+        call_command("runworker", "--stop-timeout", "-1", "jobs", skip_checks=True)

@@ -1,5 +1,7 @@
 """The test project's consumers: a WebSocket echo, and a worker that answers jobs on the ``jobs`` channel."""
 
+import asyncio
+
 from tether.consumer import AsyncConsumer
 from tether.generic.websocket import AsyncWebsocketConsumer
 
@@ -12,9 +14,13 @@ class EchoConsumer(AsyncWebsocketConsumer):
 
 
 class JobWorker(AsyncConsumer):
-    """Answers each ``job.run`` message on the channel named in its ``reply_to``, saying which instance ran it."""
+    """Answers each ``job.run`` message on the channel named in its ``reply_to``, saying which instance ran it; a job
+    with ``seconds`` says it started, then takes that long."""
 
     async def job_run(self, message):
+        if "seconds" in message:
+            await self.channel_layer.send(message["reply_to"], {"type": "job.started", "number": message["number"]})
+            await asyncio.sleep(message["seconds"])
         await self.channel_layer.send(
             message["reply_to"], {"type": "job.done", "number": message["number"], "instance": id(self)}
         )

@@ -20,7 +20,7 @@ from tether.exceptions import InvalidChannelLayerError
 from tether.layers import BaseChannelLayer, InMemoryChannelLayer, channel_layers
 from tether.management import require_tether_installed
 from tether.routing import get_default_application
-from tether.worker import Worker
+from tether.worker import DEFAULT_STOP_TIMEOUT, Worker
 
 __all__ = ["Command"]
 
@@ -31,7 +31,12 @@ _REDIS_EXAMPLE = (
 
 
 class Command(BaseCommand):
-    """Run a worker for the given channels until interrupted (CONTROL-C or SIGTERM stop it cleanly)."""
+    """Run a worker for the given channels until interrupted.
+
+    SIGTERM (what systemd, Kubernetes and supervisors send) and CONTROL-C stop it without losing a message: the worker
+    takes no more, handles what it took for up to ``--stop-timeout`` seconds, and the layer is closed, giving back
+    what it read ahead. A second signal stops it at once.
+    """
 
     help = "Runs a tether worker that serves the named channels with the 'channel' part of ASGI_APPLICATION."
     leave_locale_alone = True
@@ -44,10 +49,22 @@ class Command(BaseCommand):
             default=DEFAULT_CHANNEL_LAYER,
             help=f"The CHANNEL_LAYERS alias to listen on (default: {DEFAULT_CHANNEL_LAYER!r}).",
         )
+        parser.add_argument(
+            "--stop-timeout",
+            type=float,
+            default=DEFAULT_STOP_TIMEOUT,
+            help=(
+                "Seconds a stopping worker lets its handlers finish the messages it took before cancelling them "
+                f"(default: {DEFAULT_STOP_TIMEOUT:g})."
+            ),
+        )
         parser.add_argument("channels", nargs="+", help="The channel names to serve, such as 'thumbnails'.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         require_tether_installed("runworker")
+        stop_timeout = options["stop_timeout"]
+        if not stop_timeout >= 0:
+            raise CommandError(f"--stop-timeout must be a number of seconds, 0 or more, not {stop_timeout!r}.")
         alias = options["layer"]
         layer = self.get_layer(alias)
         try:
@@ -64,8 +81,7 @@ class Command(BaseCommand):
                 f"({type(layer).__name__}); quit with CONTROL-C."
             )
             self.stdout.flush()
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(self._run(worker, layer))
+        asyncio.run(self._run(worker, layer, stop_timeout))
 
     def get_layer(self, alias: str) -> BaseChannelLayer:
         """Build the layer configured under ``alias``; ``CommandError`` when it is missing, invalid or in-memory."""
@@ -90,18 +106,31 @@ class Command(BaseCommand):
             )
         return layer
 
-    async def _run(self, worker: Worker, layer: BaseChannelLayer) -> None:
-        """Run ``worker`` until cancelled by SIGTERM or CONTROL-C, then close the layer."""
-        task = asyncio.current_task()
+    async def _run(self, worker: Worker, layer: BaseChannelLayer, stop_timeout: float) -> None:
+        """Run ``worker`` until a signal stops it (gracefully the first time, at once the second), then close the
+        layer, which gives back what it read ahead."""
         loop = asyncio.get_running_loop()
-        if task is not None:
+        running = asyncio.ensure_future(worker.run())
+        stopping: list[asyncio.Task[None]] = []
+
+        def on_signal() -> None:
+            if stopping:
+                running.cancel()
+            else:
+                stopping.append(loop.create_task(worker.stop(stop_timeout)))
+
+        signals = (signal.SIGTERM, signal.SIGINT)
+        for signum in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(signal.SIGTERM, task.cancel)
+                loop.add_signal_handler(signum, on_signal)
         try:
-            await worker.run()
-        except asyncio.CancelledError:
-            pass
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
         finally:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(signal.SIGTERM)
+            for signum in signals:
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(signum)
+            for task in stopping:
+                task.cancel()
+            await asyncio.gather(*stopping, return_exceptions=True)
             await layer.close()
