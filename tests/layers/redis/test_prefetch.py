@@ -71,6 +71,17 @@ async def test_messages_taken_ahead_go_back_to_the_head_of_the_list_on_close_in_
         assert [(await receive(other))["n"] for _ in range(60)] == list(range(40, 100))
 
 
+async def test_messages_given_back_to_a_list_drained_meanwhile_expire_with_it(shared_redis):
+    async with layer_on(RedisChannelLayer, capacity=200, expiry=30) as layer:
+        await send_numbered(layer, 100)
+        [await receive(layer) for _ in range(40)]
+        assert layer.stats()["local_queued"] > 0
+        shared_redis.delete(layer.keys.channel(CHANNEL))  # as if another worker took the rest
+        await layer.close()
+        assert queued_in_redis(shared_redis, layer) == layer.stats()["prefetch_returned"] > 0
+        assert 0 < shared_redis.pttl(layer.keys.channel(CHANNEL)) <= 30_000
+
+
 async def test_messages_taken_ahead_go_back_when_nobody_receives_for_the_block_timeout(shared_redis, monkeypatch):
     async with layer_on(RedisChannelLayer, capacity=200) as layer:
         monkeypatch.setattr(layer, "_settings", type(layer._settings)(unavailable_timeout=5.0, block_timeout=0.3))

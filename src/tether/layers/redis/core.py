@@ -22,6 +22,7 @@ from tether.layers.redis.config import require_number
 from tether.layers.redis.failures import Outage
 from tether.layers.redis.member_lists import MemberLists
 from tether.layers.redis.storage import (
+    GIVE_BACK,
     GROUP_ADD,
     GROUP_DISCARD,
     GROUP_MEMBERS,
@@ -382,7 +383,9 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
             return
         frames = [pack_frame(int(expires_at), self.codec.encode(message)) for expires_at, message in leftovers]
         try:
-            await self._endpoint(state, channel).call("LPUSH", self.keys.channel(channel), *reversed(frames))
+            await self._endpoint(state, channel).script(
+                GIVE_BACK, [self.keys.channel(channel)], [self._expiry_ms, *frames]
+            )
         except Exception as exc:
             self._stats.incr("prefetch_lost", len(frames))
             logger.warning(

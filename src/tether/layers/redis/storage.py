@@ -41,6 +41,7 @@ import time
 from dataclasses import dataclass, field
 
 __all__ = [
+    "GIVE_BACK",
     "GROUP_ADD",
     "GROUP_DISCARD",
     "GROUP_MEMBERS",
@@ -208,6 +209,20 @@ end
 redis.call('RPUSH', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {1, trimmed}
+""",
+)
+
+GIVE_BACK = Script(
+    "give_back",
+    """
+-- KEYS[1] channel list; ARGV: ttl (ms), then the frames in the order they were popped.
+-- Puts the frames back at the head, in order, and sets the expiry a send sets: the list may have been drained and
+-- deleted meanwhile, and a list re-created without one would outlive every message in it.
+for i = #ARGV, 2, -1 do
+  redis.call('LPUSH', KEYS[1], ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return #ARGV - 1
 """,
 )
 
