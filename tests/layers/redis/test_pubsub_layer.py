@@ -7,6 +7,8 @@ import logging
 
 import pytest
 
+from tests.layers.conftest import eventually
+from tether.exceptions import ChannelFull
 from tether.layers.redis import RedisPubSubChannelLayer
 
 from .conftest import processes_on
@@ -82,3 +84,58 @@ async def test_encrypted_pubsub_messages_travel_between_processes():
         channel = await receiver.new_channel()
         await sender.send(channel, {"type": "secret"})
         assert await receive(receiver, channel) == {"type": "secret"}
+
+
+# Named channels nobody receives on ------------------------------------------------------------------------------
+
+
+async def receiving_subscribed(layer, channel, shared_redis) -> asyncio.Task:
+    """A receive on ``channel`` by ``layer``, once its subscription to the channel's topic is in place."""
+    task = asyncio.create_task(layer.receive(channel))
+    topic = layer.keys.channel(channel)
+    await eventually(lambda: dict(shared_redis.pubsub_numsub(topic))[topic.encode()] == 1)
+    return task
+
+
+async def test_messages_for_a_named_channel_nobody_receives_on_are_kept_up_to_capacity_then_refused():
+    async with processes_on(RedisPubSubChannelLayer, 1, capacity=3) as (sender,):
+        for number in range(3):
+            await sender.send("reports", {"type": "report", "n": number})
+        with pytest.raises(ChannelFull, match="Nobody receives on channel 'reports'"):
+            await sender.send("reports", {"type": "report", "n": 3})
+        assert sender.stats()["parked"] == 3
+
+
+async def test_kept_messages_go_out_in_order_ahead_of_the_next_send_once_a_receiver_subscribes(shared_redis):
+    async with processes_on(RedisPubSubChannelLayer, 2, capacity=50) as (sender, worker):
+        for number in range(20):
+            await sender.send("reports", {"type": "report", "n": number})
+        first = await receiving_subscribed(worker, "reports", shared_redis)
+        for number in range(20, 30):
+            await sender.send("reports", {"type": "report", "n": number})
+        received = [(await asyncio.wait_for(first, WAIT))["n"]]
+        received += [(await receive(worker, "reports"))["n"] for _ in range(29)]
+        assert received == list(range(30))
+        assert sender.stats()["parked_published"] == 20
+
+
+async def test_a_named_channel_kept_full_takes_sends_again_once_a_receiver_subscribes(shared_redis):
+    async with processes_on(RedisPubSubChannelLayer, 2, capacity=3) as (sender, worker):
+        for number in range(3):
+            await sender.send("reports", {"type": "report", "n": number})
+        first = await receiving_subscribed(worker, "reports", shared_redis)
+        await sender.send("reports", {"type": "report", "n": 3})  # was ChannelFull for good
+        assert (await asyncio.wait_for(first, WAIT))["n"] == 0
+        assert sender.stats()["parked_published"] == 3
+
+
+async def test_kept_messages_that_expire_are_counted_and_logged(caplog):
+    async with processes_on(RedisPubSubChannelLayer, 1, expiry=1) as (sender,):
+        for number in range(3):
+            await sender.send("reports", {"type": "report", "n": number})
+        await asyncio.sleep(1.1)  # past expiry
+        with caplog.at_level(logging.WARNING, logger="tether.layers.redis"):
+            await sender.send("reports", {"type": "report", "n": 3})
+        assert sender.stats()["expired"] == 3
+        assert "'reports' expired unread" in caplog.text
+        assert (await receive(sender, "reports"))["n"] == 3

@@ -6,8 +6,10 @@ does so that nothing is lost *silently*:
 
 * ``send`` to a process-local channel whose process is not listening (``PUBLISH`` reached nobody) is counted in
   ``stats()["undeliverable"]`` and logged once per channel;
-* ``send`` to a named channel nobody is subscribed to keeps the message in the sending process, for a ``receive``
-  there within ``expiry`` (then it expires, counted); that is also what makes "send, then receive" work in one process;
+* ``send`` to a named channel nobody is subscribed to keeps the message in the sending process (``parked``, at most
+  ``capacity`` of them), for a ``receive`` there, or to go out ahead of the next message sent once a receiver has
+  subscribed elsewhere; after ``expiry`` it expires, counted and logged. That is also what makes "send, then receive"
+  work in one process;
 * a group message is delivered by each subscribed process to its local members; a member whose buffer is full is
   skipped and counted (``group_full_drops``);
 * ``group_send``/``send`` while Redis is unreachable raise ``LayerUnavailable`` after ``unavailable_timeout``;
@@ -45,10 +47,11 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
     channel, or use ``RedisChannelLayer`` for work queues.
 
     ``stats()`` counts what ``RedisChannelLayer`` counts, plus ``undeliverable``: messages for a process-local channel
-    whose process was not subscribed.
+    whose process was not subscribed; ``parked``: messages for a named channel nobody was subscribed to, kept in the
+    sending process; and ``parked_published``: those of them published later, when a receiver had appeared.
     """
 
-    counters: ClassVar[tuple[str, ...]] = (*RedisLayerBase.counters, "undeliverable")
+    counters: ClassVar[tuple[str, ...]] = (*RedisLayerBase.counters, "undeliverable", "parked", "parked_published")
 
     def __init__(self, hosts: Any = None, **options: Any) -> None:
         super().__init__(hosts, **options)
@@ -63,36 +66,63 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
     # Channels ------------------------------------------------------------------------------------------------------
 
     async def send(self, channel: str, message: Message) -> None:
-        """Publish ``message`` for ``channel``. ``ChannelFull`` when this process already buffers ``capacity``
-        messages for it; ``LayerUnavailable`` when Redis stays unreachable."""
+        """Publish ``message`` for ``channel``. ``ChannelFull`` when this process's own channel already holds
+        ``capacity`` messages, or when nobody receives on a named channel and this process already keeps
+        ``capacity`` messages for it; ``LayerUnavailable`` when Redis stays unreachable."""
         self.require_valid_channel_name(channel)
         payload = self.codec.encode(message)
         state = self._loops.get()
         client_id = client_id_of(channel)
-        capacity = self.get_capacity(channel)
-        if (client_id is None or client_id == self.client_id) and self._local.queued(channel) >= capacity:
-            raise ChannelFull(f"Channel {channel!r} holds {capacity} messages already.")
+        if client_id == self.client_id and self._local.queued(channel) >= self.get_capacity(channel):
+            raise ChannelFull(f"Channel {channel!r} holds {self.get_capacity(channel)} messages already.")
         expires_at = now_ms() + self._expiry_ms
         if client_id is None:
-            topic, owner = self.keys.channel(channel), channel
-            frame = pack_frame(expires_at, payload)
+            await self._send_named(state, channel, payload, expires_at)
         else:
-            topic, owner = self.keys.inbox(client_id), client_id
             frame = pack_frame(expires_at, payload, "", channel)
-        receivers = await self._endpoint(state, owner).call("PUBLISH", topic, frame)
-        if not receivers:
-            if client_id is None or client_id == self.client_id:
-                # Nobody is subscribed: keep it here, for a receive in this process before it expires.
-                if not self._local.deliver(channel, self.codec.decode(payload), expires_at):
-                    raise ChannelFull(f"Channel {channel!r} holds {capacity} messages already.")
-            else:
-                self._stats.drop(
-                    "undeliverable",
-                    channel,
-                    "A message for channel %r was dropped: its process is not subscribed (gone, or reconnecting)",
-                    channel,
-                )
+            if not await self._endpoint(state, client_id).call("PUBLISH", self.keys.inbox(client_id), frame):
+                if client_id == self.client_id:  # not subscribed yet: the receive that subscribes finds it here
+                    self._park(channel, payload, expires_at)
+                else:
+                    self._stats.drop(
+                        "undeliverable",
+                        channel,
+                        "A message for channel %r was dropped: its process is not subscribed (gone, or reconnecting)",
+                        channel,
+                    )
         self._stats.incr("sent")
+
+    async def _send_named(self, state: PubSubLoopState, channel: str, payload: bytes, expires_at: int) -> None:
+        """Publish to a named channel's receivers wherever they are; with none, keep the message here.
+
+        Messages kept here (``parked``) wait for a ``receive`` in this process, or go out ahead of the next message
+        that finds a receiver elsewhere, so that they keep their order; they expire, counted, after ``expiry``. Only
+        a channel that nobody receives on can be full.
+        """
+        topic = self.keys.channel(channel)
+        endpoint = self._endpoint(state, channel)
+        parked = self._local.take_all(channel) if topic not in self._topics and self._local.queued(channel) else []
+        if parked:  # (expired ones were dropped, counted, by take_all)
+            frames = [pack_frame(int(at), self.codec.encode(message)) for at, message in parked]
+            if not await endpoint.call("PUBLISH", topic, frames[0]):
+                for at, message in parked:  # still nobody: they stay, in order
+                    self._local.deliver(channel, message, at)
+                self._park(channel, payload, expires_at)
+                return
+            for frame in frames[1:]:
+                await endpoint.call("PUBLISH", topic, frame)
+            self._stats.incr("parked_published", len(frames))
+        if not await endpoint.call("PUBLISH", topic, pack_frame(expires_at, payload)):
+            self._park(channel, payload, expires_at)
+
+    def _park(self, channel: str, payload: bytes, expires_at: int) -> None:
+        """Keep a message nobody was subscribed for, in this process; ``ChannelFull`` when it keeps ``capacity``."""
+        if not self._local.deliver(channel, self.codec.decode(payload), expires_at):
+            raise ChannelFull(
+                f"Nobody receives on channel {channel!r}, and this process already keeps {self.get_capacity(channel)} "
+                "of its messages for a receiver (capacity); they go out when one appears, or expire after expiry."
+            )
+        self._stats.incr("parked")
 
     def _new_loop_state(self) -> PubSubLoopState:
         return PubSubLoopState(len(self.hosts))
