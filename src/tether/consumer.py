@@ -18,6 +18,7 @@ from tether.dispatch import await_many_dispatch
 from tether.exceptions import StopConsumer
 from tether.layers import get_channel_layer
 from tether.layers.base import BaseChannelLayer
+from tether.layers.durable import Delivery
 from tether.types import ASGIApp, Message, Receive, Scope, Send
 from tether.utils import name_that_thing
 
@@ -121,10 +122,28 @@ class AsyncConsumer:
             self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
             sources.append(self.channel_receive)
         self.base_send = async_to_sync(send) if self._sync else send
+        # A worker's messages may come from a durable channel: those are acknowledged once handled.
+        dispatch = self._dispatch_and_settle if scope.get("type") == "channel" else self.dispatch
         try:
-            await await_many_dispatch(sources, self.dispatch)
+            await await_many_dispatch(sources, dispatch)
         except StopConsumer:
             pass
+
+    async def _dispatch_and_settle(self, message: Message) -> None:
+        """``dispatch``, then settle a message from a durable channel: acknowledged when the handler returned (or
+        stopped the consumer), refused when it raised, so that the layer delivers it again."""
+        if type(message) is not Delivery:
+            await self.dispatch(message)
+            return
+        try:
+            await self.dispatch(message)
+        except StopConsumer:
+            await message.ack()
+            raise
+        except BaseException as exc:
+            await message.nack(exc)
+            raise
+        await message.ack()
 
     async def dispatch(self, message: Message) -> None:
         """Call the handler for ``message``; a message with no handler is a ``ValueError``.

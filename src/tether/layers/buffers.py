@@ -138,6 +138,10 @@ class ChannelBuffers:
                             self._pair_up(channel, slot)
         return refused
 
+    def put_back(self, channel: str, message: Message, expires_at: float) -> None:
+        """Put ``message`` first in line on ``channel`` (capacity aside): a message that goes round again."""
+        self._put_back(channel, message, expires_at)
+
     def _giver_back(self, channel: str, expires_at: float) -> Callable[[Message], None]:
         """What ``hand_over`` calls when the receiver is gone: the message goes back first in line."""
         return lambda message: self._put_back(channel, message, expires_at)

@@ -23,6 +23,14 @@ from typing import Any, ClassVar, NoReturn
 from tether.exceptions import ChannelFull
 from tether.layers.base import BaseChannelLayer
 from tether.layers.buffers import ChannelBuffers
+from tether.layers.durable import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_VISIBILITY_TIMEOUT,
+    DeadLetter,
+    Delivery,
+    DurablePolicy,
+    DurableSettings,
+)
 from tether.layers.messages import copy_message
 from tether.layers.stats import LayerStats
 from tether.types import Message
@@ -53,12 +61,15 @@ class InMemoryChannelLayer(BaseChannelLayer):
         group_expiry: float = 86400,
         capacity: int = 100,
         channel_capacity: dict[Any, int] | None = None,
+        durable: Any = None,
+        visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         **kwargs: Any,
     ) -> None:
         if kwargs:
             raise TypeError(
                 f"InMemoryChannelLayer got unknown CONFIG option(s) {sorted(kwargs)}; it takes expiry, "
-                "group_expiry, capacity and channel_capacity."
+                "group_expiry, capacity, channel_capacity, durable, visibility_timeout and max_attempts."
             )
         super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
         if not isinstance(group_expiry, (int, float)) or isinstance(group_expiry, bool) or group_expiry <= 0:
@@ -72,6 +83,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._buffers = ChannelBuffers(
             self.get_capacity, self._expire, clock=time.monotonic, hold=expiry, sweep_every=self._sweep_every
         )
+        self._durable = DurablePolicy(durable, visibility_timeout, max_attempts)
+        self._dead: dict[str, list[DeadLetter]] = {}
         # The layer measures time on the monotonic clock; the views show wall-clock times, as Channels' layer holds.
         # One offset per layer keeps the times a view shows stable from one read to the next.
         self._wall_offset = time.time() - time.monotonic()
@@ -156,12 +169,91 @@ class InMemoryChannelLayer(BaseChannelLayer):
         else:
             message = queued
         self._stats.counters["received"] += 1
+        if self._durable and (settings := self._durable.settings_for(channel)) is not None:
+            return self._delivered(channel, message, settings)
         return message
 
     async def new_channel(self, prefix: str = "specific.") -> str:
         name = f"{prefix.rstrip('.')}.inmemory!{secrets.token_hex(8)}"
         self.require_valid_channel_name(name)
         return name
+
+    # Durable channels --------------------------------------------------------------------------------------------
+
+    def is_durable(self, channel: str) -> bool:
+        """Whether ``channel`` is durable here: named in the ``durable`` option (see ``tether.layers.durable``)."""
+        return bool(self._durable) and self._durable.settings_for(channel) is not None
+
+    def _delivered(self, channel: str, message: Message, settings: DurableSettings) -> Delivery:
+        """A message of a durable channel, handed to a receiver: watched until it is settled or times out."""
+        if type(message) is Delivery:  # delivered before, and put back
+            delivery = message
+            delivery.attempts += 1
+            delivery._settled = False
+        else:
+            delivery = Delivery(message, channel, None, 1, self)
+        loop = asyncio.get_running_loop()
+        delivery.tag = loop.call_later(settings.visibility_timeout, self._timed_out, delivery, settings)
+        return delivery
+
+    async def ack_delivery(self, delivery: Delivery) -> None:
+        delivery.tag.cancel()
+
+    async def nack_delivery(self, delivery: Delivery, error: str | None) -> None:
+        delivery.tag.cancel()
+        settings = self._durable.settings_for(delivery.channel)
+        if settings is not None:
+            self._retry(delivery, settings, error)
+
+    def _timed_out(self, delivery: Delivery, settings: DurableSettings) -> None:
+        if not delivery.settled:
+            delivery._settled = True
+            self._retry(delivery, settings, None)
+
+    def _retry(self, delivery: Delivery, settings: DurableSettings, error: str | None) -> None:
+        """Deliver ``delivery`` again, first in line, or dead-letter it after ``max_attempts``."""
+        channel = delivery.channel
+        if delivery.attempts >= settings.max_attempts:
+            plain = dict(delivery)
+            self._dead.setdefault(channel, []).append(DeadLetter(channel, plain, delivery.attempts, error, time.time()))
+            self._stats.drop(
+                "dead_lettered",
+                channel,
+                "A message on channel %r failed %d times and was dead-lettered (last error: %s)",
+                channel,
+                delivery.attempts,
+                error or f"not acknowledged within {settings.visibility_timeout:g}s",
+            )
+            return
+        self._stats.incr("redelivered")
+        self._buffers.put_back(channel, delivery, time.monotonic() + self.expiry)
+
+    async def dead_letters(self, channel: str, limit: int | None = 100) -> list[DeadLetter]:
+        """The dead letters of ``channel``, oldest first (at most ``limit``)."""
+        self.require_valid_channel_name(channel)
+        return list(self._dead.get(channel, [])[:limit])
+
+    async def requeue_dead_letters(self, channel: str, limit: int | None = None) -> int:
+        """Send ``channel``'s dead letters (the oldest ``limit``, or all) to it again, as new messages; how many.
+        Stops at the first that does not fit (``capacity``)."""
+        self.require_valid_channel_name(channel)
+        dead = self._dead.get(channel, [])
+        count = 0
+        while dead and (limit is None or count < limit):
+            try:
+                await self.send(channel, dead[0].message)
+            except ChannelFull:
+                break
+            dead.pop(0)
+            count += 1
+        if not dead:
+            self._dead.pop(channel, None)
+        return count
+
+    async def purge_dead_letters(self, channel: str) -> int:
+        """Delete ``channel``'s dead letters; how many there were."""
+        self.require_valid_channel_name(channel)
+        return len(self._dead.pop(channel, []))
 
     # Groups ------------------------------------------------------------------------------------------------------
 
@@ -205,6 +297,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._groups.clear()
         self._memberships.clear()
         self._buffers.clear()
+        self._dead.clear()
         self._stats.reset()
 
     async def close(self) -> None:

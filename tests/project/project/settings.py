@@ -37,6 +37,10 @@ if os.environ.get("PROJECT_REDIS_PREFIX"):
             "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"], "prefix": os.environ["PROJECT_REDIS_PREFIX"]},
         }
     }
+    if os.environ.get("PROJECT_DURABLE"):  # the jobs channel at least once, as tests/layers/redis set it up too
+        CHANNEL_LAYERS["default"]["CONFIG"].update(
+            durable=os.environ["PROJECT_DURABLE"].split(","), visibility_timeout=1, capacity=10_000
+        )
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "tether.layers.InMemoryChannelLayer"}}
 

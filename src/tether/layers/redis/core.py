@@ -16,9 +16,18 @@ from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 from tether.exceptions import ChannelFull
+from tether.layers.durable import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_VISIBILITY_TIMEOUT,
+    DeadLetter,
+    Delivery,
+    DurablePolicy,
+    DurableSettings,
+)
 from tether.layers.redis.base import LoopState, RedisLayerBase
 from tether.layers.redis.blocking import BlockingConnection, ListPop
 from tether.layers.redis.config import require_number
+from tether.layers.redis.durable_streams import DurableStreams
 from tether.layers.redis.failures import Outage
 from tether.layers.redis.member_lists import MemberLists
 from tether.layers.redis.storage import (
@@ -39,7 +48,10 @@ from tether.layers.redis.storage import (
 )
 from tether.types import Message
 
-__all__ = ["PREFETCH_WINDOW", "RedisChannelLayer"]
+__all__ = ["DEFAULT_DEAD_LETTER_EXPIRY", "PREFETCH_WINDOW", "RedisChannelLayer"]
+
+#: Seconds a durable channel's dead letters are kept after the last one arrived.
+DEFAULT_DEAD_LETTER_EXPIRY = 7 * 86400
 
 logger = logging.getLogger("tether.layers.redis")
 
@@ -78,18 +90,35 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
     Each drop is also logged once per channel or group.
     """
 
-    extra_options: ClassVar[str] = ", inbox_capacity and prefetch"
+    extra_options: ClassVar[str] = (
+        ", inbox_capacity, prefetch, durable, visibility_timeout, max_attempts and dead_letter_expiry"
+    )
     counters: ClassVar[tuple[str, ...]] = (
         *RedisLayerBase.counters,
         "prefetch_returned",
         "prefetch_lost",
         "group_members_unreadable",
+        "redelivered",
+        "dead_lettered",
     )
 
-    def __init__(self, hosts: Any = None, *, inbox_capacity: int = 10_000, prefetch: int = 64, **options: Any) -> None:
+    def __init__(
+        self,
+        hosts: Any = None,
+        *,
+        inbox_capacity: int = 10_000,
+        prefetch: int = 64,
+        durable: Any = None,
+        visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        dead_letter_expiry: float = DEFAULT_DEAD_LETTER_EXPIRY,
+        **options: Any,
+    ) -> None:
         super().__init__(hosts, **options)
         self.inbox_capacity = require_number("inbox_capacity", inbox_capacity, integer=True)
         self.prefetch = require_number("prefetch", prefetch, integer=True)
+        self._durable = DurablePolicy(durable, visibility_timeout, max_attempts)
+        self._streams = DurableStreams(self, require_number("dead_letter_expiry", dead_letter_expiry))
         self._one_server = len(self.hosts) == 1 and self.hosts[0].kind != "cluster"
         self._member_lists = MemberLists(self._local.in_creation_order)
 
@@ -103,7 +132,9 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
         now = now_ms()
         state = self._loops.get()
         client_id = client_id_of(channel)
-        if client_id is None:
+        if client_id is None and self._durable and self._durable.settings_for(channel) is not None:
+            await self._streams.send(state, channel, pack_frame(now + self._expiry_ms, payload))
+        elif client_id is None:
             endpoint = self._endpoint(state, channel)
             sent, trimmed = await endpoint.script(
                 SEND_NAMED,
@@ -143,6 +174,11 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
         """Add ``channel`` to ``group`` (again: renews the membership for another ``group_expiry`` seconds)."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
+        if self._durable and self._durable.settings_for(channel) is not None:
+            raise ValueError(
+                f"Channel {channel!r} is durable (the layer's durable option), and group messages are delivered at "
+                f"most once: a durable channel cannot join group {group!r}. Send to it directly."
+            )
         keys, entry = self._group_keys(group, channel)
         endpoint = self._endpoint(self._loops.get(), group)
         await endpoint.script(GROUP_ADD, keys, [now_ms(), channel, self._group_expiry_ms, entry])
@@ -302,21 +338,33 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
         reader = state.readers.get(channel)
         if reader is None or reader.task.done():
             reader = state.readers[channel] = _NamedReader()
-            reader.task = asyncio.get_running_loop().create_task(self._read_named(state, channel, reader))
+            settings = self._durable.settings_for(channel) if self._durable else None
+            read = (
+                self._read_named(state, channel, reader)
+                if settings is None
+                else self._read_durable(state, channel, reader, settings)
+            )
+            reader.task = asyncio.get_running_loop().create_task(read)
         elif reader.idle is not None and not reader.idle.done():
             reader.idle.set_result(None)
 
     @contextlib.asynccontextmanager
     async def _popping(self, state: ListLoopState, key: str, shard: str, what: str) -> AsyncIterator[ListPop]:
-        """A ``ListPop`` for the list ``key`` (kept on the host of ``shard``) on a blocking connection of its own,
-        registered so that ``close()`` can unblock the pop instead of cutting the connection."""
+        """A ``ListPop`` for the list ``key`` (kept on the host of ``shard``) on a blocking connection of its own."""
+        async with self._blocking(state, key, shard) as connection:
+            yield ListPop(connection, key, self._settings.block_timeout, Outage(self._stats, what))
+
+    @contextlib.asynccontextmanager
+    async def _blocking(self, state: ListLoopState, key: str, shard: str) -> AsyncIterator[BlockingConnection]:
+        """A blocking connection of the current receive loop's own for ``key`` (kept on the host of ``shard``),
+        registered so that ``close()`` can unblock its command instead of cutting the connection."""
         connection = self._endpoint(state, shard).blocking_connection(key)
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("A Redis receive loop must run in a task.")
         state.blocking[task] = connection
         try:
-            yield ListPop(connection, key, self._settings.block_timeout, Outage(self._stats, what))
+            yield connection
         finally:
             state.blocking.pop(task, None)
             await connection.aclose()
@@ -375,6 +423,45 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
                 if state.readers.get(channel) is reader:
                     del state.readers[channel]
                 await self._give_back(state, channel)
+
+    async def _read_durable(
+        self, state: ListLoopState, channel: str, reader: _NamedReader, settings: DurableSettings
+    ) -> None:
+        """Read a durable channel's stream while receivers here wait (``DurableStreams.read``)."""
+        key = self.keys.stream(channel)
+        async with self._blocking(state, key, channel) as connection:
+            try:
+                await self._streams.read(state, channel, settings, connection, reader.wait_for_receiver)
+            finally:
+                if state.readers.get(channel) is reader:
+                    del state.readers[channel]
+
+    # Durable channels: settling and dead letters -------------------------------------------------------------------
+
+    def is_durable(self, channel: str) -> bool:
+        """Whether ``channel`` is durable here: named in the ``durable`` option (see ``tether.layers.durable``)."""
+        return bool(self._durable) and self._durable.settings_for(channel) is not None
+
+    async def ack_delivery(self, delivery: Delivery) -> None:
+        await self._streams.ack_delivery(delivery)
+
+    async def nack_delivery(self, delivery: Delivery, error: str | None) -> None:
+        await self._streams.nack_delivery(delivery, error)
+
+    async def dead_letters(self, channel: str, limit: int | None = 100) -> list[DeadLetter]:
+        """The dead letters of ``channel``, oldest first (at most ``limit``)."""
+        self.require_valid_channel_name(channel)
+        return await self._streams.dead_letters(channel, limit)
+
+    async def requeue_dead_letters(self, channel: str, limit: int | None = None) -> int:
+        """Send ``channel``'s dead letters (the oldest ``limit``, or all) to it again, as new messages; how many."""
+        self.require_valid_channel_name(channel)
+        return await self._streams.requeue_dead_letters(channel, limit)
+
+    async def purge_dead_letters(self, channel: str) -> int:
+        """Delete ``channel``'s dead letters; how many there were."""
+        self.require_valid_channel_name(channel)
+        return await self._streams.purge_dead_letters(channel)
 
     async def _give_back(self, state: ListLoopState, channel: str) -> None:
         """Return messages popped ahead that no receiver took to the head of the channel's list, in order."""

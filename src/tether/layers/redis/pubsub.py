@@ -54,6 +54,12 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
     counters: ClassVar[tuple[str, ...]] = (*RedisLayerBase.counters, "undeliverable", "parked", "parked_published")
 
     def __init__(self, hosts: Any = None, **options: Any) -> None:
+        if "durable" in options:
+            raise TypeError(
+                "RedisPubSubChannelLayer has no durable channels: pub/sub keeps nothing to deliver again, and its "
+                "named channels reach every process rather than one worker. Use RedisChannelLayer for durable work "
+                "queues (both layers can be configured side by side under two CHANNEL_LAYERS aliases)."
+            )
         super().__init__(hosts, **options)
         if any(spec.kind == "cluster" for spec in self.hosts):
             raise ValueError(

@@ -29,6 +29,13 @@ The model:
   whose time has passed (counted as expired), so a message that outlives ``expiry`` is never delivered even while its
   list lives on. Names cannot hold ``|``, ``,``, ``#`` or ``:``, so the header needs no escaping.
 
+* A **durable channel** (the layer's ``durable`` option) is a Redis stream ``<prefix>:s:{<name>}`` read through the
+  consumer group ``tether``, each process a consumer named by its client id; an entry's field ``f`` holds its frame.
+  A message read is pending until it is acknowledged (``XACK`` + ``XDEL``), refused, or left longer than the
+  visibility timeout (any reader then takes it over with ``XAUTOCLAIM``); its delivery count is its attempt number.
+  A message delivered ``max_attempts`` times goes to the list ``<prefix>:d:{<name>}`` as a dead letter. Capacity is
+  the stream's length: the messages not yet handled.
+
 Every key a script touches carries the same ``{hash tag}``, so the scripts run unchanged on Redis Cluster. The
 single-call ``GROUP_SEND`` script touches inboxes it finds in the group, so it is used only on a single Redis (or a
 Sentinel-managed one); sharded and cluster deployments use ``GROUP_MEMBERS`` then ``PUSH_INBOX`` per process.
@@ -41,6 +48,12 @@ import time
 from dataclasses import dataclass, field
 
 __all__ = [
+    "DURABLE_ACK",
+    "DURABLE_CLAIM",
+    "DURABLE_GROUP",
+    "DURABLE_NACK",
+    "DURABLE_RELEASE",
+    "DURABLE_SEND",
     "GIVE_BACK",
     "GROUP_ADD",
     "GROUP_DISCARD",
@@ -103,10 +116,18 @@ class KeySpace:
         """The hash of member-list tokens last sent to each process of a group (same slot as the index)."""
         return f"{self.prefix}:g:{{{name}}}:#"
 
+    def stream(self, name: str) -> str:
+        """The stream holding a durable channel's messages until they are acknowledged."""
+        return f"{self.prefix}:s:{{{name}}}"
+
+    def dead_letters(self, name: str) -> str:
+        """The list of a durable channel's dead letters (same slot as its stream)."""
+        return f"{self.prefix}:d:{{{name}}}"
+
     @property
     def scan_pattern(self) -> str:
         """A ``SCAN MATCH`` pattern for this prefix's keys and no other's (the prefix holds no glob characters)."""
-        return f"{self.prefix}:[cifg]:*"
+        return f"{self.prefix}:[cifgsd]:*"
 
 
 def client_id_of(channel: str) -> str | None:
@@ -223,6 +244,130 @@ for i = #ARGV, 2, -1 do
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return #ARGV - 1
+""",
+)
+
+# Durable channels: a Redis stream per channel, read through one consumer group ("tether"), each process a consumer
+# named by its client id. An entry's one field "f" holds its frame. Pending entries are the messages delivered and
+# not yet acknowledged; their delivery count is the attempt number. Acknowledged entries are deleted, so the stream's
+# length is what is unhandled, and capacity applies to it. A dead letter is the msgpack array
+# [frame, attempts, error, died at ms] in the channel's dead-letter list.
+
+_DEAD_LETTER = """
+local function dead_letter(stream, dead, group, id, frame, attempts, error, now, ttl)
+  redis.call('RPUSH', dead, cmsgpack.pack({frame, attempts, error, now}))
+  redis.call('PEXPIRE', dead, ttl)
+  redis.call('XACK', stream, group, id)
+  redis.call('XDEL', stream, id)
+end
+"""
+
+DURABLE_SEND = Script(
+    "durable_send",
+    """
+-- KEYS[1] stream; ARGV: capacity, now (ms), frame, ttl (ms), group. Returns {1 sent | 0 full, frames expired}.
+local length = redis.call('XLEN', KEYS[1])
+local trimmed = 0
+if length >= tonumber(ARGV[1]) then
+  for _, entry in ipairs(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 100)) do
+    local frame = entry[2][2]
+    local bar = string.find(frame, '|', 1, true)
+    if not bar or tonumber(string.sub(frame, 1, bar - 1)) > tonumber(ARGV[2]) then break end
+    redis.call('XACK', KEYS[1], ARGV[5], entry[1])
+    redis.call('XDEL', KEYS[1], entry[1])
+    trimmed = trimmed + 1
+  end
+  if length - trimmed >= tonumber(ARGV[1]) then return {0, trimmed} end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[5], '0', 'MKSTREAM')
+end
+redis.call('XADD', KEYS[1], '*', 'f', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {1, trimmed}
+""",
+)
+
+DURABLE_GROUP = Script(
+    "durable_group",
+    """
+-- KEYS[1] stream; ARGV: group, ttl (ms). Makes the consumer group (and an empty stream) if there is none.
+redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
+if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+""",
+)
+
+DURABLE_CLAIM = Script(
+    "durable_claim",
+    _DEAD_LETTER
+    + """
+-- KEYS[1] stream, KEYS[2] dead letters; ARGV: group, consumer, min idle (ms), count, max attempts, now (ms), dead
+-- letter ttl (ms). Takes over entries delivered longer than min idle ago and not settled (their receiver died or
+-- hangs, or gave them back); those delivered max attempts times already become dead letters.
+-- Returns {{id, frame, attempt}...}, dead-lettered count}.
+local claimed = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], '0-0', 'COUNT', ARGV[4])
+local out = {}
+local dead = 0
+for _, entry in ipairs(claimed[2]) do
+  if type(entry) == 'table' and entry[2] then
+    local id = entry[1]
+    local pending = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+    local attempt = pending[1] and pending[1][4] or 1
+    if attempt > tonumber(ARGV[5]) then
+      dead_letter(KEYS[1], KEYS[2], ARGV[1], id, entry[2][2], attempt - 1, '', tonumber(ARGV[6]), ARGV[7])
+      dead = dead + 1
+    else
+      table.insert(out, {id, entry[2][2], attempt})
+    end
+  end
+end
+return {out, dead}
+""",
+)
+
+DURABLE_ACK = Script(
+    "durable_ack",
+    """
+-- KEYS[1] stream; ARGV: group, id. The message was handled: forget it.
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return redis.call('XDEL', KEYS[1], ARGV[2])
+""",
+)
+
+DURABLE_NACK = Script(
+    "durable_nack",
+    _DEAD_LETTER
+    + """
+-- KEYS[1] stream, KEYS[2] dead letters; ARGV: group, consumer, id, max attempts, error, now (ms), dead letter ttl.
+-- Handling failed. Returns false when the entry is no longer this consumer's (settled, or taken over), {0} when it
+-- became a dead letter, else {1, frame, attempt}: it is delivered again to this consumer at once.
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if not pending[1] or pending[1][2] ~= ARGV[2] then return false end
+local attempt = pending[1][4]
+local entry = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
+if not entry[1] then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+  return false
+end
+if attempt >= tonumber(ARGV[4]) then
+  dead_letter(KEYS[1], KEYS[2], ARGV[1], ARGV[3], entry[1][2][2], attempt, ARGV[5], tonumber(ARGV[6]), ARGV[7])
+  return {0}
+end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3])
+return {1, entry[1][2][2], attempt + 1}
+""",
+)
+
+DURABLE_RELEASE = Script(
+    "durable_release",
+    """
+-- KEYS[1] stream; ARGV: group, consumer, idle (ms), then id, deliveries pairs. Entries this consumer took but never
+-- handed to a receiver: made claimable by any consumer at once, their delivery count put back as it was.
+for i = 4, #ARGV, 2 do
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'RETRYCOUNT', ARGV[i + 1], 'JUSTID')
+end
+return (#ARGV - 3) / 2
 """,
 )
 
