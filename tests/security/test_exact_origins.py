@@ -92,6 +92,13 @@ def test_an_allowed_origin_matches(origin):
         "example.com",
         "https://" + "a." * 1100 + "example.com",
         "chrome-extension://another",
+        "https://ex%61mple.com",  # percent-encoding is not part of an origin
+        "https://ex\u0430mple.com",  # a Cyrillic a: a browser would send its punycode, another host
+        "http://[::ffff:127.0.0.1]:8000",  # an IPv4-mapped address is not the IPv6 loopback
+        "http://[fe80::1%25eth0]:8000",  # zone ids are not in origins
+        "https://example.com:443:443",
+        "https://example.com..",
+        "https://example.com:443@evil.example",
     ],
 )
 def test_any_other_origin_does_not_match(origin):
