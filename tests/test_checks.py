@@ -39,6 +39,7 @@ def test_every_check_is_registered_under_the_tether_tag():
         checks.check_channel_layers,
         checks.check_in_memory_layer_with_several_processes,
         checks.check_runserver_is_tethers,
+        checks.check_websocket_origins,
     }
 
 
@@ -201,3 +202,52 @@ def test_staticfiles_before_tether_is_w002_since_its_runserver_wins():
 )
 def test_tether_before_staticfiles_passes():
     assert tether_messages() == []
+
+
+@override_settings(ALLOWED_HOSTS=["*"])
+def test_any_host_without_exact_origins_is_w003():
+    [warning] = tether_messages()
+    assert warning.id == "tether.W003"
+    assert "pages on any site open WebSockets" in warning.msg
+    assert "TETHER_ALLOWED_ORIGINS" in warning.hint
+    assert "ExactOriginValidator" in warning.hint
+
+
+@override_settings(ALLOWED_HOSTS=["example.com", "*"], DEBUG=True)
+def test_any_host_is_w003_with_debug_on_too():
+    assert ids(tether_messages()) == ["tether.W003"]
+
+
+@override_settings(ALLOWED_HOSTS=[], DEBUG=False)
+def test_no_host_without_debug_and_without_exact_origins_is_w004():
+    [warning] = tether_messages()
+    assert warning.id == "tether.W004"
+    assert "refuses every WebSocket handshake" in warning.msg
+
+
+@override_settings(ALLOWED_HOSTS=[], DEBUG=True)
+def test_no_host_with_debug_on_passes_since_local_origins_are_allowed():
+    assert tether_messages() == []
+
+
+@pytest.mark.parametrize("hosts", [["*"], []])
+def test_exact_origins_configured_silence_w003_and_w004(hosts):
+    with override_settings(ALLOWED_HOSTS=hosts, DEBUG=False, TETHER_ALLOWED_ORIGINS=["https://example.com"]):
+        assert tether_messages() == []
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("https://example.com", "must be a list of origins, not str"),
+        (["https://example.com", "example.com"], "TETHER_ALLOWED_ORIGINS[1] 'example.com' is not an origin"),
+        (["wss://example.com"], "write 'https://example.com'"),
+        ([None], "TETHER_ALLOWED_ORIGINS[0] Allowed origins are strings"),
+    ],
+)
+def test_allowed_origins_that_are_not_origins_are_e008(setting, message):
+    with override_settings(TETHER_ALLOWED_ORIGINS=setting):
+        [error] = tether_messages()
+    assert error.id == "tether.E008"
+    assert message in error.msg
+    assert "scheme://host[:port]" in error.hint

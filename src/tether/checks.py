@@ -14,8 +14,13 @@ E004        ``CHANNEL_LAYERS`` is not a dict of aliases.
 E005        A ``CHANNEL_LAYERS`` entry is not a dict or has no ``BACKEND``.
 E006        A layer ``BACKEND`` cannot be imported.
 E007        A layer ``CONFIG`` or ``TEST_CONFIG`` is refused by the backend.
+E008        ``TETHER_ALLOWED_ORIGINS`` is not a list of origins.
 W001        The in-memory layer while the environment asks for several server processes.
 W002        Another app's ``runserver`` comes before tether's in INSTALLED_APPS.
+W003        ``ALLOWED_HOSTS`` allows every host and ``TETHER_ALLOWED_ORIGINS`` is not set: any site's pages may
+            open WebSockets with your users' cookies through ``AllowedHostsOriginValidator``.
+W004        ``ALLOWED_HOSTS`` is empty with DEBUG off and ``TETHER_ALLOWED_ORIGINS`` is not set: every WebSocket
+            handshake checked by ``AllowedHostsOriginValidator`` is refused.
 =========== ============================================================================================
 """
 
@@ -24,7 +29,7 @@ from __future__ import annotations
 import inspect
 import os
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.conf import settings
@@ -34,12 +39,14 @@ from django.utils.module_loading import import_string
 
 from tether.layers.inmemory import InMemoryChannelLayer
 from tether.layers.manager import channel_layers
+from tether.security.origins import ExactOrigins
 
 __all__ = [
     "check_asgi_application",
     "check_channel_layers",
     "check_in_memory_layer_with_several_processes",
     "check_runserver_is_tethers",
+    "check_websocket_origins",
     "worker_processes_from_environment",
 ]
 
@@ -243,5 +250,68 @@ def check_runserver_is_tethers(app_configs: Any = None, **kwargs: Any) -> list[C
             "tether's runserver (uvicorn, WebSockets from ASGI_APPLICATION) never runs.",
             hint=f"Move 'tether' above {provider!r} in INSTALLED_APPS.",
             id="tether.W002",
+        )
+    ]
+
+
+_ORIGINS_SETTING = "TETHER_ALLOWED_ORIGINS"
+_EXACT_HINT = (
+    f"List the origins of your pages in {_ORIGINS_SETTING} (such as ['https://example.com']) and wrap your "
+    "WebSocket routes in tether.security.websocket.ExactOriginValidator (see docs/security.md). If no WebSocket route "
+    "trusts the session cookie, silence this check."
+)
+
+
+@register(TAG)
+def check_websocket_origins(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E008, W003, W004: where WebSocket handshakes may come from.
+
+    With ``TETHER_ALLOWED_ORIGINS`` set, its entries are checked (E008) and ``ALLOWED_HOSTS`` is not looked at: the
+    project has chosen exact origins. Without it, ``AllowedHostsOriginValidator`` (the validator Channels projects
+    use) follows ``ALLOWED_HOSTS``, whose ``"*"`` lets any site's pages in (W003), and whose emptiness with DEBUG off
+    lets none in (W004).
+    """
+    configured = getattr(settings, _ORIGINS_SETTING, None)
+    if configured is not None:
+        return _check_allowed_origins(configured)
+    hosts = getattr(settings, "ALLOWED_HOSTS", None) or []
+    if "*" in hosts:
+        return [
+            checks.Warning(
+                "ALLOWED_HOSTS contains '*', so AllowedHostsOriginValidator lets pages on any site open WebSockets "
+                "with your users' cookies (cross-site WebSocket hijacking), and no exact-origin setting "
+                f"({_ORIGINS_SETTING}) is configured.",
+                hint=_EXACT_HINT,
+                id="tether.W003",
+            )
+        ]
+    if not hosts and not settings.DEBUG:
+        return [
+            checks.Warning(
+                "ALLOWED_HOSTS is empty and DEBUG is off, so AllowedHostsOriginValidator refuses every WebSocket "
+                f"handshake, and no exact-origin setting ({_ORIGINS_SETTING}) is configured.",
+                hint=f"Set ALLOWED_HOSTS to your site's host names, or {_EXACT_HINT[0].lower()}{_EXACT_HINT[1:]}",
+                id="tether.W004",
+            )
+        ]
+    return []
+
+
+def _check_allowed_origins(configured: Any) -> list[CheckMessage]:
+    if isinstance(configured, (str, bytes, Mapping)) or not isinstance(configured, Iterable):
+        problem = f"{_ORIGINS_SETTING} must be a list of origins, not {type(configured).__name__} {configured!r:.80}."
+    else:
+        try:
+            ExactOrigins(list(configured), _ORIGINS_SETTING)
+        except (TypeError, ValueError) as exc:
+            problem = str(exc)
+        else:
+            return []
+    return [
+        Error(
+            problem,
+            hint=f"Write {_ORIGINS_SETTING} = ['https://example.com', 'https://*.example.com'], one entry per origin "
+            "(scheme://host[:port]) of the pages that open WebSockets.",
+            id="tether.E008",
         )
     ]

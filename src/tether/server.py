@@ -3,7 +3,8 @@
 tether implements no HTTP or WebSocket framing: uvicorn does. This module holds the few decisions both callers share,
 so they serve the same way: the listening socket is bound here (a clear error for a port in use, and the real port
 when port 0 asks the OS to pick one), static files are served through Django's ``ASGIStaticFilesHandler`` for HTTP
-only, and uvicorn is configured with its defaults for HTTP, WebSockets and the lifespan protocol.
+only, uvicorn is configured with its defaults for HTTP, WebSockets and the lifespan protocol, and auth tokens given
+in a query string are redacted from its request log (``tether.access_log``).
 
 uvicorn is an optional dependency (the ``server`` extra). Nothing here imports it until a server is built, so
 importing this module never fails; ``require_uvicorn()`` names the install command when it is missing.
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
 
+from tether.access_log import redact_tokens_in_access_log
 from tether.types import ASGIApp
 
 if TYPE_CHECKING:
@@ -120,8 +122,9 @@ def make_server(application: ASGIApp, *, verbosity: int = 1, **uvicorn_options: 
     """A ``uvicorn.Server`` for ``application``, not started yet.
 
     ``verbosity`` follows Django's: 0 logs only warnings and errors, 1 adds one access-log line per request, 2 and 3
-    log uvicorn's debug and trace output. uvicorn's own start-up lines are kept quiet at verbosity 1, since the caller
-    prints its own banner. ``uvicorn_options`` go to ``uvicorn.Config`` (for example ``ws_max_size``).
+    log uvicorn's debug and trace output. uvicorn's own start-up lines are kept quiet at verbosity 1, since the
+    caller prints its own banner. The value of a ``token`` query parameter is ``[redacted]`` in what uvicorn logs
+    (``tether.access_log``). ``uvicorn_options`` go to ``uvicorn.Config`` (for example ``ws_max_size``).
     Raises ``UvicornNotInstalled`` when uvicorn is missing.
     """
     uvicorn = require_uvicorn()
@@ -132,6 +135,7 @@ def make_server(application: ASGIApp, *, verbosity: int = 1, **uvicorn_options: 
     }
     options.update(uvicorn_options)
     config = uvicorn.Config(application, **options)
+    redact_tokens_in_access_log()
     if verbosity <= 1:
         # Config() has just set uvicorn's loggers up; errors from the application still come through this logger.
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import AnonymousUser, User
 
+from chat.consumers import ChatConsumer
 from chat.models import Room
+from chat.ratelimit import PerUserLimit
 from chat.routing import websocket_urlpatterns as chat_routes
 from dashboard.inprocess import stop_worker
 from dashboard.routing import websocket_urlpatterns as dashboard_routes
@@ -25,6 +27,12 @@ def example_settings(settings: Any) -> None:
     settings.ROOT_URLCONF = "tests.example.urls"
     settings.DASHBOARD_TICKER = "in-process"
     settings.DASHBOARD_TICK_SECONDS = 0.05
+
+
+@pytest.fixture(autouse=True)
+def fresh_post_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test starts with full post buckets: users of different tests share primary keys."""
+    monkeypatch.setattr(ChatConsumer, "post_limit", PerUserLimit(ChatConsumer.post_burst, ChatConsumer.post_per_second))
 
 
 @pytest.fixture

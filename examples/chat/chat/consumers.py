@@ -18,11 +18,19 @@ browser sends                             server answers
 
 A message is ``{"type": "message", "id", "room", "author", "text", "created"}``; a notification is
 ``{"type": "notification", ...}``. A request that cannot be served gets ``{"type": "error", "code", "message"}``
-and the connection stays open. Guests (not logged in) may join and read but not post.
+and the connection stays open. Guests (not logged in) may join and read but not post; members may post a burst of
+``post_burst`` messages, then ``post_per_second`` (``chat.ratelimit``).
+
+Whatever a client sends, the consumer answers with one of these short errors, never with a traceback, and never
+echoes what it could not use: an error names a room only once the name has passed the room-name rule (at most 50
+letters, digits, '-' or '_'), so a hostile frame cannot make the server send back megabytes or markup. A frame
+longer than ``MAX_FRAME_LENGTH`` is refused unread, and JSON nested too deeply to decode closes the connection with
+1007 as any other invalid JSON does.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, ClassVar
 
@@ -30,16 +38,27 @@ from django.contrib.auth.models import AnonymousUser
 
 from chat.models import MAX_MESSAGE_LENGTH, ROOM_NAME_PATTERN, Room
 from chat.presence import PresenceMixin
+from chat.ratelimit import PerUserLimit
 from chat.store import load_history, lookup_room, post_message
 from notifications.consumers import NotificationsMixin
 from tether.generic.websocket import AsyncJsonWebsocketConsumer
 
-__all__ = ["NO_SUCH_ROOM", "ChatConsumer", "room_group"]
+__all__ = ["MAX_FRAME_LENGTH", "NO_SUCH_ROOM", "ChatConsumer", "room_group"]
 
 #: Close code when the room named in a ``ws/chat/<room>/`` URL does not exist.
 NO_SUCH_ROOM = 4404
 
-_ROOM_NAME = re.compile(f"^{ROOM_NAME_PATTERN}$")
+#: Longest text frame read, in characters: a post of MAX_MESSAGE_LENGTH characters, each escaped as \uXXXX, fits.
+MAX_FRAME_LENGTH = 8 * MAX_MESSAGE_LENGTH
+
+_ROOM_NAME = re.compile(ROOM_NAME_PATTERN)
+#: The error message of a request whose room is not a room name.
+ROOM_NAME_RULE = "A room name is 1 to 50 letters, digits, '-' or '_'."
+
+
+def valid_room_name(value: Any) -> str | None:
+    """``value`` when it is a room name, else None. A full match: ``"lounge\n"`` is not ``"lounge"``."""
+    return value if isinstance(value, str) and _ROOM_NAME.fullmatch(value) else None
 
 
 def room_group(room: str) -> str:
@@ -54,6 +73,11 @@ class ChatConsumer(PresenceMixin, NotificationsMixin, AsyncJsonWebsocketConsumer
     max_rooms: ClassVar[int] = 20
     #: The requests a browser may send; ``{"type": "join"}`` is handled by ``request_join``, and so on.
     request_types: ClassVar[frozenset[str]] = frozenset({"join", "leave", "post"})
+    #: How many messages a user may post at once, and how many per second after that, over all their connections.
+    post_burst: ClassVar[int] = 5
+    post_per_second: ClassVar[float] = 1.0
+    #: The per-user buckets, shared by every connection of this process.
+    post_limit: ClassVar[PerUserLimit] = PerUserLimit(post_burst, post_per_second)
 
     async def connect(self) -> None:
         self.user = self.scope.get("user") or AnonymousUser()
@@ -73,14 +97,24 @@ class ChatConsumer(PresenceMixin, NotificationsMixin, AsyncJsonWebsocketConsumer
 
     # Requests from the browser.
 
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        if text_data is not None and len(text_data) > MAX_FRAME_LENGTH:
+            await self.send_error("too_large", f"A request holds at most {MAX_FRAME_LENGTH} characters.")
+            return
+        await super().receive(text_data, bytes_data, **kwargs)
+
+    @classmethod
+    async def decode_json(cls, text_data: str) -> Any:
+        try:
+            return await super().decode_json(text_data)
+        except RecursionError:
+            # "[[[[..." a few thousand deep exhausts the decoder's stack; ValueError makes it invalid JSON (1007).
+            raise ValueError("JSON nested too deeply") from None
+
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         request_type = content.get("type") if isinstance(content, dict) else None
-        if request_type not in self.request_types:
-            await self.send_error(
-                "bad_request",
-                'Send a JSON object whose "type" is "join", "leave" or "post".',
-                request_type if isinstance(request_type, str) else None,
-            )
+        if not isinstance(request_type, str) or request_type not in self.request_types:
+            await self.send_error("bad_request", 'Send a JSON object whose "type" is "join", "leave" or "post".')
             return
         await getattr(self, f"request_{request_type}")(content)
 
@@ -88,7 +122,10 @@ class ChatConsumer(PresenceMixin, NotificationsMixin, AsyncJsonWebsocketConsumer
         await self.join_room(content.get("room"))
 
     async def request_leave(self, content: dict[str, Any]) -> None:
-        room = content.get("room")
+        room = valid_room_name(content.get("room"))
+        if room is None:
+            await self.send_error("bad_room_name", ROOM_NAME_RULE, "leave")
+            return
         if room not in self.rooms:
             await self.send_error("not_joined", f"You have not joined the room {room!r}.", "leave")
             return
@@ -100,8 +137,16 @@ class ChatConsumer(PresenceMixin, NotificationsMixin, AsyncJsonWebsocketConsumer
         if not self.user.is_authenticated:
             await self.send_error("login_required", "Log in to post messages: guests can read but not write.", "post")
             return
-        room = content.get("room", self.scope["url_route"]["kwargs"].get("room"))
+        wait = self.post_limit.take(self.user.pk)
+        if wait:
+            message = f"You are posting too fast: wait {math.ceil(wait)} s and try again."
+            await self.send_error("rate_limited", message, "post")
+            return
+        room = valid_room_name(content.get("room", self.scope["url_route"]["kwargs"].get("room")))
         text = content.get("text")
+        if room is None:
+            await self.send_error("bad_room_name", ROOM_NAME_RULE, "post")
+            return
         if room not in self.rooms:
             await self.send_error("not_joined", f"Join the room {room!r} before posting to it.", "post")
             return
@@ -122,8 +167,9 @@ class ChatConsumer(PresenceMixin, NotificationsMixin, AsyncJsonWebsocketConsumer
 
     async def join_room(self, room: Any) -> bool:
         """Join ``room`` and send its history; on failure send an error and return False."""
-        if not isinstance(room, str) or not _ROOM_NAME.match(room):
-            await self.send_error("bad_room_name", "A room name is 1 to 50 letters, digits, '-' or '_'.", "join")
+        room = valid_room_name(room)
+        if room is None:
+            await self.send_error("bad_room_name", ROOM_NAME_RULE, "join")
             return False
         if room not in self.rooms and len(self.rooms) >= self.max_rooms:
             await self.send_error("too_many_rooms", f"Leave a room first: at most {self.max_rooms} at once.", "join")

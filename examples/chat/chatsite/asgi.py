@@ -15,9 +15,13 @@ django_asgi_app = get_asgi_application()
 
 import chat.routing  # noqa: E402
 import dashboard.routing  # noqa: E402
+from tether.access_log import redact_tokens_in_access_log  # noqa: E402
 from tether.auth import AuthMiddlewareStack  # noqa: E402
 from tether.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 from tether.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+# Under plain uvicorn too, a `?token=...` in a URL is written to the log as `token=[redacted]`.
+redact_tokens_in_access_log()
 
 application = ProtocolTypeRouter(
     {

@@ -6,13 +6,16 @@ to your site and act as your logged-in visitor (cross-site WebSocket hijacking).
 page's origin and scripts cannot change it, so the server checks it against the origins it trusts.
 
 ``OriginValidator`` does the check against a list of patterns, ``AllowedHostsOriginValidator`` against
-``ALLOWED_HOSTS``. A refused handshake is closed before it is accepted, which the server answers with HTTP 403.
+``ALLOWED_HOSTS``; both accept any scheme and port of an allowed host, as Channels does. ``ExactOriginValidator``
+(tether-only, recommended in production) checks the scheme and the port too, against ``TETHER_ALLOWED_ORIGINS``, so
+a page on another port of your host (a dev server, an admin tool) cannot ride your users' cookies. A refused
+handshake is closed before it is accepted, which the server answers with HTTP 403.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,9 +25,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.http import is_same_domain
 
 from tether.generic.websocket import AsyncWebsocketConsumer
+from tether.security.origins import ExactOrigins
 from tether.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["AllowedHostsOriginValidator", "OriginValidator", "WebsocketDenier"]
+__all__ = ["AllowedHostsOriginValidator", "ExactOriginValidator", "OriginValidator", "WebsocketDenier"]
 
 logger = logging.getLogger("tether.security.websocket")
 
@@ -198,12 +202,17 @@ class OriginValidator:
         if scope.get("type") != "websocket" or self.is_allowed(scope):
             await self.application(scope, receive, send)
             return
-        logger.warning(
-            "Refused a WebSocket handshake to %r from origin %s: not in the allowed origins.",
-            scope.get("path"),
-            ", ".join(repr(value[:200]) for value in _origin_values(scope)) or "(none)",
-        )
+        _log_refusal(scope, "the allowed origins")
         await _deny(scope, receive, send)
+
+
+def _log_refusal(scope: Scope, rule: str) -> None:
+    logger.warning(
+        "Refused a WebSocket handshake to %r from origin %s: not in %s.",
+        scope.get("path"),
+        ", ".join(repr(value[:200]) for value in _origin_values(scope)) or "(none)",
+        rule,
+    )
 
 
 class AllowedHostsOriginValidator(OriginValidator):
@@ -236,3 +245,84 @@ class AllowedHostsOriginValidator(OriginValidator):
                 raise ImproperlyConfigured(f"ALLOWED_HOSTS cannot be used to check WebSocket origins: {exc}") from exc
             self._cache_key = key
         return self._compiled
+
+
+#: The setting ``ExactOriginValidator`` reads when it is given no list.
+ALLOWED_ORIGINS_SETTING = "TETHER_ALLOWED_ORIGINS"
+
+
+class ExactOriginValidator:
+    """Let a WebSocket handshake through only when its ``Origin`` is one of the allowed origins, scheme, host and
+    port all equal; tether-only, and the validator to use in production.
+
+    ``allowed_origins`` lists them (``["https://example.com", "https://*.example.com", "http://localhost:8000"]``,
+    rules in ``tether.security.origins``); without it, the ``TETHER_ALLOWED_ORIGINS`` setting is read, on every
+    handshake (parsed again only when it changes), so ``override_settings`` works in tests. A handshake without an
+    ``Origin``, with ``Origin: null``, with several, or with one that is not ``scheme://host[:port]`` is refused:
+    closed before it is accepted (HTTP 403 from the server) and logged. Scopes other than WebSocket pass through.
+
+    Raises ``ImproperlyConfigured`` at construction when the list (or the setting) is missing, is not a list, or has
+    an entry that is not an origin (``"example.com"`` without a scheme, ``"wss://..."``, a path, ``"*"``), saying
+    which entry and what to write instead.
+    """
+
+    def __init__(self, application: ASGIApp, allowed_origins: Iterable[str] | None = None) -> None:
+        self.application = application
+        self._from_settings = allowed_origins is None
+        self._cache_key: object = None
+        if allowed_origins is None:
+            self._origins = self.compiled_origins()
+        else:
+            self._origins = _compile_exact(allowed_origins, "allowed_origins")
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        """The allowed origins, normalised (lowercase, punycode, default ports left out)."""
+        return [str(entry) for entry in self.compiled_origins().entries]
+
+    def compiled_origins(self) -> ExactOrigins:
+        """The parsed allowed origins; from the setting, parsed again when it has changed."""
+        if not self._from_settings:
+            return self._origins
+        configured = getattr(settings, ALLOWED_ORIGINS_SETTING, None)
+        if configured is None:
+            raise ImproperlyConfigured(
+                f"ExactOriginValidator reads the {ALLOWED_ORIGINS_SETTING} setting, which is not set. List the origins "
+                f"of the pages that open WebSockets, as the browser's address bar shows them: "
+                f"{ALLOWED_ORIGINS_SETTING} = ['https://example.com'] (or pass the list: "
+                "ExactOriginValidator(application, ['https://example.com']))."
+            )
+        key = tuple(configured) if isinstance(configured, (list, tuple)) else configured
+        if key != self._cache_key:
+            self._origins = _compile_exact(configured, ALLOWED_ORIGINS_SETTING)
+            self._cache_key = key
+        return self._origins
+
+    def is_allowed(self, scope: Scope) -> bool:
+        """Whether the handshake in ``scope`` comes from an allowed origin."""
+        return self.compiled_origins().allows(_origin_values(scope))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") != "websocket" or self.is_allowed(scope):
+            await self.application(scope, receive, send)
+            return
+        where = ALLOWED_ORIGINS_SETTING if self._from_settings else "the allowed origins"
+        _log_refusal(scope, f"{where} (scheme, host and port must all match)")
+        await _deny(scope, receive, send)
+
+
+def _compile_exact(entries: Any, where: str) -> ExactOrigins:
+    """``ExactOrigins`` for ``entries``, with any mistake in them raised as ``ImproperlyConfigured``."""
+    if isinstance(entries, (str, bytes)):
+        raise ImproperlyConfigured(
+            f"{where} must be a list of origins, not the single string {entries!r}; write [{entries!r}]."
+        )
+    if isinstance(entries, Mapping) or not isinstance(entries, Iterable):
+        raise ImproperlyConfigured(
+            f"{where} must be a list of origins such as ['https://example.com'], not {type(entries).__name__} "
+            f"{entries!r:.80}."
+        )
+    try:
+        return ExactOrigins(list(entries), where)
+    except (TypeError, ValueError) as exc:
+        raise ImproperlyConfigured(str(exc)) from exc
