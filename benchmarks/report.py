@@ -24,7 +24,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "latest.json"
 DOCS = ROOT / "docs" / "benchmarks.md"
 IMAGES = ROOT / "docs" / "images"
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
-ORDER = ("layer", "fanout", "echo", "broadcast", "idle", "churn")
+ORDER = ("layer", "fanout", "echo", "broadcast", "idle", "churn", "worker")
 PACKAGES = (
     "django-tether", "channels", "channels-redis", "daphne", "uvicorn", "websockets", "redis", "hiredis", "Django",
     "asgiref", "uvloop", "httptools", "Twisted", "msgpack",
@@ -225,6 +225,17 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         add(f"Churn, {layer} layer: RSS growth under 5 MB and no leftover layer state",
             f"{fmt(growth)} MB; {fmt(leftover)} left over",
             _verdict([_at_most(growth, 4.999), _at_most(leftover, 0)]))  # fmt: skip
+
+    # Workers (issue 17).
+    rows = results["benchmarks"].get("worker", {}).get("rows", [])
+    rate = next((row for row in rows if row["metric"] == "jobs/s"), None)
+    ratio = _ratio(results, "worker", rate["case"], "jobs/s", "default", tether="durable") if rate else None
+    add("Worker throughput on a durable channel: at least 0.5x the default channel's, same run",
+        f"{fmt_ratio(ratio)}", _at_least(ratio, 0.5))  # fmt: skip
+    lost = next((row for row in rows if row["metric"] == "jobs lost"), None)
+    durable_lost = max((v for v in lost["series"].get("durable", []) if v is not None), default=None) if lost else None
+    add("Durable channel: no job lost when a worker is SIGKILLed mid-stream (every run)",
+        f"{fmt(durable_lost)} lost at most", _at_most(durable_lost, 0))  # fmt: skip
     return targets
 
 
@@ -247,6 +258,7 @@ CHARTS: dict[str, tuple[str, ...]] = {
     "broadcast": ("p50 ms",),
     "idle": ("KiB/connection",),
     "churn": ("ms/cycle (wall, 10 clients)", "RSS growth MB (all cycles)"),
+    "worker": ("jobs/s", "jobs lost", "jobs duplicates"),
 }
 
 

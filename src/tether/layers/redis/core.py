@@ -542,6 +542,8 @@ class ListLoopState(LoopState):
         self.inbox_task: asyncio.Task[None] | None = None
         self.readers: dict[str, _NamedReader] = {}
         self.blocking: dict[asyncio.Task[Any], BlockingConnection] = {}
+        #: Durable channels' entries acknowledged and not yet told to Redis (``DurableStreams._ack``).
+        self.acks: dict[str, list[str]] = {}
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """Every receive loop running on this loop."""

@@ -47,6 +47,10 @@ CONSUMER_GROUP = "tether"
 _CLAIM_BATCH = 100
 #: The type a dead letter's message shows when this layer cannot decode it (another key, corrupt data).
 _UNDECODABLE = "tether.undecodable"
+#: Seconds acknowledgements wait to be sent together: far below any visibility timeout.
+_ACK_DELAY = 0.005
+#: Most entries one acknowledgement command names.
+_ACK_BATCH = 1000
 #: Longest pause between takeover rounds of a reader, in seconds (shorter for short visibility timeouts).
 _CLAIM_EVERY = 5.0
 
@@ -174,7 +178,7 @@ class DurableStreams:
             # timeout. The reader reads only as much as the waiting receivers take, so this is rare.
             layer._local.deliver(channel, Delivery(message, channel, entry_id, attempt, self), frame.expires_at)
         for entry_id in dropped:
-            await self._ack(state, channel, entry_id)
+            self._ack(state, channel, entry_id)
 
     async def _release(self, state: ListLoopState, channel: str, settings: DurableSettings) -> None:
         """Hand back what was read ahead and never received: claimable by any process at once, attempts unchanged."""
@@ -203,13 +207,37 @@ class DurableStreams:
     # Settling --------------------------------------------------------------------------------------------------------
 
     async def ack_delivery(self, delivery: Delivery) -> None:
-        await self._ack(self._layer._loops.get(), delivery.channel, delivery.tag)
+        self._ack(self._layer._loops.get(), delivery.channel, delivery.tag)
 
-    async def _ack(self, state: ListLoopState, channel: str, entry_id: str) -> None:
+    def _ack(self, state: ListLoopState, channel: str, entry_id: str) -> None:
+        """Acknowledge an entry without waiting for Redis: the acknowledgements made on this loop within
+        ``_ACK_DELAY`` go in one command. (A handler awaiting a round trip per message handled a fifth as many jobs
+        per second as on a default channel; one command per turn of the loop, a third.) An acknowledgement lost to
+        a crash or an outage only means the message is delivered again."""
+        pending = state.acks.setdefault(channel, [])
+        pending.append(entry_id)
+        if len(pending) == 1:
+            task = asyncio.ensure_future(self._flush_acks(state, channel))
+            state.background.add(task)
+            task.add_done_callback(state.background.discard)
+
+    async def _flush_acks(self, state: ListLoopState, channel: str) -> None:
+        await asyncio.sleep(_ACK_DELAY)  # the acknowledgements made meanwhile join the batch
         layer = self._layer
-        await layer._endpoint(state, channel).script(
-            DURABLE_ACK, [layer.keys.stream(channel)], [CONSUMER_GROUP, entry_id]
-        )
+        ids = state.acks.pop(channel, [])
+        try:
+            for start in range(0, len(ids), _ACK_BATCH):
+                await layer._endpoint(state, channel).script(
+                    DURABLE_ACK, [layer.keys.stream(channel)], [CONSUMER_GROUP, *ids[start : start + _ACK_BATCH]]
+                )
+        except Exception as exc:
+            layer._stats.drop(
+                "ack_failures",
+                channel,
+                "Acknowledging messages of durable channel %r failed (%s): they will be delivered again",
+                channel,
+                exc,
+            )
 
     async def nack_delivery(self, delivery: Delivery, error: str | None) -> None:
         layer = self._layer

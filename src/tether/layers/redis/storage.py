@@ -329,9 +329,9 @@ return {out, dead}
 DURABLE_ACK = Script(
     "durable_ack",
     """
--- KEYS[1] stream; ARGV: group, id. The message was handled: forget it.
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-return redis.call('XDEL', KEYS[1], ARGV[2])
+-- KEYS[1] stream; ARGV: group, then ids (at most a few thousand). The messages were handled: forget them.
+redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
+return redis.call('XDEL', KEYS[1], unpack(ARGV, 2))
 """,
 )
 
