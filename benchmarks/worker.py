@@ -94,7 +94,7 @@ async def throughput(stack: str, redis_url: str, prefix: str, jobs: int) -> dict
 
     worker = make_worker(stack, layer, on_job)
     started = time.monotonic()
-    running = asyncio.ensure_future(worker.run())
+    running = asyncio.ensure_future(worker.arun() if stack == "channels" else worker.run())
     try:
         await asyncio.wait_for(done.wait(), 120)
         elapsed = time.monotonic() - started
