@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Literal, cast
 
 from tether.exceptions import ChannelFull
 from tether.layers.redis.base import LoopState, RedisLayerBase
+from tether.layers.redis.codec import TO_CHANNEL, TO_GROUP
 from tether.layers.redis.endpoints import NodeEndpoint
 from tether.layers.redis.failures import Outage
 from tether.layers.redis.storage import client_id_of, now_ms, pack_frame
@@ -66,7 +67,7 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
         """Publish ``message`` for ``channel``. ``ChannelFull`` when this process already buffers ``capacity``
         messages for it; ``LayerUnavailable`` when Redis stays unreachable."""
         self.require_valid_channel_name(channel)
-        payload = self.codec.encode(message)
+        payload = self.codec.encode(message, TO_CHANNEL, channel)
         state = self._loops.get()
         client_id = client_id_of(channel)
         capacity = self.get_capacity(channel)
@@ -83,7 +84,7 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
         if not receivers:
             if client_id is None or client_id == self.client_id:
                 # Nobody is subscribed: keep it here, for a receive in this process before it expires.
-                if not self._local.deliver(channel, self.codec.decode(payload), expires_at):
+                if not self._local.deliver(channel, self.codec.decode(payload, TO_CHANNEL, channel), expires_at):
                     raise ChannelFull(f"Channel {channel!r} holds {capacity} messages already.")
             else:
                 self._stats.drop(
@@ -137,7 +138,7 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
     async def group_send(self, group: str, message: Message) -> None:
         """Publish ``message`` once to the group's topic; every process holding members delivers it to them."""
         self.require_valid_group_name(group)
-        payload = self.codec.encode(message)
+        payload = self.codec.encode(message, TO_GROUP, group)
         frame = pack_frame(now_ms() + self._expiry_ms, payload, group)
         await self._endpoint(self._loops.get(), group).call("PUBLISH", self.keys.group(group), frame)
         self._stats.incr("group_sent")
@@ -150,8 +151,7 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
         for group in list(self._groups):
             await self._unsubscribe(state, "group", group)
         self._groups.clear()
-        self._local.clear()
-        self._reset_counters()
+        self._forget_local()
 
     # Subscriptions -------------------------------------------------------------------------------------------------
 
@@ -194,7 +194,7 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
             return  # unsubscribed while the message was on its way: nobody here wants it any more
         kind, name = route
         if kind == "group":
-            self._route(data, None, self._group_members(name))
+            self._route(data, None, self._group_members(name), name)
         elif kind == "process":
             self._route(data, None)
         else:
