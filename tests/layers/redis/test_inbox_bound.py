@@ -4,7 +4,10 @@ channels this process does not have are counted and dropped, never buffered."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
+from typing import Any
 
 from tests.layers.conftest import eventually
 from tether.layers.redis import RedisChannelLayer, RedisPubSubChannelLayer
@@ -18,6 +21,27 @@ MANY = 50_000
 
 async def receive(layer, channel):
     return await asyncio.wait_for(layer.receive(channel), WAIT)
+
+
+@contextlib.asynccontextmanager
+async def forgetful_process() -> AsyncIterator[tuple[Any, Any]]:
+    """A sender and a process of one project; the process forgets channels after ``expiry=1`` s, the sender's
+    messages keep the default expiry (so that a busy machine does not expire them on their way)."""
+    async with (
+        layer_on(RedisChannelLayer, expiry=1) as process,
+        layer_on(RedisChannelLayer, prefix=process.prefix) as sender,
+    ):
+        yield sender, process
+
+
+async def until_forgotten(process, channel: str) -> None:
+    """Make channels until ``process`` has forgotten ``channel`` (it looks as channels are made, at most every
+    expiry / 2)."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while channel in process._own:
+        assert asyncio.get_running_loop().time() < deadline, f"{channel} was never forgotten"
+        await asyncio.sleep(0.1)
+        await process.new_channel()
 
 
 def made_up(layer, count: int) -> list[str]:
@@ -71,11 +95,9 @@ async def test_a_channel_of_a_flushed_process_gets_nothing_buffered():
 
 
 async def test_a_channel_nobody_received_on_for_expiry_is_forgotten_and_a_receive_brings_it_back():
-    async with processes_on(RedisChannelLayer, expiry=1) as (sender, process):
+    async with forgetful_process() as (sender, process):
         channel = await process.new_channel()
-        while channel in process._own:  # looks happen as channels are made, at most every expiry / 2
-            await asyncio.sleep(0.1)
-            await process.new_channel()
+        await until_forgotten(process, channel)
         await sender.send(channel, {"type": "gone"})
         await eventually(lambda: process.stats()["unknown_channel_drops"] == 1)
 
@@ -94,3 +116,21 @@ async def test_the_pubsub_layer_drops_direct_messages_for_channels_it_does_not_h
         assert await receive(process, channel) == {"type": "someone"}
         await eventually(lambda: process.stats()["unknown_channel_drops"] == 1)
         assert process.stats()["local_queued"] == 0
+
+
+async def test_a_forgotten_group_member_that_receives_again_gets_the_group_messages_again():
+    async with forgetful_process() as (sender, process):
+        member, forgotten = await process.new_channel(), await process.new_channel()
+        for channel in (member, forgotten):
+            await process.group_add("room", channel)
+        waiting = asyncio.ensure_future(receive(process, member))
+        await until_forgotten(process, forgotten)
+        await sender.group_send("room", {"type": "room", "n": 1})
+        assert (await waiting)["n"] == 1
+        await eventually(lambda: process.stats()["unknown_channel_drops"] == 1)
+
+        waiting = asyncio.ensure_future(receive(process, forgotten))
+        await eventually(lambda: process.stats()["local_channels"] == 1)
+        await sender.group_send("room", {"type": "room", "n": 2})
+        assert (await waiting)["n"] == 2
+        assert (await receive(process, member))["n"] == 2

@@ -83,3 +83,13 @@ def test_a_token_frame_after_an_untokened_list_is_not_resolved():
     lists = MemberLists()
     lists.resolve(Frame(expires_at=0, group="room", targets=["specific.A!1"], payload=b""))
     assert lists.resolve(group_frame("t1", [])) is None
+
+
+def test_outdated_lists_are_checked_again_when_they_next_arrive():
+    present = {"specific.A!1"}
+    lists = MemberLists(lambda group, entries: [entry for entry in entries if entry in present])
+    assert lists.resolve(group_frame("t1", ["specific.A!1", "specific.A!2"])) == ["specific.A!1"]
+    present.add("specific.A!2")
+    lists.outdate()
+    assert lists.resolve(group_frame("t1", [])) is None  # the layer asks Redis for the list
+    assert lists.resolve(group_frame("t1", ["specific.A!1", "specific.A!2"])) == ["specific.A!1", "specific.A!2"]

@@ -168,6 +168,7 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
                 raise self._foreign_channel(channel)
             if own and channel not in self._own:
                 self._own.add(channel)  # forgotten while nobody received on it (see own_channels.py): back in use
+                self._channel_back()
         queued = local.next_or_waiter(channel, loop)
         if isinstance(queued, asyncio.Future):
             # Nothing here yet: this receiver now waits, and whoever listens to Redis for the channel is told (this
@@ -208,6 +209,9 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
     async def _listen_for_own_channels(self, state: _State) -> None:
         """Make sure messages for this process's own (``new_channel()``) channels reach its local buffers."""
         raise NotImplementedError
+
+    def _channel_back(self) -> None:
+        """A channel this process had forgotten is received on again: what was checked without it is outdated."""
 
     def _foreign_channel(self, channel: str) -> ValueError:
         return ValueError(
@@ -366,22 +370,31 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
         """The members of ``group`` to deliver to out of stored member ``entries``: those whose membership tag holds
         (when encrypting; tags stripped) and that are channels of this process. The others are counted and logged
         once per group."""
-        codec = self.codec
         members = entries
-        if codec.encrypted:
-            channels = [codec.member_channel(group, entry) for entry in entries]
-            members = [channel for channel in channels if channel is not None]
-            if len(members) < len(entries):
-                self._stats.drop(
-                    "refused_members",
-                    group,
-                    "%d member(s) of group %r were refused: their membership tag is missing or not made with "
-                    "symmetric_encryption_keys (forged, or added by an older release: they must join again)",
-                    len(entries) - len(members),
-                    group,
-                    amount=len(entries) - len(members),
-                )
+        if self.codec.encrypted:
+            members = [channel for channel, _ in self._tagged_members(group, entries)]
         return self._own_targets(members, group)
+
+    def _tagged_members(self, group: str, entries: list[str]) -> list[tuple[str, str]]:
+        """``(channel, entry)`` for each stored member entry of ``group`` whose membership tag holds (encrypting);
+        the others are counted in ``refused_members`` and logged once per group."""
+        members = []
+        for entry in entries:
+            channel = self.codec.member_channel(group, entry)
+            if channel is not None:
+                members.append((channel, entry))
+        refused = len(entries) - len(members)
+        if refused:
+            self._stats.drop(
+                "refused_members",
+                group,
+                "%d member(s) of group %r were refused: their membership tag is missing or not made with "
+                "symmetric_encryption_keys (forged, or added by an older release: they must join again)",
+                refused,
+                group,
+                amount=refused,
+            )
+        return members
 
     def _own_targets(self, names: list[str], group: str = "") -> list[str]:
         """The channels of this process among ``names``; the others are counted and logged (once per group, or per

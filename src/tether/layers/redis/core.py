@@ -256,7 +256,7 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
         """Push a frame to each named-channel member (``entries``: as stored). Encrypting, only to members whose
         tag holds, each frame naming its member's tagged entry for the worker that pops it to check."""
         if self.codec.encrypted:
-            members = self._named_members(group, entries)
+            members = self._tagged_members(group, entries)
             named = [channel for channel, _ in members]
             frames = [pack_frame(expires_at, payload, group, entry) for _, entry in members]
         else:
@@ -277,27 +277,6 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
                 self._expire(channel, trimmed)
             if not sent:
                 self._count_group_full(group, channel)
-
-    def _named_members(self, group: str, entries: list[str]) -> list[tuple[str, str]]:
-        """(channel, entry) of each named-channel member entry of ``group`` whose membership tag holds; the others
-        are counted and logged once per group."""
-        members = []
-        for entry in entries:
-            channel = self.codec.member_channel(group, entry)
-            if channel is not None:
-                members.append((channel, entry))
-        if len(members) < len(entries):
-            refused = len(entries) - len(members)
-            self._stats.drop(
-                "refused_members",
-                group,
-                "group_send to %r skipped %d named-channel member(s): their membership tag is missing or not made "
-                "with symmetric_encryption_keys (forged, or added by an older release: they must join again)",
-                group,
-                refused,
-                amount=refused,
-            )
-        return members
 
     # Housekeeping --------------------------------------------------------------------------------------------------
 
@@ -463,6 +442,9 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
             )
             return []
         return self._member_lists.accepted(group, [member.decode("ascii") for member in members])
+
+    def _channel_back(self) -> None:
+        self._member_lists.outdate()
 
     # Local buffer callbacks ----------------------------------------------------------------------------------------
 

@@ -52,10 +52,14 @@ class MemberLists:
         self._lists: dict[str, _Kept] = {}
         self._used: dict[str, float] = {}
         self._next_sweep = time.monotonic() + idle_after
+        self._outdated = False  # set by outdate(), from any thread; the reader clears the lists at its next frame
 
     def resolve(self, frame: Frame) -> list[str] | None:
         """The members ``frame`` (a group frame) is for: the list it carries, which is kept, or the one kept under
         its token; None when that is not known here."""
+        if self._outdated:
+            self._outdated = False
+            self.clear()
         group = frame.group
         kept = self._lists.get(group)
         if frame.targets:
@@ -76,6 +80,11 @@ class MemberLists:
         if self._order is not None:
             members = self._order(members)
         return members
+
+    def outdate(self) -> None:
+        """Check every list again when it next arrives: a channel that ``accept`` left out is back (the process
+        forgot it while nobody received on it). Lists named by token only are then asked of Redis once."""
+        self._outdated = True
 
     def sweep(self) -> None:
         """Forget lists unused for ``idle_after`` seconds (at most once per ``idle_after``)."""

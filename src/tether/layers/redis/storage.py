@@ -29,8 +29,8 @@ The model:
   whose time has passed (counted as expired), so a message that outlives ``expiry`` is never delivered even while its
   list lives on. Names cannot hold ``|``, ``,``, ``#``, ``:`` or ``~``, so the header needs no escaping. A frame in a
   named channel's list is for that channel alone, whatever its targets say; a frame in an inbox is for the targets it
-  names that are channels of that process (made by its ``new_channel()`` and not forgotten since): other names are
-  dropped and counted, never buffered.
+  names that are channels of that process (``own_channels.py``): other names are dropped and counted, never buffered,
+  so what a process holds is bounded by ``capacity`` per channel it has, not by what the frames name.
 
 **With encryption** (``symmetric_encryption_keys``) the header stays plain, so nothing in it is trusted:
 
