@@ -120,6 +120,24 @@ async def test_a_sentinel_failover_moves_the_layer_to_the_new_master(redis_serve
         assert receiver.stats()["reconnects"] >= 1
 
 
+async def test_an_encrypting_layer_serves_groups_through_a_sentinel_managed_master(redis_servers):
+    master = redis_servers.start()
+    sentinel = redis_servers.start_sentinel(master, "tether-sealed")
+    host = {"sentinels": [("127.0.0.1", sentinel.port)], "master_name": "tether-sealed"}
+    keys = ["sentinel-key"]
+    async with processes_on(RedisChannelLayer, 2, hosts=[host], symmetric_encryption_keys=keys) as (sender, receiver):
+        channel = await receiver.new_channel()
+        await receiver.group_add("room", channel)
+        await sender.group_add("room", "room.worker")
+        await sender.group_send("room", {"type": "sealed"})
+        assert await receive(receiver, channel) == {"type": "sealed"}
+        assert await receive(receiver, "room.worker") == {"type": "sealed"}
+        await sender.send(channel, {"type": "direct"})
+        assert await receive(receiver, channel) == {"type": "direct"}
+        index = {entry.decode() for entry in master.client().zrange(receiver.keys.group("room"), 0, -1)}
+        assert index == {f"!{receiver.client_id}", sender.codec.member_entry("room", "room.worker")}
+
+
 # Cluster ----------------------------------------------------------------------------------------------------------
 
 

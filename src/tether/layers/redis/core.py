@@ -153,9 +153,7 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
         member = self.codec.member_entry(group, channel)
         keys, entry = self._group_keys(group, channel, member)
         # Encrypting, the member is stored tagged (storage.py); its other forms go, so it is never there twice.
-        others = (
-            [form for form in self.codec.member_forms(group, channel) if form != member] if member != channel else []
-        )
+        others = [form for form in self.codec.member_forms(group, channel) if form != member]
         endpoint = self._endpoint(self._loops.get(), group)
         await endpoint.script(GROUP_ADD, keys, [now_ms(), member, self._group_expiry_ms, entry, *others])
 
