@@ -24,9 +24,10 @@ class LayerStats:
     def incr(self, counter: str, amount: int = 1) -> None:
         self.counters[counter] += amount
 
-    def drop(self, counter: str, name: str, message: str, *args: object) -> None:
-        """Count a lost message under ``counter`` and log it, once per ``(counter, name)`` at WARNING, then DEBUG."""
-        self.counters[counter] += 1
+    def drop(self, counter: str, name: str, message: str, *args: object, amount: int = 1) -> None:
+        """Count ``amount`` lost messages under ``counter`` and log it, once per ``(counter, name)`` at WARNING, then
+        DEBUG."""
+        self.counters[counter] += amount
         warned = self._warned.get(name)
         if warned is not None and counter in warned:
             self._logger.debug(message, *args)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from tether.exceptions import LayerUnavailable
 from tether.layers.redis import RedisChannelLayer, RedisPubSubChannelLayer
 
@@ -27,10 +29,15 @@ def keys_of(server, prefix: str) -> list[bytes]:
 # Sharding ---------------------------------------------------------------------------------------------------------
 
 
-async def test_channels_and_groups_spread_over_every_shard_and_work_across_processes(redis_servers):
+#: The deployments run without encryption and with it (sealed frames, tagged members: see storage.py).
+ENCRYPTION = pytest.mark.parametrize("keys", [None, ["deployment-key"]], ids=["plain", "encrypted"])
+
+
+@ENCRYPTION
+async def test_channels_and_groups_spread_over_every_shard_and_work_across_processes(redis_servers, keys):
     servers = [redis_servers.start() for _ in range(3)]
     hosts = [server.url for server in servers]
-    async with processes_on(RedisChannelLayer, 2, hosts=hosts) as (first, second):
+    async with processes_on(RedisChannelLayer, 2, hosts=hosts, symmetric_encryption_keys=keys) as (first, second):
         for number in range(30):
             await first.send(f"jobs.{number}", {"type": "job", "n": number})
         for server in servers:
@@ -113,12 +120,31 @@ async def test_a_sentinel_failover_moves_the_layer_to_the_new_master(redis_serve
         assert receiver.stats()["reconnects"] >= 1
 
 
+async def test_an_encrypting_layer_serves_groups_through_a_sentinel_managed_master(redis_servers):
+    master = redis_servers.start()
+    sentinel = redis_servers.start_sentinel(master, "tether-sealed")
+    host = {"sentinels": [("127.0.0.1", sentinel.port)], "master_name": "tether-sealed"}
+    keys = ["sentinel-key"]
+    async with processes_on(RedisChannelLayer, 2, hosts=[host], symmetric_encryption_keys=keys) as (sender, receiver):
+        channel = await receiver.new_channel()
+        await receiver.group_add("room", channel)
+        await sender.group_add("room", "room.worker")
+        await sender.group_send("room", {"type": "sealed"})
+        assert await receive(receiver, channel) == {"type": "sealed"}
+        assert await receive(receiver, "room.worker") == {"type": "sealed"}
+        await sender.send(channel, {"type": "direct"})
+        assert await receive(receiver, channel) == {"type": "direct"}
+        index = {entry.decode() for entry in master.client().zrange(receiver.keys.group("room"), 0, -1)}
+        assert index == {f"!{receiver.client_id}", sender.codec.member_entry("room", "room.worker")}
+
+
 # Cluster ----------------------------------------------------------------------------------------------------------
 
 
-async def test_a_cluster_holds_keys_on_every_master_and_serves_the_whole_api(redis_cluster):
+@ENCRYPTION
+async def test_a_cluster_holds_keys_on_every_master_and_serves_the_whole_api(redis_cluster, keys):
     host = {"address": redis_cluster[0].url, "cluster": True}
-    async with processes_on(RedisChannelLayer, 2, hosts=[host]) as (first, second):
+    async with processes_on(RedisChannelLayer, 2, hosts=[host], symmetric_encryption_keys=keys) as (first, second):
         locals_ = [await second.new_channel() for _ in range(2)] + [await first.new_channel()]
         for number in range(20):
             await first.send(f"cluster.jobs.{number}", {"type": "job", "n": number})

@@ -92,3 +92,20 @@ async def test_durable_channels_work_on_a_cluster(redis_cluster):
         with contextlib.suppress(asyncio.TimeoutError):
             extra = await receive(second, timeout=1.5)
             raise AssertionError(f"delivered after its acknowledgement: {extra}")
+
+
+async def test_encrypted_durable_messages_are_sealed_for_their_channel(shared_redis):
+    async with layer_on(
+        RedisChannelLayer, symmetric_encryption_keys=["k"], **DURABLE | {"durable": ["jobs", "mail"]}
+    ) as layer:
+        await layer.send("jobs", {"type": "job", "secret": "launch code"})
+        [(_, fields)] = shared_redis.xrange(layer.keys.stream("jobs"))
+        assert b"launch" not in fields[b"f"]
+        shared_redis.xadd(layer.keys.stream("mail"), {"f": fields[b"f"]})  # copied to another durable channel
+        await layer.send("mail", {"type": "mail", "n": 1})
+        assert await receive(layer, "mail") == {"type": "mail", "n": 1}
+        assert layer.stats()["refused_misrouted"] == 1
+        delivery = await receive(layer)
+        assert delivery == {"type": "job", "secret": "launch code"}
+        await delivery.nack("once more")
+        assert (await receive(layer)).attempts == 2

@@ -68,7 +68,8 @@ async def test_a_full_member_is_skipped_and_counted_by_the_receiving_process():
         for number in range(3):
             await sender.group_send("ticks", {"type": "tick", "n": number})
         assert (await receive(receiver, channel))["n"] == 0
-        assert receiver.stats()["group_full_drops"] == 2
+        # The other two may still be on their way to the subscriber when the first is received.
+        await eventually(lambda: receiver.stats()["group_full_drops"] == 2)
 
 
 async def test_a_named_channel_is_broadcast_to_every_process_receiving_on_it():

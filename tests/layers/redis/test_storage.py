@@ -153,3 +153,16 @@ def test_the_order_of_hosts_does_not_change_where_a_name_lives():
     for number in range(500):
         name = f"n{number}"
         assert names[forward.index_for(name)] == back[backward.index_for(name)]
+
+
+def test_the_member_tag_separator_is_in_no_name_tag_or_frame_separator():
+    from tether.layers.base import BaseChannelLayer
+    from tether.layers.redis.codec import MessageCodec
+    from tether.layers.redis.storage import MEMBER_TAG
+
+    assert MEMBER_TAG not in "|,#:!"
+    assert not BaseChannelLayer.channel_name_regex.search(f"a{MEMBER_TAG}b")
+    assert not BaseChannelLayer.group_name_regex.search(f"a{MEMBER_TAG}b")
+    entry = MessageCodec(["k"]).member_entry("room", "specific.A!1")
+    assert entry.count(MEMBER_TAG) == 1
+    assert not set(entry) & set("|,#:")  # a tagged entry travels in a frame's target list unescaped

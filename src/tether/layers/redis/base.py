@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import string
 import sys
@@ -12,7 +13,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from tether.layers.base import BaseChannelLayer
 from tether.layers.buffers import ChannelBuffers
-from tether.layers.redis.codec import DecodeError, MessageCodec
+from tether.layers.redis.codec import TO_CHANNEL, TO_GROUP, DecodeError, MessageCodec
 from tether.layers.redis.config import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_UNAVAILABLE_TIMEOUT,
@@ -21,9 +22,10 @@ from tether.layers.redis.config import (
     require_prefix,
 )
 from tether.layers.redis.endpoints import Endpoint, TransportSettings, open_endpoint, validate_host
+from tether.layers.redis.own_channels import OwnChannels
 from tether.layers.redis.per_loop import PerLoop
 from tether.layers.redis.sharding import HashRing
-from tether.layers.redis.storage import Frame, KeySpace, client_id_of, now_ms, parse_frame
+from tether.layers.redis.storage import SEAL_MARGIN, Frame, KeySpace, client_id_of, now_ms, parse_frame
 from tether.layers.stats import LayerStats
 from tether.types import Message
 
@@ -75,6 +77,10 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
         "group_members_expired",
         "decode_errors",
         "reconnects",
+        "unknown_channel_drops",
+        "refused_misrouted",
+        "refused_stale",
+        "refused_members",
     )
 
     def __init__(
@@ -104,7 +110,9 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
         self.hosts = parse_hosts(hosts)
         self.keys = KeySpace(self.prefix)
         self.codec = MessageCodec(
-            symmetric_encryption_keys, require_number("max_message_size", max_message_size, integer=True)
+            symmetric_encryption_keys,
+            require_number("max_message_size", max_message_size, integer=True),
+            max_age=math.ceil(self.expiry) + SEAL_MARGIN,
         )
         self._settings = TransportSettings(unavailable_timeout=float(self.unavailable_timeout))
         for spec in self.hosts:
@@ -124,6 +132,7 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
             hold=self._expiry_ms,
             sweep_every=min(max(self.expiry / 2, 0.5), 30.0),
         )
+        self._own = OwnChannels(self._local.knows, self._own_marker, idle_after=self.expiry)
         self._loops = PerLoop(self._new_loop_state, self._close_state)
 
     # Names ---------------------------------------------------------------------------------------------------------
@@ -135,6 +144,8 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
             raise TypeError(f"new_channel() prefix must be a str, not {type(prefix).__name__}.")
         name = sys.intern(f"{prefix.rstrip('.')}.{self.client_id}!{secrets.token_hex(8)}")
         self.require_valid_channel_name(name)
+        self._own.maybe_forget()
+        self._own.add(name)
         loop = get_running_loop()
         await self._listen_for_own(self._loops.get(loop), loop)
         return name
@@ -155,6 +166,9 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
             own = self._own_marker in channel
             if not own and client_id_of(channel) is not None:
                 raise self._foreign_channel(channel)
+            if own and channel not in self._own:
+                self._own.add(channel)  # forgotten while nobody received on it (see own_channels.py): back in use
+                self._channel_back()
         queued = local.next_or_waiter(channel, loop)
         if isinstance(queued, asyncio.Future):
             # Nothing here yet: this receiver now waits, and whoever listens to Redis for the channel is told (this
@@ -195,6 +209,9 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
     async def _listen_for_own_channels(self, state: _State) -> None:
         """Make sure messages for this process's own (``new_channel()``) channels reach its local buffers."""
         raise NotImplementedError
+
+    def _channel_back(self) -> None:
+        """A channel this process had forgotten is received on again: what was checked without it is outdated."""
 
     def _foreign_channel(self, channel: str) -> ValueError:
         return ValueError(
@@ -243,8 +260,11 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
         counts.update(self._local.sizes())
         return counts
 
-    def _reset_counters(self) -> None:
-        """Start every ``stats()`` counter again from zero (``flush()``)."""
+    def _forget_local(self) -> None:
+        """Drop every message, buffer and channel this process holds and start every ``stats()`` counter again from
+        zero (``flush()``). Receivers that are waiting keep waiting."""
+        self._local.clear()
+        self._own.clear()
         self._stats.reset()
 
     # Endpoints -----------------------------------------------------------------------------------------------------
@@ -260,11 +280,11 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
 
     # Delivery into this process ------------------------------------------------------------------------------------
 
-    def _route(self, data: bytes, channel: str | None, members: list[str] | None = None) -> None:
+    def _route(self, data: bytes, channel: str | None, members: list[str] | None = None, group: str = "") -> None:
         """Deliver one stored frame to this process's channels (see ``_deliver_frame``)."""
         frame = self._parse(data, channel)
         if frame is not None:
-            self._deliver_frame(frame, channel, members)
+            self._deliver_frame(frame, channel, members, group)
 
     def _parse(self, data: bytes, channel: str | None) -> Frame | None:
         """The frame in ``data``; None (counted and logged) when it is not one."""
@@ -275,27 +295,32 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
             self._stats.drop("decode_errors", name, "Unreadable data for %r: not a tether frame", name)
             return None
 
-    def _deliver_frame(self, frame: Frame, channel: str | None, members: list[str] | None = None) -> None:
-        """Deliver ``frame`` to ``members`` (a group's local members) when given, else to the targets it names,
-        else to ``channel`` (the named channel it came from). Expired, undecodable and refused (full) messages are
-        counted and logged."""
-        if members is not None:
+    def _deliver_frame(
+        self, frame: Frame, channel: str | None, members: list[str] | None = None, group: str = ""
+    ) -> None:
+        """Deliver ``frame`` found on the named ``channel`` (its list or topic: to that channel alone, whatever the
+        frame names), or to ``members`` (this process's members of the frame's group, already checked), or else to
+        the targets the frame names that are this process's channels (see ``own_channels.py``). ``group`` is the
+        group the transport says the frame is for (a pub/sub group topic); otherwise the frame's header says.
+
+        Expired, undecodable, refused (misrouted, stale: see ``storage.py``) and unaccepted (full, unknown channel)
+        messages are counted and logged."""
+        if channel is not None:
+            targets = [channel]
+        elif members is not None:
             targets = members
-        elif frame.targets:
-            targets = frame.targets
+        elif frame.group:
+            targets = self._accept_members(frame.group, frame.targets)
         else:
-            targets = [channel] if channel is not None else []
+            targets = self._own_targets(frame.targets)
         if not targets:
             return
         if frame.expires_at < now_ms():
             for target in targets:
                 self._expire(target)
             return
-        try:
-            message = self.codec.decode(frame.payload)
-        except DecodeError as exc:
-            name = frame.group or targets[0]
-            self._stats.drop("decode_errors", name, "A message for %r was dropped: %s", name, exc)
+        message = self._decode(frame, channel, targets, group or frame.group)
+        if message is None:
             return
         refused = self._local.deliver_many(targets, message, frame.expires_at)
         self._local.maybe_sweep()
@@ -312,6 +337,82 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
                     target,
                     self.get_capacity(target),
                 )
+
+    def _decode(self, frame: Frame, channel: str | None, targets: list[str], group: str) -> Message | None:
+        """The message in ``frame``, to be delivered to ``targets``; None (counted and logged) when it cannot be
+        read or, encrypted, was sealed for somewhere else or is too old."""
+        codec = self.codec
+        if not codec.encrypted:
+            kind, name = "", ""
+        elif group:
+            kind, name = TO_GROUP, group
+            # A group frame for a named channel names that channel's tagged membership; one naming another was copied.
+            if channel is not None and [codec.member_channel(group, entry) for entry in frame.targets] != [channel]:
+                self._stats.drop(
+                    "refused_misrouted",
+                    channel,
+                    "A message of group %r was refused on channel %r: it was not sent to that channel's membership",
+                    group,
+                    channel,
+                )
+                return None
+        else:
+            # A direct send is sealed for the channel it was sent to: the named channel, or the frame's one target.
+            kind, name = TO_CHANNEL, channel if channel is not None else (targets[0] if len(targets) == 1 else "")
+        try:
+            return codec.decode(frame.payload, kind, name)
+        except DecodeError as exc:
+            where = group or targets[0]
+            self._stats.drop(exc.counter, where, "A message for %r was dropped: %s", where, exc)
+            return None
+
+    def _accept_members(self, group: str, entries: list[str]) -> list[str]:
+        """The members of ``group`` to deliver to out of stored member ``entries``: those whose membership tag holds
+        (when encrypting; tags stripped) and that are channels of this process. The others are counted and logged
+        once per group."""
+        members = entries
+        if self.codec.encrypted:
+            members = [channel for channel, _ in self._tagged_members(group, entries)]
+        return self._own_targets(members, group)
+
+    def _tagged_members(self, group: str, entries: list[str]) -> list[tuple[str, str]]:
+        """``(channel, entry)`` for each stored member entry of ``group`` whose membership tag holds (encrypting);
+        the others are counted in ``refused_members`` and logged once per group."""
+        members = []
+        for entry in entries:
+            channel = self.codec.member_channel(group, entry)
+            if channel is not None:
+                members.append((channel, entry))
+        refused = len(entries) - len(members)
+        if refused:
+            self._stats.drop(
+                "refused_members",
+                group,
+                "%d member(s) of group %r were refused: their membership tag is missing or not made with "
+                "symmetric_encryption_keys (forged, or added by an older release: they must join again)",
+                refused,
+                group,
+                amount=refused,
+            )
+        return members
+
+    def _own_targets(self, names: list[str], group: str = "") -> list[str]:
+        """The channels of this process among ``names``; the others are counted and logged (once per group, or per
+        channel for a direct frame), never buffered."""
+        accepted = self._own.accept(names)
+        unknown = len(names) - len(accepted)
+        if unknown:
+            name = group or next(iter(set(names).difference(accepted)))
+            self._stats.drop(
+                "unknown_channel_drops",
+                name,
+                "%d message(s) for %r were dropped: not channels of this process (never made by its new_channel(), "
+                "or gone for longer than expiry)",
+                unknown,
+                name,
+                amount=unknown,
+            )
+        return accepted
 
     def _count_group_full(self, group: str, channel: str) -> None:
         self._stats.group_full_drop(group, channel, self.get_capacity(channel))

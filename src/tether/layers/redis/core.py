@@ -26,6 +26,7 @@ from tether.layers.durable import (
 )
 from tether.layers.redis.base import LoopState, RedisLayerBase
 from tether.layers.redis.blocking import BlockingConnection, ListPop
+from tether.layers.redis.codec import TO_CHANNEL, TO_GROUP
 from tether.layers.redis.config import require_number
 from tether.layers.redis.durable_streams import DurableStreams
 from tether.layers.redis.failures import Outage
@@ -68,7 +69,10 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
     ``cluster: True`` for Redis Cluster). Several hosts shard channels and groups by consistent hashing.
     ``prefix`` namespaces every key. ``expiry`` (s) bounds how long a message waits unread; ``group_expiry`` (s) how
     long a membership lasts; ``capacity`` / ``channel_capacity`` bound each channel. ``symmetric_encryption_keys``
-    encrypts messages at rest (the first key encrypts, all decrypt).
+    encrypts messages at rest (the first key encrypts, all decrypt) and also protects where they go and for how long:
+    each message is sealed for its channel or group, group members are stored with a tag made with the key, and a
+    receiving process refuses what was re-targeted, re-labelled, replayed late or added by someone without the key
+    (``storage.py`` has the format and the threat model).
 
     tether-only options: ``unavailable_timeout`` (s, default 5): how long an operation waits for an unreachable Redis
     before raising ``LayerUnavailable``; ``max_message_size`` (bytes, default 8 MiB): larger messages raise
@@ -86,8 +90,12 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
     ``decode_errors`` stored data that could not be decoded or decrypted; ``reconnects`` times a receive loop lost
     Redis; ``prefetch_returned`` messages taken ahead and given back to Redis unreceived, ``prefetch_lost`` those
     that could not be given back (Redis was unreachable); ``group_members_unreadable`` group messages dropped
-    because this process had to ask Redis for its member list (the frame carrying it expired unread) and could not.
-    Each drop is also logged once per channel or group.
+    because this process had to ask Redis for its member list (the frame carrying it expired unread) and could not;
+    ``unknown_channel_drops`` messages for channels this process does not have (never made by its ``new_channel()``,
+    or gone for ``expiry``: see ``own_channels.py``), never buffered. Encrypting, ``refused_misrouted`` messages found
+    in a channel or group other than the one they were sealed for, ``refused_stale`` messages older than ``expiry``
+    plus ``SEAL_MARGIN`` seconds, ``refused_members`` group members without a valid membership tag. Each drop is also
+    logged once per channel or group.
     """
 
     extra_options: ClassVar[str] = (
@@ -120,7 +128,7 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
         self._durable = DurablePolicy(durable, visibility_timeout, max_attempts)
         self._streams = DurableStreams(self, require_number("dead_letter_expiry", dead_letter_expiry))
         self._one_server = len(self.hosts) == 1 and self.hosts[0].kind != "cluster"
-        self._member_lists = MemberLists(self._local.in_creation_order)
+        self._member_lists = MemberLists(self._accept_members, self._local.in_creation_order)
 
     # Channels ------------------------------------------------------------------------------------------------------
 
@@ -128,7 +136,7 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
         """Send ``message`` to ``channel``. Raises ``ChannelFull`` when the channel is at capacity,
         ``MessageTooLarge`` past ``max_message_size``, ``LayerUnavailable`` when Redis stays unreachable."""
         self.require_valid_channel_name(channel)
-        payload = self.codec.encode(message)
+        payload = self.codec.encode(message, TO_CHANNEL, channel)
         now = now_ms()
         state = self._loops.get()
         client_id = client_id_of(channel)
@@ -179,22 +187,26 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
                 f"Channel {channel!r} is durable (the layer's durable option), and group messages are delivered at "
                 f"most once: a durable channel cannot join group {group!r}. Send to it directly."
             )
-        keys, entry = self._group_keys(group, channel)
+        member = self.codec.member_entry(group, channel)
+        keys, entry = self._group_keys(group, channel, member)
+        # Encrypting, the member is stored tagged (storage.py); its other forms go, so it is never there twice.
+        others = [form for form in self.codec.member_forms(group, channel) if form != member]
         endpoint = self._endpoint(self._loops.get(), group)
-        await endpoint.script(GROUP_ADD, keys, [now_ms(), channel, self._group_expiry_ms, entry])
+        await endpoint.script(GROUP_ADD, keys, [now_ms(), member, self._group_expiry_ms, entry, *others])
 
     async def group_discard(self, group: str, channel: str) -> None:
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
-        keys, entry = self._group_keys(group, channel)
+        forms = self.codec.member_forms(group, channel)
+        keys, entry = self._group_keys(group, channel, forms[0])
         endpoint = self._endpoint(self._loops.get(), group)
-        await endpoint.script(GROUP_DISCARD, keys, [channel, entry])
+        await endpoint.script(GROUP_DISCARD, keys, [entry, *forms])
 
-    def _group_keys(self, group: str, channel: str) -> tuple[list[str], str]:
-        """The keys a membership of ``channel`` touches, and its entry in the group's index."""
+    def _group_keys(self, group: str, channel: str, member: str) -> tuple[list[str], str]:
+        """The keys a membership of ``channel`` (stored as ``member``) touches, and its entry in the group's index."""
         client_id = client_id_of(channel)
         if client_id is None:
-            return [self.keys.group(group)], channel
+            return [self.keys.group(group)], member
         keys = [self.keys.group(group), self.keys.group_members(group, client_id), self.keys.group_tokens(group)]
         return keys, PROCESS_ENTRY + client_id
 
@@ -204,7 +216,7 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
         Members whose channel (or whose process's inbox) is full are skipped, counted in ``stats()`` and logged once.
         """
         self.require_valid_group_name(group)
-        payload = self.codec.encode(message)
+        payload = self.codec.encode(message, TO_GROUP, group)
         state = self._loops.get()
         now = now_ms()
         expires_at = now + self._expiry_ms
@@ -274,9 +286,17 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
         return [client_id for client_id, pushed in zip(client_ids, results, strict=True) if not pushed]
 
     async def _group_send_named(
-        self, state: ListLoopState, group: str, named: list[str], now: int, expires_at: int, payload: bytes
+        self, state: ListLoopState, group: str, entries: list[str], now: int, expires_at: int, payload: bytes
     ) -> None:
-        frame = pack_frame(expires_at, payload, group)
+        """Push a frame to each named-channel member (``entries``: as stored). Encrypting, only to members whose
+        tag holds, each frame naming its member's tagged entry for the worker that pops it to check."""
+        if self.codec.encrypted:
+            members = self._tagged_members(group, entries)
+            named = [channel for channel, _ in members]
+            frames = [pack_frame(expires_at, payload, group, entry) for _, entry in members]
+        else:
+            named = entries
+            frames = [pack_frame(expires_at, payload, group)] * len(named)
         results = await asyncio.gather(
             *(
                 self._endpoint(state, channel).script(
@@ -284,7 +304,7 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
                     [self.keys.channel(channel)],
                     [self.get_capacity(channel), now, frame, self._expiry_ms],
                 )
-                for channel in named
+                for channel, frame in zip(named, frames, strict=True)
             )
         )
         for channel, (sent, trimmed) in zip(named, results, strict=True):
@@ -301,9 +321,8 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
         state = self._loops.get()
         for index in range(len(self.hosts)):
             await self._endpoint_at(state, index).delete_matching(self.keys.scan_pattern)
-        self._local.clear()
+        self._forget_local()
         self._member_lists.clear()
-        self._reset_counters()
 
     # Receive loops -------------------------------------------------------------------------------------------------
 
@@ -383,14 +402,15 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
                         if frame is None:
                             continue
                         members = None
-                        if frame.token is not None:
+                        if frame.group:
                             members = self._member_lists.resolve(frame)
-                            if members is None:
+                            if members is None and frame.token is not None:
                                 members = await self._resync_members(state, frame.group)
                         self._deliver_frame(frame, None, members)
                     self._member_lists.sweep()
                     if not frames:
                         self._local.maybe_sweep()
+                        self._own.maybe_forget()
             finally:
                 self._stopped_listening_for_own(state)
 
@@ -468,7 +488,10 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
         leftovers = self._local.take_all(channel)
         if not leftovers:
             return
-        frames = [pack_frame(int(expires_at), self.codec.encode(message)) for expires_at, message in leftovers]
+        frames = [
+            pack_frame(int(expires_at), self.codec.encode(message, TO_CHANNEL, channel))
+            for expires_at, message in leftovers
+        ]
         try:
             await self._endpoint(state, channel).script(
                 GIVE_BACK, [self.keys.channel(channel)], [self._expiry_ms, *frames]
@@ -506,7 +529,10 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
                 exc,
             )
             return []
-        return [member.decode("ascii") for member in members]
+        return self._member_lists.accepted(group, [member.decode("ascii") for member in members])
+
+    def _channel_back(self) -> None:
+        self._member_lists.outdate()
 
     # Local buffer callbacks ----------------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import msgpack
 from tether.exceptions import ChannelFull
 from tether.layers.durable import DeadLetter, Delivery, DurableSettings
 from tether.layers.redis.blocking import BlockingConnection
-from tether.layers.redis.codec import DecodeError
+from tether.layers.redis.codec import TO_CHANNEL, DecodeError
 from tether.layers.redis.failures import Outage
 from tether.layers.redis.storage import (
     DURABLE_ACK,
@@ -165,13 +165,22 @@ class DurableStreams:
             entry_id = raw_id.decode("ascii")
             try:
                 frame = parse_frame(data)
-                if frame.expires_at < now:
-                    layer._expire(channel)
-                    dropped.append(entry_id)
-                    continue
-                message = layer.codec.decode(frame.payload)
-            except (ValueError, DecodeError) as exc:
+            except ValueError as exc:
                 layer._stats.drop("decode_errors", channel, "A message for %r was dropped: %s", channel, exc)
+                dropped.append(entry_id)
+                continue
+            if frame.expires_at < now:
+                layer._expire(channel)
+                dropped.append(entry_id)
+                continue
+            if frame.group:
+                layer._stats.drop(
+                    "refused_misrouted", channel, "A group message was refused on durable channel %r", channel
+                )
+                dropped.append(entry_id)
+                continue
+            message = layer._decode(frame, channel, [channel], "")  # counted and logged when refused
+            if message is None:
                 dropped.append(entry_id)
                 continue
             # A refusal (the local queue is full) leaves the entry pending: it comes round after the visibility
@@ -294,7 +303,7 @@ class DurableStreams:
     def _dead_letter(self, channel: str, record: bytes) -> DeadLetter:
         data, attempts, error, died_at = msgpack.unpackb(record, raw=True)
         try:
-            message = self._layer.codec.decode(parse_frame(data).payload)
+            message = self._layer.codec.decode(parse_frame(data).payload, TO_CHANNEL, channel, check_age=False)
         except (ValueError, DecodeError) as exc:
             message = {"type": _UNDECODABLE, "error": str(exc)}
         text = error.decode("utf-8", "replace") if error else None

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Literal, cast
 
 from tether.exceptions import ChannelFull
 from tether.layers.redis.base import LoopState, RedisLayerBase
+from tether.layers.redis.codec import TO_CHANNEL, TO_GROUP
 from tether.layers.redis.endpoints import NodeEndpoint
 from tether.layers.redis.failures import Outage
 from tether.layers.redis.storage import client_id_of, now_ms, pack_frame
@@ -76,7 +77,7 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
         ``capacity`` messages, or when nobody receives on a named channel and this process already keeps
         ``capacity`` messages for it; ``LayerUnavailable`` when Redis stays unreachable."""
         self.require_valid_channel_name(channel)
-        payload = self.codec.encode(message)
+        payload = self.codec.encode(message, TO_CHANNEL, channel)
         state = self._loops.get()
         client_id = client_id_of(channel)
         if client_id == self.client_id and self._local.queued(channel) >= self.get_capacity(channel):
@@ -109,7 +110,7 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
         endpoint = self._endpoint(state, channel)
         parked = self._local.take_all(channel) if topic not in self._topics and self._local.queued(channel) else []
         if parked:  # (expired ones were dropped, counted, by take_all)
-            frames = [pack_frame(int(at), self.codec.encode(message)) for at, message in parked]
+            frames = [pack_frame(int(at), self.codec.encode(message, TO_CHANNEL, channel)) for at, message in parked]
             if not await endpoint.call("PUBLISH", topic, frames[0]):
                 for at, message in parked:  # still nobody: they stay, in order
                     self._local.deliver(channel, message, at)
@@ -123,7 +124,7 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
 
     def _park(self, channel: str, payload: bytes, expires_at: int) -> None:
         """Keep a message nobody was subscribed for, in this process; ``ChannelFull`` when it keeps ``capacity``."""
-        if not self._local.deliver(channel, self.codec.decode(payload), expires_at):
+        if not self._local.deliver(channel, self.codec.decode(payload, TO_CHANNEL, channel), expires_at):
             raise ChannelFull(
                 f"Nobody receives on channel {channel!r}, and this process already keeps {self.get_capacity(channel)} "
                 "of its messages for a receiver (capacity); they go out when one appears, or expire after expiry."
@@ -173,7 +174,7 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
     async def group_send(self, group: str, message: Message) -> None:
         """Publish ``message`` once to the group's topic; every process holding members delivers it to them."""
         self.require_valid_group_name(group)
-        payload = self.codec.encode(message)
+        payload = self.codec.encode(message, TO_GROUP, group)
         frame = pack_frame(now_ms() + self._expiry_ms, payload, group)
         await self._endpoint(self._loops.get(), group).call("PUBLISH", self.keys.group(group), frame)
         self._stats.incr("group_sent")
@@ -186,8 +187,7 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
         for group in list(self._groups):
             await self._unsubscribe(state, "group", group)
         self._groups.clear()
-        self._local.clear()
-        self._reset_counters()
+        self._forget_local()
 
     # Subscriptions -------------------------------------------------------------------------------------------------
 
@@ -230,7 +230,7 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
             return  # unsubscribed while the message was on its way: nobody here wants it any more
         kind, name = route
         if kind == "group":
-            self._route(data, None, self._group_members(name))
+            self._route(data, None, self._group_members(name), name)
         elif kind == "process":
             self._route(data, None)
         else:

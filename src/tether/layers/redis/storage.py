@@ -27,7 +27,31 @@ The model:
   (``GROUP_RESYNC``), which also deletes the token.
 * Every stored message is a **frame**: ``<expires at, ms>|<group>|<targets>|<payload>``. Receivers discard a frame
   whose time has passed (counted as expired), so a message that outlives ``expiry`` is never delivered even while its
-  list lives on. Names cannot hold ``|``, ``,``, ``#`` or ``:``, so the header needs no escaping.
+  list lives on. Names cannot hold ``|``, ``,``, ``#``, ``:`` or ``~``, so the header needs no escaping. A frame in a
+  named channel's list is for that channel alone, whatever its targets say; a frame in an inbox is for the targets it
+  names that are channels of that process (``own_channels.py``): other names are dropped and counted, never buffered,
+  so what a process holds is bounded by ``capacity`` per channel it has, not by what the frames name.
+
+**With encryption** (``symmetric_encryption_keys``) the header stays plain, so nothing in it is trusted:
+
+* The payload is a Fernet token of ``<seal>|<msgpack>``; the seal is ``c:<channel>`` for a direct send (the named
+  channel, or the one process-local target) and ``g:<group>`` for a group send (``codec.py``). A receiver refuses a
+  direct frame unless the channel it is delivering to (the list it popped, or the frame's single inbox target) is the
+  sealed one, a group frame unless its header group (on pub/sub, the group of the topic it came on) is the sealed
+  one, and any frame whose Fernet timestamp is older than ``expiry`` plus ``SEAL_MARGIN`` seconds, whatever the
+  header's expiry says.
+* Group members are stored **tagged**: ``<channel>~<tag>``, the tag being 16 characters of URL-safe base64 of an
+  HMAC-SHA256 of ``<group>|<channel>`` under a key derived from the first encryption key (any listed key verifies,
+  so rotation works). ``group_add`` replaces any other form of the member (untagged, or tagged by another key);
+  ``group_discard`` removes every form. The process receiving a member list (a frame's, ``GROUP_RESYNC``'s) checks
+  each tag once when the list arrives and drops the members whose tag fails; a sender checks the tags of named-channel
+  members (``GROUP_SEND``, ``GROUP_MEMBERS``) and sends each one a frame whose single target is its tagged entry,
+  which the worker popping the list checks again (so a frame copied to another list is refused).
+* Rolling upgrade: an encrypting process refuses frames without a seal and members without a tag, which is what a
+  release before sealed frames writes. Upgrade every process sharing the keys together; members added by an older
+  release are refused (counted) until they join again.
+* What this cannot stop: whoever can write to Redis can still delete, delay or drop messages and memberships, and can
+  put back a membership that was discarded (its tag stays valid until the keys change). Keep Redis private.
 
 * A **durable channel** (the layer's ``durable`` option) is a Redis stream ``<prefix>:s:{<name>}`` read through the
   consumer group ``tether``, each process a consumer named by its client id; an entry's field ``f`` holds its frame.
@@ -60,8 +84,10 @@ __all__ = [
     "GROUP_MEMBERS",
     "GROUP_RESYNC",
     "GROUP_SEND",
+    "MEMBER_TAG",
     "PROCESS_ENTRY",
     "PUSH_INBOX",
+    "SEAL_MARGIN",
     "SEND_LOCAL",
     "SEND_NAMED",
     "Frame",
@@ -83,6 +109,13 @@ def now_ms() -> int:
 
 #: The first character of a group index entry that stands for a process (channel names cannot start with it).
 PROCESS_ENTRY = "!"
+
+#: What separates a member's channel from its tag when encrypting (no channel or group name holds it).
+MEMBER_TAG = "~"
+
+#: Seconds past ``expiry`` an encrypted message may still be read: Fernet timestamps are whole seconds, and machines'
+#: clocks differ a little (the frames' expiry times already assume NTP).
+SEAL_MARGIN = 2
 
 
 class KeySpace:
@@ -399,7 +432,9 @@ GROUP_ADD = Script(
     "group_add",
     """
 -- KEYS[1] group index [, KEYS[2] the process's member set, KEYS[3] the group's token hash];
--- ARGV: now (ms), channel, group expiry (ms), entry. A process's changed members mean a new token (see GROUP_SEND).
+-- ARGV: now (ms), member entry, group expiry (ms), index entry, then the member's other forms to replace (tagged by
+-- another key, or untagged). A process's changed members mean a new token (see GROUP_SEND).
+if #ARGV > 4 then redis.call('ZREM', KEYS[2] or KEYS[1], unpack(ARGV, 5)) end
 if KEYS[2] then
   redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
@@ -414,12 +449,13 @@ return 1
 GROUP_DISCARD = Script(
     "group_discard",
     """
--- KEYS[1] group index [, KEYS[2] the process's member set, KEYS[3] the group's token hash]; ARGV: channel, entry.
+-- KEYS[1] group index [, KEYS[2] the process's member set, KEYS[3] the group's token hash];
+-- ARGV: index entry, then every form of the member entry (untagged, tagged by each key).
 if KEYS[2] then
-  if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 then redis.call('HDEL', KEYS[3], string.sub(ARGV[2], 2)) end
-  if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('ZREM', KEYS[1], ARGV[2]) end
+  if redis.call('ZREM', KEYS[2], unpack(ARGV, 2)) > 0 then redis.call('HDEL', KEYS[3], string.sub(ARGV[1], 2)) end
+  if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('ZREM', KEYS[1], ARGV[1]) end
 else
-  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('ZREM', KEYS[1], unpack(ARGV, 2))
 end
 return 1
 """,
