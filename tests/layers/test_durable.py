@@ -1,6 +1,6 @@
 """Durable channels (the layers' ``durable`` option): at-least-once delivery, on every layer that offers it.
 
-Each test runs on the in-memory layer and on RedisChannelLayer. Times are short (a visibility timeout of a second)
+Each test runs on the in-memory layer and on both Redis layers. Times are short (a visibility timeout of a second)
 so that redelivery is seen quickly; every wait is bounded.
 """
 
@@ -17,7 +17,7 @@ from tether.layers.durable import DeadLetter, Delivery
 WAIT = 5
 
 
-@pytest.fixture(params=["inmemory", "redis"])
+@pytest.fixture(params=["inmemory", "redis", "redis_pubsub"])
 def durable_layer(request):
     """Build a layer of the parametrised backend whose ``jobs`` and ``mail.*`` channels are durable."""
 

@@ -140,8 +140,3 @@ async def test_kept_messages_that_expire_are_counted_and_logged(caplog):
         assert sender.stats()["expired"] == 3
         assert "'reports' expired unread" in caplog.text
         assert (await receive(sender, "reports"))["n"] == 3
-
-
-def test_durable_channels_are_refused_with_the_layer_to_use():
-    with pytest.raises(TypeError, match=r"RedisPubSubChannelLayer has no durable channels.*Use RedisChannelLayer"):
-        RedisPubSubChannelLayer(hosts=["redis://127.0.0.1:6379/0"], durable=["jobs"])

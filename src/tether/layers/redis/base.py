@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import secrets
 import string
 import sys
 from asyncio import get_running_loop
+from collections.abc import AsyncIterator
 from typing import Any, ClassVar, Generic, TypeVar
 
 from tether.layers.base import BaseChannelLayer
 from tether.layers.buffers import ChannelBuffers
+from tether.layers.durable import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_VISIBILITY_TIMEOUT,
+    DeadLetter,
+    Delivery,
+    DurablePolicy,
+)
+from tether.layers.redis.blocking import BlockingConnection
 from tether.layers.redis.codec import TO_CHANNEL, TO_GROUP, DecodeError, MessageCodec
 from tether.layers.redis.config import (
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -21,9 +31,11 @@ from tether.layers.redis.config import (
     require_number,
     require_prefix,
 )
+from tether.layers.redis.durable_streams import DurableStreams
 from tether.layers.redis.endpoints import Endpoint, TransportSettings, open_endpoint, validate_host
 from tether.layers.redis.own_channels import OwnChannels
 from tether.layers.redis.per_loop import PerLoop
+from tether.layers.redis.reader_task import ReaderTask
 from tether.layers.redis.sharding import HashRing
 from tether.layers.redis.storage import SEAL_MARGIN, Frame, KeySpace, client_id_of, now_ms, parse_frame
 from tether.layers.stats import LayerStats
@@ -35,8 +47,14 @@ logger = logging.getLogger("tether.layers.redis")
 
 _COMMON_OPTIONS = (
     "hosts, prefix, expiry, group_expiry, capacity, channel_capacity, symmetric_encryption_keys, "
-    "random_prefix_length, unavailable_timeout, max_message_size"
+    "random_prefix_length, unavailable_timeout, max_message_size, durable, visibility_timeout, max_attempts, "
+    "dead_letter_expiry"
 )
+
+#: Seconds a durable channel's dead letters are kept after the last one arrived.
+DEFAULT_DEAD_LETTER_EXPIRY = 7 * 86400
+#: The most messages a reader takes ahead for this process's receivers (``RedisChannelLayer``'s ``prefetch``).
+DEFAULT_PREFETCH = 64
 
 
 class LoopState:
@@ -53,6 +71,12 @@ class LoopState:
         self.closing = False  # close() has begun: receive loops finish their round and stop
         #: Short commands started without a waiting caller (full-channel notices); close() awaits or cancels them.
         self.background: set[asyncio.Future[Any]] = set()
+        #: The blocking connection each receive loop waits on, so that close() can unblock it instead of cutting a
+        #: connection that Redis may be handing a message to.
+        self.blocking: dict[asyncio.Task[Any], BlockingConnection] = {}
+        #: Durable channels' stream readers, and the entries acknowledged but not yet told to Redis.
+        self.durable: dict[str, ReaderTask] = {}
+        self.acks: dict[str, list[str]] = {}
 
 
 #: The loop state a layer keeps.
@@ -95,6 +119,10 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
         random_prefix_length: int = 12,
         unavailable_timeout: float = DEFAULT_UNAVAILABLE_TIMEOUT,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        durable: Any = None,
+        visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        dead_letter_expiry: float = DEFAULT_DEAD_LETTER_EXPIRY,
         **unknown: Any,
     ) -> None:
         if unknown:
@@ -134,6 +162,9 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
         )
         self._own = OwnChannels(self._local.knows, self._own_marker, idle_after=self.expiry)
         self._loops = PerLoop(self._new_loop_state, self._close_state)
+        self.prefetch = DEFAULT_PREFETCH
+        self._durable = DurablePolicy(durable, visibility_timeout, max_attempts)
+        self._streams = DurableStreams(self, require_number("dead_letter_expiry", dead_letter_expiry))
 
     # Names ---------------------------------------------------------------------------------------------------------
 
@@ -218,6 +249,71 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
             f"Channel {channel!r} belongs to another process (made by its new_channel()); only that process can "
             "receive on it."
         )
+
+    # Durable channels ----------------------------------------------------------------------------------------------
+
+    def is_durable(self, channel: str) -> bool:
+        """Whether ``channel`` is durable here: named in the ``durable`` option (see ``tether.layers.durable``)."""
+        return bool(self._durable) and self._durable.settings_for(channel) is not None
+
+    def _require_not_durable(self, group: str, channel: str) -> None:
+        if self.is_durable(channel):
+            raise ValueError(
+                f"Channel {channel!r} is durable (the layer's durable option), and group messages are delivered at "
+                f"most once: a durable channel cannot join group {group!r}. Send to it directly."
+            )
+
+    async def ack_delivery(self, delivery: Delivery) -> None:
+        await self._streams.ack_delivery(delivery)
+
+    async def nack_delivery(self, delivery: Delivery, error: str | None) -> None:
+        await self._streams.nack_delivery(delivery, error)
+
+    async def dead_letters(self, channel: str, limit: int | None = 100) -> list[DeadLetter]:
+        """The dead letters of ``channel``, oldest first (at most ``limit``)."""
+        self.require_valid_channel_name(channel)
+        return await self._streams.dead_letters(channel, limit)
+
+    async def requeue_dead_letters(self, channel: str, limit: int | None = None) -> int:
+        """Send ``channel``'s dead letters (the oldest ``limit``, or all) to it again, as new messages; how many."""
+        self.require_valid_channel_name(channel)
+        return await self._streams.requeue_dead_letters(channel, limit)
+
+    async def purge_dead_letters(self, channel: str) -> int:
+        """Delete ``channel``'s dead letters; how many there were."""
+        self.require_valid_channel_name(channel)
+        return await self._streams.purge_dead_letters(channel)
+
+    # Receive loops -------------------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _blocking(self, state: _State, key: str, shard: str) -> AsyncIterator[BlockingConnection]:
+        """A blocking connection of the current receive loop's own for ``key`` (kept on the host of ``shard``),
+        registered so that ``close()`` can unblock its command instead of cutting the connection."""
+        connection = self._endpoint(state, shard).blocking_connection(key)
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("A Redis receive loop must run in a task.")
+        state.blocking[task] = connection
+        try:
+            yield connection
+        finally:
+            state.blocking.pop(task, None)
+            await connection.aclose()
+
+    async def _stop_loops(self, state: _State, tasks: list[asyncio.Task[None]]) -> None:
+        """Stop this loop's receive loops: ``tasks`` and the durable channels' readers."""
+        tasks = tasks + [reader.task for reader in state.durable.values()]
+        state.closing = True
+        # A receive loop blocked in a pop is unblocked and stops by itself, routing (or giving back) whatever that
+        # pop brought: cancelling it would close a connection that Redis may be handing a message to right then.
+        unblocked = [task for task, connection in list(state.blocking.items()) if await connection.unblock()]
+        if unblocked:
+            await asyncio.wait(unblocked, timeout=min(float(self.unavailable_timeout), 2.0))
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        state.durable.clear()
 
     # Housekeeping --------------------------------------------------------------------------------------------------
 

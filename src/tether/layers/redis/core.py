@@ -16,21 +16,13 @@ from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
 from tether.exceptions import ChannelFull
-from tether.layers.durable import (
-    DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_VISIBILITY_TIMEOUT,
-    DeadLetter,
-    Delivery,
-    DurablePolicy,
-    DurableSettings,
-)
 from tether.layers.redis.base import LoopState, RedisLayerBase
-from tether.layers.redis.blocking import BlockingConnection, ListPop
+from tether.layers.redis.blocking import ListPop
 from tether.layers.redis.codec import TO_CHANNEL, TO_GROUP
 from tether.layers.redis.config import require_number
-from tether.layers.redis.durable_streams import DurableStreams
 from tether.layers.redis.failures import Outage
 from tether.layers.redis.member_lists import MemberLists
+from tether.layers.redis.reader_task import PREFETCH_WINDOW, Prefetch, ReaderTask
 from tether.layers.redis.storage import (
     GIVE_BACK,
     GROUP_ADD,
@@ -49,16 +41,12 @@ from tether.layers.redis.storage import (
 )
 from tether.types import Message
 
-__all__ = ["DEFAULT_DEAD_LETTER_EXPIRY", "PREFETCH_WINDOW", "RedisChannelLayer"]
+__all__ = ["PREFETCH_WINDOW", "RedisChannelLayer"]
 
-#: Seconds a durable channel's dead letters are kept after the last one arrived.
-DEFAULT_DEAD_LETTER_EXPIRY = 7 * 86400
 
 logger = logging.getLogger("tether.layers.redis")
 
 _INBOX_BATCH = 1000
-#: Seconds of work a named channel's reader may take ahead for this process's receivers (see ``_Prefetch``).
-PREFETCH_WINDOW = 0.01
 
 
 class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
@@ -98,9 +86,7 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
     logged once per channel or group.
     """
 
-    extra_options: ClassVar[str] = (
-        ", inbox_capacity, prefetch, durable, visibility_timeout, max_attempts and dead_letter_expiry"
-    )
+    extra_options: ClassVar[str] = ", inbox_capacity and prefetch"
     counters: ClassVar[tuple[str, ...]] = (
         *RedisLayerBase.counters,
         "prefetch_returned",
@@ -110,23 +96,10 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
         "dead_lettered",
     )
 
-    def __init__(
-        self,
-        hosts: Any = None,
-        *,
-        inbox_capacity: int = 10_000,
-        prefetch: int = 64,
-        durable: Any = None,
-        visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        dead_letter_expiry: float = DEFAULT_DEAD_LETTER_EXPIRY,
-        **options: Any,
-    ) -> None:
+    def __init__(self, hosts: Any = None, *, inbox_capacity: int = 10_000, prefetch: int = 64, **options: Any) -> None:
         super().__init__(hosts, **options)
         self.inbox_capacity = require_number("inbox_capacity", inbox_capacity, integer=True)
         self.prefetch = require_number("prefetch", prefetch, integer=True)
-        self._durable = DurablePolicy(durable, visibility_timeout, max_attempts)
-        self._streams = DurableStreams(self, require_number("dead_letter_expiry", dead_letter_expiry))
         self._one_server = len(self.hosts) == 1 and self.hosts[0].kind != "cluster"
         self._member_lists = MemberLists(self._accept_members, self._local.in_creation_order)
 
@@ -140,7 +113,7 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
         now = now_ms()
         state = self._loops.get()
         client_id = client_id_of(channel)
-        if client_id is None and self._durable and self._durable.settings_for(channel) is not None:
+        if client_id is None and self.is_durable(channel):
             await self._streams.send(state, channel, pack_frame(now + self._expiry_ms, payload))
         elif client_id is None:
             endpoint = self._endpoint(state, channel)
@@ -182,11 +155,7 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
         """Add ``channel`` to ``group`` (again: renews the membership for another ``group_expiry`` seconds)."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
-        if self._durable and self._durable.settings_for(channel) is not None:
-            raise ValueError(
-                f"Channel {channel!r} is durable (the layer's durable option), and group messages are delivered at "
-                f"most once: a durable channel cannot join group {group!r}. Send to it directly."
-            )
+        self._require_not_durable(group, channel)
         member = self.codec.member_entry(group, channel)
         keys, entry = self._group_keys(group, channel, member)
         # Encrypting, the member is stored tagged (storage.py); its other forms go, so it is never there twice.
@@ -330,21 +299,16 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
         return ListLoopState(len(self.hosts))
 
     async def _stop_receiving(self, state: ListLoopState) -> None:
-        tasks = state.tasks()
-        state.closing = True
-        # A receive loop blocked in a pop is unblocked and stops by itself, routing (or giving back) whatever that
-        # pop brought: cancelling it would close a connection that Redis may be handing a message to right then.
-        unblocked = [task for task, connection in list(state.blocking.items()) if await connection.unblock()]
-        if unblocked:
-            await asyncio.wait(unblocked, timeout=min(float(self.unavailable_timeout), 2.0))
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._stop_loops(state, state.tasks())
         state.inbox_task = None
         state.readers.clear()
 
     async def _listen_for_named(self, state: ListLoopState, channel: str) -> None:
-        self._start_reader(state, channel)
+        settings = self._durable.settings_for(channel) if self._durable else None
+        if settings is not None:
+            self._streams.listen(state, channel, settings)
+        else:
+            self._start_reader(state, channel)
 
     async def _listen_for_own_channels(self, state: ListLoopState) -> None:
         self._start_inbox(state)
@@ -356,37 +320,16 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
     def _start_reader(self, state: ListLoopState, channel: str) -> None:
         reader = state.readers.get(channel)
         if reader is None or reader.task.done():
-            reader = state.readers[channel] = _NamedReader()
-            settings = self._durable.settings_for(channel) if self._durable else None
-            read = (
-                self._read_named(state, channel, reader)
-                if settings is None
-                else self._read_durable(state, channel, reader, settings)
-            )
-            reader.task = asyncio.get_running_loop().create_task(read)
-        elif reader.idle is not None and not reader.idle.done():
-            reader.idle.set_result(None)
+            reader = state.readers[channel] = ReaderTask()
+            reader.task = asyncio.get_running_loop().create_task(self._read_named(state, channel, reader))
+        else:
+            reader.wake()
 
     @contextlib.asynccontextmanager
     async def _popping(self, state: ListLoopState, key: str, shard: str, what: str) -> AsyncIterator[ListPop]:
         """A ``ListPop`` for the list ``key`` (kept on the host of ``shard``) on a blocking connection of its own."""
         async with self._blocking(state, key, shard) as connection:
             yield ListPop(connection, key, self._settings.block_timeout, Outage(self._stats, what))
-
-    @contextlib.asynccontextmanager
-    async def _blocking(self, state: ListLoopState, key: str, shard: str) -> AsyncIterator[BlockingConnection]:
-        """A blocking connection of the current receive loop's own for ``key`` (kept on the host of ``shard``),
-        registered so that ``close()`` can unblock its command instead of cutting the connection."""
-        connection = self._endpoint(state, shard).blocking_connection(key)
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError("A Redis receive loop must run in a task.")
-        state.blocking[task] = connection
-        try:
-            yield connection
-        finally:
-            state.blocking.pop(task, None)
-            await connection.aclose()
 
     async def _read_inbox(self, state: ListLoopState) -> None:
         """The process's one receive loop: pop batches from the inbox and route each frame to local channels."""
@@ -414,7 +357,7 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
             finally:
                 self._stopped_listening_for_own(state)
 
-    async def _read_named(self, state: ListLoopState, channel: str, reader: _NamedReader) -> None:
+    async def _read_named(self, state: ListLoopState, channel: str, reader: ReaderTask) -> None:
         """Pop messages from a named channel's list while receivers in this process wait for them.
 
         It pops only for a waiting receiver (a message popped is this process's to deliver), and stays connected for
@@ -423,7 +366,7 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
         ``PREFETCH_WINDOW`` seconds; what is still unreceived when the reader stops goes back to the list's head.
         """
         key = self.keys.channel(channel)
-        ahead = _Prefetch(min(self.prefetch, self.get_capacity(channel)))
+        ahead = Prefetch(min(self.prefetch, self.get_capacity(channel)))
         loop = asyncio.get_running_loop()
         async with self._popping(state, key, channel, f"channel {channel!r}") as pop:
             try:
@@ -443,45 +386,6 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
                 if state.readers.get(channel) is reader:
                     del state.readers[channel]
                 await self._give_back(state, channel)
-
-    async def _read_durable(
-        self, state: ListLoopState, channel: str, reader: _NamedReader, settings: DurableSettings
-    ) -> None:
-        """Read a durable channel's stream while receivers here wait (``DurableStreams.read``)."""
-        key = self.keys.stream(channel)
-        async with self._blocking(state, key, channel) as connection:
-            try:
-                await self._streams.read(state, channel, settings, connection, reader.wait_for_receiver)
-            finally:
-                if state.readers.get(channel) is reader:
-                    del state.readers[channel]
-
-    # Durable channels: settling and dead letters -------------------------------------------------------------------
-
-    def is_durable(self, channel: str) -> bool:
-        """Whether ``channel`` is durable here: named in the ``durable`` option (see ``tether.layers.durable``)."""
-        return bool(self._durable) and self._durable.settings_for(channel) is not None
-
-    async def ack_delivery(self, delivery: Delivery) -> None:
-        await self._streams.ack_delivery(delivery)
-
-    async def nack_delivery(self, delivery: Delivery, error: str | None) -> None:
-        await self._streams.nack_delivery(delivery, error)
-
-    async def dead_letters(self, channel: str, limit: int | None = 100) -> list[DeadLetter]:
-        """The dead letters of ``channel``, oldest first (at most ``limit``)."""
-        self.require_valid_channel_name(channel)
-        return await self._streams.dead_letters(channel, limit)
-
-    async def requeue_dead_letters(self, channel: str, limit: int | None = None) -> int:
-        """Send ``channel``'s dead letters (the oldest ``limit``, or all) to it again, as new messages; how many."""
-        self.require_valid_channel_name(channel)
-        return await self._streams.requeue_dead_letters(channel, limit)
-
-    async def purge_dead_letters(self, channel: str) -> int:
-        """Delete ``channel``'s dead letters; how many there were."""
-        self.require_valid_channel_name(channel)
-        return await self._streams.purge_dead_letters(channel)
 
     async def _give_back(self, state: ListLoopState, channel: str) -> None:
         """Return messages popped ahead that no receiver took to the head of the channel's list, in order."""
@@ -566,69 +470,12 @@ class ListLoopState(LoopState):
     def __init__(self, size: int) -> None:
         super().__init__(size)
         self.inbox_task: asyncio.Task[None] | None = None
-        self.readers: dict[str, _NamedReader] = {}
-        self.blocking: dict[asyncio.Task[Any], BlockingConnection] = {}
-        #: Durable channels' entries acknowledged and not yet told to Redis (``DurableStreams._ack``).
-        self.acks: dict[str, list[str]] = {}
+        self.readers: dict[str, ReaderTask] = {}
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """Every receive loop running on this loop."""
         readers = [reader.task for reader in self.readers.values()]
         return [task for task in (self.inbox_task, *readers) if task is not None]
-
-
-class _Prefetch:
-    """How many messages a named channel's next pop takes: doubled while the receivers take a whole batch within
-    ``PREFETCH_WINDOW`` seconds, halved when they take longer, so a slow consumer pops one at a time and leaves the
-    rest to other workers."""
-
-    __slots__ = ("last", "limit", "popped_at", "size")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = max(1, limit)
-        self.size = 1
-        self.last = 0  # how many the last pop returned
-        self.popped_at = 0.0
-
-    def asked(self, now: float) -> None:
-        """Receivers want more: the last batch is used up. Grow or shrink by how long that took."""
-        if not self.last:
-            return
-        if now - self.popped_at <= PREFETCH_WINDOW:
-            if self.last >= self.size:
-                self.size = min(self.size * 2, self.limit)
-        else:
-            self.size = max(1, self.size // 2)
-
-    def popped(self, count: int, now: float) -> None:
-        self.last = count
-        self.popped_at = now
-
-
-class _NamedReader:
-    """A named channel's reader task, and the future that wakes it when a receiver comes back."""
-
-    __slots__ = ("idle", "task")
-
-    def __init__(self) -> None:
-        self.task: asyncio.Task[None]
-        self.idle: asyncio.Future[None] | None = None
-
-    async def wait_for_receiver(self, timeout: float) -> bool:
-        """Wait until ``receive`` wakes this reader (True) or ``timeout`` seconds pass (False)."""
-        loop = asyncio.get_running_loop()
-        idle = self.idle = loop.create_future()
-        timer = loop.call_later(timeout, _resolve, idle, False)
-        try:
-            return await idle is not False
-        finally:
-            timer.cancel()
-            self.idle = None
-
-
-def _resolve(future: asyncio.Future[Any], value: Any) -> None:
-    if not future.done():
-        future.set_result(value)
 
 
 def _ignore_outcome(future: asyncio.Future[Any]) -> None:

@@ -23,6 +23,7 @@ from tether.layers.durable import DeadLetter, Delivery, DurableSettings
 from tether.layers.redis.blocking import BlockingConnection
 from tether.layers.redis.codec import TO_CHANNEL, DecodeError
 from tether.layers.redis.failures import Outage
+from tether.layers.redis.reader_task import Prefetch, ReaderTask
 from tether.layers.redis.storage import (
     DURABLE_ACK,
     DURABLE_CLAIM,
@@ -35,7 +36,7 @@ from tether.layers.redis.storage import (
 )
 
 if TYPE_CHECKING:
-    from tether.layers.redis.core import ListLoopState, RedisChannelLayer
+    from tether.layers.redis.base import LoopState, RedisLayerBase
 
 __all__ = ["CONSUMER_GROUP", "DurableStreams"]
 
@@ -58,13 +59,13 @@ _CLAIM_EVERY = 5.0
 class DurableStreams:
     """The durable-channel half of a ``RedisChannelLayer``: sends, the reader loop, settling and dead letters."""
 
-    def __init__(self, layer: RedisChannelLayer, dead_letter_expiry: float) -> None:
+    def __init__(self, layer: RedisLayerBase[Any], dead_letter_expiry: float) -> None:
         self._layer = layer
         self._dead_letter_expiry_ms = int(dead_letter_expiry * 1000)
 
     # Sending ---------------------------------------------------------------------------------------------------------
 
-    async def send(self, state: ListLoopState, channel: str, frame: bytes) -> None:
+    async def send(self, state: LoopState, channel: str, frame: bytes) -> None:
         layer = self._layer
         sent, trimmed = await layer._endpoint(state, channel).script(
             DURABLE_SEND,
@@ -78,9 +79,26 @@ class DurableStreams:
 
     # Reading ---------------------------------------------------------------------------------------------------------
 
+    def listen(self, state: LoopState, channel: str, settings: DurableSettings) -> None:
+        """A receiver waits on ``channel``: start its reader on this loop, or wake it."""
+        reader = state.durable.get(channel)
+        if reader is None or reader.task.done():
+            reader = state.durable[channel] = ReaderTask()
+            reader.task = asyncio.get_running_loop().create_task(self._run_reader(state, channel, settings, reader))
+        else:
+            reader.wake()
+
+    async def _run_reader(self, state: LoopState, channel: str, settings: DurableSettings, reader: ReaderTask) -> None:
+        try:
+            async with self._layer._blocking(state, self._layer.keys.stream(channel), channel) as connection:
+                await self.read(state, channel, settings, connection, reader.wait_for_receiver)
+        finally:
+            if state.durable.get(channel) is reader:
+                del state.durable[channel]
+
     async def read(
         self,
-        state: ListLoopState,
+        state: LoopState,
         channel: str,
         settings: DurableSettings,
         connection: BlockingConnection,
@@ -88,13 +106,11 @@ class DurableStreams:
     ) -> None:
         """Read ``channel`` for this process's waiting receivers until none has waited for ``block_timeout``:
         entries taken over from receivers that did not settle them first, then new ones, a few at a time."""
-        from tether.layers.redis.core import _Prefetch
-
         layer = self._layer
         key = layer.keys.stream(channel)
         endpoint = layer._endpoint(state, channel)
         outage = Outage(layer._stats, f"durable channel {channel!r}")
-        ahead = _Prefetch(min(layer.prefetch, layer.get_capacity(channel)))
+        ahead = Prefetch(min(layer.prefetch, layer.get_capacity(channel)))
         loop = asyncio.get_running_loop()
         claim_every = min(settings.visibility_timeout / 2, _CLAIM_EVERY)
         block = layer._settings.block_timeout
@@ -155,7 +171,7 @@ class DurableStreams:
         finally:
             await self._release(state, channel, settings)
 
-    async def _deliver(self, state: ListLoopState, channel: str, entries: list[tuple[bytes, bytes, int]]) -> None:
+    async def _deliver(self, state: LoopState, channel: str, entries: list[tuple[bytes, bytes, int]]) -> None:
         """Hand entries read from the stream to this process's receivers; the expired and unreadable are dropped
         (counted, logged, and acknowledged so that they do not come round again)."""
         layer = self._layer
@@ -189,7 +205,7 @@ class DurableStreams:
         for entry_id in dropped:
             self._ack(state, channel, entry_id)
 
-    async def _release(self, state: ListLoopState, channel: str, settings: DurableSettings) -> None:
+    async def _release(self, state: LoopState, channel: str, settings: DurableSettings) -> None:
         """Hand back what was read ahead and never received: claimable by any process at once, attempts unchanged."""
         leftovers = [message for _, message in self._layer._local.take_all(channel) if type(message) is Delivery]
         if not leftovers:
@@ -218,7 +234,7 @@ class DurableStreams:
     async def ack_delivery(self, delivery: Delivery) -> None:
         self._ack(self._layer._loops.get(), delivery.channel, delivery.tag)
 
-    def _ack(self, state: ListLoopState, channel: str, entry_id: str) -> None:
+    def _ack(self, state: LoopState, channel: str, entry_id: str) -> None:
         """Acknowledge an entry without waiting for Redis: the acknowledgements made on this loop within
         ``_ACK_DELAY`` go in one command. (A handler awaiting a round trip per message handled a fifth as many jobs
         per second as on a default channel; one command per turn of the loop, a third.) An acknowledgement lost to
@@ -230,7 +246,7 @@ class DurableStreams:
             state.background.add(task)
             task.add_done_callback(state.background.discard)
 
-    async def _flush_acks(self, state: ListLoopState, channel: str) -> None:
+    async def _flush_acks(self, state: LoopState, channel: str) -> None:
         await asyncio.sleep(_ACK_DELAY)  # the acknowledgements made meanwhile join the batch
         layer = self._layer
         ids = state.acks.pop(channel, [])

@@ -45,7 +45,9 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
     Same options as ``RedisChannelLayer`` except ``inbox_capacity``; Redis Cluster is not supported (use several
     ``hosts`` to shard, or ``RedisChannelLayer``). ``capacity`` bounds what each process buffers per channel. Named
     channels are broadcast to every process receiving on them (pub/sub has no shared queue): run one worker per named
-    channel, or use ``RedisChannelLayer`` for work queues.
+    channel, or use ``RedisChannelLayer`` for work queues. Durable channels (the ``durable`` option) are the
+    exception: Redis streams read through a consumer group, as on ``RedisChannelLayer``, so each message goes to one
+    receiver and is kept until it is acknowledged.
 
     ``stats()`` counts what ``RedisChannelLayer`` counts, plus ``undeliverable``: messages for a process-local channel
     whose process was not subscribed; ``parked``: messages for a named channel nobody was subscribed to, kept in the
@@ -55,12 +57,6 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
     counters: ClassVar[tuple[str, ...]] = (*RedisLayerBase.counters, "undeliverable", "parked", "parked_published")
 
     def __init__(self, hosts: Any = None, **options: Any) -> None:
-        if "durable" in options:
-            raise TypeError(
-                "RedisPubSubChannelLayer has no durable channels: pub/sub keeps nothing to deliver again, and its "
-                "named channels reach every process rather than one worker. Use RedisChannelLayer for durable work "
-                "queues (both layers can be configured side by side under two CHANNEL_LAYERS aliases)."
-            )
         super().__init__(hosts, **options)
         if any(spec.kind == "cluster" for spec in self.hosts):
             raise ValueError(
@@ -83,7 +79,9 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
         if client_id == self.client_id and self._local.queued(channel) >= self.get_capacity(channel):
             raise ChannelFull(f"Channel {channel!r} holds {self.get_capacity(channel)} messages already.")
         expires_at = now_ms() + self._expiry_ms
-        if client_id is None:
+        if client_id is None and self.is_durable(channel):  # a stream, as on RedisChannelLayer
+            await self._streams.send(state, channel, pack_frame(expires_at, payload))
+        elif client_id is None:
             await self._send_named(state, channel, payload, expires_at)
         else:
             frame = pack_frame(expires_at, payload, "", channel)
@@ -135,12 +133,17 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
         return PubSubLoopState(len(self.hosts))
 
     async def _stop_receiving(self, state: PubSubLoopState) -> None:
+        await self._stop_loops(state, [])  # the durable channels' readers
         for subscriber in list(state.subscribers.values()):
             await subscriber.aclose()
         state.subscribers.clear()
 
     async def _listen_for_named(self, state: PubSubLoopState, channel: str) -> None:
-        await self._subscribe(state, "channel", channel)
+        settings = self._durable.settings_for(channel) if self._durable else None
+        if settings is not None:
+            self._streams.listen(state, channel, settings)
+        else:
+            await self._subscribe(state, "channel", channel)
 
     async def _listen_for_own_channels(self, state: PubSubLoopState) -> None:
         await self._subscribe(state, "process", self.client_id)
@@ -152,6 +155,7 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
         group's messages to it."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
+        self._require_not_durable(group, channel)
         client_id = client_id_of(channel)
         if client_id is not None and client_id != self.client_id:
             raise ValueError(
