@@ -1,0 +1,773 @@
+"""Sockets follow the login (tether-only): a logout, password change, deactivation or ended session closes them.
+
+A WebSocket authenticated by a session (``AuthMiddleware``) or by a token (``TokenAuthMiddleware``) is *followed*:
+the connection is entered in a per-process registry under a keyed hash of its session key and under its user's
+primary key for as long as it is open. When the login ends, every followed connection of that session (logout,
+flushed or deleted session, expiry) or of that user (password change, deactivation, deletion) is closed with
+``AUTH_REVOKED`` (4401), or, for a consumer that called ``carry_on_anonymous(self)``, carries on with
+``scope["user"]`` set to ``AnonymousUser`` and receives an ``auth.revoked`` message.
+
+Other processes hear of a revocation through the channel layer: each event loop that holds followed connections
+runs one listener task with one channel in the group ``REVOCATION_GROUP``, and ``revoke_session``/``revoke_user``
+(called by the signal receivers in ``tether.apps``) ``group_send`` one message to it. A revocation always closes the
+matching connections of the calling process directly, so one process without a shared layer still works. Raw session
+keys never travel: only ``salted_hmac`` digests of them do.
+
+Cost per followed connection: one small object (``__slots__``), two dict entries, one ``loop.call_at`` handle for the
+expiry, no task and no channel. Per process: one listener task and one channel per event loop, one group membership.
+
+The setting ``TETHER_FOLLOW_LOGIN`` (default True) turns it off; ``TETHER_FOLLOW_LOGIN_LAYER`` (default
+``"default"``) names the channel layer that carries revocations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import os
+import secrets
+import threading
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.utils import timezone
+from django.utils.crypto import salted_hmac
+
+from tether import DEFAULT_CHANNEL_LAYER
+from tether.db import database_sync_to_async
+from tether.types import Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from django.contrib.sessions.backends.base import SessionBase
+
+    from tether.layers.base import BaseChannelLayer
+
+__all__ = [
+    "AUTH_REVOKED",
+    "REVOCATION_GROUP",
+    "REVOKED_MESSAGE_TYPE",
+    "arevoke_session",
+    "arevoke_user",
+    "carry_on_anonymous",
+    "followed_connections",
+    "revoke_session",
+    "revoke_user",
+]
+
+logger = logging.getLogger("tether.revocation")
+
+#: The close code of a WebSocket whose login ended: 4401, "unauthorized", in the 4000-4999 application range. A client
+#: that sees it should not reconnect with the same credentials: it must log in again (or fetch a new token).
+AUTH_REVOKED = 4401
+#: The type of the message a consumer that called ``carry_on_anonymous`` receives (handler ``auth_revoked``).
+REVOKED_MESSAGE_TYPE = "auth.revoked"
+#: The group every listening process joins with one channel per event loop.
+REVOCATION_GROUP = "tether.auth.revocations"
+#: The scope key under which the followed connection's ``_Watch`` travels (shared by every copy of the scope).
+_SCOPE_KEY = "auth_watch"
+#: Salt of the keyed hash that stands for a session key in the registry and on the layer.
+_SESSION_TAG_SALT = "tether.revocation.session"
+#: How long a new connection waits, at most, for its loop's listener to join the group before it carries on.
+_LISTENER_READY_TIMEOUT = 5.0
+#: The listener renews its group membership this often (the Redis layer forgets members after ``group_expiry``).
+_MAX_RENEW_SECONDS = 3600.0
+#: Backoff bounds of a listener whose layer fails (Redis gone): it retries, and revokes locally meanwhile.
+_MIN_BACKOFF, _MAX_BACKOFF = 0.5, 30.0
+#: A session whose expiry check finds it still alive is checked again no sooner than this (seconds).
+_MIN_RECHECK = 1.0
+
+
+def _enabled() -> bool:
+    return bool(getattr(settings, "TETHER_FOLLOW_LOGIN", True))
+
+
+def _layer_alias() -> str:
+    alias = getattr(settings, "TETHER_FOLLOW_LOGIN_LAYER", DEFAULT_CHANNEL_LAYER)
+    if not isinstance(alias, str):
+        raise TypeError(f"TETHER_FOLLOW_LOGIN_LAYER must name a layer of CHANNEL_LAYERS (a str), not {alias!r}.")
+    return alias
+
+
+def _shared_layer() -> BaseChannelLayer | None:
+    """The layer that reaches other processes, or None (no layer configured, or the in-memory layer)."""
+    from tether.layers import get_channel_layer
+    from tether.layers.inmemory import InMemoryChannelLayer
+
+    layer = get_channel_layer(_layer_alias())
+    if layer is None or isinstance(layer, InMemoryChannelLayer):
+        return None
+    return layer
+
+
+def session_tag(session_key: str) -> str:
+    """The keyed hash that stands for ``session_key`` in the registry and on the layer (never the key itself)."""
+    return salted_hmac(_SESSION_TAG_SALT, session_key, algorithm="sha256").hexdigest()[:32]
+
+
+def user_key(user: Any) -> str:
+    """The user's primary key as the session stores it: how the registry names a user."""
+    return str(user._meta.pk.value_to_string(user))
+
+
+_origin: tuple[int, str] = (0, "")
+
+
+def _process_id() -> str:
+    """An id for this process, new after a fork, so a process skips only the broadcasts it sent itself."""
+    global _origin
+    pid = os.getpid()
+    if _origin[0] != pid:
+        _origin = (pid, f"{pid}-{secrets.token_hex(6)}")
+    return _origin[1]
+
+
+class _Watch:
+    """One followed connection: where it is registered, how to close it, and what to tell an opted-in consumer."""
+
+    __slots__ = (
+        "check",
+        "closer",
+        "closing",
+        "consumer_scope",
+        "expiry",
+        "loop",
+        "missed_users",
+        "notices",
+        "pending_receive",
+        "send",
+        "session",
+        "user",
+        "waiter",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, send: Send) -> None:
+        self.loop = loop
+        self.send = send
+        self.session: str | None = None  # session tag
+        self.user: str | None = None  # user key
+        self.missed_users: dict[str, str] | None = None  # user revocations (user -> reason) heard before binding
+        self.closing = False
+        self.consumer_scope: Scope | None = None  # set by carry_on_anonymous
+        self.notices: deque[Message] | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.pending_receive: asyncio.Future[Message] | None = None
+        self.expiry: asyncio.TimerHandle | None = None  # fires at the session's expiry date
+        self.check: asyncio.Task[None] | None = None  # the expiry check in flight; cancelled when the socket ends
+        self.closer: asyncio.Task[None] | None = None  # the close in flight; awaited when the socket ends
+
+    def revoke(self, reason: str) -> None:
+        """End this connection's login (on its loop): close it, or downgrade an opted-in consumer to anonymous."""
+        if self.closing or not _registry.forget(self):
+            return
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+        if self.consumer_scope is not None:
+            from django.contrib.auth.models import AnonymousUser
+
+            user = self.consumer_scope.get("user")
+            from tether.auth import UserLazyObject
+
+            if isinstance(user, UserLazyObject):
+                user._wrapped = AnonymousUser()
+            self.consumer_scope["user"] = AnonymousUser()
+            if self.notices is None:
+                self.notices = deque()
+            self.notices.append({"type": REVOKED_MESSAGE_TYPE, "reason": reason})
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(None)
+            logger.info("A connection's login ended (%s); it carries on as an anonymous user.", reason)
+            return
+        self.closing = True
+        logger.info("Closing a connection with %d: its login ended (%s).", AUTH_REVOKED, reason)
+        self.closer = self.loop.create_task(self.close(reason))
+
+    async def close(self, reason: str) -> None:
+        """Send the server the close; the application then receives ``websocket.disconnect`` as for any close."""
+        try:
+            await self.send({"type": "websocket.close", "code": AUTH_REVOKED, "reason": f"login ended: {reason}"})
+        except Exception:
+            logger.debug("The connection was gone before it could be closed.", exc_info=True)
+
+
+class _Registry:
+    """The followed connections of this process, by session tag and by user key; safe to use from any thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_session: dict[str, set[_Watch]] = {}
+        self.by_user: dict[str, set[_Watch]] = {}
+        self.pending: set[_Watch] = set()
+
+    def add(self, watch: _Watch) -> None:
+        with self.lock:
+            if watch.session is not None:
+                self.by_session.setdefault(watch.session, set()).add(watch)
+            if watch.user is not None:
+                self.by_user.setdefault(watch.user, set()).add(watch)
+            else:
+                self.pending.add(watch)
+
+    def forget(self, watch: _Watch) -> bool:
+        """Take ``watch`` out of the registry; whether it was in."""
+        with self.lock:
+            found = watch in self.pending
+            self.pending.discard(watch)
+            for index, key in ((self.by_session, watch.session), (self.by_user, watch.user)):
+                members = index.get(key) if key is not None else None
+                if members is not None and watch in members:
+                    found = True
+                    members.discard(watch)
+                    if not members:
+                        del index[key]  # type: ignore[arg-type]
+            return found
+
+    def matching(self, session: str | None, user: str | None, reason: str) -> list[_Watch]:
+        """The watches of ``session`` or ``user``; a connection whose user is not known yet notes the user's."""
+        with self.lock:
+            found = set(self.by_session.get(session, ())) if session is not None else set()
+            if user is not None:
+                found.update(self.by_user.get(user, ()))
+                for watch in self.pending:
+                    if watch.missed_users is None:
+                        watch.missed_users = {}
+                    watch.missed_users[user] = reason
+            return list(found)
+
+    def count(self) -> int:
+        with self.lock:
+            watches = set(self.pending)
+            for members in (*self.by_session.values(), *self.by_user.values()):
+                watches.update(members)
+            return len(watches)
+
+
+_registry = _Registry()
+
+
+def followed_connections() -> int:
+    """How many connections of this process are followed right now (for metrics and tests)."""
+    return _registry.count()
+
+
+def _revoke_here(session: str | None, user: str | None, reason: str) -> int:
+    """Revoke this process's matching connections, each on its own loop; how many matched."""
+    watches = _registry.matching(session, user, reason)
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    for watch in watches:
+        if watch.loop is running:
+            watch.revoke(reason)
+        else:
+            with contextlib.suppress(RuntimeError):  # that loop has closed: its connections are gone
+                watch.loop.call_soon_threadsafe(watch.revoke, reason)
+    return len(watches)
+
+
+# Listening ---------------------------------------------------------------------------------------------------------
+
+
+class _Listener:
+    """One per event loop holding followed connections: a channel in ``REVOCATION_GROUP`` and the task reading it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, layer: BaseChannelLayer) -> None:
+        self.layer = layer
+        self.members = 0
+        self.ready = asyncio.Event()
+        self.task = loop.create_task(self.run(), name="tether revocation listener")
+
+    async def run(self) -> None:
+        layer = self.layer
+        channel: str | None = None
+        joined = False
+        backoff = _MIN_BACKOFF
+        renew = min(float(getattr(layer, "group_expiry", 86400)) / 2, _MAX_RENEW_SECONDS)
+        try:
+            while True:
+                try:
+                    if channel is None:
+                        channel = await layer.new_channel("tether-revocations.")
+                    await layer.group_add(REVOCATION_GROUP, channel)
+                    joined = True
+                    self.ready.set()
+                    backoff = _MIN_BACKOFF
+                    loop = asyncio.get_running_loop()
+                    renew_at = loop.time() + renew
+                    while loop.time() < renew_at:
+                        try:
+                            message = await asyncio.wait_for(layer.receive(channel), renew_at - loop.time())
+                        except asyncio.TimeoutError:
+                            break
+                        _handle_broadcast(message)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # The connections of this process are still revoked locally; other processes' revocations are
+                    # missed until the layer is back, so say so.
+                    logger.exception(
+                        "The revocation listener lost the channel layer %r; retrying in %.1f s. Logouts in other "
+                        "processes do not close this process's sockets meanwhile.",
+                        _layer_alias(),
+                        backoff,
+                    )
+                    self.ready.set()
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, _MAX_BACKOFF)
+        finally:
+            if joined and channel is not None:
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.wait_for(layer.group_discard(REVOCATION_GROUP, channel), 1.0)
+
+
+def _handle_broadcast(message: Message) -> None:
+    if message.get("origin") == _process_id():
+        return  # this process revoked its own connections when it sent the message
+    session, user, reason = message.get("session"), message.get("user"), message.get("reason")
+    if not (session is None or isinstance(session, str)) or not (user is None or isinstance(user, str)):
+        logger.warning("Ignored a malformed revocation message on the channel layer: %r", message)
+        return
+    _revoke_here(session, user, reason if isinstance(reason, str) else "revoked")
+
+
+_listeners: dict[asyncio.AbstractEventLoop, _Listener] = {}
+#: Tasks that outlive the call that started them (a listener leaving the group, a broadcast sent from the loop's own
+#: thread), kept until they are done.
+_background: set[asyncio.Task[None]] = set()
+
+
+async def _join(loop: asyncio.AbstractEventLoop) -> None:
+    """Count a followed connection on ``loop``; start the loop's listener with the first one and wait until ready."""
+    layer = _shared_layer()
+    if layer is None:
+        return
+    listener = _listeners.get(loop)
+    if listener is None:
+        listener = _listeners[loop] = _Listener(loop, layer)
+    listener.members += 1
+    if not listener.ready.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(listener.ready.wait(), _LISTENER_READY_TIMEOUT)
+
+
+def _leave(loop: asyncio.AbstractEventLoop) -> None:
+    """Count a followed connection out; the last one out stops the loop's listener (which leaves the group)."""
+    listener = _listeners.get(loop)
+    if listener is None:
+        return
+    listener.members -= 1
+    if listener.members <= 0:
+        del _listeners[loop]
+        listener.task.cancel()
+        _background.add(listener.task)
+        listener.task.add_done_callback(_background.discard)
+
+
+# Following a connection (used by AuthMiddleware and TokenAuthMiddleware) ----------------------------------------
+
+
+def watch_of(scope: Scope) -> _Watch | None:
+    """The followed-connection record in ``scope``, if any."""
+    watch = scope.get(_SCOPE_KEY)
+    return watch if isinstance(watch, _Watch) else None
+
+
+async def start_following(scope: Scope, receive: Receive, send: Send) -> tuple[Receive, Send, bool]:
+    """Follow the WebSocket of ``scope`` (modified in place) if following is on: the receive and send to pass on, and
+    whether this call started following (and so must call ``finish_following`` when the connection ends).
+
+    The connection is registered before its user is looked up, under its session, so that a logout that happens
+    while the user is being read still reaches it. The loop's listener has joined the group before this returns.
+    """
+    if scope.get("type") != "websocket" or not _enabled() or watch_of(scope) is not None:
+        return receive, send, False
+    loop = asyncio.get_running_loop()
+    watch = _Watch(loop, send)
+    key = scope_session_key(scope)
+    watch.session = session_tag(key) if key else None
+    scope[_SCOPE_KEY] = watch
+    _registry.add(watch)
+    await _join(loop)
+
+    async def send_unless_closed(message: Message) -> None:
+        if watch.closing and message.get("type") in {"websocket.send", "websocket.close", "websocket.accept"}:
+            return  # the connection was closed for its ended login; what the application sends has nowhere to go
+        await send(message)
+
+    async def receive_with_notices(message_source: Receive = receive) -> Message:
+        if watch.notices:
+            return watch.notices.popleft()
+        if watch.consumer_scope is None or not _registry_has(watch):
+            if watch.pending_receive is not None:
+                pending, watch.pending_receive = watch.pending_receive, None
+                return await pending
+            return await message_source()
+        # An opted-in consumer waits for the client or for the end of its login, whichever comes first.
+        if watch.pending_receive is None:
+            watch.pending_receive = asyncio.ensure_future(message_source())
+        watch.waiter = loop.create_future()
+        try:
+            either: set[asyncio.Future[Any]] = {watch.pending_receive, watch.waiter}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.waiter = None
+        if watch.notices:
+            return watch.notices.popleft()
+        pending, watch.pending_receive = watch.pending_receive, None
+        return pending.result()
+
+    return receive_with_notices, send_unless_closed, True
+
+
+def _registry_has(watch: _Watch) -> bool:
+    with _registry.lock:
+        if watch in _registry.pending:
+            return True
+        if watch.session is not None and watch in _registry.by_session.get(watch.session, ()):
+            return True
+        return watch.user is not None and watch in _registry.by_user.get(watch.user, ())
+
+
+async def follow(scope: Scope, user: Any, session_key: str | None) -> None:
+    """Bind the followed connection of ``scope`` to ``user`` and the session ``session_key`` (the scope's, or the one
+    a token was made from; None for a token bound to no session); stop following an anonymous connection.
+
+    Reads the session's expiry in the database thread and arms the connection's expiry timer.
+    """
+    watch = watch_of(scope)
+    if watch is None or watch.closing:
+        return
+    if not getattr(user, "is_authenticated", False) or getattr(user, "pk", None) is None:
+        stop_following(scope)
+        return
+    missed = watch.missed_users
+    _registry.forget(watch)
+    watch.session = session_tag(session_key) if session_key else None
+    watch.user = user_key(user)
+    watch.missed_users = None
+    _registry.add(watch)
+    if missed and watch.user in missed:
+        watch.revoke(missed[watch.user])
+        return
+    if session_key:
+        expiry = await database_sync_to_async(_stored_expiry)(session_key)
+        if expiry is not None:
+            _arm_expiry(watch, session_key, expiry)
+
+
+def scope_session_key(scope: Scope) -> str | None:
+    """The key of the scope's session (building the lazy store, without loading it), or None."""
+    session = scope.get("session")
+    key = getattr(session, "session_key", None) if session is not None else None
+    return key if isinstance(key, str) and key else None
+
+
+def deletion_is_heard(session: Any) -> bool:
+    """Whether deleting ``session``'s stored copy reaches ``_session_deleted`` (Django's own session model), so a
+    logout need not broadcast a second time."""
+    model_class = getattr(session, "get_model_class", None)
+    if model_class is None:
+        return False
+    from django.apps import apps
+
+    if not apps.is_installed("django.contrib.sessions"):
+        return False
+    from django.contrib.sessions.models import Session
+
+    return bool(model_class() is Session)
+
+
+def stop_following(scope: Scope) -> None:
+    """Stop following the connection of ``scope`` (its user logged out there, or it is anonymous)."""
+    watch = watch_of(scope)
+    if watch is not None:
+        _registry.forget(watch)
+        if watch.expiry is not None:
+            watch.expiry.cancel()
+            watch.expiry = None
+
+
+async def finish_following(scope: Scope) -> None:
+    """The connection of ``scope`` ended: forget it, cancel its timer, and finish or cancel what it started."""
+    watch = watch_of(scope)
+    if watch is None:
+        return
+    stop_following(scope)
+    _leave(watch.loop)
+    if watch.pending_receive is not None:
+        watch.pending_receive.cancel()
+        with contextlib.suppress(BaseException):
+            await watch.pending_receive
+    if watch.check is not None:
+        watch.check.cancel()  # an expiry check is of no use any more
+        with contextlib.suppress(BaseException):
+            await watch.check
+    if watch.closer is not None:
+        with contextlib.suppress(BaseException):  # a close in flight is let finish, briefly
+            await asyncio.wait_for(watch.closer, 1.0)
+
+
+def carry_on_anonymous(consumer: Any) -> bool:
+    """Keep ``consumer``'s connection open when its login ends: ``scope["user"]`` becomes ``AnonymousUser`` instead.
+
+    Call it in ``connect()``. The consumer then receives an ``auth.revoked`` message (``{"type": "auth.revoked",
+    "reason": ...}``) through its ``auth_revoked`` handler, which it must define (``TypeError`` otherwise). Returns
+    whether the connection is followed at all (False without ``AuthMiddleware``/``TokenAuthMiddleware``, with
+    ``TETHER_FOLLOW_LOGIN = False``, or for an anonymous connection).
+    """
+    if not callable(getattr(consumer, "auth_revoked", None)):
+        raise TypeError(
+            f"{type(consumer).__name__} calls carry_on_anonymous() but has no auth_revoked() handler; define "
+            "'async def auth_revoked(self, message)' (or a plain method in a sync consumer) to hear that the login "
+            "ended."
+        )
+    scope = consumer.scope
+    watch = watch_of(scope)
+    if watch is None or not _registry_has(watch):
+        return False
+    watch.consumer_scope = scope
+    return True
+
+
+# Session expiry ------------------------------------------------------------------------------------------------------
+
+
+def _session_store(session_key: str) -> SessionBase:
+    from tether.sessions import _session_store_class
+
+    return _session_store_class()(session_key)
+
+
+def _stored_expiry(session_key: str) -> datetime.datetime | None:
+    """When the stored session ``session_key`` expires (database thread); None when it cannot be told.
+
+    Engines backed by a model (``db``, ``cached_db``) know it exactly (one primary-key query). Others are asked
+    ``get_expiry_date()``, exact for a session with an explicit ``set_expiry()`` and otherwise counted from now,
+    which is later than the truth; the expiry check then reads the session again when the timer fires.
+    """
+    store = _session_store(session_key)
+    model_class = getattr(store, "get_model_class", None)
+    if model_class is not None:
+        expiry = model_class().objects.filter(session_key=session_key).values_list("expire_date", flat=True).first()
+        return expiry if isinstance(expiry, datetime.datetime) else None
+    try:
+        store.load()
+        return store.get_expiry_date()
+    except Exception:
+        logger.debug("Could not read the expiry of a session.", exc_info=True)
+        return None
+
+
+def _session_still_open(session_key: str, user: str) -> datetime.datetime | None:
+    """The new expiry of session ``session_key`` when it still logs ``user`` in, else None (database thread)."""
+    from django.contrib.auth import SESSION_KEY
+
+    store = _session_store(session_key)
+    if store.get(SESSION_KEY) != user:
+        return None
+    expiry = _stored_expiry(session_key)
+    if expiry is None or expiry <= timezone.now():
+        return None
+    return expiry
+
+
+def _arm_expiry(watch: _Watch, session_key: str, expiry: datetime.datetime) -> None:
+    if watch.expiry is not None:
+        watch.expiry.cancel()
+    delay = max((expiry - timezone.now()).total_seconds(), 0.0)
+    watch.expiry = watch.loop.call_at(watch.loop.time() + delay, _expiry_due, watch, session_key)
+
+
+def _expiry_due(watch: _Watch, session_key: str) -> None:
+    watch.expiry = None
+    if not watch.closing and watch.check is None:
+        watch.check = watch.loop.create_task(_check_expiry(watch, session_key))
+
+
+async def _check_expiry(watch: _Watch, session_key: str) -> None:
+    """The session's expiry date came: read it again (activity elsewhere may have extended it), re-arm or revoke."""
+    try:
+        if watch.user is None:
+            return
+        expiry = await database_sync_to_async(_session_still_open)(session_key, watch.user)
+    finally:
+        watch.check = None
+    if expiry is None:
+        watch.revoke("session_expired")
+    else:
+        later = max(expiry, timezone.now() + datetime.timedelta(seconds=_MIN_RECHECK))
+        _arm_expiry(watch, session_key, later)
+
+
+# Revoking ----------------------------------------------------------------------------------------------------------
+
+
+def _message(session: str | None, user: str | None, reason: str) -> Message:
+    return {"type": "tether.revoke", "session": session, "user": user, "reason": reason, "origin": _process_id()}
+
+
+def _publish(session: str | None, user: str | None, reason: str) -> None:
+    """Revoke here, then tell the other processes; from sync code (a signal receiver, a view)."""
+    _revoke_here(session, user, reason)
+    if not _enabled():
+        return
+    layer = _shared_layer()
+    if layer is None:
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is not None:
+        # Called from the event loop's own thread: it cannot block, so the send runs as a task that the registry
+        # keeps until it is done.
+        task = loop.create_task(_send_revocation(layer, _message(session, user, reason)))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
+        return
+    async_to_sync(_send_revocation)(layer, _message(session, user, reason))
+
+
+async def _send_revocation(layer: BaseChannelLayer, message: Message) -> None:
+    try:
+        await layer.group_send(REVOCATION_GROUP, message)
+    except Exception:
+        logger.exception(
+            "Could not tell the other processes that a login ended (%s): their sockets of that %s stay open. Check "
+            "the channel layer %r.",
+            message["reason"],
+            "session" if message["session"] else "user",
+            _layer_alias(),
+        )
+
+
+async def _apublish(session: str | None, user: str | None, reason: str) -> None:
+    _revoke_here(session, user, reason)
+    if _enabled():
+        layer = _shared_layer()
+        if layer is not None:
+            await _send_revocation(layer, _message(session, user, reason))
+
+
+def revoke_session(session_key: str, *, reason: str = "session_ended") -> None:
+    """Close (or downgrade) every followed WebSocket of session ``session_key``, in every process; from sync code.
+
+    tether calls it on logout and when a database session is deleted; call it when you end a session another way
+    (a cache session deleted by hand, a custom session model). Returns once the layer has taken the message.
+    """
+    if not isinstance(session_key, str) or not session_key:
+        raise ValueError(f"revoke_session() needs a session key (request.session.session_key), not {session_key!r}.")
+    _publish(session_tag(session_key), None, reason)
+
+
+def revoke_user(user: Any, *, reason: str = "revoked") -> None:
+    """Close (or downgrade) every followed WebSocket of ``user`` (a user or its primary key), in every process.
+
+    tether calls it when the password changes, the user is made inactive or deleted; call it when a
+    ``QuerySet.update()`` or raw SQL changes them, which sends no signal. From sync code; ``arevoke_user`` in async.
+    """
+    _publish(None, _user_key_of(user), reason)
+
+
+async def arevoke_session(session_key: str, *, reason: str = "session_ended") -> None:
+    """``revoke_session`` for async code."""
+    if not isinstance(session_key, str) or not session_key:
+        raise ValueError(f"arevoke_session() needs a session key, not {session_key!r}.")
+    await _apublish(session_tag(session_key), None, reason)
+
+
+async def arevoke_user(user: Any, *, reason: str = "revoked") -> None:
+    """``revoke_user`` for async code."""
+    await _apublish(None, _user_key_of(user), reason)
+
+
+def _user_key_of(user: Any) -> str:
+    if hasattr(user, "_meta"):
+        if getattr(user, "pk", None) is None:
+            raise ValueError(f"revoke_user() needs a saved user or a primary key, not {user!r}.")
+        return user_key(user)
+    if isinstance(user, (str, int)) and not isinstance(user, bool):
+        return str(user)
+    raise TypeError(f"revoke_user() takes a user instance or its primary key, not {user!r}.")
+
+
+# Signals (connected by tether.apps.TetherConfig.ready) -------------------------------------------------------------
+
+#: Attribute a user instance carries from load to save: the password hash and is_active it was loaded with.
+_LOADED = "_tether_loaded_login"
+
+
+def _remember_login_fields(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """post_init of the user model: note the password and is_active, so a save can tell what changed."""
+    fields = instance.__dict__
+    instance.__dict__[_LOADED] = (fields.get("password"), fields.get("is_active"))
+
+
+def _user_saved(sender: Any, instance: Any, created: bool, update_fields: Iterable[str] | None, **kwargs: Any) -> None:
+    """post_save of the user model: a new password or ``is_active`` turned False ends the user's logins."""
+    fields = instance.__dict__
+    loaded_password, loaded_active = fields.get(_LOADED, (None, None))
+    fields[_LOADED] = (fields.get("password"), fields.get("is_active"))
+    if created or instance.pk is None:
+        return
+    password = fields.get("password")
+    # A password loaded deferred is not known; it changed for sure only when the save names it.
+    known = loaded_password is not None or (update_fields is not None and "password" in update_fields)
+    if password is not None and password != loaded_password and known:
+        revoke_user(instance, reason="password_changed")
+        return
+    if loaded_active is not False and fields.get("is_active") is False:
+        revoke_user(instance, reason="inactive")
+
+
+def _user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    if instance.pk is not None:
+        revoke_user(instance, reason="user_deleted")
+
+
+def _logged_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    """user_logged_out from a Django view: the request's session ends (tether's own logout() revokes by itself)."""
+    session = getattr(request, "session", None)
+    key = getattr(session, "session_key", None)
+    if key and not deletion_is_heard(session):
+        revoke_session(key, reason="logout")
+
+
+def _session_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """post_delete of a database session: flushed, cycled or deleted by hand. Skips sessions nobody could be
+    logged in by (no user in them, or expired, as ``clearsessions`` deletes them), so those cost no broadcast."""
+    from django.contrib.auth import SESSION_KEY
+
+    expire_date = getattr(instance, "expire_date", None)
+    if expire_date is not None and expire_date <= timezone.now():
+        return
+    try:
+        data = instance.get_decoded()
+    except Exception:
+        data = {}
+    if SESSION_KEY in data:
+        revoke_session(instance.session_key, reason="session_ended")
+
+
+def connect_signals() -> None:
+    """Connect the receivers that end the logins; called once from ``TetherConfig.ready()``."""
+    from django.apps import apps
+    from django.contrib.auth import get_user_model, user_logged_out
+    from django.db.models.signals import post_delete, post_init, post_save
+
+    user_model = get_user_model()
+    uid = "tether.revocation"
+    post_init.connect(_remember_login_fields, sender=user_model, dispatch_uid=uid)
+    post_save.connect(_user_saved, sender=user_model, dispatch_uid=uid)
+    post_delete.connect(_user_deleted, sender=user_model, dispatch_uid=uid)
+    user_logged_out.connect(_logged_out, dispatch_uid=uid)
+    if apps.is_installed("django.contrib.sessions"):
+        from django.contrib.sessions.models import Session
+
+        post_delete.connect(_session_deleted, sender=Session, dispatch_uid=uid)
