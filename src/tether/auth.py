@@ -245,12 +245,8 @@ async def logout(scope: Scope) -> None:
     The session's other followed WebSockets, in every process, are closed with ``AUTH_REVOKED``; the one calling
     ``logout`` stays open, as an anonymous connection.
     """
-    session = _session_of(scope)
     revocation.stop_following(scope)
-    key = revocation.scope_session_key(scope)
     await database_sync_to_async(_log_out)(scope)
-    if key is not None and not revocation.deletion_is_heard(session):
-        await arevoke_session(key, reason="logout")
 
 
 def _log_out(scope: Scope) -> None:
@@ -260,6 +256,9 @@ def _log_out(scope: Scope) -> None:
     if not getattr(user, "is_authenticated", False):
         user = None
     user_logged_out.send(sender=user.__class__, request=None, user=user)
+    key = revocation.scope_session_key(scope)
+    if key is not None:
+        revocation.logged_out(key)  # the session's other sockets, in every process
     session.flush()
     scope["user"] = _anonymous_user()
 

@@ -138,11 +138,10 @@ class _Watch:
         "loop",
         "missed_users",
         "notices",
-        "pending_receive",
+        "notify",
         "send",
         "session",
         "user",
-        "waiter",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, send: Send) -> None:
@@ -153,9 +152,8 @@ class _Watch:
         self.missed_users: dict[str, str] | None = None  # user revocations (user -> reason) heard before binding
         self.closing = False
         self.consumer_scope: Scope | None = None  # set by carry_on_anonymous
-        self.notices: deque[Message] | None = None
-        self.waiter: asyncio.Future[None] | None = None
-        self.pending_receive: asyncio.Future[Message] | None = None
+        self.notify: tuple[Any, str] | None = None  # the opted-in consumer's layer and channel
+        self.notices: deque[Message] | None = None  # its notices when it has no layer (given with the next receive)
         self.expiry: asyncio.TimerHandle | None = None  # fires at the session's expiry date
         self.check: asyncio.Task[None] | None = None  # the expiry check in flight; cancelled when the socket ends
         self.closer: asyncio.Task[None] | None = None  # the close in flight; awaited when the socket ends
@@ -176,16 +174,29 @@ class _Watch:
             if isinstance(user, UserLazyObject):
                 user._wrapped = AnonymousUser()
             self.consumer_scope["user"] = AnonymousUser()
-            if self.notices is None:
-                self.notices = deque()
-            self.notices.append({"type": REVOKED_MESSAGE_TYPE, "reason": reason})
-            if self.waiter is not None and not self.waiter.done():
-                self.waiter.set_result(None)
+            notice = {"type": REVOKED_MESSAGE_TYPE, "reason": reason}
+            if self.notify is not None:
+                self.closer = self.loop.create_task(self.tell(notice))
+            else:
+                self.notices = self.notices or deque()
+                self.notices.append(notice)
             logger.info("A connection's login ended (%s); it carries on as an anonymous user.", reason)
             return
         self.closing = True
         logger.info("Closing a connection with %d: its login ended (%s).", AUTH_REVOKED, reason)
         self.closer = self.loop.create_task(self.close(reason))
+
+    async def tell(self, notice: Message) -> None:
+        """Send the opted-in consumer its notice on its own channel, which it is waiting on already."""
+        if self.notify is None:
+            return
+        layer, channel = self.notify
+        try:
+            await layer.send(channel, notice)
+        except Exception:
+            logger.warning("Could not send auth.revoked to a consumer's channel; it comes with the next frame.")
+            self.notices = self.notices or deque()
+            self.notices.append(notice)
 
     async def close(self, reason: str) -> None:
         """Send the server the close; the application then receives ``websocket.disconnect`` as for any close."""
@@ -400,27 +411,11 @@ async def start_following(scope: Scope, receive: Receive, send: Send) -> tuple[R
             return  # the connection was closed for its ended login; what the application sends has nowhere to go
         await send(message)
 
-    async def receive_with_notices(message_source: Receive = receive) -> Message:
+    async def receive_with_notices() -> Message:
+        # The notice of a consumer without a channel layer: given before the next message from the client.
         if watch.notices:
             return watch.notices.popleft()
-        if watch.consumer_scope is None or not _registry_has(watch):
-            if watch.pending_receive is not None:
-                pending, watch.pending_receive = watch.pending_receive, None
-                return await pending
-            return await message_source()
-        # An opted-in consumer waits for the client or for the end of its login, whichever comes first.
-        if watch.pending_receive is None:
-            watch.pending_receive = asyncio.ensure_future(message_source())
-        watch.waiter = loop.create_future()
-        try:
-            either: set[asyncio.Future[Any]] = {watch.pending_receive, watch.waiter}
-            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watch.waiter = None
-        if watch.notices:
-            return watch.notices.popleft()
-        pending, watch.pending_receive = watch.pending_receive, None
-        return pending.result()
+        return await receive()
 
     return receive_with_notices, send_unless_closed, True
 
@@ -468,21 +463,6 @@ def scope_session_key(scope: Scope) -> str | None:
     return key if isinstance(key, str) and key else None
 
 
-def deletion_is_heard(session: Any) -> bool:
-    """Whether deleting ``session``'s stored copy reaches ``_session_deleted`` (Django's own session model), so a
-    logout need not broadcast a second time."""
-    model_class = getattr(session, "get_model_class", None)
-    if model_class is None:
-        return False
-    from django.apps import apps
-
-    if not apps.is_installed("django.contrib.sessions"):
-        return False
-    from django.contrib.sessions.models import Session
-
-    return bool(model_class() is Session)
-
-
 def stop_following(scope: Scope) -> None:
     """Stop following the connection of ``scope`` (its user logged out there, or it is anonymous)."""
     watch = watch_of(scope)
@@ -500,10 +480,6 @@ async def finish_following(scope: Scope) -> None:
         return
     stop_following(scope)
     _leave(watch.loop)
-    if watch.pending_receive is not None:
-        watch.pending_receive.cancel()
-        with contextlib.suppress(BaseException):
-            await watch.pending_receive
     if watch.check is not None:
         watch.check.cancel()  # an expiry check is of no use any more
         with contextlib.suppress(BaseException):
@@ -517,9 +493,11 @@ def carry_on_anonymous(consumer: Any) -> bool:
     """Keep ``consumer``'s connection open when its login ends: ``scope["user"]`` becomes ``AnonymousUser`` instead.
 
     Call it in ``connect()``. The consumer then receives an ``auth.revoked`` message (``{"type": "auth.revoked",
-    "reason": ...}``) through its ``auth_revoked`` handler, which it must define (``TypeError`` otherwise). Returns
-    whether the connection is followed at all (False without ``AuthMiddleware``/``TokenAuthMiddleware``, with
-    ``TETHER_FOLLOW_LOGIN = False``, or for an anonymous connection).
+    "reason": ...}``) through its ``auth_revoked`` handler, which it must define (``TypeError`` otherwise); the
+    message comes on the consumer's channel, at once. A consumer without a channel layer gets it just before the
+    next frame from its client. Returns whether the connection is followed at all (False without
+    ``AuthMiddleware``/``TokenAuthMiddleware``, with ``TETHER_FOLLOW_LOGIN = False``, or for an anonymous
+    connection).
     """
     if not callable(getattr(consumer, "auth_revoked", None)):
         raise TypeError(
@@ -532,6 +510,8 @@ def carry_on_anonymous(consumer: Any) -> bool:
     if watch is None or not _registry_has(watch):
         return False
     watch.consumer_scope = scope
+    layer, channel = getattr(consumer, "channel_layer", None), getattr(consumer, "channel_name", None)
+    watch.notify = (layer, channel) if layer is not None and isinstance(channel, str) else None
     return True
 
 
@@ -731,12 +711,22 @@ def _user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
         revoke_user(instance, reason="user_deleted")
 
 
+#: Per thread, the session a logout just revoked, so that the deletion of its stored copy that follows (the flush)
+#: is not broadcast a second time.
+_just_logged_out = threading.local()
+
+
+def logged_out(session_key: str) -> None:
+    """Session ``session_key`` is being logged out (before its flush): revoke its sockets, reason ``"logout"``."""
+    _just_logged_out.key = session_key
+    revoke_session(session_key, reason="logout")
+
+
 def _logged_out(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     """user_logged_out from a Django view: the request's session ends (tether's own logout() revokes by itself)."""
-    session = getattr(request, "session", None)
-    key = getattr(session, "session_key", None)
-    if key and not deletion_is_heard(session):
-        revoke_session(key, reason="logout")
+    key = getattr(getattr(request, "session", None), "session_key", None)
+    if key:
+        logged_out(key)
 
 
 def _session_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
@@ -744,6 +734,9 @@ def _session_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
     logged in by (no user in them, or expired, as ``clearsessions`` deletes them), so those cost no broadcast."""
     from django.contrib.auth import SESSION_KEY
 
+    if getattr(_just_logged_out, "key", None) == instance.session_key:
+        _just_logged_out.key = None
+        return
     expire_date = getattr(instance, "expire_date", None)
     if expire_date is not None and expire_date <= timezone.now():
         return
