@@ -29,12 +29,14 @@ import logging
 import os
 import secrets
 import threading
+import weakref
 from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from django.core.signals import setting_changed
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
@@ -78,16 +80,41 @@ _LISTENER_READY_TIMEOUT = 5.0
 _MAX_RENEW_SECONDS = 3600.0
 #: Backoff bounds of a listener whose layer fails (Redis gone): it retries, and revokes locally meanwhile.
 _MIN_BACKOFF, _MAX_BACKOFF = 0.5, 30.0
+#: What the application may send no more once the connection was closed for its ended login.
+_DROPPED_AFTER_CLOSE = frozenset({"websocket.send", "websocket.close", "websocket.accept"})
 #: A session whose expiry check finds it still alive is checked again no sooner than this (seconds).
 _MIN_RECHECK = 1.0
 
 
+#: The two settings, read once (a missing setting costs 3 us to look up, on every connection) and forgotten when a
+#: test changes them.
+_settings_read: dict[str, Any] = {}
+
+
+def _setting(name: str, default: Any) -> Any:
+    try:
+        return _settings_read[name]
+    except KeyError:
+        value = _settings_read[name] = getattr(settings, name, default)
+        return value
+
+
+def _settings_changed(setting: str, **kwargs: Any) -> None:
+    if setting in {"TETHER_FOLLOW_LOGIN", "TETHER_FOLLOW_LOGIN_LAYER", "CHANNEL_LAYERS"}:
+        _settings_read.clear()
+        for loop in [loop for loop, listener in _listeners.items() if listener is None]:
+            del _listeners[loop]
+
+
+setting_changed.connect(_settings_changed, dispatch_uid="tether.revocation.settings_changed")
+
+
 def _enabled() -> bool:
-    return bool(getattr(settings, "TETHER_FOLLOW_LOGIN", True))
+    return bool(_setting("TETHER_FOLLOW_LOGIN", True))
 
 
 def _layer_alias() -> str:
-    alias = getattr(settings, "TETHER_FOLLOW_LOGIN_LAYER", DEFAULT_CHANNEL_LAYER)
+    alias = _setting("TETHER_FOLLOW_LOGIN_LAYER", DEFAULT_CHANNEL_LAYER)
     if not isinstance(alias, str):
         raise TypeError(f"TETHER_FOLLOW_LOGIN_LAYER must name a layer of CHANNEL_LAYERS (a str), not {alias!r}.")
     return alias
@@ -139,15 +166,19 @@ class _Watch:
         "missed_users",
         "notices",
         "notify",
+        "receive",
         "send",
         "session",
+        "session_key",
         "user",
     )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, send: Send) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, receive: Receive, send: Send) -> None:
         self.loop = loop
+        self.receive = receive
         self.send = send
         self.session: str | None = None  # session tag
+        self.session_key: str | None = None  # the key the tag was made from, so it is hashed once
         self.user: str | None = None  # user key
         self.missed_users: dict[str, str] | None = None  # user revocations (user -> reason) heard before binding
         self.closing = False
@@ -186,6 +217,18 @@ class _Watch:
         logger.info("Closing a connection with %d: its login ended (%s).", AUTH_REVOKED, reason)
         self.closer = self.loop.create_task(self.close(reason))
 
+    async def send_unless_closed(self, message: Message) -> None:
+        """The application's ``send``: after a close for an ended login, what it sends has nowhere to go."""
+        if self.closing and message.get("type") in _DROPPED_AFTER_CLOSE:
+            return
+        await self.send(message)
+
+    async def receive_with_notices(self) -> Message:
+        """The application's ``receive``; a consumer without a channel layer gets its notice before the next frame."""
+        if self.notices:
+            return self.notices.popleft()
+        return await self.receive()
+
     async def tell(self, notice: Message) -> None:
         """Send the opted-in consumer its notice on its own channel, which it is waiting on already."""
         if self.notify is None:
@@ -207,20 +250,24 @@ class _Watch:
 
 
 class _Registry:
-    """The followed connections of this process, by session tag and by user key; safe to use from any thread."""
+    """The followed connections of this process, by session tag and by user key; safe to use from any thread.
+
+    The indexes hold lists, not sets: a session or a user has a few sockets (a tab or device each), and a one-item
+    list costs 64 bytes where a set costs 216 (measured by benchmarks/revocation_cost.py).
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.by_session: dict[str, set[_Watch]] = {}
-        self.by_user: dict[str, set[_Watch]] = {}
-        self.pending: set[_Watch] = set()
+        self.by_session: dict[str, list[_Watch]] = {}
+        self.by_user: dict[str, list[_Watch]] = {}
+        self.pending: set[_Watch] = set()  # registered before their user is known: during the handshake only
 
     def add(self, watch: _Watch) -> None:
         with self.lock:
             if watch.session is not None:
-                self.by_session.setdefault(watch.session, set()).add(watch)
+                self.by_session.setdefault(watch.session, []).append(watch)
             if watch.user is not None:
-                self.by_user.setdefault(watch.user, set()).add(watch)
+                self.by_user.setdefault(watch.user, []).append(watch)
             else:
                 self.pending.add(watch)
 
@@ -233,7 +280,7 @@ class _Registry:
                 members = index.get(key) if key is not None else None
                 if members is not None and watch in members:
                     found = True
-                    members.discard(watch)
+                    members.remove(watch)
                     if not members:
                         del index[key]  # type: ignore[arg-type]
             return found
@@ -252,7 +299,7 @@ class _Registry:
 
     def count(self) -> int:
         with self.lock:
-            watches = set(self.pending)
+            watches: set[_Watch] = set(self.pending)
             for members in (*self.by_session.values(), *self.by_user.values()):
                 watches.update(members)
             return len(watches)
@@ -347,7 +394,8 @@ def _handle_broadcast(message: Message) -> None:
     _revoke_here(session, user, reason if isinstance(reason, str) else "revoked")
 
 
-_listeners: dict[asyncio.AbstractEventLoop, _Listener] = {}
+#: Each loop's listener, or None for a loop where there is no layer to listen to (decided at its first connection).
+_listeners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Listener | None] = weakref.WeakKeyDictionary()
 #: Tasks that outlive the call that started them (a listener leaving the group, a broadcast sent from the loop's own
 #: thread), kept until they are done.
 _background: set[asyncio.Task[None]] = set()
@@ -355,12 +403,15 @@ _background: set[asyncio.Task[None]] = set()
 
 async def _join(loop: asyncio.AbstractEventLoop) -> None:
     """Count a followed connection on ``loop``; start the loop's listener with the first one and wait until ready."""
-    layer = _shared_layer()
-    if layer is None:
-        return
-    listener = _listeners.get(loop)
-    if listener is None:
-        listener = _listeners[loop] = _Listener(loop, layer)
+    if loop in _listeners:
+        listener = _listeners[loop]
+        if listener is None:
+            return  # no shared layer: this process's revocations are all there are
+    else:
+        layer = _shared_layer()
+        listener = _listeners[loop] = None if layer is None else _Listener(loop, layer)
+        if listener is None:
+            return
     listener.members += 1
     if not listener.ready.is_set():
         with contextlib.suppress(asyncio.TimeoutError):
@@ -399,25 +450,13 @@ async def start_following(scope: Scope, receive: Receive, send: Send) -> tuple[R
     if scope.get("type") != "websocket" or not _enabled() or watch_of(scope) is not None:
         return receive, send, False
     loop = asyncio.get_running_loop()
-    watch = _Watch(loop, send)
-    key = scope_session_key(scope)
+    watch = _Watch(loop, receive, send)
+    key = watch.session_key = scope_session_key(scope)
     watch.session = session_tag(key) if key else None
     scope[_SCOPE_KEY] = watch
     _registry.add(watch)
     await _join(loop)
-
-    async def send_unless_closed(message: Message) -> None:
-        if watch.closing and message.get("type") in {"websocket.send", "websocket.close", "websocket.accept"}:
-            return  # the connection was closed for its ended login; what the application sends has nowhere to go
-        await send(message)
-
-    async def receive_with_notices() -> Message:
-        # The notice of a consumer without a channel layer: given before the next message from the client.
-        if watch.notices:
-            return watch.notices.popleft()
-        return await receive()
-
-    return receive_with_notices, send_unless_closed, True
+    return watch.receive_with_notices, watch.send_unless_closed, True
 
 
 def _registry_has(watch: _Watch) -> bool:
@@ -443,7 +482,9 @@ async def follow(scope: Scope, user: Any, session_key: str | None) -> None:
         return
     missed = watch.missed_users
     _registry.forget(watch)
-    watch.session = session_tag(session_key) if session_key else None
+    if session_key != watch.session_key:
+        watch.session_key = session_key
+        watch.session = session_tag(session_key) if session_key else None
     watch.user = user_key(user)
     watch.missed_users = None
     _registry.add(watch)
