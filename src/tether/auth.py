@@ -203,7 +203,7 @@ async def login(scope: Scope, user: Any, backend: str | None = None) -> None:
     try:
         await database_sync_to_async(_log_in)(scope, user, backend)
     finally:
-        await revocation.follow(scope, scope.get("user"), revocation.scope_session_key(scope))
+        revocation.follow(scope, scope.get("user"), revocation.scope_session_key(scope))
 
 
 def _log_in(scope: Scope, user: Any, backend: str | None) -> None:
@@ -322,7 +322,7 @@ class AuthMiddleware(BaseMiddleware):
         try:
             await self.resolve_scope(scope)
             if following:
-                await revocation.follow(scope, scope["user"], revocation.scope_session_key(scope))
+                revocation.follow(scope, scope["user"], revocation.scope_session_key(scope))
             await self.inner(scope, receive, send)
         finally:
             if following:

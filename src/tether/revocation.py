@@ -82,6 +82,8 @@ _MAX_RENEW_SECONDS = 3600.0
 _MIN_BACKOFF, _MAX_BACKOFF = 0.5, 30.0
 #: What the application may send no more once the connection was closed for its ended login.
 _DROPPED_AFTER_CLOSE = frozenset({"websocket.send", "websocket.close", "websocket.accept"})
+#: How long a new connection's session waits to have its expiry date read with the others' (seconds).
+_EXPIRY_READ_DELAY = 0.25
 #: A session whose expiry check finds it still alive is checked again no sooner than this (seconds).
 _MIN_RECHECK = 1.0
 
@@ -468,11 +470,12 @@ def _registry_has(watch: _Watch) -> bool:
         return watch.user is not None and watch in _registry.by_user.get(watch.user, ())
 
 
-async def follow(scope: Scope, user: Any, session_key: str | None) -> None:
+def follow(scope: Scope, user: Any, session_key: str | None) -> None:
     """Bind the followed connection of ``scope`` to ``user`` and the session ``session_key`` (the scope's, or the one
     a token was made from; None for a token bound to no session); stop following an anonymous connection.
 
-    Reads the session's expiry in the database thread and arms the connection's expiry timer.
+    The session's expiry date is read with those of the other connections that opened meanwhile, in one query, and
+    then arms the connection's expiry timer.
     """
     watch = watch_of(scope)
     if watch is None or watch.closing:
@@ -492,9 +495,7 @@ async def follow(scope: Scope, user: Any, session_key: str | None) -> None:
         watch.revoke(missed[watch.user])
         return
     if session_key:
-        expiry = await database_sync_to_async(_stored_expiry)(session_key)
-        if expiry is not None:
-            _arm_expiry(watch, session_key, expiry)
+        _expiry_reader(watch.loop).add(watch, session_key)
 
 
 def scope_session_key(scope: Scope) -> str | None:
@@ -559,40 +560,101 @@ def carry_on_anonymous(consumer: Any) -> bool:
 # Session expiry ------------------------------------------------------------------------------------------------------
 
 
-def _session_store(session_key: str) -> SessionBase:
+def _session_store_class() -> type[SessionBase]:
     from tether.sessions import _session_store_class
 
-    return _session_store_class()(session_key)
+    return _session_store_class()
 
 
-def _stored_expiry(session_key: str) -> datetime.datetime | None:
-    """When the stored session ``session_key`` expires (database thread); None when it cannot be told.
+def _stored_expiries(session_keys: list[str]) -> dict[str, datetime.datetime | None]:
+    """When each stored session of ``session_keys`` expires (database thread); a key that is missing from the answer
+    names a session that is gone, None one whose expiry cannot be told.
 
-    Engines backed by a model (``db``, ``cached_db``) know it exactly (one primary-key query). Others are asked
-    ``get_expiry_date()``, exact for a session with an explicit ``set_expiry()`` and otherwise counted from now,
-    which is later than the truth; the expiry check then reads the session again when the timer fires.
+    Engines backed by a model (``db``, ``cached_db``) know it exactly, all keys in one query. Others are asked each
+    session's ``get_expiry_date()``, exact for a session with an explicit ``set_expiry()`` and otherwise counted from
+    now, which is later than the truth; the expiry check reads the session again when the timer fires.
     """
-    store = _session_store(session_key)
-    model_class = getattr(store, "get_model_class", None)
+    store_class = _session_store_class()
+    model_class = getattr(store_class, "get_model_class", None)
     if model_class is not None:
-        expiry = model_class().objects.filter(session_key=session_key).values_list("expire_date", flat=True).first()
-        return expiry if isinstance(expiry, datetime.datetime) else None
-    try:
-        store.load()
-        return store.get_expiry_date()
-    except Exception:
-        logger.debug("Could not read the expiry of a session.", exc_info=True)
-        return None
+        rows = model_class().objects.filter(session_key__in=session_keys).values_list("session_key", "expire_date")
+        return dict(rows)
+    expiries: dict[str, datetime.datetime | None] = {}
+    for session_key in session_keys:
+        try:
+            store = store_class(session_key)
+            store.load()
+            expiries[session_key] = store.get_expiry_date()
+        except Exception:
+            logger.debug("Could not read the expiry of a session.", exc_info=True)
+            expiries[session_key] = None
+    return expiries
+
+
+class _ExpiryReader:
+    """Reads the expiry dates of the sessions of one loop's newly followed connections, together.
+
+    A connection waits up to ``_EXPIRY_READ_DELAY`` for its timer to be armed, and a burst of connections costs one
+    query instead of one each on the handshake's path (a primary-key query and a database thread hop are about
+    0.5 ms on SQLite). One timer handle and at most one task per loop, owned here.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiting: dict[str, list[_Watch]] = {}
+        self.handle: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, watch: _Watch, session_key: str) -> None:
+        self.waiting.setdefault(session_key, []).append(watch)
+        if self.handle is None and self.task is None:
+            self.handle = self.loop.call_later(_EXPIRY_READ_DELAY, self.start)
+
+    def start(self) -> None:
+        self.handle = None
+        batch, self.waiting = self.waiting, {}
+        self.task = self.loop.create_task(self.read(batch))
+
+    async def read(self, batch: dict[str, list[_Watch]]) -> None:
+        try:
+            expiries = await database_sync_to_async(_stored_expiries)(list(batch))
+        except Exception:
+            logger.exception(
+                "Could not read the expiry dates of %d sessions; their sockets close at logout only.", len(batch)
+            )
+            return
+        finally:
+            self.task = None
+            if self.waiting and self.handle is None:
+                self.handle = self.loop.call_later(_EXPIRY_READ_DELAY, self.start)
+        for session_key, watches in batch.items():
+            for watch in watches:
+                if watch.closing or watch.session_key != session_key or not _registry_has(watch):
+                    continue  # gone, or following another login since
+                if session_key not in expiries:
+                    watch.revoke("session_ended")  # deleted between the handshake and now
+                elif (expiry := expiries[session_key]) is not None:
+                    _arm_expiry(watch, session_key, expiry)
+
+
+_expiry_readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ExpiryReader] = weakref.WeakKeyDictionary()
+
+
+def _expiry_reader(loop: asyncio.AbstractEventLoop) -> _ExpiryReader:
+    reader = _expiry_readers.get(loop)
+    if reader is None:
+        reader = _expiry_readers[loop] = _ExpiryReader(loop)
+    return reader
 
 
 def _session_still_open(session_key: str, user: str) -> datetime.datetime | None:
     """The new expiry of session ``session_key`` when it still logs ``user`` in, else None (database thread)."""
     from django.contrib.auth import SESSION_KEY
 
-    store = _session_store(session_key)
+    store = _session_store_class()(session_key)
     if store.get(SESSION_KEY) != user:
         return None
-    expiry = _stored_expiry(session_key)
+    expiry = _stored_expiries([session_key]).get(session_key)
     if expiry is None or expiry <= timezone.now():
         return None
     return expiry

@@ -316,7 +316,7 @@ class TokenAuthMiddleware(BaseMiddleware):
         try:
             user, session_key = await database_sync_to_async(_user_from_token)(token, self.max_age)
             scope["user"] = user
-            await revocation.follow(scope, user, session_key)
+            revocation.follow(scope, user, session_key)
             if entry is not None:
                 send = _answering_subprotocol(send, entry)
             await self.inner(scope, receive, send)
