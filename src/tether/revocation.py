@@ -266,26 +266,45 @@ class _Registry:
 
     def add(self, watch: _Watch) -> None:
         with self.lock:
-            if watch.session is not None:
-                self.by_session.setdefault(watch.session, []).append(watch)
-            if watch.user is not None:
-                self.by_user.setdefault(watch.user, []).append(watch)
-            else:
-                self.pending.add(watch)
+            self.add_locked(watch)
+
+    def add_locked(self, watch: _Watch) -> None:
+        if watch.session is not None:
+            self.by_session.setdefault(watch.session, []).append(watch)
+        if watch.user is not None:
+            self.by_user.setdefault(watch.user, []).append(watch)
+        else:
+            self.pending.add(watch)
 
     def forget(self, watch: _Watch) -> bool:
         """Take ``watch`` out of the registry; whether it was in."""
         with self.lock:
-            found = watch in self.pending
-            self.pending.discard(watch)
-            for index, key in ((self.by_session, watch.session), (self.by_user, watch.user)):
-                members = index.get(key) if key is not None else None
-                if members is not None and watch in members:
-                    found = True
-                    members.remove(watch)
-                    if not members:
-                        del index[key]  # type: ignore[arg-type]
-            return found
+            return self.forget_locked(watch)
+
+    def forget_locked(self, watch: _Watch) -> bool:
+        found = watch in self.pending
+        self.pending.discard(watch)
+        for index, key in ((self.by_session, watch.session), (self.by_user, watch.user)):
+            members = index.get(key) if key is not None else None
+            if members is not None and watch in members:
+                found = True
+                members.remove(watch)
+                if not members:
+                    del index[key]  # type: ignore[arg-type]
+        return found
+
+    def rebind(self, watch: _Watch, session_key: str | None, user: str) -> str | None:
+        """Register ``watch`` anew under ``session_key`` and ``user``, atomically (a revocation on another thread
+        sees it either before or after); the reason of a revocation of ``user`` it missed while pending, if any."""
+        session = watch.session if session_key == watch.session_key else session_tag(session_key or "")
+        with self.lock:
+            self.forget_locked(watch)
+            watch.session_key = session_key
+            watch.session = session if session_key else None
+            watch.user = user
+            missed, watch.missed_users = watch.missed_users, None
+            self.add_locked(watch)
+        return missed.get(user) if missed else None
 
     def matching(self, session: str | None, user: str | None, reason: str) -> list[_Watch]:
         """The watches of ``session`` or ``user``; a connection whose user is not known yet notes the user's."""
@@ -483,16 +502,9 @@ def follow(scope: Scope, user: Any, session_key: str | None) -> None:
     if not getattr(user, "is_authenticated", False) or getattr(user, "pk", None) is None:
         stop_following(scope)
         return
-    missed = watch.missed_users
-    _registry.forget(watch)
-    if session_key != watch.session_key:
-        watch.session_key = session_key
-        watch.session = session_tag(session_key) if session_key else None
-    watch.user = user_key(user)
-    watch.missed_users = None
-    _registry.add(watch)
-    if missed and watch.user in missed:
-        watch.revoke(missed[watch.user])
+    missed = _registry.rebind(watch, session_key, user_key(user))
+    if missed is not None:
+        watch.revoke(missed)  # the user's logins ended while this one was being looked up
         return
     if session_key:
         _expiry_reader(watch.loop).add(watch, session_key)
@@ -793,19 +805,25 @@ def _remember_login_fields(sender: Any, instance: Any, **kwargs: Any) -> None:
 
 
 def _user_saved(sender: Any, instance: Any, created: bool, update_fields: Iterable[str] | None, **kwargs: Any) -> None:
-    """post_save of the user model: a new password or ``is_active`` turned False ends the user's logins."""
+    """post_save of the user model: a new password or ``is_active`` turned False ends the user's logins.
+
+    Only what the save wrote counts: with ``update_fields``, a field left out keeps its stored value, whatever the
+    instance holds.
+    """
     fields = instance.__dict__
+    saved = None if update_fields is None else frozenset(update_fields)
     loaded_password, loaded_active = fields.get(_LOADED, (None, None))
-    fields[_LOADED] = (fields.get("password"), fields.get("is_active"))
+    password = fields.get("password") if saved is None or "password" in saved else loaded_password
+    active = fields.get("is_active") if saved is None or "is_active" in saved else loaded_active
+    fields[_LOADED] = (password, active)
     if created or instance.pk is None:
         return
-    password = fields.get("password")
-    # A password loaded deferred is not known; it changed for sure only when the save names it.
-    known = loaded_password is not None or (update_fields is not None and "password" in update_fields)
+    # A password that was deferred when the user was loaded is not known: it changed for sure only when the save
+    # names it.
+    known = loaded_password is not None or (saved is not None and "password" in saved)
     if password is not None and password != loaded_password and known:
         revoke_user(instance, reason="password_changed")
-        return
-    if loaded_active is not False and fields.get("is_active") is False:
+    elif loaded_active is not False and active is False:
         revoke_user(instance, reason="inactive")
 
 
