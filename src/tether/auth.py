@@ -8,6 +8,10 @@ session here too. ``login`` and ``logout`` change the session and send Django's 
 ORM work in the database thread (``await login(self.scope, user)``; ``async_to_sync(login)(self.scope, user)`` from a
 sync consumer).
 
+A logged-in WebSocket follows its login (tether-only, ``tether.revocation``): a logout, a password change, a
+deactivation or an ended session closes it with ``AUTH_REVOKED`` (4401) in every process; ``revoke_session``,
+``revoke_user`` and ``carry_on_anonymous`` are importable from here.
+
 Token authentication (``TokenAuthMiddleware``, ``make_token``, tether-only) lives in ``tether.token_auth`` and is
 importable from here too, as it always was.
 """
