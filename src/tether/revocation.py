@@ -82,6 +82,8 @@ _MAX_RENEW_SECONDS = 3600.0
 _MIN_BACKOFF, _MAX_BACKOFF = 0.5, 30.0
 #: What the application may send no more once the connection was closed for its ended login.
 _DROPPED_AFTER_CLOSE = frozenset({"websocket.send", "websocket.close", "websocket.accept"})
+#: How long a connection that ended waits for its close (or notice) in flight to be sent, at most (seconds).
+_CLOSER_GRACE = 1.0
 #: How long a new connection's session waits to have its expiry date read with the others' (seconds).
 _EXPIRY_READ_DELAY = 0.25
 #: A session whose expiry check finds it still alive is checked again no sooner than this (seconds).
@@ -534,13 +536,15 @@ async def finish_following(scope: Scope) -> None:
         return
     stop_following(scope)
     _leave(watch.loop)
+    # Waits that do not raise what the task raised, but do raise a cancellation of the connection's own task.
     if watch.check is not None:
         watch.check.cancel()  # an expiry check is of no use any more
-        with contextlib.suppress(BaseException):
-            await watch.check
+        await asyncio.gather(watch.check, return_exceptions=True)
     if watch.closer is not None:
-        with contextlib.suppress(BaseException):  # a close in flight is let finish, briefly
-            await asyncio.wait_for(watch.closer, 1.0)
+        await asyncio.wait({watch.closer}, timeout=_CLOSER_GRACE)  # a close or notice in flight is let finish
+        if not watch.closer.done():
+            watch.closer.cancel()
+            await asyncio.gather(watch.closer, return_exceptions=True)
 
 
 def carry_on_anonymous(consumer: Any) -> bool:
