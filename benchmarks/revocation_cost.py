@@ -30,7 +30,8 @@ django.setup()
 from django.contrib.auth.models import User  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from tether import revocation  # noqa: E402
+from tether.revocation import expiry as expiry_module  # noqa: E402
+from tether.revocation import followed_connections, following  # noqa: E402
 
 CONNECTIONS = 10_000
 
@@ -63,16 +64,16 @@ def in_place(function: Any) -> Any:
 
 async def register(scope: dict[str, Any], user: User) -> Any:
     """What AuthMiddleware does for one logged-in socket."""
-    receive, send, _ = await revocation.start_following(scope, noop_receive, noop_send)
-    revocation.follow(scope, user, scope["session"].session_key)
+    receive, send, _ = await following.start_following(scope, noop_receive, noop_send)
+    following.follow(scope, user, scope["session"].session_key)
     return receive, send
 
 
 async def main() -> None:
     users = [User(pk=n % 1000 + 1, username=f"user{n}") for n in range(CONNECTIONS)]
     expiry = timezone.now() + datetime.timedelta(days=14)
-    revocation._stored_expiries = lambda keys: dict.fromkeys(keys, expiry)  # type: ignore[assignment]
-    revocation.database_sync_to_async = in_place  # type: ignore[assignment]
+    expiry_module._stored_expiries = lambda keys: dict.fromkeys(keys, expiry)  # type: ignore[assignment]
+    expiry_module.database_sync_to_async = in_place  # type: ignore[assignment]
     rounds = []
     for _ in range(3):
         # Memory, with tracemalloc on (which slows allocation down, so time is measured in a second pass).
@@ -80,12 +81,12 @@ async def main() -> None:
         tracemalloc.start()
         before = tracemalloc.take_snapshot()
         kept = [await register(scope, user) for scope, user in zip(all_scopes, users, strict=True)]
-        await asyncio.sleep(revocation._EXPIRY_READ_DELAY * 4)  # the expiry reader arms the timers
+        await asyncio.sleep(expiry_module.EXPIRY_READ_DELAY * 4)  # the expiry reader arms the timers
         after = tracemalloc.take_snapshot()
         tracemalloc.stop()
         held = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
         for scope in all_scopes:
-            await revocation.finish_following(scope)
+            await following.finish_following(scope)
         del kept
         # Time.
         all_scopes = scopes()
@@ -94,9 +95,9 @@ async def main() -> None:
         registered = time.perf_counter() - started
         started = time.perf_counter()
         for scope in all_scopes:
-            await revocation.finish_following(scope)
+            await following.finish_following(scope)
         forgotten = time.perf_counter() - started
-        assert revocation.followed_connections() == 0
+        assert followed_connections() == 0
         del kept
         rounds.append((held / CONNECTIONS, registered / CONNECTIONS * 1e6, forgotten / CONNECTIONS * 1e6))
     memory, register_us, forget_us = (statistics.median(column) for column in zip(*rounds, strict=True))

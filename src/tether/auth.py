@@ -35,7 +35,6 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.utils.crypto import constant_time_compare
 from django.utils.functional import LazyObject, empty
 
-from tether import revocation
 from tether.db import database_sync_to_async
 from tether.middleware import BaseMiddleware
 from tether.revocation import (
@@ -43,8 +42,10 @@ from tether.revocation import (
     arevoke_session,
     arevoke_user,
     carry_on_anonymous,
+    following,
     revoke_session,
     revoke_user,
+    signals,
 )
 from tether.sessions import CookieMiddleware, SessionMiddleware
 from tether.types import ASGIApp, Receive, Scope, Send
@@ -172,7 +173,7 @@ def _user_from_session(scope: Scope) -> AbstractBaseUser | AnonymousUser:
         return user
     # The password changed (or the hash is missing): this session no longer authenticates anybody. This connection
     # stops being followed first, so the flush (a deleted session) does not close the connection that is asking.
-    revocation.stop_following(scope)
+    following.stop_following(scope)
     session.flush()
     return _anonymous_user()
 
@@ -203,11 +204,11 @@ async def login(scope: Scope, user: Any, backend: str | None = None) -> None:
     A followed connection (see ``tether.revocation``) follows the new login from then on; the key cycle does not
     close it.
     """
-    revocation.stop_following(scope)
+    following.stop_following(scope)
     try:
         await database_sync_to_async(_log_in)(scope, user, backend)
     finally:
-        revocation.follow(scope, scope.get("user"), revocation.scope_session_key(scope))
+        following.follow(scope, scope.get("user"), following.scope_session_key(scope))
 
 
 def _log_in(scope: Scope, user: Any, backend: str | None) -> None:
@@ -249,7 +250,7 @@ async def logout(scope: Scope) -> None:
     The session's other followed WebSockets, in every process, are closed with ``AUTH_REVOKED``; the one calling
     ``logout`` stays open, as an anonymous connection.
     """
-    revocation.stop_following(scope)
+    following.stop_following(scope)
     await database_sync_to_async(_log_out)(scope)
 
 
@@ -260,9 +261,9 @@ def _log_out(scope: Scope) -> None:
     if not getattr(user, "is_authenticated", False):
         user = None
     user_logged_out.send(sender=user.__class__, request=None, user=user)
-    key = revocation.scope_session_key(scope)
+    key = following.scope_session_key(scope)
     if key is not None:
-        revocation.logged_out(key)  # the session's other sockets, in every process
+        signals.logged_out(key)  # the session's other sockets, in every process
     session.flush()
     scope["user"] = _anonymous_user()
 
@@ -322,15 +323,15 @@ class AuthMiddleware(BaseMiddleware):
         self.populate_scope(scope)
         # A WebSocket is followed (tether.revocation): registered before its user is read, so that a logout during
         # the lookup still reaches it, and closed when its login ends.
-        receive, send, following = await revocation.start_following(scope, receive, send)
+        receive, send, started = await following.start_following(scope, receive, send)
         try:
             await self.resolve_scope(scope)
-            if following:
-                revocation.follow(scope, scope["user"], revocation.scope_session_key(scope))
+            if started:
+                following.follow(scope, scope["user"], following.scope_session_key(scope))
             await self.inner(scope, receive, send)
         finally:
-            if following:
-                await revocation.finish_following(scope)
+            if started:
+                await following.finish_following(scope)
 
 
 def AuthMiddlewareStack(inner: ASGIApp) -> ASGIApp:

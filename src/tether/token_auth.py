@@ -29,10 +29,10 @@ from django.core import signing
 from django.core.exceptions import ValidationError
 from django.utils.crypto import constant_time_compare, salted_hmac
 
-from tether import revocation
 from tether.auth import _USER_SCOPE_TYPES, _anonymous_user, _backend_path, _session_hashes
 from tether.db import database_sync_to_async
 from tether.middleware import BaseMiddleware
+from tether.revocation import following
 from tether.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["TOKEN_SUBPROTOCOL_PREFIX", "TokenAuthMiddleware", "make_token"]
@@ -312,17 +312,17 @@ class TokenAuthMiddleware(BaseMiddleware):
             await self.inner(scope, receive, send)
             return
         # Followed like a session's WebSocket; one AuthMiddleware in front already follows it, and is rebound here.
-        receive, send, following = await revocation.start_following(scope, receive, send)
+        receive, send, started = await following.start_following(scope, receive, send)
         try:
             user, session_key = await database_sync_to_async(_user_from_token)(token, self.max_age)
             scope["user"] = user
-            revocation.follow(scope, user, session_key)
+            following.follow(scope, user, session_key)
             if entry is not None:
                 send = _answering_subprotocol(send, entry)
             await self.inner(scope, receive, send)
         finally:
-            if following:
-                await revocation.finish_following(scope)
+            if started:
+                await following.finish_following(scope)
 
 
 def _answering_subprotocol(send: Send, entry: str) -> Send:

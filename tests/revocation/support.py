@@ -1,7 +1,7 @@
 """Consumers, views and the ASGI application the "sockets follow the login" tests serve, in threads and in processes.
 
-``application`` is what ``tests/revocation_asgi.py`` serves in a uvicorn subprocess (settings
-``tests.revocation_settings``: the suite's database and a Redis layer with a prefix of the test's own) and what the
+``websocket_app`` is what ``tests/revocation/asgi.py`` serves in a uvicorn subprocess (settings
+``tests.revocation.settings``: the suite's database and a Redis layer with a prefix of the test's own) and what the
 in-process tests serve with the ``serve`` fixture.
 """
 

@@ -1,7 +1,7 @@
 """Sockets follow the login: logout, password change, deactivation, a flushed, deleted or expired session close the
 right WebSockets (``AUTH_REVOKED``) in two uvicorn processes sharing a Redis layer, within a second, and no others.
 
-The two servers are subprocesses (tests/revocation_asgi.py) on the suite's database, with a Redis key prefix of this
+The two servers are subprocesses (tests/revocation/asgi.py) on the suite's database, with a Redis key prefix of this
 module's own; the test process triggers revocations as a third process would (a view, a save, a shell), through the
 same Redis layer. The in-process tests (the ``serve`` fixture) cover one process without a shared layer, the
 anonymous opt-in's details and the setting that turns following off.
@@ -35,7 +35,7 @@ from tether.revocation import followed_connections
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("TETHER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 #: The promise: with the Redis layer, a revoked socket is closed within a second.
 CLOSE_WITHIN = 1.0
@@ -73,7 +73,7 @@ def redis_prefix() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def processes(django_db_setup: Any, redis_prefix: str) -> Iterator[tuple[str, str]]:
-    """Two uvicorn processes serving tests/revocation_asgi.py on the test database and the shared Redis layer."""
+    """Two uvicorn processes serving tests/revocation/asgi.py on the test database and the shared Redis layer."""
     commands = []
     hosts = []
     try:
@@ -82,10 +82,10 @@ def processes(django_db_setup: Any, redis_prefix: str) -> Iterator[tuple[str, st
             commands.append(
                 Command(
                     ROOT,
-                    "tests.revocation_asgi:application",
+                    "tests.revocation.asgi:application",
                     *("--host", "127.0.0.1", "--port", str(port), "--lifespan", "off", "--log-level", "info"),
                     program=("-m", "uvicorn"),
-                    DJANGO_SETTINGS_MODULE="tests.revocation_settings",
+                    DJANGO_SETTINGS_MODULE="tests.revocation.settings",
                     PYTHONPATH=os.pathsep.join([str(SRC_DIR), str(ROOT)]),
                     TETHER_REVOCATION_PREFIX=redis_prefix,
                 )
@@ -299,10 +299,10 @@ async def test_a_token_bound_to_a_session_is_refused_after_the_logout(processes,
 
 
 def site(serve: Any) -> str:
-    """The test application on an in-process uvicorn, with Django's views for HTTP (tests.revocation_support)."""
+    """The test application on an in-process uvicorn, with Django's views for HTTP (tests.revocation.support)."""
     from django.core.asgi import get_asgi_application
 
-    from tests.revocation_support import websocket_app
+    from tests.revocation.support import websocket_app
     from tether.routing import ProtocolTypeRouter
 
     server = serve(ProtocolTypeRouter({"http": get_asgi_application(), "websocket": websocket_app}))
@@ -316,7 +316,7 @@ async def poll(condition: Any, within: float = WAIT) -> None:
         await asyncio.sleep(0.02)
 
 
-@override_settings(ROOT_URLCONF="tests.revocation_support")
+@override_settings(ROOT_URLCONF="tests.revocation.support")
 async def test_without_a_shared_layer_one_process_still_closes_its_sockets(serve):
     host = site(serve)
     _, _, session, other_session, _ = await users_and_sessions()
@@ -362,7 +362,7 @@ async def test_anonymous_and_invalid_sessions_are_not_followed(serve):
     await close_all([anonymous, stale])
 
 
-@override_settings(TETHER_FOLLOW_LOGIN=False, ROOT_URLCONF="tests.revocation_support")
+@override_settings(TETHER_FOLLOW_LOGIN=False, ROOT_URLCONF="tests.revocation.support")
 async def test_the_setting_turns_following_off(serve):
     host = site(serve)
     _, _, session, _, _ = await users_and_sessions()
@@ -384,72 +384,3 @@ def test_carry_on_anonymous_needs_an_auth_revoked_handler():
 
     with pytest.raises(TypeError, match="auth_revoked"):
         carry_on_anonymous(Forgetful())
-
-
-# --- what the signal receivers count as the end of a login ----------------------------------------------------------
-
-
-@pytest.fixture
-def revocations(monkeypatch: Any) -> list[tuple[str, str]]:
-    """The revocations the receivers ask for, as (what, reason), instead of sending them."""
-    from tether import revocation
-
-    asked: list[tuple[str, str]] = []
-    monkeypatch.setattr(revocation, "revoke_user", lambda user, reason: asked.append((f"user {user.pk}", reason)))
-    monkeypatch.setattr(revocation, "revoke_session", lambda key, reason: asked.append((f"session {key}", reason)))
-    return asked
-
-
-def test_only_a_saved_password_change_counts(revocations):
-    alice = create_user("alice")
-    alice.set_password("changed in memory")
-    alice.last_login = None
-    alice.save(update_fields=["last_login"])
-    assert revocations == []
-    alice.save()
-    assert revocations == [(f"user {alice.pk}", "password_changed")]
-
-
-def test_saving_an_unchanged_user_or_creating_one_counts_for_nothing(revocations):
-    from django.contrib.auth.models import User
-
-    alice = create_user("alice", is_active=False)
-    alice.first_name = "Alice"
-    alice.save()
-    User.objects.get(pk=alice.pk).save()
-    deferred = User.objects.only("username").get(pk=alice.pk)
-    deferred.username = "alice2"
-    deferred.save()
-    assert revocations == []
-
-
-def test_deactivation_and_deletion_count_once_each(revocations):
-    from django.contrib.auth.models import User
-
-    alice = create_user("alice")
-    pk = alice.pk
-    loaded = User.objects.get(pk=pk)
-    loaded.is_active = False
-    loaded.save(update_fields=["is_active"])
-    loaded.save()
-    loaded.delete()
-    assert revocations == [(f"user {pk}", "inactive"), (f"user {pk}", "user_deleted")]
-
-
-def test_deleted_sessions_count_only_when_someone_was_logged_in_and_they_had_not_expired(revocations):
-    from django.core.management import call_command
-
-    alice = create_user("alice")
-    logged_in = session_cookie_for(alice)
-    anonymous = SessionStore()
-    anonymous["cart"] = [1]
-    anonymous.save()
-    expired = SessionStore(session_cookie_for(alice))
-    expired.set_expiry(-10)
-    expired.save()
-
-    call_command("clearsessions")
-    Session.objects.filter(session_key=anonymous.session_key).delete()
-    assert revocations == []
-    Session.objects.get(session_key=logged_in).delete()
-    assert revocations == [(f"session {logged_in}", "session_ended")]

@@ -1,5 +1,5 @@
-"""Settings of the uvicorn subprocesses in tests/test_revocation.py: the suite's settings and database, with a Redis
-channel layer whose key prefix the test names in ``TETHER_REVOCATION_PREFIX``."""
+"""Settings of the uvicorn subprocesses in tests/revocation/test_processes.py: the suite's settings and database,
+with a Redis channel layer whose key prefix the test names in ``TETHER_REVOCATION_PREFIX``."""
 
 import os
 
@@ -14,5 +14,5 @@ CHANNEL_LAYERS = {
         },
     }
 }
-ROOT_URLCONF = "tests.revocation_support"
+ROOT_URLCONF = "tests.revocation.support"
 TETHER_FOLLOW_LOGIN = os.environ.get("TETHER_FOLLOW_LOGIN", "1") == "1"
