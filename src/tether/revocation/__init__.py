@@ -14,8 +14,8 @@ always closes the matching connections of the calling process directly, so one p
 works. Raw session keys never travel: only ``salted_hmac`` digests of them do.
 
 Cost per followed connection (``benchmarks/revocation_cost.py``): about 870 bytes (a record with ``__slots__``, two
-index entries, one ``loop.call_at`` handle for the expiry) and 12 us to register; no task, no channel. Per process:
-one listener task and one channel per event loop, one group membership.
+index entries, one ``loop.call_at`` handle for the expiry) and about 10 us to register; no task, no channel. Per
+process: one listener task and one channel per event loop, one group membership.
 
 The parts: ``registry`` (the followed connections and what revoking one does), ``following`` (what the middlewares
 call), ``listener`` (the channel layer side), ``expiry`` (session expiry timers), ``publish`` (``revoke_session`` /
