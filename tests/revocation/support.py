@@ -18,6 +18,9 @@ from tether.auth import AuthMiddlewareStack, TokenAuthMiddleware, carry_on_anony
 from tether.generic.websocket import AsyncJsonWebsocketConsumer, JsonWebsocketConsumer
 from tether.routing import URLRouter
 
+#: The close codes ``FollowedConsumer.disconnect`` was called with, in this process (the in-process tests read it).
+disconnect_codes: list[int] = []
+
 
 class FollowedConsumer(AsyncJsonWebsocketConsumer):
     """Says who the user is on connect and in answer to every frame; ``{"logout": true}`` logs out with tether."""
@@ -30,6 +33,9 @@ class FollowedConsumer(AsyncJsonWebsocketConsumer):
         if content.get("logout"):
             await logout(self.scope)
         await self.send_json(describe_user(self.scope["user"]))
+
+    async def disconnect(self, code: int) -> None:
+        disconnect_codes.append(code)
 
 
 class SyncFollowedConsumer(JsonWebsocketConsumer):

@@ -331,6 +331,9 @@ async def test_without_a_shared_layer_one_process_still_closes_its_sockets(serve
 
 
 async def test_tether_logout_keeps_the_calling_socket_and_closes_the_sessions_others(serve):
+    from tests.revocation.support import disconnect_codes
+
+    disconnect_codes.clear()
     host = site(serve)
     _, _, session, _, _ = await users_and_sessions()
     caller, other = await open_socket(host, cookie=session), await open_socket(host, cookie=session)
@@ -340,6 +343,7 @@ async def test_tether_logout_keeps_the_calling_socket_and_closes_the_sessions_ot
 
     assert await codes_within([other]) == [AUTH_REVOKED]
     assert (await answer(caller))["authenticated"] is False
+    await poll(lambda: AUTH_REVOKED in disconnect_codes)  # the consumer heard the close as any other
     await close_all([caller])
 
 
