@@ -93,17 +93,28 @@ def _session_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
 
 
 def connect_signals() -> None:
-    """Connect the receivers that end the logins; called once from ``TetherConfig.ready()``."""
+    """Connect the receivers that end the logins; called once from ``TetherConfig.ready()``.
+
+    A project without ``django.contrib.auth`` (or whose ``AUTH_USER_MODEL`` is not installed: Django's own checks say
+    so) has no logins to follow, and one without ``django.contrib.sessions`` no database sessions: their receivers are
+    left out.
+    """
     from django.apps import apps
     from django.contrib.auth import get_user_model, user_logged_out
+    from django.core.exceptions import ImproperlyConfigured
     from django.db.models.signals import post_delete, post_init, post_save
 
-    user_model = get_user_model()
     uid = "tether.revocation"
-    post_init.connect(_remember_login_fields, sender=user_model, dispatch_uid=uid)
-    post_save.connect(_user_saved, sender=user_model, dispatch_uid=uid)
-    post_delete.connect(_user_deleted, sender=user_model, dispatch_uid=uid)
-    user_logged_out.connect(_logged_out, dispatch_uid=uid)
+    if apps.is_installed("django.contrib.auth"):
+        try:
+            user_model = get_user_model()
+        except ImproperlyConfigured:
+            pass
+        else:
+            post_init.connect(_remember_login_fields, sender=user_model, dispatch_uid=uid)
+            post_save.connect(_user_saved, sender=user_model, dispatch_uid=uid)
+            post_delete.connect(_user_deleted, sender=user_model, dispatch_uid=uid)
+            user_logged_out.connect(_logged_out, dispatch_uid=uid)
     if apps.is_installed("django.contrib.sessions"):
         from django.contrib.sessions.models import Session
 
