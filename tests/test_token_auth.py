@@ -268,6 +268,16 @@ async def test_token_from_a_retired_secret_key_still_works_with_fallbacks(alice)
         assert await user_for_query_token(token) == ALICE
 
 
+async def test_token_bound_to_a_session_survives_a_key_rotation_with_fallbacks(alice):
+    with override_settings(SECRET_KEY=OLD_SECRET):  # the session too was signed with the retired key
+        session_key = await database_sync_to_async(session_cookie_for)(alice)
+        token = make_token(alice, session=session_key)
+    with override_settings(SECRET_KEY="the-new-secret-key-0123456789", SECRET_KEY_FALLBACKS=[OLD_SECRET]):
+        assert await user_for_query_token(token) == ALICE
+    with override_settings(SECRET_KEY="the-new-secret-key-0123456789"):
+        assert await user_for_query_token(token) == ANONYMOUS
+
+
 @pytest.mark.parametrize(
     "garbage",
     ["", "x", "a.b", "a.b.c", "....", "%C3%A9t%C3%A9.1.2", "a" * 5000, "e30.1.x", "%00%01"],
