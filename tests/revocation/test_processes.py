@@ -37,6 +37,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("TETHER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+#: Nothing listens there: a Redis that is down.
+DEAD_REDIS = "redis://127.0.0.1:1/0"
 #: The promise: with the Redis layer, a revoked socket is closed within a second.
 CLOSE_WITHIN = 1.0
 #: The bound of every other wait (connecting, an answer from a socket that stays open).
@@ -388,3 +390,25 @@ def test_carry_on_anonymous_needs_an_auth_revoked_handler():
 
     with pytest.raises(TypeError, match="auth_revoked"):
         carry_on_anonymous(Forgetful())
+
+
+@override_settings(
+    CHANNEL_LAYERS={"default": {"BACKEND": "tether.layers.redis.RedisChannelLayer", "CONFIG": {"hosts": [DEAD_REDIS]}}}
+)
+async def test_with_the_layer_unreachable_sockets_open_and_logouts_still_close_this_process(serve, caplog):
+    """Redis down: the first socket waits for the listener briefly, the next ones not at all; a revocation closes
+    this process's sockets, says the other processes were not told, and returns."""
+    pytest.importorskip("tether.layers.redis", reason="the 'redis' extra of django-tether is not installed")
+    from tether.revocation.listener import _LISTENER_READY_TIMEOUT
+
+    host = site(serve)
+    _, _, session, other_session, _ = await users_and_sessions()
+    first = await open_socket(host, cookie=session)
+    started = time.monotonic()
+    second = await open_socket(host, cookie=other_session)
+    assert time.monotonic() - started < _LISTENER_READY_TIMEOUT
+
+    await asyncio.wait_for(database_sync_to_async(revoke_session)(session), WAIT)
+
+    await assert_only_ended_closed([first], [second])
+    assert "Could not tell the other processes that a login ended (session_ended)" in caplog.text

@@ -31,7 +31,10 @@ logger = logging.getLogger("tether.revocation")
 #: The group every listening process joins with one channel per event loop.
 REVOCATION_GROUP = "tether.auth.revocations"
 #: How long a new connection waits, at most, for its loop's listener to join the group before it carries on.
-_LISTENER_READY_TIMEOUT = 5.0
+#: Past it (the layer is unreachable and retrying), the loop's later connections do not wait at all.
+_LISTENER_READY_TIMEOUT = 2.0
+#: How long a revocation waits for the layer to take its message: a logout view must not hang on a Redis outage.
+_SEND_TIMEOUT = 2.0
 #: The listener renews its group membership this often (the Redis layer forgets members after ``group_expiry``).
 _MAX_RENEW_SECONDS = 3600.0
 #: Backoff bounds of a listener whose layer fails (Redis gone): it retries, and revokes locally meanwhile.
@@ -133,6 +136,15 @@ async def join(loop: asyncio.AbstractEventLoop) -> None:
     if not listener.ready.is_set():
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(listener.ready.wait(), _LISTENER_READY_TIMEOUT)
+        if not listener.ready.is_set():
+            listener.ready.set()  # stop making connections wait; the listener keeps trying to join
+            logger.warning(
+                "The revocation listener could not join %r on the channel layer %r within %.0f s; connections carry "
+                "on, and logouts in other processes reach this one once it has joined.",
+                REVOCATION_GROUP,
+                layer_alias(),
+                _LISTENER_READY_TIMEOUT,
+            )
 
 
 def leave(loop: asyncio.AbstractEventLoop) -> None:
@@ -164,8 +176,10 @@ def revocation_message(session: str | None, user: str | None, reason: str) -> Me
 
 
 async def send_revocation(layer: BaseChannelLayer, message: Message) -> None:
+    """Broadcast ``message`` to every listening process; a failure (or a layer slower than ``_SEND_TIMEOUT``) is
+    logged, never raised, so that ending a login never fails because the layer is down."""
     try:
-        await layer.group_send(REVOCATION_GROUP, message)
+        await asyncio.wait_for(layer.group_send(REVOCATION_GROUP, message), _SEND_TIMEOUT)
     except Exception:
         logger.exception(
             "Could not tell the other processes that a login ended (%s): their sockets of that %s stay open. Check "
