@@ -20,6 +20,7 @@ _settings_read: dict[str, Any] = {}
 
 
 def _setting(name: str, default: Any) -> Any:
+    """The setting ``name`` as first read (a lookup of a missing setting raises and catches inside Django)."""
     try:
         return _settings_read[name]
     except KeyError:
@@ -28,6 +29,7 @@ def _setting(name: str, default: Any) -> Any:
 
 
 def _settings_changed(setting: str, **kwargs: Any) -> None:
+    """A test changed a setting (``override_settings``): read it again."""
     if setting in {"TETHER_FOLLOW_LOGIN", "TETHER_FOLLOW_LOGIN_LAYER"}:
         _settings_read.clear()
 
@@ -36,10 +38,12 @@ setting_changed.connect(_settings_changed, dispatch_uid="tether.revocation.confi
 
 
 def enabled() -> bool:
+    """Whether logins are followed (``TETHER_FOLLOW_LOGIN``, default True)."""
     return bool(_setting("TETHER_FOLLOW_LOGIN", True))
 
 
 def layer_alias() -> str:
+    """The ``CHANNEL_LAYERS`` alias that carries revocations (``TETHER_FOLLOW_LOGIN_LAYER``, default ``"default"``)."""
     alias = _setting("TETHER_FOLLOW_LOGIN_LAYER", DEFAULT_CHANNEL_LAYER)
     if not isinstance(alias, str):
         raise TypeError(f"TETHER_FOLLOW_LOGIN_LAYER must name a layer of CHANNEL_LAYERS (a str), not {alias!r}.")

@@ -32,6 +32,7 @@ _MIN_RECHECK = 1.0
 
 
 def _session_store_class() -> type[SessionBase]:
+    """The ``SessionStore`` of ``SESSION_ENGINE``, as the session middleware builds it."""
     from tether.sessions import _session_store_class
 
     return _session_store_class()
@@ -77,16 +78,19 @@ class _ExpiryReader:
         self.task: asyncio.Task[None] | None = None
 
     def add(self, watch: Watch, session_key: str) -> None:
+        """Queue ``watch`` for the next read of ``session_key``; the first one queued sets the timer."""
         self.waiting.setdefault(session_key, []).append(watch)
         if self.handle is None and self.task is None:
             self.handle = self.loop.call_later(EXPIRY_READ_DELAY, self.start)
 
     def start(self) -> None:
+        """The timer fired: read what is queued, in one task; what is queued meanwhile waits for the next read."""
         self.handle = None
         batch, self.waiting = self.waiting, {}
         self.task = self.loop.create_task(self.read(batch))
 
     async def read(self, batch: dict[str, list[Watch]]) -> None:
+        """Read the expiry dates of ``batch`` and arm its connections' timers (or revoke, for a session gone)."""
         try:
             expiries = await database_sync_to_async(_stored_expiries)(list(batch))
         except Exception:
@@ -112,6 +116,7 @@ _expiry_readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ExpiryRea
 
 
 def expiry_reader(loop: asyncio.AbstractEventLoop) -> _ExpiryReader:
+    """The expiry reader of ``loop``, made at its first followed session."""
     reader = _expiry_readers.get(loop)
     if reader is None:
         reader = _expiry_readers[loop] = _ExpiryReader(loop)
@@ -132,6 +137,7 @@ def _session_still_open(session_key: str, user: str) -> datetime.datetime | None
 
 
 def arm_expiry(watch: Watch, session_key: str, expiry: datetime.datetime) -> None:
+    """Arm (or re-arm) ``watch``'s timer for ``expiry``, a wall-clock date turned into the loop's monotonic time."""
     if watch.expiry is not None:
         watch.expiry.cancel()
     delay = max((expiry - timezone.now()).total_seconds(), 0.0)
@@ -139,6 +145,7 @@ def arm_expiry(watch: Watch, session_key: str, expiry: datetime.datetime) -> Non
 
 
 def _expiry_due(watch: Watch, session_key: str) -> None:
+    """The timer fired (in the loop): start the check, unless one runs already or the connection is closing."""
     watch.expiry = None
     if not watch.closing and watch.check is None:
         watch.check = watch.loop.create_task(_check_expiry(watch, session_key))

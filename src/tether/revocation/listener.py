@@ -62,6 +62,7 @@ class _Listener:
         self.task = loop.create_task(self.run(), name="tether revocation listener")
 
     async def run(self) -> None:
+        """Join the group, then revoke what is heard; renew the membership; retry with backoff when the layer fails."""
         layer = self.layer
         channel: str | None = None
         joined = False
@@ -105,6 +106,7 @@ class _Listener:
 
 
 def _handle_broadcast(message: Message) -> None:
+    """A revocation heard from another process: revoke the matching connections here (checking the message's shape)."""
     if message.get("origin") == process_id():
         return  # this process revoked its own connections when it sent the message
     session, user, reason = message.get("session"), message.get("user"), message.get("reason")

@@ -38,6 +38,7 @@ def publish(session: str | None, user: str | None, reason: str) -> None:
 
 
 async def apublish(session: str | None, user: str | None, reason: str) -> None:
+    """``publish`` for async code: revoke here, then await the broadcast."""
     revoke_here(session, user, reason)
     if enabled():
         layer = shared_layer()
@@ -49,7 +50,9 @@ def revoke_session(session_key: str, *, reason: str = "session_ended") -> None:
     """Close (or downgrade) every followed WebSocket of session ``session_key``, in every process; from sync code.
 
     tether calls it on logout and when a database session is deleted; call it when you end a session another way
-    (a cache session deleted by hand, a custom session model). Returns once the layer has taken the message.
+    (a cache session deleted by hand, a custom session model). Returns once the layer has taken the message (two
+    seconds at most, logged when it could not); called on an event loop's own thread, it returns at once and a task
+    sends the message.
     """
     if not isinstance(session_key, str) or not session_key:
         raise ValueError(f"revoke_session() needs a session key (request.session.session_key), not {session_key!r}.")
@@ -78,6 +81,7 @@ async def arevoke_user(user: Any, *, reason: str = "revoked") -> None:
 
 
 def _user_key_of(user: Any) -> str:
+    """The registry's name for ``user``, a user instance or a primary key; errors name what was passed."""
     if hasattr(user, "_meta"):
         if getattr(user, "pk", None) is None:
             raise ValueError(f"revoke_user() needs a saved user or a primary key, not {user!r}.")

@@ -161,10 +161,12 @@ class Registry:
         self.pending: set[Watch] = set()  # registered before their user is known: during the handshake only
 
     def add(self, watch: Watch) -> None:
+        """Register ``watch`` under its session tag and user key (pending while the user is unknown)."""
         with self.lock:
             self.add_locked(watch)
 
     def add_locked(self, watch: Watch) -> None:
+        """``add`` with the lock held."""
         if watch.session is not None:
             self.by_session.setdefault(watch.session, []).append(watch)
         if watch.user is not None:
@@ -178,6 +180,7 @@ class Registry:
             return self.forget_locked(watch)
 
     def forget_locked(self, watch: Watch) -> bool:
+        """``forget`` with the lock held."""
         found = watch in self.pending
         self.pending.discard(watch)
         for index, key in ((self.by_session, watch.session), (self.by_user, watch.user)):
@@ -224,6 +227,7 @@ class Registry:
             return list(found)
 
     def count(self) -> int:
+        """How many connections are registered (each once, whichever indexes hold it)."""
         with self.lock:
             watches: set[Watch] = set(self.pending)
             for members in (*self.by_session.values(), *self.by_user.values()):

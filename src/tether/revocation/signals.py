@@ -51,6 +51,7 @@ def _user_saved(sender: Any, instance: Any, created: bool, update_fields: Iterab
 
 
 def _user_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """post_delete of the user model: a deleted user's logins end."""
     if instance.pk is not None:
         revoke_user(instance, reason="user_deleted")
 
