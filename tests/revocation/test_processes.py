@@ -412,3 +412,48 @@ async def test_with_the_layer_unreachable_sockets_open_and_logouts_still_close_t
 
     await assert_only_ended_closed([first], [second])
     assert "Could not tell the other processes that a login ended (session_ended)" in caplog.text
+
+
+def timer_armed() -> bool:
+    """Whether a followed connection of this process has its expiry timer armed."""
+    from tether.revocation.registry import registry
+
+    with registry.lock:
+        return any(watch.expiry is not None for watches in registry.by_user.values() for watch in watches)
+
+
+async def test_a_session_extended_before_its_expiry_keeps_its_socket_open(serve):
+    """The timer fires at the expiry date read at connection time; the session was saved again meanwhile (as
+    SESSION_SAVE_EVERY_REQUEST does), so the check re-arms instead of closing."""
+    host = site(serve)
+    _, _, session, _, _ = await users_and_sessions()
+
+    def set_expiry(seconds: int) -> float:
+        store = SessionStore(session)
+        store.set_expiry(seconds)
+        store.save()
+        return time.monotonic() + seconds
+
+    first_expiry = await database_sync_to_async(set_expiry)(2)
+    socket = await open_socket(host, cookie=session)
+    await poll(timer_armed)  # the expiry reader has read the 2-second date
+    await database_sync_to_async(set_expiry)(60)
+
+    assert await codes_within([socket], first_expiry - time.monotonic() + CLOSE_WITHIN) == [None]
+    assert (await answer(socket))["authenticated"]
+    await close_all([socket])
+
+
+@override_settings(CHANNEL_LAYERS={}, ROOT_URLCONF="tests.revocation.support")
+async def test_without_a_channel_layer_the_opted_in_consumer_hears_right_after_the_next_frame(serve):
+    """Its receive was waiting already when the login ended: the next frame comes first, then the notice."""
+    host = site(serve)
+    _, _, session, _, _ = await users_and_sessions()
+    socket = await open_socket(host, "ws/anonymous-after/", session)
+
+    assert await asyncio.to_thread(http_get, f"http://{host}/logout/", session) == 200
+
+    assert (await answer(socket)) == {"authenticated": False, "username": None}  # scope["user"] changed at once
+    notice = json.loads(await asyncio.wait_for(socket.ws.recv(), WAIT))
+    assert notice == {"authenticated": False, "username": None, "revoked": "logout"}
+    await close_all([socket])

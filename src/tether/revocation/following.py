@@ -119,10 +119,10 @@ def carry_on_anonymous(consumer: Any) -> bool:
 
     Call it in ``connect()``. The consumer then receives an ``auth.revoked`` message (``{"type": "auth.revoked",
     "reason": ...}``) through its ``auth_revoked`` handler, which it must define (``TypeError`` otherwise); the
-    message comes on the consumer's channel, at once. A consumer without a channel layer gets it just before the
-    next frame from its client. Returns whether the connection is followed at all (False without
-    ``AuthMiddleware``/``TokenAuthMiddleware``, with ``TETHER_FOLLOW_LOGIN = False``, or for an anonymous
-    connection).
+    message comes on the consumer's channel, at once. A consumer without a channel layer gets it right after the
+    next frame from its client (its receive was waiting already). Returns whether the connection is followed at
+    all (False without ``AuthMiddleware``/``TokenAuthMiddleware``, with ``TETHER_FOLLOW_LOGIN = False``, or for an
+    anonymous connection).
     """
     if not callable(getattr(consumer, "auth_revoked", None)):
         raise TypeError(

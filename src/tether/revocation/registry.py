@@ -122,7 +122,7 @@ class Watch:
         await self.send(message)
 
     async def receive_with_notices(self) -> Message:
-        """The application's ``receive``; a consumer without a channel layer gets its notice before the next frame."""
+        """The application's ``receive``; a consumer without a channel layer gets its notice on the next call."""
         if self.notices:
             return self.notices.popleft()
         return await self.receive()
