@@ -86,3 +86,19 @@ async def test_an_anonymous_connection_is_not_followed(user):
     follow(scope, AnonymousUser() if user else None, "k" * 32)
     assert followed_connections() == 0
     await settle(scope)
+
+
+async def test_a_long_reason_is_cut_to_what_a_close_frame_carries():
+    scope, sent, _ = await started()
+    follow(scope, User(pk=7, username="alice"), "k" * 32)
+    revoke_here(None, "7", "é" * 200)
+    await settle(scope)
+    assert len(sent[0]["reason"].encode()) <= 123
+    assert sent[0]["reason"].startswith("login ended: éé")
+
+
+def test_a_reason_must_be_a_string():
+    from tether.revocation import revoke_user
+
+    with pytest.raises(TypeError, match="non-empty str"):
+        revoke_user(7, reason=None)  # type: ignore[arg-type]

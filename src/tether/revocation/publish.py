@@ -15,9 +15,15 @@ from tether.revocation.registry import revoke_here, session_tag, user_key
 __all__ = ["arevoke_session", "arevoke_user", "revoke_session", "revoke_user"]
 
 
+def _checked(reason: Any) -> str:
+    if not isinstance(reason, str) or not reason:
+        raise TypeError(f"A revocation's reason is a non-empty str (it reaches consumers and logs), not {reason!r}.")
+    return reason
+
+
 def publish(session: str | None, user: str | None, reason: str) -> None:
     """Revoke here, then tell the other processes; from sync code (a signal receiver, a view)."""
-    revoke_here(session, user, reason)
+    revoke_here(session, user, _checked(reason))
     if not enabled():
         return
     layer = shared_layer()
@@ -39,7 +45,7 @@ def publish(session: str | None, user: str | None, reason: str) -> None:
 
 async def apublish(session: str | None, user: str | None, reason: str) -> None:
     """``publish`` for async code: revoke here, then await the broadcast."""
-    revoke_here(session, user, reason)
+    revoke_here(session, user, _checked(reason))
     if enabled():
         layer = shared_layer()
         if layer is not None:

@@ -37,6 +37,8 @@ AUTH_REVOKED = 4401
 REVOKED_MESSAGE_TYPE = "auth.revoked"
 #: Salt of the keyed hash that stands for a session key in the registry and on the layer.
 _SESSION_TAG_SALT = "tether.revocation.session"
+#: The longest close reason a close frame carries (RFC 6455: 125 bytes of payload, 2 of them the code).
+_MAX_REASON_BYTES = 123
 #: What the application may send no more once the connection was closed for its ended login.
 _DROPPED_AFTER_CLOSE = frozenset({"websocket.send", "websocket.close", "websocket.accept"})
 
@@ -141,8 +143,10 @@ class Watch:
 
     async def close(self, reason: str) -> None:
         """Send the server the close; the application then receives ``websocket.disconnect`` as for any close."""
+        # RFC 6455 leaves 123 bytes for the reason; a reason given to revoke_user() may be longer.
+        text = f"login ended: {reason}".encode()[:_MAX_REASON_BYTES].decode("utf-8", "ignore")
         try:
-            await self.send({"type": "websocket.close", "code": AUTH_REVOKED, "reason": f"login ended: {reason}"})
+            await self.send({"type": "websocket.close", "code": AUTH_REVOKED, "reason": text})
         except Exception:
             logger.debug("The connection was gone before it could be closed.", exc_info=True)
 
