@@ -102,3 +102,12 @@ def test_a_reason_must_be_a_string():
 
     with pytest.raises(TypeError, match="non-empty str"):
         revoke_user(7, reason=None)  # type: ignore[arg-type]
+
+
+async def test_a_tokens_session_revoked_while_the_token_was_checked_closes_the_connection():
+    """A token names its session only once checked: a logout meanwhile is noted, and counts when it is bound."""
+    scope, sent, _ = await started(session_key=None)  # no session cookie: the token's session is not known yet
+    revoke_here(session_tag("t" * 32), None, "logout")
+    follow(scope, User(pk=7, username="alice"), "t" * 32)
+    await settle(scope)
+    assert sent == [{"type": "websocket.close", "code": AUTH_REVOKED, "reason": "login ended: logout"}]

@@ -73,7 +73,7 @@ def follow(scope: Scope, user: Any, session_key: str | None) -> None:
         return
     missed = registry.rebind(watch, session_key, user_key(user))
     if missed is not None:
-        watch.revoke(missed)  # the user's logins ended while this one was being looked up
+        watch.revoke(missed)  # this login ended while the connection was being authenticated
         return
     if session_key:
         expiry_reader(watch.loop).add(watch, session_key)

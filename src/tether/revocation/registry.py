@@ -63,7 +63,7 @@ class Watch:
         "consumer_scope",
         "expiry",
         "loop",
-        "missed_users",
+        "missed",
         "notices",
         "notify",
         "receive",
@@ -80,7 +80,9 @@ class Watch:
         self.session: str | None = None  # session tag
         self.session_key: str | None = None  # the key the tag was made from, so it is hashed once
         self.user: str | None = None  # user key
-        self.missed_users: dict[str, str] | None = None  # user revocations (user -> reason) heard before binding
+        # Revocations heard while the connection was pending (its user not known yet): "user:<key>" or "session:<tag>"
+        # -> reason. A token names its session only once checked, so sessions count too.
+        self.missed: dict[str, str] | None = None
         self.closing = False
         self.consumer_scope: Scope | None = None  # set by carry_on_anonymous
         self.notify: tuple[Any, str] | None = None  # the opted-in consumer's layer and channel
@@ -207,27 +209,30 @@ class Registry:
 
     def rebind(self, watch: Watch, session_key: str | None, user: str) -> str | None:
         """Register ``watch`` anew under ``session_key`` and ``user``, atomically (a revocation on another thread
-        sees it either before or after); the reason of a revocation of ``user`` it missed while pending, if any."""
+        sees it either before or after); the reason of a revocation of that user or session it missed while
+        pending, if any."""
         session = watch.session if session_key == watch.session_key else session_tag(session_key or "")
         with self.lock:
             self.forget_locked(watch)
             watch.session_key = session_key
             watch.session = session if session_key else None
             watch.user = user
-            missed, watch.missed_users = watch.missed_users, None
+            missed, watch.missed = watch.missed, None
             self.add_locked(watch)
-        return missed.get(user) if missed else None
+        if not missed:
+            return None
+        return missed.get(f"user:{user}") or (missed.get(f"session:{watch.session}") if watch.session else None)
 
     def matching(self, session: str | None, user: str | None, reason: str) -> list[Watch]:
-        """The watches of ``session`` or ``user``; a connection whose user is not known yet notes the user's."""
+        """The watches of ``session`` or ``user``; a connection whose user is not known yet notes the revocation."""
         with self.lock:
             found = set(self.by_session.get(session, ())) if session is not None else set()
             if user is not None:
                 found.update(self.by_user.get(user, ()))
-                for watch in self.pending:
-                    if watch.missed_users is None:
-                        watch.missed_users = {}
-                    watch.missed_users[user] = reason
+            for watch in self.pending - found:
+                if watch.missed is None:
+                    watch.missed = {}
+                watch.missed[f"user:{user}" if user is not None else f"session:{session}"] = reason
             return list(found)
 
     def count(self) -> int:
