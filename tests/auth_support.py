@@ -146,8 +146,8 @@ def set_session_view(request: Any) -> HttpResponse:
 
 @login_required
 def websocket_token_view(request: Any) -> JsonResponse:
-    """The view docs/token-auth.md shows: a short-lived token for the logged-in user."""
-    return JsonResponse({"token": make_token(request.user, max_age=60)})
+    """The view docs/token-auth.md shows: a short-lived token for the logged-in user, bound to their session."""
+    return JsonResponse({"token": make_token(request.user, session=request.session, max_age=60)})
 
 
 urlpatterns = [

@@ -37,6 +37,7 @@ def test_every_check_is_registered_under_the_tether_tag():
     assert registered == {
         checks.check_asgi_application,
         checks.check_channel_layers,
+        checks.check_follow_login_layer,
         checks.check_in_memory_layer_with_several_processes,
         checks.check_runserver_is_tethers,
         checks.check_websocket_origins,
@@ -251,3 +252,19 @@ def test_allowed_origins_that_are_not_origins_are_e008(setting, message):
     assert error.id == "tether.E008"
     assert message in error.msg
     assert "scheme://host[:port]" in error.hint
+
+
+@override_settings(CHANNEL_LAYERS=IN_MEMORY, TETHER_FOLLOW_LOGIN_LAYER="revocations")
+def test_follow_login_layer_that_is_not_configured_is_e009():
+    [error] = tether_messages()
+    assert error.id == "tether.E009"
+    assert "'revocations', which names no layer of CHANNEL_LAYERS" in error.msg
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"TETHER_FOLLOW_LOGIN_LAYER": "default"}, {"TETHER_FOLLOW_LOGIN": False, "TETHER_FOLLOW_LOGIN_LAYER": 3}],
+)
+def test_follow_login_layer_that_is_configured_or_unused_passes(overrides):
+    with override_settings(CHANNEL_LAYERS=IN_MEMORY, **overrides):
+        assert tether_messages() == []

@@ -89,11 +89,40 @@ def token_payload(token: str) -> dict[str, Any]:
     return signing.TimestampSigner(salt="tether.auth.TokenAuthMiddleware", sep=".").unsign_object(token)
 
 
-def test_token_does_not_carry_the_whole_session_hash(alice):
-    payload = token_payload(make_token(alice))
-    assert payload["u"] == str(alice.pk)
-    assert alice.get_session_auth_hash().startswith(payload["h"])
-    assert payload["h"] != alice.get_session_auth_hash()
+def pieces(secret: str, width: int = 8) -> set[str]:
+    """Every run of ``width`` characters of ``secret``: none may show in a token (a chance match is ~1e-7)."""
+    return {secret[start : start + width] for start in range(len(secret) - width + 1)}
+
+
+def test_token_exposes_no_part_of_the_session_auth_hash(alice):
+    token = make_token(alice)
+    readable = json.dumps(token_payload(token))
+    assert token_payload(token)["u"] == str(alice.pk)
+    for piece in pieces(alice.get_session_auth_hash()):
+        assert piece not in readable
+        assert piece not in token
+
+
+def test_token_bound_to_a_session_exposes_neither_the_session_key_nor_the_hash(alice):
+    session_key = session_cookie_for(alice)
+    token = make_token(alice, session=session_key)
+    readable = json.dumps(token_payload(token))
+    for piece in pieces(session_key) | pieces(alice.get_session_auth_hash()):
+        assert piece not in readable
+        assert piece not in token
+    assert re.fullmatch(r"[A-Za-z0-9_.-]+", token)
+    assert make_token(alice, session=session_key) != token  # a fresh nonce each time
+
+
+def test_make_token_refuses_a_session_without_a_key_or_of_another_user(alice):
+    from django.contrib.sessions.backends.db import SessionStore
+
+    with pytest.raises(ValueError, match="save it first"):
+        make_token(alice, session=SessionStore())
+    bob = create_user("bob")
+    bobs = SessionStore(session_cookie_for(bob))
+    with pytest.raises(ValueError, match="another user"):
+        make_token(alice, session=bobs)
 
 
 @pytest.mark.parametrize("user", [None, "anonymous", "unsaved"])
@@ -239,6 +268,16 @@ async def test_token_from_a_retired_secret_key_still_works_with_fallbacks(alice)
         assert await user_for_query_token(token) == ALICE
 
 
+async def test_token_bound_to_a_session_survives_a_key_rotation_with_fallbacks(alice):
+    with override_settings(SECRET_KEY=OLD_SECRET):  # the session too was signed with the retired key
+        session_key = await database_sync_to_async(session_cookie_for)(alice)
+        token = make_token(alice, session=session_key)
+    with override_settings(SECRET_KEY="the-new-secret-key-0123456789", SECRET_KEY_FALLBACKS=[OLD_SECRET]):
+        assert await user_for_query_token(token) == ALICE
+    with override_settings(SECRET_KEY="the-new-secret-key-0123456789"):
+        assert await user_for_query_token(token) == ANONYMOUS
+
+
 @pytest.mark.parametrize(
     "garbage",
     ["", "x", "a.b", "a.b.c", "....", "%C3%A9t%C3%A9.1.2", "a" * 5000, "e30.1.x", "%00%01"],
@@ -274,6 +313,49 @@ async def test_password_change_invalidates_the_token(alice):
     alice.set_password("something new")
     await alice.asave()
     assert await user_for_query_token(token) == ANONYMOUS
+
+
+async def test_token_bound_to_a_session_works_while_the_session_lives(alice):
+    session_key = await database_sync_to_async(session_cookie_for)(alice)
+    token = make_token(alice, session=session_key)
+    assert await user_for_query_token(token) == ALICE
+
+
+async def test_token_bound_to_a_session_is_refused_after_a_logout(alice):
+    """A Django logout view deletes the session: the token made from it stops working."""
+    visitor = await database_sync_to_async(_logged_in_client)(alice)
+    token = make_token(alice, session=visitor.session.session_key)
+    assert await user_for_query_token(token) == ALICE
+    await database_sync_to_async(visitor.logout)()
+    assert await user_for_query_token(token) == ANONYMOUS
+
+
+async def test_token_bound_to_a_session_is_refused_after_tether_logout(alice):
+    from tether.auth import logout
+
+    session_key = await database_sync_to_async(session_cookie_for)(alice)
+    token = make_token(alice, session=session_key)
+    from django.contrib.sessions.backends.db import SessionStore
+
+    scope = {"type": "websocket", "session": SessionStore(session_key), "user": alice}
+    await logout(scope)
+    assert await user_for_query_token(token) == ANONYMOUS
+
+
+async def test_token_is_refused_after_a_password_change_even_when_bound(alice):
+    session_key = await database_sync_to_async(session_cookie_for)(alice)
+    token = make_token(alice, session=session_key)
+    alice.set_password("another password")
+    await alice.asave()
+    assert await user_for_query_token(token) == ANONYMOUS
+
+
+def _logged_in_client(user: Any) -> Any:
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client
 
 
 async def test_token_of_a_deleted_user_gives_anonymous_user(alice):

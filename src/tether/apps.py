@@ -15,6 +15,10 @@ class TetherConfig(AppConfig):
     def ready(self) -> None:
         # Importing the module registers tether's system checks (tag "tether") with Django's check framework.
         from tether import checks  # noqa: F401
+        from tether.revocation.signals import connect_signals
+
+        # Logouts, password changes, deactivations and deleted sessions end the followed WebSockets of that login.
+        connect_signals()
 
 
 class ChannelsConfig(TetherConfig):

@@ -8,6 +8,10 @@ session here too. ``login`` and ``logout`` change the session and send Django's 
 ORM work in the database thread (``await login(self.scope, user)``; ``async_to_sync(login)(self.scope, user)`` from a
 sync consumer).
 
+A logged-in WebSocket follows its login (tether-only, ``tether.revocation``): a logout, a password change, a
+deactivation or an ended session closes it with ``AUTH_REVOKED`` (4401) in every process; ``revoke_session``,
+``revoke_user`` and ``carry_on_anonymous`` are importable from here.
+
 Token authentication (``TokenAuthMiddleware``, ``make_token``, tether-only) lives in ``tether.token_auth`` and is
 importable from here too, as it always was.
 """
@@ -33,10 +37,21 @@ from django.utils.functional import LazyObject, empty
 
 from tether.db import database_sync_to_async
 from tether.middleware import BaseMiddleware
+from tether.revocation import (
+    AUTH_REVOKED,
+    arevoke_session,
+    arevoke_user,
+    carry_on_anonymous,
+    following,
+    revoke_session,
+    revoke_user,
+    signals,
+)
 from tether.sessions import CookieMiddleware, SessionMiddleware
 from tether.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
+    "AUTH_REVOKED",
     "TOKEN_SUBPROTOCOL_PREFIX",
     "AuthMiddleware",
     "AuthMiddlewareStack",
@@ -44,10 +59,15 @@ __all__ = [
     "UserLazyObject",
     "alogin",
     "alogout",
+    "arevoke_session",
+    "arevoke_user",
+    "carry_on_anonymous",
     "get_user",
     "login",
     "logout",
     "make_token",
+    "revoke_session",
+    "revoke_user",
 ]
 
 if TYPE_CHECKING:
@@ -151,7 +171,9 @@ def _user_from_session(scope: Scope) -> AbstractBaseUser | AnonymousUser:
             session.cycle_key()
         session[HASH_SESSION_KEY] = current
         return user
-    # The password changed (or the hash is missing): this session no longer authenticates anybody.
+    # The password changed (or the hash is missing): this session no longer authenticates anybody. This connection
+    # stops being followed first, so the flush (a deleted session) does not close the connection that is asking.
+    following.stop_following(scope)
     session.flush()
     return _anonymous_user()
 
@@ -168,8 +190,7 @@ def get_user(scope: Scope) -> AbstractBaseUser | AnonymousUser:
     return _user_from_session(scope)
 
 
-@database_sync_to_async
-def login(scope: Scope, user: Any, backend: str | None = None) -> None:
+async def login(scope: Scope, user: Any, backend: str | None = None) -> None:
     """Log ``user`` in on the scope's session and set ``scope["user"]``; an awaitable.
 
     As ``django.contrib.auth.login``: the session key is cycled (a session of another user is flushed first) to
@@ -179,7 +200,19 @@ def login(scope: Scope, user: Any, backend: str | None = None) -> None:
 
     The session is not saved: on a WebSocket call ``save()`` / ``asave()`` after logging in. Raises ``ValueError``
     without a session in the scope, for an anonymous user, or when the backend cannot be determined.
+
+    A followed connection (see ``tether.revocation``) follows the new login from then on; the key cycle does not
+    close it.
     """
+    following.stop_following(scope)
+    try:
+        await database_sync_to_async(_log_in)(scope, user, backend)
+    finally:
+        following.follow(scope, scope.get("user"), following.scope_session_key(scope))
+
+
+def _log_in(scope: Scope, user: Any, backend: str | None) -> None:
+    """``login``'s work, in the database thread."""
     session = _session_of(scope)
     if user is None:
         user = scope.get("user")
@@ -208,18 +241,29 @@ def login(scope: Scope, user: Any, backend: str | None = None) -> None:
     user_logged_in.send(sender=user.__class__, request=None, user=user)
 
 
-@database_sync_to_async
-def logout(scope: Scope) -> None:
+async def logout(scope: Scope) -> None:
     """Log the scope's session out: send ``user_logged_out``, flush the session, set ``scope["user"]`` anonymous.
 
     An awaitable. Flushing deletes the session from the store at once, so a logout over a WebSocket also ends the
     browser's HTTP session; no ``save()`` is needed. Raises ``ValueError`` without a session in the scope.
+
+    The session's other followed WebSockets, in every process, are closed with ``AUTH_REVOKED``; the one calling
+    ``logout`` stays open, as an anonymous connection.
     """
+    following.stop_following(scope)
+    await database_sync_to_async(_log_out)(scope)
+
+
+def _log_out(scope: Scope) -> None:
+    """``logout``'s work, in the database thread."""
     session = _session_of(scope)
     user = scope.get("user")
     if not getattr(user, "is_authenticated", False):
         user = None
     user_logged_out.send(sender=user.__class__, request=None, user=user)
+    key = following.scope_session_key(scope)
+    if key is not None:
+        signals.logged_out(key)  # the session's other sockets, in every process
     session.flush()
     scope["user"] = _anonymous_user()
 
@@ -252,6 +296,10 @@ class AuthMiddleware(BaseMiddleware):
     Needs ``SessionMiddleware`` in front of it: use ``AuthMiddlewareStack``. The user is looked up (``get_user``) in
     the database thread before the wrapped application runs. A ``scope["user"]`` that is already resolved, set by
     another middleware in front, is left alone. Raises ``ValueError`` when the scope has no session.
+
+    A logged-in WebSocket follows its login (unless ``TETHER_FOLLOW_LOGIN = False``): when the session ends (logout,
+    flush, expiry) or the user's password changes or they are made inactive, it is closed with ``AUTH_REVOKED``
+    (4401), in whichever process it is; see ``tether.revocation``.
     """
 
     def populate_scope(self, scope: Scope) -> None:
@@ -269,10 +317,21 @@ class AuthMiddleware(BaseMiddleware):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope = dict(scope)
-        if scope.get("type") in _USER_SCOPE_TYPES:
-            self.populate_scope(scope)
+        if scope.get("type") not in _USER_SCOPE_TYPES:
+            await self.inner(scope, receive, send)
+            return
+        self.populate_scope(scope)
+        # A WebSocket is followed (tether.revocation): registered before its user is read, so that a logout during
+        # the lookup still reaches it, and closed when its login ends.
+        receive, send, started = await following.start_following(scope, receive, send)
+        try:
             await self.resolve_scope(scope)
-        await self.inner(scope, receive, send)
+            if started:
+                following.follow(scope, scope["user"], following.scope_session_key(scope))
+            await self.inner(scope, receive, send)
+        finally:
+            if started:
+                await following.finish_following(scope)
 
 
 def AuthMiddlewareStack(inner: ASGIApp) -> ASGIApp:

@@ -15,6 +15,7 @@ E005        A ``CHANNEL_LAYERS`` entry is not a dict or has no ``BACKEND``.
 E006        A layer ``BACKEND`` cannot be imported.
 E007        A layer ``CONFIG`` or ``TEST_CONFIG`` is refused by the backend.
 E008        ``TETHER_ALLOWED_ORIGINS`` is not a list of origins.
+E009        ``TETHER_FOLLOW_LOGIN_LAYER`` names no layer of ``CHANNEL_LAYERS``.
 W001        The in-memory layer while the environment asks for several server processes.
 W002        Another app's ``runserver`` comes before tether's in INSTALLED_APPS.
 W003        ``ALLOWED_HOSTS`` allows every host and ``TETHER_ALLOWED_ORIGINS`` is not set: any site's pages may
@@ -44,6 +45,7 @@ from tether.security.origins import ExactOrigins
 __all__ = [
     "check_asgi_application",
     "check_channel_layers",
+    "check_follow_login_layer",
     "check_in_memory_layer_with_several_processes",
     "check_runserver_is_tethers",
     "check_websocket_origins",
@@ -234,6 +236,26 @@ def check_in_memory_layer_with_several_processes(app_configs: Any = None, **kwar
                 )
             )
     return warnings
+
+
+@register(TAG)
+def check_follow_login_layer(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E009: the layer named to carry revocations (docs/sessions-and-auth.md) is not configured, so logouts would
+    close the sockets of their own process only, silently."""
+    if not getattr(settings, "TETHER_FOLLOW_LOGIN", True) or not hasattr(settings, "TETHER_FOLLOW_LOGIN_LAYER"):
+        return []
+    alias = settings.TETHER_FOLLOW_LOGIN_LAYER
+    configs = getattr(settings, "CHANNEL_LAYERS", None)
+    if isinstance(alias, str) and isinstance(configs, dict) and alias in configs:
+        return []
+    return [
+        Error(
+            f"TETHER_FOLLOW_LOGIN_LAYER is {alias!r}, which names no layer of CHANNEL_LAYERS, so a logout would "
+            "close the sockets of its own process only.",
+            hint="Set it to an alias of CHANNEL_LAYERS (a layer the processes share), or remove it to use 'default'.",
+            id="tether.E009",
+        )
+    ]
 
 
 @register(TAG)
