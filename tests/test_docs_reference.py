@@ -15,8 +15,8 @@ from tests.test_public_api import PUBLIC_NAMES
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "docs" / "reference"
 
-#: The public modules outside the table: the Redis layers (behind the redis extra) and two modules of tether's own.
-EXTRA_MODULES = ["tether.layers.redis", "tether.token_auth", "tether.dispatch"]
+#: The public modules outside the table: the Redis layers (behind the redis extra) and modules of tether's own.
+EXTRA_MODULES = ["tether.layers.redis", "tether.token_auth", "tether.dispatch", "tether.limits"]
 MODULES = [*PUBLIC_NAMES, *EXTRA_MODULES]
 
 

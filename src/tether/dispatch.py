@@ -71,6 +71,9 @@ async def await_many_dispatch(
                 return
             taken = loop.create_future()
             hand_over((taken, message, None))
+            # Drop this frame's reference: it would otherwise keep the message alive while the next receive waits,
+            # which for an idle connection is forever (a 1 MiB frame held per idle client).
+            message = None
             if previous is not None and not previous.done():
                 await previous
             previous = taken
@@ -86,7 +89,11 @@ async def await_many_dispatch(
             if error is not None:
                 raise error
             taken.set_result(None)  # type: ignore[union-attr]
-            await dispatch(message)
+            try:
+                await dispatch(message)
+            finally:
+                # Nothing may keep a handled message alive while the loop waits for the next one (see the reader).
+                message = None
     finally:
         for reader in readers:
             reader.cancel()

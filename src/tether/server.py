@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.apps import apps
 
+from tether.limits import max_message_size
 from tether.types import ASGIApp
 
 if TYPE_CHECKING:
@@ -122,6 +123,8 @@ def make_server(application: ASGIApp, *, verbosity: int = 1, **uvicorn_options: 
     ``verbosity`` follows Django's: 0 logs only warnings and errors, 1 adds one access-log line per request, 2 and 3
     log uvicorn's debug and trace output. uvicorn's own start-up lines are kept quiet at verbosity 1, since the caller
     prints its own banner. ``uvicorn_options`` go to ``uvicorn.Config`` (for example ``ws_max_size``).
+    The largest incoming WebSocket message is ``TETHER_MAX_MESSAGE_SIZE`` (1 MiB by default) unless ``ws_max_size``
+    is given: uvicorn then refuses a larger frame with close code 1009 before buffering it whole.
     Raises ``UvicornNotInstalled`` when uvicorn is missing.
     """
     uvicorn = require_uvicorn()
@@ -129,6 +132,7 @@ def make_server(application: ASGIApp, *, verbosity: int = 1, **uvicorn_options: 
         "lifespan": "auto",
         "log_level": _LOG_LEVELS.get(verbosity, "info"),
         "access_log": verbosity >= 1,
+        "ws_max_size": max_message_size(),
     }
     options.update(uvicorn_options)
     config = uvicorn.Config(application, **options)

@@ -1,0 +1,89 @@
+"""Limits on what one client may send: the largest message and the deepest JSON nesting, with their close codes.
+
+Plain functions without I/O, shared by the server helper (which hands the message size limit to uvicorn, so a frame
+over it is refused before it is buffered whole) and by the WebSocket consumers (which enforce a lower limit of their
+own and refuse deep JSON before decoding it). docs/limits.md is the user's view of the same numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from itertools import accumulate
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+__all__ = [
+    "DEFAULT_MAX_JSON_DEPTH",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "INVALID_PAYLOAD",
+    "MESSAGE_TOO_BIG",
+    "json_nesting_exceeds",
+    "max_message_size",
+    "message_size",
+]
+
+#: The largest incoming WebSocket message, in bytes, unless ``TETHER_MAX_MESSAGE_SIZE`` says otherwise: room for any
+#: chat line or dashboard update, and small enough that a few thousand idle clients cannot pin gigabytes (uvicorn's
+#: own default is 16 MiB, and the last message of an idle connection stays in memory inside its frame parser).
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+
+#: How deeply JSON consumers let arrays and objects nest. Real documents stay under ten levels; Python's decoder
+#: recurses per level, so without a limit a frame of a few thousand ``[`` raises ``RecursionError``.
+DEFAULT_MAX_JSON_DEPTH = 64
+
+#: RFC 6455 close code for a message larger than the endpoint accepts.
+MESSAGE_TOO_BIG = 1009
+#: RFC 6455 close code for a message inconsistent with its type (undecodable or over-nested JSON).
+INVALID_PAYLOAD = 1007
+
+_SETTING = "TETHER_MAX_MESSAGE_SIZE"
+
+#: A JSON string literal, escapes included: written as "unrolled loop" so the regex engine never backtracks.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+#: Everything that is not a bracket, removed before the depth is counted.
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def max_message_size() -> int:
+    """The project's largest incoming message in bytes: ``TETHER_MAX_MESSAGE_SIZE``, 1 MiB when unset.
+
+    Raises ``ImproperlyConfigured`` naming the setting when it is not a positive whole number.
+    """
+    value: Any = getattr(settings, _SETTING, DEFAULT_MAX_MESSAGE_SIZE)
+    if type(value) is not int or value <= 0:
+        raise ImproperlyConfigured(
+            f"{_SETTING} must be a positive number of bytes, such as {DEFAULT_MAX_MESSAGE_SIZE} (1 MiB, the "
+            f"default), not {value!r}."
+        )
+    return value
+
+
+def message_size(text: str | None, data: bytes | None, at_least: int) -> int:
+    """The size in bytes of a received message, exactly when it may exceed ``at_least`` and cheaply otherwise.
+
+    A text message is counted in UTF-8 bytes, as on the wire; the encoding is only paid for a string long enough to
+    matter (a character is at most four bytes), and an ASCII string's length is its size.
+    """
+    if text is None:
+        return len(data) if data is not None else 0
+    length = len(text)
+    if length * 4 <= at_least or text.isascii():
+        return length
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def json_nesting_exceeds(text: str, limit: int) -> bool:
+    """Tell whether the JSON ``text`` nests arrays and objects more than ``limit`` levels deep, without decoding it.
+
+    Cheap for ordinary frames: a text with no more than ``limit`` opening brackets cannot be that deep, which two
+    ``str.count`` calls settle. Otherwise string literals (whose brackets do not count) are removed and the running
+    depth of the remaining brackets is computed in C (``itertools.accumulate``). Malformed text is not judged here:
+    the decoder refuses it afterwards.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    brackets = _NOT_BRACKETS.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) > limit
