@@ -16,8 +16,9 @@ from typing import Any, ClassVar
 from asgiref.sync import async_to_sync
 
 from tether.consumer import AsyncConsumer, SyncConsumer
+from tether.denial import denial_messages
 from tether.exceptions import AcceptConnection, DenyConnection, InvalidChannelLayerError, StopConsumer
-from tether.generic.headers import encode_headers
+from tether.generic.headers import Headers, encode_headers
 from tether.limits import DEFAULT_MAX_JSON_DEPTH, INVALID_PAYLOAD, MESSAGE_TOO_BIG, json_nesting_exceeds, message_size
 from tether.limits import max_message_size as project_max_message_size
 from tether.types import Message
@@ -75,6 +76,14 @@ def _close_message(code: int | bool | None, reason: str | None) -> Message:
             reason = encoded[:_MAX_REASON_BYTES].decode("utf-8", "ignore")
         message["reason"] = reason
     return message
+
+
+def _check_not_accepted(consumer: AsyncConsumer) -> None:
+    if getattr(consumer, "_accepted", False):
+        raise RuntimeError(
+            f"{type(consumer).__name__}.deny() refuses a handshake, but this connection was accepted already; "
+            "call close() to end an accepted connection."
+        )
 
 
 def _require_groups_support(consumer: AsyncConsumer) -> None:
@@ -169,8 +178,11 @@ class WebsocketConsumer(SyncConsumer):
             self.connect()
         except AcceptConnection:
             self.accept()
-        except DenyConnection:
-            self.close()
+        except DenyConnection as denial:
+            if denial.status is None:
+                self.close()
+            else:
+                self.deny(denial.status, denial.body, denial.headers)
 
     def connect(self) -> None:
         """Called when the client opens the connection; accepts it unless overridden."""
@@ -179,6 +191,17 @@ class WebsocketConsumer(SyncConsumer):
     def accept(self, subprotocol: str | None = None, headers: Iterable[tuple[Any, Any]] | None = None) -> None:
         """Accept the connection, optionally choosing a subprotocol and adding response headers."""
         super().send(_accept_message(subprotocol, headers))
+        self._accepted = True
+
+    def deny(self, status: int = 403, body: bytes | str = b"", headers: Headers | None = None) -> None:
+        """Refuse the handshake with an HTTP response: ``status``, ``headers`` and ``body`` (``str`` is sent as UTF-8).
+
+        Call it from ``connect()`` instead of ``accept()``. Where the server lacks the ASGI WebSocket Denial Response
+        extension, the client gets a plain 403 instead. Raises ``RuntimeError`` once the connection was accepted.
+        """
+        _check_not_accepted(self)
+        for message in denial_messages(self.scope, status, body, headers):
+            super().send(message)
 
     def websocket_receive(self, message: Message) -> None:
         refusal = _oversize(self, message)
@@ -278,8 +301,11 @@ class AsyncWebsocketConsumer(AsyncConsumer):
             await self.connect()
         except AcceptConnection:
             await self.accept()
-        except DenyConnection:
-            await self.close()
+        except DenyConnection as denial:
+            if denial.status is None:
+                await self.close()
+            else:
+                await self.deny(denial.status, denial.body, denial.headers)
 
     async def connect(self) -> None:
         """Called when the client opens the connection; accepts it unless overridden."""
@@ -288,6 +314,19 @@ class AsyncWebsocketConsumer(AsyncConsumer):
     async def accept(self, subprotocol: str | None = None, headers: Iterable[tuple[Any, Any]] | None = None) -> None:
         """Accept the connection, optionally choosing a subprotocol and adding response headers."""
         await super().send(_accept_message(subprotocol, headers))
+        self._accepted = True
+
+    async def deny(self, status: int = 403, body: bytes | str = b"", headers: Headers | None = None) -> None:
+        """Refuse the handshake with an HTTP response: ``status``, ``headers`` and ``body`` (``str`` is sent as UTF-8).
+
+        Call it from ``connect()`` instead of ``accept()``, for example ``await self.deny(401, '{"error": "login"}',
+        headers={"content-type": "application/json"})`` or ``await self.deny(429, headers={"retry-after": "30"})``.
+        Where the server lacks the ASGI WebSocket Denial Response extension, the client gets a plain 403 instead.
+        Raises ``RuntimeError`` once the connection was accepted.
+        """
+        _check_not_accepted(self)
+        for message in denial_messages(self.scope, status, body, headers):
+            await super().send(message)
 
     async def websocket_receive(self, message: Message) -> None:
         refusal = _oversize(self, message)
