@@ -38,6 +38,7 @@ def test_every_check_is_registered_under_the_tether_tag():
         checks.check_asgi_application,
         checks.check_channel_layers,
         checks.check_in_memory_layer_with_several_processes,
+        checks.check_limits,
         checks.check_runserver_is_tethers,
     }
 
@@ -143,6 +144,13 @@ def test_test_config_the_backend_refuses_is_e007():
 )
 def test_every_layer_alias_is_checked():
     assert ids(tether_messages()) == ["tether.E006", "tether.E007"]
+
+
+@override_settings(TETHER_MAX_MESSAGE_SIZE="1MB")
+def test_a_max_message_size_that_is_not_a_number_of_bytes_is_e008():
+    [error] = tether_messages()
+    assert error.id == "tether.E008"
+    assert "TETHER_MAX_MESSAGE_SIZE must be a positive number of bytes" in error.msg
 
 
 @override_settings(CHANNEL_LAYERS=IN_MEMORY)

@@ -18,7 +18,7 @@ from django.urls import path
 
 from tether.dispatch import await_many_dispatch
 from tether.exceptions import StopConsumer
-from tether.generic.websocket import AsyncWebsocketConsumer
+from tether.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 from tether.routing import ProtocolTypeRouter, URLRouter
 
 #: Every wait is bounded by this many seconds.
@@ -326,6 +326,24 @@ class SendsAfterTheClientLeft(AsyncWebsocketConsumer):
             type(self).all_gone.set()
 
 
+class SyncSendsAfterTheClientLeft(WebsocketConsumer):
+    """The same in a sync consumer, whose handler runs in a thread and is never cancelled."""
+
+    disconnects: list[int] = []
+    all_gone = threading.Event()
+
+    def receive(self, text_data=None, bytes_data=None):
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:  # the send that fails ends this handler
+            self.send(text_data="still here?")
+            time.sleep(0.01)
+
+    def disconnect(self, code):
+        type(self).disconnects.append(code)
+        if len(type(self).disconnects) == 10:
+            type(self).all_gone.set()
+
+
 class CancelledBeforeSending(SendsAfterTheClientLeft):
     """The same with the default: the disconnect cancels the handler."""
 
@@ -340,6 +358,7 @@ application = ProtocolTypeRouter(
                 path("slow-concurrent/", SlowConcurrent.as_asgi()),
                 path("sends/", SendsAfterTheClientLeft.as_asgi()),
                 path("cancelled/", CancelledBeforeSending.as_asgi()),
+                path("sync-sends/", SyncSendsAfterTheClientLeft.as_asgi()),
             ]
         )
     }
@@ -363,11 +382,17 @@ async def test_a_disconnect_during_a_10s_handler_ends_it(serve, route, consumer)
     logging.getLogger(__name__).info("handler cancelled %.1f ms after the close", 1000 * cancelled_after)
 
 
-@pytest.mark.parametrize("consumer", [SendsAfterTheClientLeft, CancelledBeforeSending])
-async def test_ten_clients_that_send_and_close_at_once_log_no_traceback(serve, caplog, consumer):
+@pytest.mark.parametrize(
+    ("route", "consumer"),
+    [
+        ("sends/", SendsAfterTheClientLeft),
+        ("cancelled/", CancelledBeforeSending),
+        ("sync-sends/", SyncSendsAfterTheClientLeft),
+    ],
+)
+async def test_ten_clients_that_send_and_close_at_once_log_no_traceback(serve, caplog, route, consumer):
     consumer.disconnects.clear()
     consumer.all_gone.clear()
-    route = "sends/" if consumer is SendsAfterTheClientLeft else "cancelled/"
     server = serve(application)
 
     async def send_and_close() -> None:
@@ -381,5 +406,5 @@ async def test_ten_clients_that_send_and_close_at_once_log_no_traceback(serve, c
     assert problems == []
     assert len(consumer.disconnects) == 10
     quiet_ends = [record for record in caplog.records if "the client went away" in record.getMessage()]
-    if consumer is SendsAfterTheClientLeft:
+    if consumer is not CancelledBeforeSending:
         assert len(quiet_ends) == 10  # every handler's send failed, and each said so at DEBUG level only

@@ -14,6 +14,7 @@ E004        ``CHANNEL_LAYERS`` is not a dict of aliases.
 E005        A ``CHANNEL_LAYERS`` entry is not a dict or has no ``BACKEND``.
 E006        A layer ``BACKEND`` cannot be imported.
 E007        A layer ``CONFIG`` or ``TEST_CONFIG`` is refused by the backend.
+E008        ``TETHER_MAX_MESSAGE_SIZE`` is not a positive number of bytes.
 W001        The in-memory layer while the environment asks for several server processes.
 W002        Another app's ``runserver`` comes before tether's in INSTALLED_APPS.
 =========== ============================================================================================
@@ -30,15 +31,18 @@ from typing import Any
 from django.conf import settings
 from django.core import checks
 from django.core.checks import CheckMessage, Error, register
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from tether.layers.inmemory import InMemoryChannelLayer
 from tether.layers.manager import channel_layers
+from tether.limits import max_message_size
 
 __all__ = [
     "check_asgi_application",
     "check_channel_layers",
     "check_in_memory_layer_with_several_processes",
+    "check_limits",
     "check_runserver_is_tethers",
     "worker_processes_from_environment",
 ]
@@ -245,3 +249,13 @@ def check_runserver_is_tethers(app_configs: Any = None, **kwargs: Any) -> list[C
             id="tether.W002",
         )
     ]
+
+
+@register(TAG)
+def check_limits(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E008: ``TETHER_MAX_MESSAGE_SIZE`` is not a positive number of bytes (the server would refuse to start)."""
+    try:
+        max_message_size()
+    except ImproperlyConfigured as exc:
+        return [Error(str(exc), hint="Remove the setting to keep the default of 1 MiB (1048576).", id="tether.E008")]
+    return []
