@@ -146,11 +146,20 @@ def test_every_layer_alias_is_checked():
     assert ids(tether_messages()) == ["tether.E006", "tether.E007"]
 
 
-@override_settings(TETHER_MAX_MESSAGE_SIZE="1MB")
-def test_a_max_message_size_that_is_not_a_number_of_bytes_is_e008():
-    [error] = tether_messages()
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("TETHER_MAX_MESSAGE_SIZE", "1MB", "TETHER_MAX_MESSAGE_SIZE must be a positive number of bytes"),
+        ("TETHER_WS_PING_INTERVAL", 0, "TETHER_WS_PING_INTERVAL must be a positive number of seconds"),
+        ("TETHER_WS_PING_TIMEOUT", None, "TETHER_WS_PING_TIMEOUT must be a positive number of seconds"),
+        ("TETHER_HANDSHAKE_TIMEOUT", "5", "TETHER_HANDSHAKE_TIMEOUT must be a positive number of seconds"),
+    ],
+)
+def test_a_limit_that_is_not_a_positive_number_is_e008(setting, value, message):
+    with override_settings(**{setting: value}):
+        [error] = tether_messages()
     assert error.id == "tether.E008"
-    assert "TETHER_MAX_MESSAGE_SIZE must be a positive number of bytes" in error.msg
+    assert message in error.msg
 
 
 @override_settings(CHANNEL_LAYERS=IN_MEMORY)

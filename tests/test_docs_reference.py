@@ -16,7 +16,14 @@ ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "docs" / "reference"
 
 #: The public modules outside the table: the Redis layers (behind the redis extra) and modules of tether's own.
-EXTRA_MODULES = ["tether.layers.redis", "tether.token_auth", "tether.dispatch", "tether.limits", "tether.denial"]
+EXTRA_MODULES = [
+    "tether.layers.redis",
+    "tether.token_auth",
+    "tether.dispatch",
+    "tether.limits",
+    "tether.denial",
+    "tether.handshake",
+]
 MODULES = [*PUBLIC_NAMES, *EXTRA_MODULES]
 
 

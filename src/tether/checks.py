@@ -14,7 +14,8 @@ E004        ``CHANNEL_LAYERS`` is not a dict of aliases.
 E005        A ``CHANNEL_LAYERS`` entry is not a dict or has no ``BACKEND``.
 E006        A layer ``BACKEND`` cannot be imported.
 E007        A layer ``CONFIG`` or ``TEST_CONFIG`` is refused by the backend.
-E008        ``TETHER_MAX_MESSAGE_SIZE`` is not a positive number of bytes.
+E008        ``TETHER_MAX_MESSAGE_SIZE`` is not a positive number of bytes, or a ping or handshake time is not a positive
+            number of seconds.
 W001        The in-memory layer while the environment asks for several server processes.
 W002        Another app's ``runserver`` comes before tether's in INSTALLED_APPS.
 =========== ============================================================================================
@@ -36,7 +37,7 @@ from django.utils.module_loading import import_string
 
 from tether.layers.inmemory import InMemoryChannelLayer
 from tether.layers.manager import channel_layers
-from tether.limits import max_message_size
+from tether.limits import handshake_timeout, max_message_size, ws_ping_interval, ws_ping_timeout
 
 __all__ = [
     "check_asgi_application",
@@ -253,9 +254,11 @@ def check_runserver_is_tethers(app_configs: Any = None, **kwargs: Any) -> list[C
 
 @register(TAG)
 def check_limits(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """E008: ``TETHER_MAX_MESSAGE_SIZE`` is not a positive number of bytes (the server would refuse to start)."""
-    try:
-        max_message_size()
-    except ImproperlyConfigured as exc:
-        return [Error(str(exc), hint="Remove the setting to keep the default of 1 MiB (1048576).", id="tether.E008")]
-    return []
+    """E008: a limit setting is not a positive number (the server would refuse to start)."""
+    errors: list[CheckMessage] = []
+    for read in (max_message_size, ws_ping_interval, ws_ping_timeout, handshake_timeout):
+        try:
+            read()
+        except ImproperlyConfigured as exc:
+            errors.append(Error(str(exc), hint="Remove the setting to keep the default.", id="tether.E008"))
+    return errors

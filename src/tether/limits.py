@@ -1,8 +1,9 @@
-"""Limits on what one client may send: the largest message and the deepest JSON nesting, with their close codes.
+"""Limits on one connection: the largest message, the deepest JSON nesting, and the keepalive and handshake times.
 
 Plain functions without I/O, shared by the server helper (which hands the message size limit to uvicorn, so a frame
-over it is refused before it is buffered whole) and by the WebSocket consumers (which enforce a lower limit of their
-own and refuse deep JSON before decoding it). docs/limits.md is the user's view of the same numbers.
+over it is refused before it is buffered whole, and the ping and handshake times) and by the WebSocket consumers
+(which enforce a lower size limit of their own and refuse deep JSON before decoding it). docs/limits.md is the user's
+view of the same numbers.
 """
 
 from __future__ import annotations
@@ -16,13 +17,19 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
 __all__ = [
+    "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_MAX_JSON_DEPTH",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_WS_PING_INTERVAL",
+    "DEFAULT_WS_PING_TIMEOUT",
     "INVALID_PAYLOAD",
     "MESSAGE_TOO_BIG",
+    "handshake_timeout",
     "json_nesting_exceeds",
     "max_message_size",
     "message_size",
+    "ws_ping_interval",
+    "ws_ping_timeout",
 ]
 
 #: The largest incoming WebSocket message, in bytes, unless ``TETHER_MAX_MESSAGE_SIZE`` says otherwise: room for any
@@ -33,6 +40,15 @@ DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 #: How deeply JSON consumers let arrays and objects nest. Real documents stay under ten levels; Python's decoder
 #: recurses per level, so without a limit a frame of a few thousand ``[`` raises ``RecursionError``.
 DEFAULT_MAX_JSON_DEPTH = 64
+
+#: Seconds between keepalive pings on an idle WebSocket (``TETHER_WS_PING_INTERVAL``), uvicorn's default: below the
+#: 60 s idle timeout of nginx and most load balancers, so a quiet connection is never cut by a proxy.
+DEFAULT_WS_PING_INTERVAL = 20.0
+#: Seconds a ping waits for its pong before the connection is closed as dead (``TETHER_WS_PING_TIMEOUT``).
+DEFAULT_WS_PING_TIMEOUT = 20.0
+#: Seconds from the TCP connection to a complete handshake (``TETHER_HANDSHAKE_TIMEOUT``): the request headers read
+#: and, for a WebSocket, the application's accept or refusal. Clients on slow mobile links need well under a second.
+DEFAULT_HANDSHAKE_TIMEOUT = 5.0
 
 #: RFC 6455 close code for a message larger than the endpoint accepts.
 MESSAGE_TOO_BIG = 1009
@@ -69,6 +85,28 @@ def max_message_size() -> int:
         )
     _max_message_size = value
     return value
+
+
+def _seconds(name: str, default: float) -> float:
+    value: Any = getattr(settings, name, default)
+    if type(value) not in (int, float) or not 0 < value < float("inf"):
+        raise ImproperlyConfigured(f"{name} must be a positive number of seconds, such as {default}, not {value!r}.")
+    return float(value)
+
+
+def ws_ping_interval() -> float:
+    """Seconds between keepalive pings: ``TETHER_WS_PING_INTERVAL``, 20 when unset; ``ImproperlyConfigured`` if bad."""
+    return _seconds("TETHER_WS_PING_INTERVAL", DEFAULT_WS_PING_INTERVAL)
+
+
+def ws_ping_timeout() -> float:
+    """Seconds a ping waits for its pong: ``TETHER_WS_PING_TIMEOUT``, 20 when unset; ``ImproperlyConfigured`` if bad."""
+    return _seconds("TETHER_WS_PING_TIMEOUT", DEFAULT_WS_PING_TIMEOUT)
+
+
+def handshake_timeout() -> float:
+    """Seconds to complete a handshake: ``TETHER_HANDSHAKE_TIMEOUT``, 5 when unset; ``ImproperlyConfigured`` if bad."""
+    return _seconds("TETHER_HANDSHAKE_TIMEOUT", DEFAULT_HANDSHAKE_TIMEOUT)
 
 
 def _forget_max_message_size(*, setting: str, **kwargs: Any) -> None:
