@@ -186,7 +186,9 @@ class AsyncConsumer:
 
         An exception from the handler is logged with the consumer's name and the message type, then raised, which
         ends the connection: the server answers HTTP 500 if no response has started, and otherwise drops the
-        connection (uvicorn sends no WebSocket close frame, so the client sees 1006).
+        connection (uvicorn sends no WebSocket close frame, so the client sees 1006). Except when the exception is the
+        ``OSError`` that ``send`` met because the client had gone away: then the handler just ends, with a DEBUG line,
+        and the disconnect event that the server sends next ends the consumer.
         """
         handler = _handler_for(self, message)
         if has_open_connections():
