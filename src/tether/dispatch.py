@@ -92,7 +92,6 @@ class _DispatchLoop:
         "cancel_requested",
         "handlers_in_caller",
         "handling_interruption",
-        "interrupts",
         "loop",
         "pending_interrupts",
         "readers",
@@ -106,11 +105,9 @@ class _DispatchLoop:
         # Handed-over messages in the order their receives completed. At most two per source.
         self.ready: deque[_Item] = deque()
         self.wakeup: asyncio.Future[None] | None = None
-        self.interrupts = interrupts
         # Interrupting messages handed over and not dispatched yet: everything before them is dropped.
         self.pending_interrupts = 0
-        # One at a time: the caller's task, whether it is inside a handler that may be cancelled, and whether a
-        # cancellation was asked for by an interruption (and is to be taken back).
+        # One at a time: the caller's task, and whether an interruption asked to cancel it (to be taken back).
         self.caller = asyncio.current_task()
         # Set while one_at_a_time runs: handlers run in the caller's task, which an interruption cancels.
         self.handlers_in_caller = False
