@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from asgiref.sync import SyncToAsync
@@ -15,7 +16,7 @@ from django.db import connections
 
 from tether.db import has_open_connections
 from tether.layers import channel_layers
-from tether.server import bind_socket, format_url
+from tether.server import bind_socket, format_url, make_server
 
 
 def free_port() -> int:
@@ -61,6 +62,30 @@ def close_connections_left_in_the_sync_thread() -> Iterator[None]:
             SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
 
 
+class _ServerThreads:
+    """uvicorn servers run in daemon threads of the test process, each started and then stopped with the test."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[Any, threading.Thread]] = []
+
+    def run(self, server: Any, port: int, **run_kwargs: Any) -> LiveServer:
+        """Run ``server`` (a ``uvicorn.Server``) in a thread until it listens on ``port``; fail after 10 seconds."""
+        thread = threading.Thread(target=server.run, kwargs=run_kwargs, name=f"uvicorn-{port}", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError(f"uvicorn did not start on port {port}")
+            time.sleep(0.01)
+        self.started.append((server, thread))
+        return LiveServer("127.0.0.1", port)
+
+    def stop_all(self) -> None:
+        for server, thread in self.started:
+            server.should_exit = True
+            thread.join(timeout=10)
+
+
 @pytest.fixture
 def serve():
     """Start uvicorn on a free port serving the given ASGI app; stop it when the test ends.
@@ -69,23 +94,28 @@ def serve():
     """
     import uvicorn
 
-    started: list[tuple[uvicorn.Server, threading.Thread]] = []
+    threads = _ServerThreads()
 
     def start(app, **options) -> LiveServer:
         port = free_port()
         config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="auto", **options)
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError(f"uvicorn did not start on port {port}")
-            time.sleep(0.01)
-        started.append((server, thread))
-        return LiveServer("127.0.0.1", port)
+        return threads.run(uvicorn.Server(config), port)
 
     yield start
-    for server, thread in started:
-        server.should_exit = True
-        thread.join(timeout=10)
+    threads.stop_all()
+
+
+@pytest.fixture
+def tether_serve():
+    """Start an app the way tether serves it (``tether.server.make_server``, with tether's limits) on a free port.
+
+    Usage: ``server = tether_serve(app)``; keyword arguments go to ``make_server``. Stopped when the test ends.
+    """
+    threads = _ServerThreads()
+
+    def start(app, **options) -> LiveServer:
+        sock = bind_socket("127.0.0.1", 0)
+        return threads.run(make_server(app, verbosity=0, **options), sock.getsockname()[1], sockets=[sock])
+
+    yield start
+    threads.stop_all()

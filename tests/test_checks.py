@@ -39,6 +39,7 @@ def test_every_check_is_registered_under_the_tether_tag():
         checks.check_channel_layers,
         checks.check_follow_login_layer,
         checks.check_in_memory_layer_with_several_processes,
+        checks.check_limits,
         checks.check_runserver_is_tethers,
         checks.check_websocket_origins,
     }
@@ -145,6 +146,22 @@ def test_test_config_the_backend_refuses_is_e007():
 )
 def test_every_layer_alias_is_checked():
     assert ids(tether_messages()) == ["tether.E006", "tether.E007"]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("TETHER_MAX_MESSAGE_SIZE", "1MB", "TETHER_MAX_MESSAGE_SIZE must be a positive number of bytes"),
+        ("TETHER_WS_PING_INTERVAL", 0, "TETHER_WS_PING_INTERVAL must be a positive number of seconds"),
+        ("TETHER_WS_PING_TIMEOUT", None, "TETHER_WS_PING_TIMEOUT must be a positive number of seconds"),
+        ("TETHER_HANDSHAKE_TIMEOUT", "5", "TETHER_HANDSHAKE_TIMEOUT must be a positive number of seconds"),
+    ],
+)
+def test_a_limit_that_is_not_a_positive_number_is_e010(setting, value, message):
+    with override_settings(**{setting: value}):
+        [error] = tether_messages()
+    assert error.id == "tether.E010"
+    assert message in error.msg
 
 
 @override_settings(CHANNEL_LAYERS=IN_MEMORY)

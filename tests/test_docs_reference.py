@@ -22,6 +22,9 @@ EXTRA_MODULES = [
     "tether.revocation",
     "tether.dispatch",
     "tether.layers.durable",
+    "tether.limits",
+    "tether.denial",
+    "tether.handshake",
 ]
 MODULES = [*PUBLIC_NAMES, *EXTRA_MODULES]
 

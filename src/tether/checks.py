@@ -16,6 +16,8 @@ E006        A layer ``BACKEND`` cannot be imported.
 E007        A layer ``CONFIG`` or ``TEST_CONFIG`` is refused by the backend.
 E008        ``TETHER_ALLOWED_ORIGINS`` is not a list of origins.
 E009        ``TETHER_FOLLOW_LOGIN_LAYER`` names no layer of ``CHANNEL_LAYERS``.
+E010        ``TETHER_MAX_MESSAGE_SIZE`` is not a positive number of bytes, or a ping or handshake time is not a positive
+            number of seconds.
 W001        The in-memory layer while the environment asks for several server processes.
 W002        Another app's ``runserver`` comes before tether's in INSTALLED_APPS.
 W003        ``ALLOWED_HOSTS`` allows every host and ``TETHER_ALLOWED_ORIGINS`` is not set: any site's pages may
@@ -36,10 +38,12 @@ from typing import Any
 from django.conf import settings
 from django.core import checks
 from django.core.checks import CheckMessage, Error, register
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 from tether.layers.inmemory import InMemoryChannelLayer
 from tether.layers.manager import channel_layers
+from tether.limits import handshake_timeout, max_message_size, ws_ping_interval, ws_ping_timeout
 from tether.security.origins import ExactOrigins
 
 __all__ = [
@@ -47,6 +51,7 @@ __all__ = [
     "check_channel_layers",
     "check_follow_login_layer",
     "check_in_memory_layer_with_several_processes",
+    "check_limits",
     "check_runserver_is_tethers",
     "check_websocket_origins",
     "worker_processes_from_environment",
@@ -337,3 +342,15 @@ def _check_allowed_origins(configured: Any) -> list[CheckMessage]:
             id="tether.E008",
         )
     ]
+
+
+@register(TAG)
+def check_limits(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E010: a limit setting is not a positive number (the server would refuse to start)."""
+    errors: list[CheckMessage] = []
+    for read in (max_message_size, ws_ping_interval, ws_ping_timeout, handshake_timeout):
+        try:
+            read()
+        except ImproperlyConfigured as exc:
+            errors.append(Error(str(exc), hint="Remove the setting to keep the default.", id="tether.E010"))
+    return errors

@@ -1,13 +1,16 @@
 """Consumers: one instance per connection, dispatching each event to a method named after its type.
 
 A consumer waits on two inputs at once, the ASGI ``receive`` and (when a channel layer is configured) its own
-channel on the layer, and handles their messages one at a time, in arrival order.
+channel on the layer, and handles their messages one at a time, in arrival order (or up to ``max_concurrency`` at
+once, when it asks). A WebSocket disconnect cancels the handlers still running, and a send to a client that has gone
+away ends the handler quietly: the disconnect that follows ends the consumer.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Hashable
 from typing import Any, ClassVar
 
 from asgiref.sync import async_to_sync
@@ -65,22 +68,57 @@ def _handler_for(consumer: AsyncConsumer, message: Message) -> Any:
     return handler
 
 
-def _log_failure(consumer: AsyncConsumer, message: Message) -> None:
+#: Messages of the connection itself, which run alone when a consumer handles several messages at once.
+_LIFECYCLE_TYPES = frozenset({"websocket.connect", "websocket.disconnect", "http.request", "http.disconnect"})
+
+
+def _is_websocket_disconnect(message: Message) -> bool:
+    return message.get("type") == "websocket.disconnect"
+
+
+def _is_lifecycle(message: Message) -> bool:
+    return message.get("type") in _LIFECYCLE_TYPES
+
+
+def _handled_failure(consumer: AsyncConsumer, message: Message, error: Exception) -> bool:
+    """Log a handler's exception. ``True`` when it is the quiet end of a send to a client that has gone away.
+
+    ASGI servers raise an ``OSError`` subclass (uvicorn's ``ClientDisconnected``) from ``send`` once the client has
+    disconnected; the disconnect event is on its way, so the handler just ends and the connection ends with it.
+    """
+    if isinstance(error, OSError) and consumer._client_gone:
+        logger.debug(
+            "%s: the client went away while a %r message was handled; the handler ends.",
+            name_that_thing(consumer),
+            message["type"],
+        )
+        return True
     logger.exception(
         "%s raised while handling a %r message; the connection ends.", name_that_thing(consumer), message["type"]
     )
+    return False
 
 
 class AsyncConsumer:
     """The base consumer for asyncio code: handlers are ``async def`` methods named after message types.
 
     Subclass it and route ``MyConsumer.as_asgi()``. ``channel_layer_alias`` picks the layer from ``CHANNEL_LAYERS``.
+    ``max_concurrency``, ``concurrency_key`` and ``cancel_on_disconnect`` control how messages are dispatched
+    (docs/limits.md).
     """
 
     _sync: ClassVar[bool] = False
     channel_layer_alias: ClassVar[str] = DEFAULT_CHANNEL_LAYER
+    #: How many messages may be handled at once. Above 1, each handler runs in a task of its own and handlers may
+    #: overlap (except the connection's connect and disconnect, which run alone); see ``concurrency_key``.
+    max_concurrency: ClassVar[int] = 1
+    #: A WebSocket disconnect cancels the handlers still running (and skips messages not yet started), so a slow
+    #: handler never keeps a dead connection alive. ``False`` keeps Channels' way: the disconnect waits its turn.
+    #: Sync consumers always wait: their handlers run in a thread, which cannot be cancelled.
+    cancel_on_disconnect: ClassVar[bool] = True
 
     scope: Scope
+    _client_gone: bool = False
     channel_layer: BaseChannelLayer | None
     channel_name: str
     base_send: Any
@@ -125,9 +163,26 @@ class AsyncConsumer:
         # A worker's messages may come from a durable channel: those are acknowledged once handled.
         dispatch = self._dispatch_and_settle if scope.get("type") == "channel" else self.dispatch
         try:
-            await await_many_dispatch(sources, dispatch)
+            await await_many_dispatch(
+                sources,
+                dispatch,
+                # A sync handler runs in a thread, which cannot be cancelled (asgiref waits for it to finish).
+                interrupts=_is_websocket_disconnect if self.cancel_on_disconnect and not self._sync else None,
+                max_concurrency=self.max_concurrency,
+                concurrency_key=self.concurrency_key,
+                exclusive=_is_lifecycle,
+            )
         except StopConsumer:
             pass
+
+    def concurrency_key(self, message: Message) -> Hashable | None:
+        """With ``max_concurrency`` above 1: the key whose messages must be handled one at a time, in order.
+
+        Messages with equal keys never overlap and keep their arrival order; ``None`` (the default, for every
+        message) lets a message run beside any other. Override it, for example to keep each chat room's messages in
+        order: ``return message.get("room")``. It is called in the dispatch loop, so keep it cheap.
+        """
+        return None
 
     async def _dispatch_and_settle(self, message: Message) -> None:
         """``dispatch``, then settle a message from a durable channel: acknowledged when the handler returned (or
@@ -150,7 +205,9 @@ class AsyncConsumer:
 
         An exception from the handler is logged with the consumer's name and the message type, then raised, which
         ends the connection: the server answers HTTP 500 if no response has started, and otherwise drops the
-        connection (uvicorn sends no WebSocket close frame, so the client sees 1006).
+        connection (uvicorn sends no WebSocket close frame, so the client sees 1006). Except when the exception is the
+        ``OSError`` that ``send`` met because the client had gone away: then the handler just ends, with a DEBUG line,
+        and the disconnect event that the server sends next ends the consumer.
         """
         handler = _handler_for(self, message)
         if has_open_connections():
@@ -159,13 +216,21 @@ class AsyncConsumer:
             await handler(message)
         except StopConsumer:
             raise
-        except Exception:
-            _log_failure(self, message)
-            raise
+        except Exception as error:
+            if not _handled_failure(self, message, error):
+                raise
 
     async def send(self, message: Message) -> None:
-        """Send an ASGI event to the client's server."""
-        await self.base_send(message)
+        """Send an ASGI event to the client's server.
+
+        Raises the server's ``OSError`` when the client has gone away; the handler then ends quietly (see
+        ``dispatch``) and the disconnect event that follows ends the consumer.
+        """
+        try:
+            await self.base_send(message)
+        except OSError:
+            self._client_gone = True
+            raise
 
 
 class SyncConsumer(AsyncConsumer):
@@ -184,10 +249,17 @@ class SyncConsumer(AsyncConsumer):
             handler(message)
         except StopConsumer:
             raise
-        except Exception:
-            _log_failure(self, message)
-            raise
+        except Exception as error:
+            if not _handled_failure(self, message, error):
+                raise
 
     def send(self, message: Message) -> None:  # type: ignore[override]
-        """Send an ASGI event to the client's server (blocking until the server has taken it)."""
-        self.base_send(message)
+        """Send an ASGI event to the client's server (blocking until the server has taken it).
+
+        Raises the server's ``OSError`` when the client has gone away, which ends the handler quietly.
+        """
+        try:
+            self.base_send(message)
+        except OSError:
+            self._client_gone = True
+            raise

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AcceptConnection",
     "ChannelFull",
@@ -32,7 +34,17 @@ class AcceptConnection(Exception):
 
 
 class DenyConnection(Exception):
-    """Raise in ``connect()`` to refuse the WebSocket connection (the server answers HTTP 403)."""
+    """Raise in ``connect()`` to refuse the WebSocket connection (the server answers HTTP 403).
+
+    tether-only keywords: with a ``status`` (and optionally ``body`` and ``headers``), the refusal is that HTTP
+    response, as with the consumer's ``deny()``, where the server supports it (docs/limits.md).
+    """
+
+    def __init__(self, *args: object, status: int | None = None, body: bytes | str = b"", headers: Any = None) -> None:
+        super().__init__(*args)
+        self.status = status
+        self.body = body
+        self.headers = headers
 
 
 class ChannelFull(Exception):

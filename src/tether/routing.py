@@ -5,13 +5,16 @@ A tether project is one ASGI application built from these routers. ``ProtocolTyp
 and tells the consumer what it captured in ``scope["url_route"]``, and ``ChannelNameRouter`` serves background
 workers by channel name. ``get_default_application`` loads the project's application from ``ASGI_APPLICATION``.
 
-Two choices differ from Channels, neither of which a Channels program can trip over:
+Three choices differ from Channels, none of which a Channels program can trip over:
 
 * ``ProtocolTypeRouter`` answers the ASGI lifespan protocol itself when ``"lifespan"`` is not mapped, so servers such
   as uvicorn start and stop without complaints.
 * ``URLRouter`` finds a nested router through middleware. A ``path("chat/", AuthMiddlewareStack(URLRouter([...])))``
   route is a prefix route because the router is found by following the wrappers' ``inner`` / ``app`` /
   ``application`` attributes, where Channels only looks for a private attribute on the route's own callback.
+* A WebSocket handshake for a path that no route matches gets HTTP 404 (``tether.denial``) where the server offers
+  the ASGI denial response extension, instead of the ``ValueError`` that the server turns into a 500 and a
+  traceback. Without the extension (and for HTTP) the ``ValueError`` stays.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.urls.exceptions import Resolver404
 from django.urls.resolvers import RegexPattern, RoutePattern, URLPattern, URLResolver
 
+from tether.denial import send_denial, supports_denial_response
 from tether.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["ChannelNameRouter", "ProtocolTypeRouter", "URLRouter", "get_default_application"]
@@ -245,7 +249,9 @@ class URLRouter:
     Raises ``ImproperlyConfigured`` at construction for ``include()`` routes, for routes not made with ``path()`` or
     ``re_path()`` and for consumer classes routed without ``as_asgi()``. At call time, a scope with no ``"path"``
     raises ``ValueError``, and so does a path that no route matches, at the outermost router: nested routers hand the
-    failure back so the outer router can try its next route.
+    failure back so the outer router can try its next route. A WebSocket handshake for a path that no route matches is
+    answered with HTTP 404 instead, without an error, where the server offers the ASGI denial response extension
+    (uvicorn does).
     """
 
     def __init__(self, routes: Iterable[Any]) -> None:
@@ -293,7 +299,23 @@ class URLRouter:
         if nested:
             raise _NoRouteFound(f"No route found for path {path!r}.")
         logger.debug("No route found for path %r.", path)
+        if scope.get("type") == "websocket" and supports_denial_response(scope):
+            await _refuse_unknown_path(path, scope, receive, send)
+            return None
         raise ValueError(f"No route found for path {path!r}.")
+
+
+async def _refuse_unknown_path(path: str, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer a WebSocket handshake for a path no route matches with HTTP 404, as Django answers an unknown URL.
+
+    Only where the server offers the denial response extension: elsewhere the ``ValueError`` of Channels stands (and
+    the server answers 500), since a plain close would say 403, which is wrong, and tests written for Channels
+    expect the error.
+    """
+    message = await receive()
+    if message.get("type") != "websocket.connect":
+        return  # the client left before its handshake was answered
+    await send_denial(scope, send, 404, f"No route found for path {path!r}.")
 
 
 class ChannelNameRouter:

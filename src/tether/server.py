@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from django.apps import apps
 
 from tether.access_log import redact_tokens_in_access_log
+from tether.handshake import keepalive_ws_protocol, with_handshake_deadline
+from tether.limits import handshake_timeout, max_message_size, ws_ping_interval, ws_ping_timeout
 from tether.types import ASGIApp
 
 if TYPE_CHECKING:
@@ -125,6 +127,11 @@ def make_server(application: ASGIApp, *, verbosity: int = 1, **uvicorn_options: 
     log uvicorn's debug and trace output. uvicorn's own start-up lines are kept quiet at verbosity 1, since the
     caller prints its own banner. The value of a ``token`` query parameter is ``[redacted]`` in what uvicorn logs
     (``tether.access_log``). ``uvicorn_options`` go to ``uvicorn.Config`` (for example ``ws_max_size``).
+    The largest incoming WebSocket message is ``TETHER_MAX_MESSAGE_SIZE`` (1 MiB by default) unless ``ws_max_size``
+    is given: uvicorn then refuses a larger frame with close code 1009 before buffering it whole. Keepalive pings
+    follow ``TETHER_WS_PING_INTERVAL`` and ``TETHER_WS_PING_TIMEOUT`` (20 s each) with a WebSocket implementation that
+    really sends them (``tether.handshake``), and a connection that has not completed its handshake within
+    ``TETHER_HANDSHAKE_TIMEOUT`` seconds (5) is closed.
     Raises ``UvicornNotInstalled`` when uvicorn is missing.
     """
     uvicorn = require_uvicorn()
@@ -132,8 +139,13 @@ def make_server(application: ASGIApp, *, verbosity: int = 1, **uvicorn_options: 
         "lifespan": "auto",
         "log_level": _LOG_LEVELS.get(verbosity, "info"),
         "access_log": verbosity >= 1,
+        "ws_max_size": max_message_size(),
+        "ws_ping_interval": ws_ping_interval(),
+        "ws_ping_timeout": ws_ping_timeout(),
     }
     options.update(uvicorn_options)
+    options["ws"] = keepalive_ws_protocol(options.get("ws", "auto"))
+    options["http"] = with_handshake_deadline(_http_protocol_class(options.get("http", "auto")), handshake_timeout())
     config = uvicorn.Config(application, **options)
     redact_tokens_in_access_log()
     if verbosity <= 1:
@@ -141,6 +153,16 @@ def make_server(application: ASGIApp, *, verbosity: int = 1, **uvicorn_options: 
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     server: UvicornServer = uvicorn.Server(config)
     return server
+
+
+def _http_protocol_class(http: Any) -> type[Any]:
+    """uvicorn's HTTP protocol class for its ``http`` option: a class as given, or the one a name stands for."""
+    if not isinstance(http, str):
+        return http  # type: ignore[no-any-return]
+    from uvicorn.config import HTTP_PROTOCOLS
+    from uvicorn.importer import import_from_string
+
+    return import_from_string(HTTP_PROTOCOLS.get(http, http))  # type: ignore[no-any-return]
 
 
 def serve(application: ASGIApp, sock: socket.socket, *, verbosity: int = 1, **uvicorn_options: Any) -> None:

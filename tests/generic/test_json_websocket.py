@@ -137,6 +137,25 @@ async def test_invalid_json_closes_with_1007_and_a_reason(variant):
     await communicator.disconnect(1007)
 
 
+async def test_json_nested_deeper_than_max_json_depth_closes_with_1007(variant):
+    communicator = await connected(ECHO[variant].as_asgi())
+    await communicator.send_to(text_data="[" * 65 + "]" * 65)
+    closed = await communicator.receive_output()
+    assert (closed["code"], closed["reason"]) == (1007, "JSON nested deeper than 64 levels")
+    await communicator.disconnect(1007)
+
+
+async def test_max_json_depth_none_leaves_it_to_the_decoder(variant):
+    consumer = type("Deep", (ECHO[variant],), {"max_json_depth": None})
+    communicator = await connected(consumer.as_asgi())
+    await communicator.send_to(text_data="[" * 100 + "]" * 100)
+    assert json.loads(await communicator.receive_from()) == {"echo": json.loads("[" * 100 + "]" * 100)}
+    await communicator.send_to(text_data="[" * 100_000)  # the decoder's RecursionError: still 1007, no traceback
+    closed = await communicator.receive_output()
+    assert (closed["code"], closed["reason"]) == (1007, "JSON nested too deeply")
+    await communicator.disconnect(1007)
+
+
 async def test_invalid_json_is_logged_with_the_consumer_name(variant, caplog):
     communicator = await connected(ECHO[variant].as_asgi())
     with caplog.at_level(logging.WARNING, logger=LOGGER):

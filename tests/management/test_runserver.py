@@ -15,6 +15,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler
 from django.core.management import call_command, get_commands
 from django.core.management.base import CommandError
 from django.test import override_settings
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from tests.conftest import free_port
@@ -64,6 +65,17 @@ def test_websocket_echo(server):
     with connect(f"ws://{address}/ws/echo/", open_timeout=10) as ws:
         ws.send("hello over runserver")
         assert ws.recv(timeout=10) == "hello over runserver"
+
+
+def test_a_message_over_the_limit_is_refused_by_the_server_with_1009(server):
+    _, address = server
+    with connect(f"ws://{address}/ws/echo/", open_timeout=10, max_size=None) as ws:
+        ws.send("a" * (1024 * 1024 + 1))  # TETHER_MAX_MESSAGE_SIZE's default, plus one byte
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
+    assert ws.close_code == 1009
+    # uvicorn's reason, not the consumer's ("Message over ... bytes"): the frame never reached the application.
+    assert "exceeds limit of 1048576 bytes" in (ws.close_reason or "")
 
 
 def test_noreload_serves_from_a_single_process(server):

@@ -1,0 +1,146 @@
+"""Limits on one connection: the largest message, the deepest JSON nesting, and the keepalive and handshake times.
+
+Plain functions without I/O, shared by the server helper (which hands the message size limit to uvicorn, so a frame
+over it is refused before it is buffered whole, and the ping and handshake times) and by the WebSocket consumers
+(which enforce a lower size limit of their own and refuse deep JSON before decoding it). docs/limits.md is the user's
+view of the same numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from itertools import accumulate
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+
+__all__ = [
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "DEFAULT_MAX_JSON_DEPTH",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_WS_PING_INTERVAL",
+    "DEFAULT_WS_PING_TIMEOUT",
+    "INVALID_PAYLOAD",
+    "MESSAGE_TOO_BIG",
+    "handshake_timeout",
+    "json_nesting_exceeds",
+    "max_message_size",
+    "message_size",
+    "ws_ping_interval",
+    "ws_ping_timeout",
+]
+
+#: The largest incoming WebSocket message, in bytes, unless ``TETHER_MAX_MESSAGE_SIZE`` says otherwise: room for any
+#: chat line or dashboard update, and small enough that a few thousand idle clients cannot pin gigabytes (uvicorn's
+#: own default is 16 MiB, and the last message of an idle connection stays in memory inside its frame parser).
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+
+#: How deeply JSON consumers let arrays and objects nest. Real documents stay under ten levels; Python's decoder
+#: recurses per level, so without a limit a frame of a few thousand ``[`` raises ``RecursionError``.
+DEFAULT_MAX_JSON_DEPTH = 64
+
+#: Seconds between keepalive pings on an idle WebSocket (``TETHER_WS_PING_INTERVAL``), uvicorn's default: below the
+#: 60 s idle timeout of nginx and most load balancers, so a quiet connection is never cut by a proxy.
+DEFAULT_WS_PING_INTERVAL = 20.0
+#: Seconds a ping waits for its pong before the connection is closed as dead (``TETHER_WS_PING_TIMEOUT``).
+DEFAULT_WS_PING_TIMEOUT = 20.0
+#: Seconds from the TCP connection to a complete handshake (``TETHER_HANDSHAKE_TIMEOUT``): the request headers read
+#: and, for a WebSocket, the application's accept or refusal. Clients on slow mobile links need well under a second.
+DEFAULT_HANDSHAKE_TIMEOUT = 5.0
+
+#: RFC 6455 close code for a message larger than the endpoint accepts.
+MESSAGE_TOO_BIG = 1009
+#: RFC 6455 close code for a message inconsistent with its type (undecodable or over-nested JSON).
+INVALID_PAYLOAD = 1007
+
+_SETTING = "TETHER_MAX_MESSAGE_SIZE"
+
+#: A JSON string literal, escapes included: written as "unrolled loop" so the regex engine never backtracks.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+#: Everything that is not a bracket, removed before the depth is counted.
+_NOT_BRACKETS = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+#: The setting's checked value, read once: every received message is measured against it, and reading a setting the
+#: project does not define costs about 2 µs in Django's lazy settings (a third of a whole echo). Tests that change
+#: the setting (``override_settings``) send ``setting_changed``, which clears it.
+_max_message_size: int | None = None
+
+
+def max_message_size() -> int:
+    """The project's largest incoming message in bytes: ``TETHER_MAX_MESSAGE_SIZE``, 1 MiB when unset.
+
+    Raises ``ImproperlyConfigured`` naming the setting when it is not a positive whole number.
+    """
+    global _max_message_size
+    if _max_message_size is not None:
+        return _max_message_size
+    value: Any = getattr(settings, _SETTING, DEFAULT_MAX_MESSAGE_SIZE)
+    if type(value) is not int or value <= 0:
+        raise ImproperlyConfigured(
+            f"{_SETTING} must be a positive number of bytes, such as {DEFAULT_MAX_MESSAGE_SIZE} (1 MiB, the "
+            f"default), not {value!r}."
+        )
+    _max_message_size = value
+    return value
+
+
+def _seconds(name: str, default: float) -> float:
+    value: Any = getattr(settings, name, default)
+    if type(value) not in (int, float) or not 0 < value < float("inf"):
+        raise ImproperlyConfigured(f"{name} must be a positive number of seconds, such as {default}, not {value!r}.")
+    return float(value)
+
+
+def ws_ping_interval() -> float:
+    """Seconds between keepalive pings: ``TETHER_WS_PING_INTERVAL``, 20 when unset; ``ImproperlyConfigured`` if bad."""
+    return _seconds("TETHER_WS_PING_INTERVAL", DEFAULT_WS_PING_INTERVAL)
+
+
+def ws_ping_timeout() -> float:
+    """Seconds a ping waits for its pong: ``TETHER_WS_PING_TIMEOUT``, 20 when unset; ``ImproperlyConfigured`` if bad."""
+    return _seconds("TETHER_WS_PING_TIMEOUT", DEFAULT_WS_PING_TIMEOUT)
+
+
+def handshake_timeout() -> float:
+    """Seconds to complete a handshake: ``TETHER_HANDSHAKE_TIMEOUT``, 5 when unset; ``ImproperlyConfigured`` if bad."""
+    return _seconds("TETHER_HANDSHAKE_TIMEOUT", DEFAULT_HANDSHAKE_TIMEOUT)
+
+
+def _forget_max_message_size(*, setting: str, **kwargs: Any) -> None:
+    global _max_message_size
+    if setting == _SETTING:
+        _max_message_size = None
+
+
+setting_changed.connect(_forget_max_message_size)
+
+
+def message_size(text: str | None, data: bytes | None, at_least: int) -> int:
+    """The size in bytes of a received message, exactly when it may exceed ``at_least`` and cheaply otherwise.
+
+    A text message is counted in UTF-8 bytes, as on the wire; the encoding is only paid for a string long enough to
+    matter (a character is at most four bytes), and an ASCII string's length is its size.
+    """
+    if text is None:
+        return len(data) if data is not None else 0
+    length = len(text)
+    if length * 4 <= at_least or text.isascii():
+        return length
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def json_nesting_exceeds(text: str, limit: int) -> bool:
+    """Tell whether the JSON ``text`` nests arrays and objects more than ``limit`` levels deep, without decoding it.
+
+    Cheap for ordinary frames: a text with no more than ``limit`` opening brackets cannot be that deep, which two
+    ``str.count`` calls settle. Otherwise string literals (whose brackets do not count) are removed and the running
+    depth of the remaining brackets is computed in C (``itertools.accumulate``). Malformed text is not judged here:
+    the decoder refuses it afterwards.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    brackets = _NOT_BRACKETS.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) > limit

@@ -1,0 +1,410 @@
+"""Dispatch control: concurrent handlers with per-key order, prompt disconnects, quiet sends to departed clients.
+
+The first half drives ``await_many_dispatch`` with in-process sources; the second serves consumers with uvicorn and
+real ``websockets`` clients. Every wait is bounded; no test asserts a speed (a handler cut short by a disconnect is
+told apart from one that ran its course by being cancelled, with a 10 s handler and a 5 s bound).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+import pytest
+import websockets
+from django.urls import path
+
+from tether.dispatch import await_many_dispatch
+from tether.exceptions import StopConsumer
+from tether.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
+from tether.routing import ProtocolTypeRouter, URLRouter
+
+#: Every wait is bounded by this many seconds.
+WAIT = 5
+
+
+class Source:
+    """A receive function fed by the test: ``put`` a message, the loop's reader gets it."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[dict] = asyncio.Queue()
+
+    def put(self, message: dict) -> None:
+        self.queue.put_nowait(message)
+
+    async def __call__(self) -> dict:
+        return await self.queue.get()
+
+
+def is_disconnect(message: dict) -> bool:
+    return message["type"] == "websocket.disconnect"
+
+
+def is_connect(message: dict) -> bool:
+    return message["type"] == "websocket.connect"
+
+
+async def until(condition, what: str) -> None:
+    """Yield to the loop until ``condition()`` holds; fail naming ``what`` after ``WAIT`` seconds."""
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.001)
+
+
+# -- concurrency ------------------------------------------------------------------------------------------------
+
+
+async def test_concurrent_dispatch_keeps_order_per_key():
+    source = Source()
+    release = {key: asyncio.Event() for key in "ab"}
+    handled: list[tuple[str, int]] = []
+    running = 0
+    most_running = 0
+
+    async def dispatch(message: dict) -> None:
+        nonlocal running, most_running
+        if message["type"] == "stop":
+            raise StopConsumer
+        running += 1
+        most_running = max(most_running, running)
+        await release[message["key"]].wait()
+        handled.append((message["key"], message["n"]))
+        running -= 1
+
+    for n in range(4):
+        source.put({"type": "job", "key": "a", "n": n})
+        source.put({"type": "job", "key": "b", "n": n})
+    loop_task = asyncio.ensure_future(
+        await_many_dispatch([source], dispatch, max_concurrency=8, concurrency_key=lambda m: m.get("key"))
+    )
+    try:
+        await until(lambda: running == 2, "one handler per key to start")
+        release["b"].set()  # b's run while a's first blocks: keys do not wait for each other
+        await until(lambda: [n for k, n in handled if k == "b"] == [0, 1, 2, 3], "the b jobs")
+        release["a"].set()
+        await until(lambda: len(handled) == 8, "the a jobs")
+        source.put({"type": "stop"})
+        with pytest.raises(StopConsumer):
+            await asyncio.wait_for(loop_task, WAIT)
+    finally:
+        loop_task.cancel()
+    assert [n for k, n in handled if k == "a"] == [0, 1, 2, 3]
+    assert most_running == 2  # one per key: equal keys never overlap
+
+
+async def test_keyless_messages_overlap_up_to_max_concurrency():
+    source = Source()
+    gate = asyncio.Event()
+    running = 0
+    most_running = 0
+
+    async def dispatch(message: dict) -> None:
+        nonlocal running, most_running
+        running += 1
+        most_running = max(most_running, running)
+        await gate.wait()
+        running -= 1
+
+    for n in range(10):
+        source.put({"type": "job", "n": n})
+    loop_task = asyncio.ensure_future(await_many_dispatch([source], dispatch, max_concurrency=4))
+    try:
+        await until(lambda: running == 4, "four handlers")
+        for _ in range(20):  # give the loop every chance to start a fifth
+            await asyncio.sleep(0)
+        assert running == 4
+        gate.set()
+        await until(lambda: running == 0 and source.queue.empty(), "all jobs")
+    finally:
+        loop_task.cancel()
+        await asyncio.gather(loop_task, return_exceptions=True)
+    assert most_running == 4
+
+
+async def test_exclusive_messages_run_alone():
+    source = Source()
+    gate = asyncio.Event()
+    events: list[str] = []
+
+    async def dispatch(message: dict) -> None:
+        events.append(f"start {message['type']}")
+        if message["type"] == "websocket.connect":
+            await gate.wait()
+        else:
+            await asyncio.sleep(0)
+        events.append(f"end {message['type']}")
+
+    source.put({"type": "websocket.connect"})
+    source.put({"type": "job"})
+    source.put({"type": "job"})
+    loop_task = asyncio.ensure_future(await_many_dispatch([source], dispatch, max_concurrency=4, exclusive=is_connect))
+    try:
+        await until(lambda: events == ["start websocket.connect"], "the connect handler")
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert events == ["start websocket.connect"]  # the jobs wait for the connect handler
+        gate.set()
+        await until(lambda: len(events) == 6, "the jobs")
+    finally:
+        loop_task.cancel()
+        await asyncio.gather(loop_task, return_exceptions=True)
+    assert events[:2] == ["start websocket.connect", "end websocket.connect"]
+
+
+def test_max_concurrency_must_be_at_least_one():
+    with pytest.raises(ValueError, match="max_concurrency must be a whole number of at least 1"):
+        asyncio.run(await_many_dispatch([], lambda message: asyncio.sleep(0), max_concurrency=0))
+
+
+# -- prompt disconnect ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_concurrency", [1, 3])
+async def test_a_disconnect_cancels_the_running_handler_and_skips_the_waiting_ones(max_concurrency):
+    client, layer = Source(), Source()
+    started = asyncio.Event()
+    outcomes: list[str] = []
+
+    async def dispatch(message: dict) -> None:
+        if message["type"] == "websocket.disconnect":
+            outcomes.append("disconnect handled")
+            raise StopConsumer
+        if message["type"] == "slow":
+            started.set()
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                outcomes.append("slow cancelled")
+                raise
+            outcomes.append("slow finished")
+        else:
+            outcomes.append(f"{message['type']} handled")
+
+    client.put({"type": "slow"})
+    loop_task = asyncio.ensure_future(
+        await_many_dispatch(
+            [client, layer], dispatch, interrupts=is_disconnect, max_concurrency=max_concurrency, exclusive=is_connect
+        )
+    )
+    await asyncio.wait_for(started.wait(), WAIT)
+    if max_concurrency == 1:
+        layer.put({"type": "waiting"})  # waits behind the slow handler, then is skipped
+    client.put({"type": "websocket.disconnect", "code": 1001})
+    with pytest.raises(StopConsumer):
+        await asyncio.wait_for(loop_task, WAIT)
+    assert outcomes == ["slow cancelled", "disconnect handled"]
+
+
+async def test_the_disconnect_handler_itself_is_not_cancelled():
+    client = Source()
+    outcomes: list[str] = []
+
+    async def dispatch(message: dict) -> None:
+        if message["type"] == "websocket.disconnect":
+            await asyncio.sleep(0.01)  # a group_discard, say: the second disconnect must not cut it short
+            outcomes.append("cleaned up")
+            raise StopConsumer
+
+    client.put({"type": "websocket.disconnect"})
+    client.put({"type": "websocket.disconnect"})
+    with pytest.raises(StopConsumer):
+        await asyncio.wait_for(await_many_dispatch([client], dispatch, interrupts=is_disconnect), WAIT)
+    assert outcomes == ["cleaned up"]
+
+
+async def test_a_cancelled_handler_leaves_the_caller_task_uncancelled():
+    client = Source()
+    started = asyncio.Event()
+    after: list[int] = []
+
+    async def dispatch(message: dict) -> None:
+        if message["type"] == "slow":
+            started.set()
+            await asyncio.sleep(10)
+        elif message["type"] == "websocket.disconnect":
+            await asyncio.sleep(0)  # would raise CancelledError if the interruption's cancellation were left over
+            task = asyncio.current_task()
+            after.append(task.cancelling() if hasattr(task, "cancelling") else 0)
+            raise StopConsumer
+
+    client.put({"type": "slow"})
+    loop_task = asyncio.ensure_future(await_many_dispatch([client], dispatch, interrupts=is_disconnect))
+    await asyncio.wait_for(started.wait(), WAIT)
+    client.put({"type": "websocket.disconnect"})
+    with pytest.raises(StopConsumer):
+        await asyncio.wait_for(loop_task, WAIT)
+    assert after == [0]
+
+
+async def test_cancelling_the_loop_from_outside_still_cancels_it():
+    client = Source()
+    started = asyncio.Event()
+
+    async def dispatch(message: dict) -> None:
+        started.set()
+        await asyncio.sleep(10)
+
+    client.put({"type": "slow"})
+    loop_task = asyncio.ensure_future(await_many_dispatch([client], dispatch, interrupts=is_disconnect))
+    await asyncio.wait_for(started.wait(), WAIT)
+    loop_task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(loop_task, WAIT)
+
+
+async def test_without_interrupts_a_disconnect_waits_its_turn_as_in_channels():
+    client = Source()
+    gate = asyncio.Event()
+    outcomes: list[str] = []
+
+    async def dispatch(message: dict) -> None:
+        if message["type"] == "websocket.disconnect":
+            outcomes.append("disconnect handled")
+            raise StopConsumer
+        await gate.wait()
+        outcomes.append(f"{message['type']} finished")
+
+    client.put({"type": "slow"})
+    client.put({"type": "websocket.disconnect"})
+    loop_task = asyncio.ensure_future(await_many_dispatch([client], dispatch))
+    await until(lambda: client.queue.empty(), "the disconnect to be read")
+    gate.set()
+    with pytest.raises(StopConsumer):
+        await asyncio.wait_for(loop_task, WAIT)
+    assert outcomes == ["slow finished", "disconnect handled"]
+
+
+# -- live, over uvicorn -----------------------------------------------------------------------------------------
+
+
+class Slow(AsyncWebsocketConsumer):
+    """Each frame starts a 10 s handler; the class notes when it was cancelled and when disconnect() ran."""
+
+    started = threading.Event()
+    ended = threading.Event()
+    outcome: list[str] = []
+    cancelled_at: list[float] = []
+
+    async def receive(self, text_data=None, bytes_data=None):
+        type(self).started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            type(self).cancelled_at.append(time.monotonic())
+            type(self).outcome.append("cancelled")
+            raise
+        type(self).outcome.append("finished")
+
+    async def disconnect(self, code):
+        type(self).outcome.append(f"disconnect {code}")
+        type(self).ended.set()
+
+
+class SlowConcurrent(Slow):
+    max_concurrency = 4
+
+
+class SendsAfterTheClientLeft(AsyncWebsocketConsumer):
+    """Keeps sending until the client is gone; counts the disconnects. Disconnects wait, as in Channels."""
+
+    cancel_on_disconnect = False
+    disconnects: list[int] = []
+    all_gone = threading.Event()
+
+    async def receive(self, text_data=None, bytes_data=None):
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:  # the send that fails ends this handler
+            await self.send(text_data="still here?")
+            await asyncio.sleep(0.01)
+
+    async def disconnect(self, code):
+        type(self).disconnects.append(code)
+        if len(type(self).disconnects) == 10:
+            type(self).all_gone.set()
+
+
+class SyncSendsAfterTheClientLeft(WebsocketConsumer):
+    """The same in a sync consumer, whose handler runs in a thread and is never cancelled."""
+
+    disconnects: list[int] = []
+    all_gone = threading.Event()
+
+    def receive(self, text_data=None, bytes_data=None):
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:  # the send that fails ends this handler
+            self.send(text_data="still here?")
+            time.sleep(0.01)
+
+    def disconnect(self, code):
+        type(self).disconnects.append(code)
+        if len(type(self).disconnects) == 10:
+            type(self).all_gone.set()
+
+
+class CancelledBeforeSending(SendsAfterTheClientLeft):
+    """The same with the default: the disconnect cancels the handler."""
+
+    cancel_on_disconnect = True
+
+
+application = ProtocolTypeRouter(
+    {
+        "websocket": URLRouter(
+            [
+                path("slow/", Slow.as_asgi()),
+                path("slow-concurrent/", SlowConcurrent.as_asgi()),
+                path("sends/", SendsAfterTheClientLeft.as_asgi()),
+                path("cancelled/", CancelledBeforeSending.as_asgi()),
+                path("sync-sends/", SyncSendsAfterTheClientLeft.as_asgi()),
+            ]
+        )
+    }
+)
+
+
+@pytest.mark.parametrize(("route", "consumer"), [("slow/", Slow), ("slow-concurrent/", SlowConcurrent)])
+async def test_a_disconnect_during_a_10s_handler_ends_it(serve, route, consumer):
+    for event in (consumer.started, consumer.ended):
+        event.clear()
+    consumer.outcome.clear()
+    consumer.cancelled_at.clear()
+    server = serve(application)
+    async with websockets.connect(f"{server.ws_url}/{route}", open_timeout=WAIT, close_timeout=WAIT) as ws:
+        await ws.send("take your time")
+        assert await asyncio.to_thread(consumer.started.wait, WAIT)
+        closed_at = time.monotonic()
+    assert await asyncio.to_thread(consumer.ended.wait, WAIT), "disconnect() did not run"
+    assert consumer.outcome == ["cancelled", "disconnect 1000"]
+    cancelled_after = consumer.cancelled_at[0] - closed_at  # reported, never asserted: tests hold no speed targets
+    logging.getLogger(__name__).info("handler cancelled %.1f ms after the close", 1000 * cancelled_after)
+
+
+@pytest.mark.parametrize(
+    ("route", "consumer"),
+    [
+        ("sends/", SendsAfterTheClientLeft),
+        ("cancelled/", CancelledBeforeSending),
+        ("sync-sends/", SyncSendsAfterTheClientLeft),
+    ],
+)
+async def test_ten_clients_that_send_and_close_at_once_log_no_traceback(serve, caplog, route, consumer):
+    consumer.disconnects.clear()
+    consumer.all_gone.clear()
+    server = serve(application)
+
+    async def send_and_close() -> None:
+        async with websockets.connect(f"{server.ws_url}/{route}", open_timeout=WAIT, close_timeout=WAIT) as ws:
+            await ws.send("hello")
+
+    with caplog.at_level(logging.DEBUG):
+        await asyncio.gather(*(send_and_close() for _ in range(10)))
+        assert await asyncio.to_thread(consumer.all_gone.wait, WAIT), f"{consumer.disconnects} disconnects"
+    problems = [record for record in caplog.records if record.levelno >= logging.WARNING or record.exc_info]
+    assert problems == []
+    assert len(consumer.disconnects) == 10
+    quiet_ends = [record for record in caplog.records if "the client went away" in record.getMessage()]
+    if consumer is not CancelledBeforeSending:
+        assert len(quiet_ends) == 10  # every handler's send failed, and each said so at DEBUG level only
