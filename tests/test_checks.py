@@ -37,6 +37,7 @@ def test_every_check_is_registered_under_the_tether_tag():
     assert registered == {
         checks.check_asgi_application,
         checks.check_channel_layers,
+        checks.check_drain,
         checks.check_follow_login_layer,
         checks.check_in_memory_layer_with_several_processes,
         checks.check_limits,

@@ -18,6 +18,8 @@ E008        ``TETHER_ALLOWED_ORIGINS`` is not a list of origins.
 E009        ``TETHER_FOLLOW_LOGIN_LAYER`` names no layer of ``CHANNEL_LAYERS``.
 E010        ``TETHER_MAX_MESSAGE_SIZE`` is not a positive number of bytes, or a ping or handshake time is not a positive
             number of seconds.
+E012        ``TETHER_DRAIN_WINDOW`` is not a number of seconds of at least 0, or ``TETHER_DRAIN_TIMEOUT`` is not a
+            positive number of seconds at least as long as the window.
 W001        The in-memory layer while the environment asks for several server processes.
 W002        Another app's ``runserver`` comes before tether's in INSTALLED_APPS.
 W003        ``ALLOWED_HOSTS`` allows every host and ``TETHER_ALLOWED_ORIGINS`` is not set: any site's pages may
@@ -43,7 +45,14 @@ from django.utils.module_loading import import_string
 
 from tether.layers.inmemory import InMemoryChannelLayer
 from tether.layers.manager import channel_layers
-from tether.limits import handshake_timeout, max_message_size, ws_ping_interval, ws_ping_timeout
+from tether.limits import (
+    drain_timeout,
+    drain_window,
+    handshake_timeout,
+    max_message_size,
+    ws_ping_interval,
+    ws_ping_timeout,
+)
 from tether.security.origins import ExactOrigins
 
 __all__ = [
@@ -354,3 +363,20 @@ def check_limits(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         except ImproperlyConfigured as exc:
             errors.append(Error(str(exc), hint="Remove the setting to keep the default.", id="tether.E010"))
     return errors
+
+
+@register(TAG)
+def check_drain(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E012: the drain's window or timeout is not a usable number of seconds (a stopping server would use defaults)."""
+    for read in (drain_window, drain_timeout):
+        try:
+            read()
+        except ImproperlyConfigured as exc:
+            return [
+                Error(
+                    str(exc),
+                    hint="Remove TETHER_DRAIN_WINDOW and TETHER_DRAIN_TIMEOUT to keep the defaults (10 and 20 s).",
+                    id="tether.E012",
+                )
+            ]
+    return []

@@ -18,6 +18,7 @@ from asgiref.sync import async_to_sync
 from tether import DEFAULT_CHANNEL_LAYER
 from tether.db import aclose_old_connections, database_sync_to_async, has_open_connections
 from tether.dispatch import await_many_dispatch
+from tether.drain import DRAIN_MESSAGE_TYPE, SERVICE_RESTART, enter
 from tether.exceptions import StopConsumer
 from tether.layers import get_channel_layer
 from tether.layers.base import BaseChannelLayer
@@ -69,7 +70,11 @@ def _handler_for(consumer: AsyncConsumer, message: Message) -> Any:
 
 
 #: Messages of the connection itself, which run alone when a consumer handles several messages at once.
-_LIFECYCLE_TYPES = frozenset({"websocket.connect", "websocket.disconnect", "http.request", "http.disconnect"})
+_LIFECYCLE_TYPES = frozenset(
+    {"websocket.connect", "websocket.disconnect", "http.request", "http.disconnect", DRAIN_MESSAGE_TYPE}
+)
+#: What a consumer sends when the server drains (``tether.drain``): the client should reconnect after a delay.
+_DRAIN_CLOSE: Message = {"type": "websocket.close", "code": SERVICE_RESTART, "reason": "server restarting"}
 
 
 def _is_websocket_disconnect(message: Message) -> bool:
@@ -78,6 +83,11 @@ def _is_websocket_disconnect(message: Message) -> bool:
 
 def _is_lifecycle(message: Message) -> bool:
     return message.get("type") in _LIFECYCLE_TYPES
+
+
+def _drain_close_failed(consumer: AsyncConsumer, error: Exception) -> None:
+    """The drain's close could not be sent: the connection was refused, closed or gone already, which is fine."""
+    logger.debug("%s: no close for the drain, the connection had ended (%s).", name_that_thing(consumer), error)
 
 
 def _handled_failure(consumer: AsyncConsumer, message: Message, error: Exception) -> bool:
@@ -160,6 +170,10 @@ class AsyncConsumer:
             self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
             sources.append(self.channel_receive)
         self.base_send = async_to_sync(send) if self._sync else send
+        # A WebSocket is closed with 1012 when a stopping server drains it (tether.drain), after its handler.
+        departure = enter() if scope.get("type") == "websocket" else None
+        if departure is not None:
+            sources.append(departure.next)
         # A worker's messages may come from a durable channel: those are acknowledged once handled.
         dispatch = self._dispatch_and_settle if scope.get("type") == "channel" else self.dispatch
         try:
@@ -174,6 +188,9 @@ class AsyncConsumer:
             )
         except StopConsumer:
             pass
+        finally:
+            if departure is not None:
+                departure.leave()
 
     def concurrency_key(self, message: Message) -> Hashable | None:
         """With ``max_concurrency`` above 1: the key whose messages must be handled one at a time, in order.
@@ -220,6 +237,17 @@ class AsyncConsumer:
             if not _handled_failure(self, message, error):
                 raise
 
+    async def tether_drain(self, message: Message) -> None:
+        """The server is stopping and it is this connection's turn (``tether.drain``): close with 1012.
+
+        It runs after the handlers before it have finished, so work in progress is not cut off; the client is told to
+        come back after a delay (tether.js does, with jitter). Override it to say goodbye first, then call it.
+        """
+        try:
+            await AsyncConsumer.send(self, dict(_DRAIN_CLOSE))
+        except (OSError, RuntimeError) as error:
+            _drain_close_failed(self, error)
+
     async def send(self, message: Message) -> None:
         """Send an ASGI event to the client's server.
 
@@ -252,6 +280,13 @@ class SyncConsumer(AsyncConsumer):
         except Exception as error:
             if not _handled_failure(self, message, error):
                 raise
+
+    def tether_drain(self, message: Message) -> None:  # type: ignore[override]
+        """The server is stopping and it is this connection's turn (``tether.drain``): close with 1012."""
+        try:
+            SyncConsumer.send(self, dict(_DRAIN_CLOSE))
+        except (OSError, RuntimeError) as error:
+            _drain_close_failed(self, error)
 
     def send(self, message: Message) -> None:  # type: ignore[override]
         """Send an ASGI event to the client's server (blocking until the server has taken it).

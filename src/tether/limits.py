@@ -1,4 +1,4 @@
-"""Limits on one connection: the largest message, the deepest JSON nesting, and the keepalive and handshake times.
+"""Limits on one connection: the largest message, the deepest JSON nesting, the keepalive, handshake and drain times.
 
 Plain functions without I/O, shared by the server helper (which hands the message size limit to uvicorn, so a frame
 over it is refused before it is buffered whole, and the ping and handshake times) and by the WebSocket consumers
@@ -17,6 +17,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
 __all__ = [
+    "DEFAULT_DRAIN_TIMEOUT",
+    "DEFAULT_DRAIN_WINDOW",
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_MAX_JSON_DEPTH",
     "DEFAULT_MAX_MESSAGE_SIZE",
@@ -24,6 +26,8 @@ __all__ = [
     "DEFAULT_WS_PING_TIMEOUT",
     "INVALID_PAYLOAD",
     "MESSAGE_TOO_BIG",
+    "drain_timeout",
+    "drain_window",
     "handshake_timeout",
     "json_nesting_exceeds",
     "max_message_size",
@@ -49,6 +53,12 @@ DEFAULT_WS_PING_TIMEOUT = 20.0
 #: Seconds from the TCP connection to a complete handshake (``TETHER_HANDSHAKE_TIMEOUT``): the request headers read
 #: and, for a WebSocket, the application's accept or refusal. Clients on slow mobile links need well under a second.
 DEFAULT_HANDSHAKE_TIMEOUT = 5.0
+#: Seconds over which a stopping server closes its WebSockets with 1012, a batch at a time (``TETHER_DRAIN_WINDOW``):
+#: 10,000 clients closed in one instant all come back in the same second, to the processes that are left.
+DEFAULT_DRAIN_WINDOW = 10.0
+#: Seconds from the stop signal after which connections still open are closed by the server, cancelling the handlers
+#: still running (``TETHER_DRAIN_TIMEOUT``). Below Kubernetes' default grace period of 30 s, which ends in SIGKILL.
+DEFAULT_DRAIN_TIMEOUT = 20.0
 
 #: RFC 6455 close code for a message larger than the endpoint accepts.
 MESSAGE_TOO_BIG = 1009
@@ -107,6 +117,37 @@ def ws_ping_timeout() -> float:
 def handshake_timeout() -> float:
     """Seconds to complete a handshake: ``TETHER_HANDSHAKE_TIMEOUT``, 5 when unset; ``ImproperlyConfigured`` if bad."""
     return _seconds("TETHER_HANDSHAKE_TIMEOUT", DEFAULT_HANDSHAKE_TIMEOUT)
+
+
+def drain_window() -> float:
+    """Seconds over which a stopping server closes its WebSockets: ``TETHER_DRAIN_WINDOW``, 10 when unset.
+
+    0 closes them all at once. Raises ``ImproperlyConfigured`` naming the setting when it is not a number of seconds.
+    """
+    value: Any = getattr(settings, "TETHER_DRAIN_WINDOW", DEFAULT_DRAIN_WINDOW)
+    if type(value) not in (int, float) or not 0 <= value < float("inf"):
+        raise ImproperlyConfigured(
+            f"TETHER_DRAIN_WINDOW must be a number of seconds of at least 0, such as {DEFAULT_DRAIN_WINDOW}, "
+            f"not {value!r}."
+        )
+    return float(value)
+
+
+def drain_timeout() -> float:
+    """Seconds from the stop signal to the forced close of what is still open: ``TETHER_DRAIN_TIMEOUT``, 20 when unset.
+
+    Raises ``ImproperlyConfigured`` when it is not a positive number of seconds, or is shorter than the window (the
+    last batch would be cut short).
+    """
+    timeout = _seconds("TETHER_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT)
+    window = drain_window()
+    if timeout < window:
+        raise ImproperlyConfigured(
+            f"TETHER_DRAIN_TIMEOUT ({timeout:g} s) is shorter than TETHER_DRAIN_WINDOW ({window:g} s): the last "
+            "connections would be cut off before their turn. Make the timeout at least the window, with room for "
+            "the handlers to finish."
+        )
+    return timeout
 
 
 def _forget_max_message_size(*, setting: str, **kwargs: Any) -> None:

@@ -8,7 +8,7 @@ workers by channel name. ``get_default_application`` loads the project's applica
 Three choices differ from Channels, none of which a Channels program can trip over:
 
 * ``ProtocolTypeRouter`` answers the ASGI lifespan protocol itself when ``"lifespan"`` is not mapped, so servers such
-  as uvicorn start and stop without complaints.
+  as uvicorn start and stop without complaints; at shutdown it closes the channel layers (``tether.drain``).
 * ``URLRouter`` finds a nested router through middleware. A ``path("chat/", AuthMiddlewareStack(URLRouter([...])))``
   route is a prefix route because the router is found by following the wrappers' ``inner`` / ``app`` /
   ``application`` attributes, where Channels only looks for a private attribute on the route's own callback.
@@ -31,6 +31,7 @@ from django.urls.exceptions import Resolver404
 from django.urls.resolvers import RegexPattern, RoutePattern, URLPattern, URLResolver
 
 from tether.denial import send_denial, supports_denial_response
+from tether.drain import close_channel_layers
 from tether.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["ChannelNameRouter", "ProtocolTypeRouter", "URLRouter", "get_default_application"]
@@ -123,13 +124,15 @@ class ProtocolTypeRouter:
 
     @staticmethod
     async def _serve_lifespan(receive: Receive, send: Send) -> None:
-        """Answer the ASGI lifespan protocol for an application that has nothing to start or stop."""
+        """Answer the ASGI lifespan protocol: nothing to start; at shutdown, close the channel layers built."""
         while True:
             message = await receive()
             message_type = message.get("type")
             if message_type == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message_type == "lifespan.shutdown":
+                # The server has drained its connections (tether.drain): nothing uses the layers any more.
+                await close_channel_layers()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
             else:

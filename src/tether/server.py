@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 from django.apps import apps
 
 from tether.access_log import redact_tokens_in_access_log
+from tether.drain import draining_ws_protocol
 from tether.handshake import keepalive_ws_protocol, with_handshake_deadline
-from tether.limits import handshake_timeout, max_message_size, ws_ping_interval, ws_ping_timeout
+from tether.limits import drain_timeout, handshake_timeout, max_message_size, ws_ping_interval, ws_ping_timeout
 from tether.types import ASGIApp
 
 if TYPE_CHECKING:
@@ -46,6 +47,9 @@ _BIND_ERRORS = {
     errno.EADDRINUSE: "That port is already in use; stop the other server or pick another port.",
     errno.EADDRNOTAVAIL: "That IP address can't be assigned to; use an address of this machine, such as 127.0.0.1.",
 }
+
+#: Seconds uvicorn's graceful shutdown waits beyond the drain's timeout: for the last closes and the lifespan shutdown.
+_SHUTDOWN_MARGIN = 2.0
 
 #: The uvicorn log level for each Django ``--verbosity``.
 _LOG_LEVELS = {0: "warning", 1: "info", 2: "debug", 3: "trace"}
@@ -131,7 +135,10 @@ def make_server(application: ASGIApp, *, verbosity: int = 1, **uvicorn_options: 
     is given: uvicorn then refuses a larger frame with close code 1009 before buffering it whole. Keepalive pings
     follow ``TETHER_WS_PING_INTERVAL`` and ``TETHER_WS_PING_TIMEOUT`` (20 s each) with a WebSocket implementation that
     really sends them (``tether.handshake``), and a connection that has not completed its handshake within
-    ``TETHER_HANDSHAKE_TIMEOUT`` seconds (5) is closed.
+    ``TETHER_HANDSHAKE_TIMEOUT`` seconds (5) is closed. When the server is told to stop, its WebSockets are drained
+    (``tether.drain``): closed with 1012 a batch at a time over ``TETHER_DRAIN_WINDOW`` seconds, each after its
+    handler in progress; ``timeout_graceful_shutdown`` defaults to ``TETHER_DRAIN_TIMEOUT`` plus 2 seconds, so that
+    uvicorn never cuts the drain short.
     Raises ``UvicornNotInstalled`` when uvicorn is missing.
     """
     uvicorn = require_uvicorn()
@@ -142,9 +149,11 @@ def make_server(application: ASGIApp, *, verbosity: int = 1, **uvicorn_options: 
         "ws_max_size": max_message_size(),
         "ws_ping_interval": ws_ping_interval(),
         "ws_ping_timeout": ws_ping_timeout(),
+        "timeout_graceful_shutdown": drain_timeout() + _SHUTDOWN_MARGIN,
     }
     options.update(uvicorn_options)
-    options["ws"] = keepalive_ws_protocol(options.get("ws", "auto"))
+    ws_protocol = _ws_protocol_class(keepalive_ws_protocol(options.get("ws", "auto")))
+    options["ws"] = draining_ws_protocol(ws_protocol) if ws_protocol is not None else "none"
     options["http"] = with_handshake_deadline(_http_protocol_class(options.get("http", "auto")), handshake_timeout())
     config = uvicorn.Config(application, **options)
     redact_tokens_in_access_log()
@@ -163,6 +172,17 @@ def _http_protocol_class(http: Any) -> type[Any]:
     from uvicorn.importer import import_from_string
 
     return import_from_string(HTTP_PROTOCOLS.get(http, http))  # type: ignore[no-any-return]
+
+
+def _ws_protocol_class(ws: Any) -> type[Any] | None:
+    """uvicorn's WebSocket protocol class for its ``ws`` option (a class as given, a name looked up); None for none."""
+    if not isinstance(ws, str):
+        return ws  # type: ignore[no-any-return]
+    from uvicorn.config import WS_PROTOCOLS
+    from uvicorn.importer import import_from_string
+
+    path = WS_PROTOCOLS.get(ws, ws)
+    return None if path is None else import_from_string(path)
 
 
 def serve(application: ASGIApp, sock: socket.socket, *, verbosity: int = 1, **uvicorn_options: Any) -> None:
