@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.test import override_settings
 from django.urls import path
 
 import tether
 from tests.example.browser import chromium_missing, chromium_session
+from tether.drain import start_drain
 from tether.generic.websocket import AsyncWebsocketConsumer
 from tether.routing import ProtocolTypeRouter, URLRouter
 
@@ -176,6 +178,22 @@ def test_a_dropped_connection_reconnects_by_itself(page):
     assert (reopened["reconnected"], reopened["state"]) == (True, "open")
     page.evaluate("socket.send('still here')")
     assert wait_events(page, "message")[0]["data"] == "still here"
+
+
+def test_a_server_drain_closes_with_1012_and_the_page_comes_back_after_its_jittered_delay(page):
+    # The delay is drawn from [0, initialDelay): with random() at 0.5 it is half of it, so the drain is over by then.
+    page.evaluate("track(Tether.connect('echo/', {initialDelay: 600, maxDelay: 600, random: () => 0.5}))")
+    wait_events(page, "open")
+    with override_settings(TETHER_DRAIN_WINDOW=0, TETHER_DRAIN_TIMEOUT=1):
+        start_drain()  # what the server does when it is told to stop (tether.drain)
+        [closed] = wait_events(page, "close")
+    assert (closed["code"], closed["willReconnect"], closed["state"]) == (1012, True, "reconnecting")
+    [reconnecting] = wait_events(page, "reconnecting")
+    assert (reconnecting["attempt"], reconnecting["delay"]) == (1, 300)
+    reopened = wait_events(page, "open", 2)[1]
+    assert reopened["reconnected"] is True
+    page.evaluate("socket.send('after the restart')")
+    assert wait_events(page, "message")[-1]["data"] == "after the restart"
 
 
 def test_a_normal_close_by_the_server_ends_the_socket(page):
