@@ -2,20 +2,24 @@
 
 The main tests stop real servers in subprocesses (uvicorn with ``--ws tether.drain:WebSocketProtocol``, and
 ``manage.py runserver --noreload``) with a signal while hundreds of clients are connected, serving
-``tests.drain_app`` with ``tests.drain_settings`` (a 2-second window, an 8-second timeout). The deadline, and the sync
+``tests.drain_app`` with ``tests.drain_settings`` (a 2-second window, an 8-second timeout, and the Redis layer when the
+layer tests' Redis answers). The deadline, and the sync
 consumer, are tested on tether's server helper in a thread of this process, stopped as uvicorn stops on a signal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import websockets
@@ -23,9 +27,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 from django.urls import path
 
+import tether.drain as drain_module
 from tests.conftest import free_port
 from tether.checks import check_drain
-from tether.drain import SERVICE_RESTART, draining_ws_protocol, open_connections
+from tether.drain import SERVICE_RESTART, draining_ws_protocol, enter, open_connections
 from tether.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 from tether.limits import drain_timeout, drain_window
 from tether.routing import ProtocolTypeRouter, URLRouter
@@ -71,16 +76,46 @@ def test_the_check_passes_a_window_of_zero():
         assert drain_window() == 0.0
 
 
+def test_the_registry_forgets_a_loop_once_it_is_gone():
+    async def one_connection() -> int:
+        departure = enter()
+        try:
+            return open_connections()
+        finally:
+            departure.leave()
+
+    before = len(drain_module._drains)
+    assert asyncio.run(one_connection()) >= 1
+    gc.collect()
+    assert len(drain_module._drains) == before
+    assert open_connections() == 0
+
+
 # Real servers in subprocesses -------------------------------------------------------------------------------------
 
 
+def redis_url() -> str | None:
+    """The Redis server of the layer tests, when one answers: the servers then use the Redis layer."""
+    url = os.environ.get("TETHER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), timeout=1).close()
+    except OSError:
+        return None
+    return url
+
+
 def server_env(tmp_path: Path) -> dict[str, str]:
-    return dict(
+    env = dict(
         os.environ,
         DJANGO_SETTINGS_MODULE="tests.drain_settings",
         PYTHONPATH=str(ROOT),
         TETHER_TEST_DB=str(tmp_path / "db.sqlite3"),
     )
+    url = redis_url()
+    if url is not None:
+        env["TEST_DRAIN_REDIS_URL"] = url
+    return env
 
 
 async def start_uvicorn(tmp_path: Path, port: int) -> asyncio.subprocess.Process:
@@ -208,7 +243,7 @@ async def test_uvicorn_drains_hundreds_of_clients_over_the_window_and_they_recon
         log = stderr.decode()
         assert f"Draining {CLIENTS} WebSocket connection(s)" in log
         assert "Closed the channel layer 'default'." in log
-        assert "Traceback" not in log
+        assert "Traceback" not in log and "Task was destroyed" not in log and "Unclosed" not in log
     finally:
         await stop_processes(old, new)
 

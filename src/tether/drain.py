@@ -65,11 +65,12 @@ _BATCH_INTERVAL = 0.1
 class Departure:
     """One open WebSocket consumer's place in its loop's drain; the consumer reads ``next`` as a message source."""
 
-    __slots__ = ("asked", "drain", "given")
+    __slots__ = ("asked", "drain", "given", "loop")
 
-    def __init__(self, drain: _LoopDrain) -> None:
+    def __init__(self, drain: _LoopDrain, loop: asyncio.AbstractEventLoop) -> None:
         self.drain = drain
-        self.asked: asyncio.Future[None] = drain.loop.create_future()
+        self.loop = loop
+        self.asked: asyncio.Future[None] = loop.create_future()
         self.given = False
 
     def ask(self) -> None:
@@ -80,7 +81,7 @@ class Departure:
     async def next(self) -> Message:
         """The drain message once asked, then nothing ever again (the dispatch loop cancels the wait when it ends)."""
         if self.given:
-            await self.drain.loop.create_future()
+            await self.loop.create_future()
         await self.asked
         self.given = True
         return {"type": DRAIN_MESSAGE_TYPE}
@@ -94,15 +95,17 @@ class _LoopDrain:
     """The open consumers of one event loop and, once the server stops, the drain of them."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        # A weak reference: the map of drains is keyed by the loop weakly, and a value holding its key would keep
+        # every loop a test suite ever ran alive.
+        self.loop_ref = weakref.ref(loop)
         self.open: dict[Departure, None] = {}  # in the order the connections opened
         self.task: asyncio.Task[None] | None = None
-        self.all_left = asyncio.Event()
+        self.all_left: asyncio.Event | None = None  # while the drain waits for the last connections
         # The server's own close of each connection that asked to be drained, for those still open at the deadline.
         self.force: list[Callable[[], None]] = []
 
-    def enter(self) -> Departure:
-        departure = Departure(self)
+    def enter(self, loop: asyncio.AbstractEventLoop) -> Departure:
+        departure = Departure(self, loop)
         self.open[departure] = None
         if self.task is not None:
             departure.ask()  # opened while the server stops: it goes as soon as its connect() is handled
@@ -110,7 +113,7 @@ class _LoopDrain:
 
     def leave(self, departure: Departure) -> None:
         self.open.pop(departure, None)
-        if not self.open:
+        if not self.open and self.all_left is not None:
             self.all_left.set()
 
     def begin(self, force: Callable[[], None] | None = None) -> asyncio.Task[None]:
@@ -118,11 +121,12 @@ class _LoopDrain:
         if force is not None:
             self.force.append(force)
         if self.task is None:
-            self.task = self.loop.create_task(self.run(*_drain_times()))
+            self.task = asyncio.get_running_loop().create_task(self.run(*_drain_times()))
         return self.task
 
     async def run(self, window: float, timeout: float) -> None:
-        start = self.loop.time()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         queue = list(self.open)
         batches = max(1, min(len(queue), math.ceil(window / _BATCH_INTERVAL)))
         logger.info(
@@ -133,15 +137,15 @@ class _LoopDrain:
         )
         try:
             for index in range(batches):
-                delay = start + window * index / batches - self.loop.time()
+                delay = start + window * index / batches - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 for departure in queue[index * len(queue) // batches : (index + 1) * len(queue) // batches]:
                     departure.ask()
             queue = []
             if self.open:
-                self.all_left.clear()
-                remaining = start + timeout - self.loop.time()
+                self.all_left = asyncio.Event()
+                remaining = start + timeout - loop.time()
                 try:
                     await asyncio.wait_for(self.all_left.wait(), max(remaining, 0))
                 except asyncio.TimeoutError:
@@ -152,10 +156,10 @@ class _LoopDrain:
                         timeout,
                     )
         finally:
-            force, self.force, self.task = self.force, [], None
+            force, self.force, self.task, self.all_left = self.force, [], None, None
             for close in force:
                 close()
-        logger.info("Drained in %.2f s.", self.loop.time() - start)
+        logger.info("Drained in %.2f s.", loop.time() - start)
 
 
 def _drain_times() -> tuple[float, float]:
@@ -183,7 +187,8 @@ def _drain_of(loop: asyncio.AbstractEventLoop) -> _LoopDrain:
 
 def enter() -> Departure:
     """Register the running WebSocket consumer for the drain; call ``leave()`` on the result when it ends."""
-    return _drain_of(asyncio.get_running_loop()).enter()
+    loop = asyncio.get_running_loop()
+    return _drain_of(loop).enter(loop)
 
 
 def open_connections() -> int:
@@ -201,17 +206,18 @@ def start_drain() -> None:
     """
     with _drains_lock:
         drains = list(_drains.values())
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
     for drain in drains:
-        if drain.loop.is_closed():
+        loop = drain.loop_ref()
+        if loop is None or loop.is_closed():
             continue
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if drain.loop is running:
+        if loop is running:
             drain.begin()
         else:
-            drain.loop.call_soon_threadsafe(drain.begin)
+            loop.call_soon_threadsafe(drain.begin)
 
 
 #: Each protocol class's draining subclass, made once (tests build many servers).
