@@ -336,6 +336,13 @@ def test_the_server_helper_drains_with_tethers_protocol_and_waits_longer_than_th
     assert server.config.timeout_graceful_shutdown == 14
 
 
+def test_the_server_helper_can_keep_uvicorns_own_stop_for_test_servers():
+    server = make_server(APP, verbosity=0, drain=False)
+    server.config.load()
+    assert server.config.ws_protocol_class.__name__ == "WebSocketsSansIOProtocol"
+    assert server.config.timeout_graceful_shutdown is None
+
+
 async def test_a_handler_past_the_timeout_is_cancelled_at_the_timeout(helper_server, caplog):
     url, stop = helper_server
     ws = await websockets.connect(f"{url}/stubborn/")

@@ -124,7 +124,9 @@ def with_static_files(application: ASGIApp) -> ASGIApp:
     return ASGIStaticFilesHandler(application)  # type: ignore[arg-type, return-value]
 
 
-def make_server(application: ASGIApp, *, verbosity: int = 1, **uvicorn_options: Any) -> UvicornServer:
+def make_server(
+    application: ASGIApp, *, verbosity: int = 1, drain: bool = True, **uvicorn_options: Any
+) -> UvicornServer:
     """A ``uvicorn.Server`` for ``application``, not started yet.
 
     ``verbosity`` follows Django's: 0 logs only warnings and errors, 1 adds one access-log line per request, 2 and 3
@@ -138,7 +140,8 @@ def make_server(application: ASGIApp, *, verbosity: int = 1, **uvicorn_options: 
     ``TETHER_HANDSHAKE_TIMEOUT`` seconds (5) is closed. When the server is told to stop, its WebSockets are drained
     (``tether.drain``): closed with 1012 a batch at a time over ``TETHER_DRAIN_WINDOW`` seconds, each after its
     handler in progress; ``timeout_graceful_shutdown`` defaults to ``TETHER_DRAIN_TIMEOUT`` plus 2 seconds, so that
-    uvicorn never cuts the drain short.
+    uvicorn never cuts the drain short. ``drain=False`` keeps uvicorn's own stop (every WebSocket closed with 1012 at
+    once, handlers cancelled), for test servers that must stop at once.
     Raises ``UvicornNotInstalled`` when uvicorn is missing.
     """
     uvicorn = require_uvicorn()
@@ -149,11 +152,15 @@ def make_server(application: ASGIApp, *, verbosity: int = 1, **uvicorn_options: 
         "ws_max_size": max_message_size(),
         "ws_ping_interval": ws_ping_interval(),
         "ws_ping_timeout": ws_ping_timeout(),
-        "timeout_graceful_shutdown": drain_timeout() + _SHUTDOWN_MARGIN,
     }
+    if drain:
+        options["timeout_graceful_shutdown"] = drain_timeout() + _SHUTDOWN_MARGIN
     options.update(uvicorn_options)
     ws_protocol = _ws_protocol_class(keepalive_ws_protocol(options.get("ws", "auto")))
-    options["ws"] = draining_ws_protocol(ws_protocol) if ws_protocol is not None else "none"
+    if ws_protocol is None:
+        options["ws"] = "none"
+    else:
+        options["ws"] = draining_ws_protocol(ws_protocol) if drain else ws_protocol
     options["http"] = with_handshake_deadline(_http_protocol_class(options.get("http", "auto")), handshake_timeout())
     config = uvicorn.Config(application, **options)
     redact_tokens_in_access_log()

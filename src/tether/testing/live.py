@@ -238,7 +238,8 @@ def _serve_until_stdin_closes(fd: int, ready_fd: int, serve_static: bool) -> Non
     application = get_default_application()
     if serve_static:
         application = with_static_files(application)
-    server = make_server(application, verbosity=0)
+    # A test server stops at once: no drain of the WebSockets a test left open (tether.drain).
+    server = make_server(application, verbosity=0, drain=False)
     sock = socket.socket(fileno=fd)
 
     def stop_when_stdin_closes() -> None:
