@@ -1,8 +1,8 @@
 """The application that tests/test_drain.py serves in subprocesses (uvicorn and runserver), with its settings.
 
 ``/ws/steady/`` echoes text frames; a frame ``work:<seconds>`` starts a handler that works that long, then sends
-``done``, so a test can prove that the drain waits for it. The process logs its own pid in an ``X-Pid`` response
-header of ``/pid`` (HTTP), so clients can tell which process they reconnected to.
+``done``, so a test can prove that the drain waits for it. Each connection's first frame is ``pid:<the server
+process's pid>``, so clients can tell which process they reconnected to.
 """
 
 from __future__ import annotations
