@@ -24,8 +24,8 @@ and the connection stays open. Guests (not logged in) may join and read but not 
 Whatever a client sends, the consumer answers with one of these short errors, never with a traceback, and never
 echoes what it could not use: an error names a room only once the name has passed the room-name rule (at most 50
 letters, digits, '-' or '_'), so a hostile frame cannot make the server send back megabytes or markup. A frame
-longer than ``MAX_FRAME_LENGTH`` is refused unread, and JSON nested too deeply to decode closes the connection with
-1007 as any other invalid JSON does.
+longer than ``MAX_FRAME_LENGTH`` is refused unread; JSON nested deeper than tether's ``max_json_depth`` closes the
+connection with 1007, as tether's JSON consumers do.
 """
 
 from __future__ import annotations
@@ -102,14 +102,6 @@ class ChatConsumer(PresenceMixin, NotificationsMixin, AsyncJsonWebsocketConsumer
             await self.send_error("too_large", f"A request holds at most {MAX_FRAME_LENGTH} characters.")
             return
         await super().receive(text_data, bytes_data, **kwargs)
-
-    @classmethod
-    async def decode_json(cls, text_data: str) -> Any:
-        try:
-            return await super().decode_json(text_data)
-        except RecursionError:
-            # "[[[[..." a few thousand deep exhausts the decoder's stack; ValueError makes it invalid JSON (1007).
-            raise ValueError("JSON nested too deeply") from None
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         request_type = content.get("type") if isinstance(content, dict) else None
