@@ -206,6 +206,14 @@ def test_a_normal_close_by_the_server_ends_the_socket(page):
     assert page.evaluate("events('reconnecting').length") == 0
 
 
+def test_a_close_because_the_login_ended_ends_the_socket(page):
+    page.evaluate("track(Tether.connect('echo/', {initialDelay: 50, maxDelay: 100}))")
+    wait_events(page, "open")
+    page.evaluate("socket.send('close:4401')")
+    [closed] = wait_events(page, "close")
+    assert (closed["code"], closed["willReconnect"], closed["state"]) == (4401, False, "closed")
+
+
 def test_should_reconnect_decides_which_closes_end_the_socket(page):
     page.evaluate("track(Tether.connect('echo/', {shouldReconnect: (event) => event.code !== 4009}))")
     wait_events(page, "open")

@@ -43,8 +43,12 @@
     protocols: undefined,
     /** How binary frames arrive: "arraybuffer" or "blob". */
     binaryType: "arraybuffer",
-    /** Called with the CloseEvent of each drop; return false to stop reconnecting. */
-    shouldReconnect: (event) => event.code !== 1000,
+    /**
+     * Called with the CloseEvent of each drop; return false to stop reconnecting. By default a normal close (1000)
+     * and a close because the login ended (4401: reconnecting would only bring back a logged-out socket; reload the
+     * page or log in again) end the socket; every other close, 1012 (server restart) included, reconnects.
+     */
+    shouldReconnect: (event) => event.code !== 1000 && event.code !== 4401,
     /** The source of randomness for the jitter (a function returning a number in [0, 1)). */
     random: Math.random,
   });
