@@ -18,6 +18,7 @@ E008        ``TETHER_ALLOWED_ORIGINS`` is not a list of origins.
 E009        ``TETHER_FOLLOW_LOGIN_LAYER`` names no layer of ``CHANNEL_LAYERS``.
 E010        ``TETHER_MAX_MESSAGE_SIZE`` is not a positive number of bytes, or a ping or handshake time is not a positive
             number of seconds.
+E011        ``TETHER_RATE_LIMITS`` is not a dict of readable rates and options.
 W001        The in-memory layer while the environment asks for several server processes.
 W002        Another app's ``runserver`` comes before tether's in INSTALLED_APPS.
 W003        ``ALLOWED_HOSTS`` allows every host and ``TETHER_ALLOWED_ORIGINS`` is not set: any site's pages may
@@ -44,6 +45,7 @@ from django.utils.module_loading import import_string
 from tether.layers.inmemory import InMemoryChannelLayer
 from tether.layers.manager import channel_layers
 from tether.limits import handshake_timeout, max_message_size, ws_ping_interval, ws_ping_timeout
+from tether.ratelimit.config import rate_limit_settings
 from tether.security.origins import ExactOrigins
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "check_follow_login_layer",
     "check_in_memory_layer_with_several_processes",
     "check_limits",
+    "check_rate_limits",
     "check_runserver_is_tethers",
     "check_websocket_origins",
     "worker_processes_from_environment",
@@ -354,3 +357,20 @@ def check_limits(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
         except ImproperlyConfigured as exc:
             errors.append(Error(str(exc), hint="Remove the setting to keep the default.", id="tether.E010"))
     return errors
+
+
+@register(TAG)
+def check_rate_limits(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E011: ``TETHER_RATE_LIMITS`` cannot be read (the first handshake of a limited consumer would raise)."""
+    try:
+        rate_limit_settings()
+    except ImproperlyConfigured as exc:
+        return [
+            Error(
+                str(exc),
+                hint='Write rates as "count/period" ("20/min", "10/s", "3/10s", "10/s burst 50"); see '
+                "docs/limits.md#rate-limits for the names and options.",
+                id="tether.E011",
+            )
+        ]
+    return []
