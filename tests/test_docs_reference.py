@@ -25,6 +25,7 @@ EXTRA_MODULES = [
     "tether.limits",
     "tether.denial",
     "tether.handshake",
+    "tether.ratelimit",
 ]
 MODULES = [*PUBLIC_NAMES, *EXTRA_MODULES]
 

@@ -195,7 +195,7 @@ def client_ip(scope: Scope, trusted_proxies: int = 0) -> str | None:
     if address is None:
         client = scope.get("client")
         address = str(client[0]) if client else None
-    if address is None:
+    if not address:
         return None
     try:
         parsed = ipaddress.ip_address(address)
