@@ -30,8 +30,9 @@ def example_settings(settings: Any) -> None:
 
 @pytest.fixture(autouse=True)
 def fresh_post_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test starts with full post buckets: users of different tests share primary keys."""
+    """Every test starts with full post buckets and no refusal counted: users of different tests share primary keys."""
     monkeypatch.setattr(limiter, "_store", None)
+    limiter.reset_counters()
 
 
 @pytest.fixture

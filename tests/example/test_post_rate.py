@@ -12,7 +12,6 @@ from tether.ratelimit import counters, limiter
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
     monkeypatch.setattr(limiter, "clock", fake)
-    limiter.reset_counters()
     return fake
 
 

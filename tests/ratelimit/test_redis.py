@@ -104,6 +104,28 @@ async def test_an_unreachable_redis_lets_handshakes_through_and_counts_the_error
     assert counters() == {"store_errors": 2}
 
 
+@pytest.mark.parametrize("route", ["echo/", "sync/"])
+async def test_a_users_message_limit_in_redis_holds_over_their_connections(serve, settings, prefix, route):
+    from tests.ratelimit.test_live import application, connect, echo
+
+    redis_host()
+    settings.TETHER_RATE_LIMITS = {"messages_per_user": "2/2000s", "store": REDIS_URL, "prefix": prefix}
+    server = serve(application)
+    try:
+        async with connect(server, f"{route}?user=3") as first, connect(server, f"{route}?user=3") as second:
+            assert await echo(first, 1) == {"n": 1}
+            assert await echo(second, 2) == {"n": 2}
+            for ws in (first, second):
+                refused = await echo(ws, 3)
+                assert (refused["code"], refused["limit"]) == ("rate_limited", "messages_per_user")
+                assert 990 <= refused["retry_after"] <= 1000  # Redis's clock runs: see the two-process test
+        assert counters() == {"messages_per_user": 2}
+    finally:
+        store = RedisStore(redis_host(), prefix)
+        await store.delete_all()
+        await store.aclose()
+
+
 # --- two processes ----------------------------------------------------------------------------------------------
 
 

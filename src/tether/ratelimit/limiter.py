@@ -279,61 +279,62 @@ class MessageGate:
     """One connection's message limits: its own bucket (always in this process: a connection lives in one) and its
     user's key in the store. Counts refusals in a row, and logs the first refusal of each limit once."""
 
-    __slots__ = ("bucket", "connection_rate", "consumer", "in_a_row", "logged", "user", "user_key", "user_rate")
+    __slots__ = ("in_a_row", "logged", "own", "owner", "per_user")
 
     def __init__(self, consumer: Any, limits: ConsumerLimits) -> None:
-        self.consumer = consumer
-        self.connection_rate = limits.rates.get("messages_per_connection")
-        self.bucket = TokenBucket(self.connection_rate, clock()) if self.connection_rate is not None else None
-        self.user_rate: Rate | None = None
-        self.user_key: str | None = None
-        self.user: str | None = None
+        self.owner = type(consumer)  # for log lines (the class: the gate must not keep its consumer alive)
+        rate = limits.rates.get("messages_per_connection")
+        self.own = (TokenBucket(rate, clock()), rate) if rate is not None else None
         user = _user_key(consumer.scope) if "messages_per_user" in limits.rates else None
-        if user is not None:
-            self.user = user
-            self.user_key = _key(limits, "messages_per_user", user)
-            self.user_rate = limits.rates["messages_per_user"]
+        # (the user, the store key, the rate); guests have no user bucket
+        self.per_user = (
+            (user, _key(limits, "messages_per_user", user), limits.rates["messages_per_user"])
+            if user is not None
+            else None
+        )
         self.in_a_row = 0
         self.logged: set[str] = set()
 
-    def _own(self) -> float:
-        return self.bucket.take(self.connection_rate, clock()) if self.bucket is not None else 0.0  # type: ignore[arg-type]
+    def _own_refusal(self) -> Refusal | None:
+        if self.own is None:
+            return None
+        bucket, rate = self.own
+        wait = bucket.take(rate, clock())
+        return self._refused("messages_per_connection", wait, rate, "") if wait else None
 
-    def _refused(self, name: str, wait: float) -> Refusal:
+    def _refused(self, name: str, wait: float, rate: Rate, whose: str) -> Refusal:
         self.in_a_row += 1
         _count(name)
         if name not in self.logged:
             self.logged.add(name)
             logger.warning(
-                "%s: client messages over %s (%s) are refused%s.",
-                name_that_thing(self.consumer),
-                name,
-                self.connection_rate if name == "messages_per_connection" else self.user_rate,
-                f" for user {self.user}" if name == "messages_per_user" else "",
+                "%s: client messages over %s (%s) are refused%s.", name_that_thing(self.owner), name, rate, whose
             )
         return Refusal(name, wait, self.in_a_row)
 
     async def take(self) -> Refusal | None:
         """Admit one client message (``None``) or refuse it; a refused message takes no token of the other limit."""
-        wait = self._own()
-        if wait:
-            return self._refused("messages_per_connection", wait)
-        if self.user_key is not None:
-            wait, _ = await _take(get_store(), self.user_key, self.user_rate)  # type: ignore[arg-type]
+        refusal = self._own_refusal()
+        if refusal is not None:
+            return refusal
+        if self.per_user is not None:
+            user, key, rate = self.per_user
+            wait, _ = await _take(get_store(), key, rate)
             if wait:
-                return self._refused("messages_per_user", wait)
+                return self._refused("messages_per_user", wait, rate, f" for user {user}")
         self.in_a_row = 0
         return None
 
     def take_sync(self) -> Refusal | None:
-        """``take`` for sync consumers."""
-        wait = self._own()
-        if wait:
-            return self._refused("messages_per_connection", wait)
-        if self.user_key is not None:
-            wait, _ = _take_sync(get_store(), self.user_key, self.user_rate)  # type: ignore[arg-type]
+        """``take`` for sync consumers, from their handler thread."""
+        refusal = self._own_refusal()
+        if refusal is not None:
+            return refusal
+        if self.per_user is not None:
+            user, key, rate = self.per_user
+            wait, _ = _take_sync(get_store(), key, rate)
             if wait:
-                return self._refused("messages_per_user", wait)
+                return self._refused("messages_per_user", wait, rate, f" for user {user}")
         self.in_a_row = 0
         return None
 
