@@ -30,8 +30,9 @@ __all__ = ["DEFAULT_MAX_KEYS", "REDIS_WAIT", "TAKE_SCRIPT_SOURCE", "MemoryStore"
 #: Buckets the in-memory store keeps before it forgets the least recently used one (which then starts full again):
 #: about 200 bytes each, so 20 MB at most, however many addresses knock.
 DEFAULT_MAX_KEYS = 100_000
-#: Seconds a take waits for an unreachable Redis before the limiter lets the action through (and counts the error):
-#: a rate limit must not turn a Redis outage into an outage of every WebSocket.
+#: Seconds a take retries a Redis that refuses connections before the limiter lets the action through (and counts
+#: the error): a rate limit must not turn a Redis outage into an outage of every WebSocket. (A Redis that accepts and
+#: then stops answering gets the Redis layer's command timeout, five seconds.)
 REDIS_WAIT = 0.5
 
 #: The Redis side of ``TokenBucket.take``: KEYS[1] the bucket; ARGV capacity, tokens per second, and the time in
