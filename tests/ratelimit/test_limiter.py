@@ -25,6 +25,7 @@ def scope(client: tuple[str, int] | None = ("10.0.0.1", 5000), forwarded: str | 
         (2, "6.6.6.6, 203.0.113.9, 10.0.0.2", "203.0.113.9"),
         (3, "203.0.113.9", "203.0.113.9"),  # fewer entries than proxies: the leftmost
         (1, None, "10.0.0.1"),
+        (1, "203.0.113.9, my-own-bucket", "10.0.0.1"),  # not an address: the header is not used
     ],
 )
 def test_the_address_comes_from_the_proxies_only_when_they_are_trusted(trusted, forwarded, expected):

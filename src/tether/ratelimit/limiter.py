@@ -178,8 +178,9 @@ def client_ip(scope: Scope, trusted_proxies: int = 0) -> str | None:
 
     With ``trusted_proxies`` = N above 0, the address is the N-th entry from the right of ``X-Forwarded-For`` (each
     trusted proxy appends the address it saw; entries further left are whatever the client wrote), or the leftmost
-    when there are fewer. An IPv6 address stands for its /64 network, which one client usually holds whole. ``None``
-    when the server gives no client (a unix socket without a trusted proxy): then no per-address limit applies.
+    when there are fewer; an entry that is not an IP address is ignored. An IPv6 address stands for its /64
+    network, which one client usually holds whole. ``None`` when the server gives no client (a unix socket without a
+    trusted proxy): then no per-address limit applies.
     """
     address: str | None = None
     if trusted_proxies:
@@ -192,6 +193,8 @@ def client_ip(scope: Scope, trusted_proxies: int = 0) -> str | None:
         ]
         if forwarded:
             address = forwarded[-min(trusted_proxies, len(forwarded))]
+            if not _is_ip(address):  # not written by a proxy: no bucket of the client's choosing
+                address = None
     if address is None:
         client = scope.get("client")
         address = str(client[0]) if client else None
@@ -206,6 +209,14 @@ def client_ip(scope: Scope, trusted_proxies: int = 0) -> str | None:
             return str(parsed.ipv4_mapped)
         return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
     return str(parsed)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _user_key(scope: Scope) -> str | None:
