@@ -100,3 +100,9 @@ def test_a_bad_override_fails_when_the_class_is_defined(overrides, named):
             rate_limits = overrides
 
     assert named in str(raised.value)
+
+
+def test_as_asgi_refuses_rate_limits_as_a_keyword():
+    with pytest.raises(TypeError, match=r"rate limits belong to the class. Define a subclass with rate_limits = "):
+        AsyncWebsocketConsumer.as_asgi(rate_limits={"messages_per_connection": "1/s"})
+    assert callable(AsyncJsonWebsocketConsumer.as_asgi(rate_limit_close_after=3))

@@ -30,7 +30,7 @@ from tether.ratelimit.limiter import (
     admit_connection,
     admit_connection_sync,
 )
-from tether.types import Message
+from tether.types import ASGIApp, Message
 from tether.utils import name_that_thing
 
 __all__ = [
@@ -188,6 +188,17 @@ class _RateLimited:
         overrides = cls.__dict__.get("rate_limits")
         if overrides is not None:
             cls._checked_rate_limits = check_overrides(cls.__qualname__, overrides)  # type: ignore[attr-defined]
+
+    @classmethod
+    def as_asgi(cls, **initkwargs: Any) -> ASGIApp:
+        """The consumer's ASGI application (``AsyncConsumer.as_asgi``); ``rate_limits`` is refused as a keyword,
+        since limits are resolved per class, once."""
+        if "rate_limits" in initkwargs:
+            raise TypeError(
+                f"{cls.__name__}.as_asgi() cannot take rate_limits: rate limits belong to the class. Define a "
+                f"subclass with rate_limits = {initkwargs['rate_limits']!r:.80} and route that one."
+            )
+        return super().as_asgi(**initkwargs)  # type: ignore[misc, no-any-return]
 
     def _closes_for_rate(self, refusal: Refusal) -> bool:
         """Whether this refusal is the one that closes the connection (the ``rate_limit_close_after``-th in a row)."""
