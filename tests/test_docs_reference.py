@@ -26,6 +26,7 @@ EXTRA_MODULES = [
     "tether.denial",
     "tether.handshake",
     "tether.drain",
+    "tether.ratelimit",
 ]
 MODULES = [*PUBLIC_NAMES, *EXTRA_MODULES]
 

@@ -18,6 +18,7 @@ E008        ``TETHER_ALLOWED_ORIGINS`` is not a list of origins.
 E009        ``TETHER_FOLLOW_LOGIN_LAYER`` names no layer of ``CHANNEL_LAYERS``.
 E010        ``TETHER_MAX_MESSAGE_SIZE`` is not a positive number of bytes, or a ping or handshake time is not a positive
             number of seconds.
+E011        ``TETHER_RATE_LIMITS`` is not a dict of readable rates and options.
 E012        ``TETHER_DRAIN_WINDOW`` is not a number of seconds of at least 0, or ``TETHER_DRAIN_TIMEOUT`` is not a
             positive number of seconds at least as long as the window.
 W001        The in-memory layer while the environment asks for several server processes.
@@ -53,6 +54,7 @@ from tether.limits import (
     ws_ping_interval,
     ws_ping_timeout,
 )
+from tether.ratelimit.config import rate_limit_settings
 from tether.security.origins import ExactOrigins
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
     "check_follow_login_layer",
     "check_in_memory_layer_with_several_processes",
     "check_limits",
+    "check_rate_limits",
     "check_runserver_is_tethers",
     "check_websocket_origins",
     "worker_processes_from_environment",
@@ -379,4 +382,21 @@ def check_drain(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
                     id="tether.E012",
                 )
             ]
+    return []
+
+
+@register(TAG)
+def check_rate_limits(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E011: ``TETHER_RATE_LIMITS`` cannot be read (the first handshake of a limited consumer would raise)."""
+    try:
+        rate_limit_settings()
+    except ImproperlyConfigured as exc:
+        return [
+            Error(
+                str(exc),
+                hint='Write rates as "count/period" ("20/min", "10/s", "3/10s", "10/s burst 50"); see '
+                "docs/limits.md#rate-limits for the names and options.",
+                id="tether.E011",
+            )
+        ]
     return []

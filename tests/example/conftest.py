@@ -8,13 +8,12 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import AnonymousUser, User
 
-from chat.consumers import ChatConsumer
 from chat.models import Room
-from chat.ratelimit import PerUserLimit
 from chat.routing import websocket_urlpatterns as chat_routes
 from dashboard.inprocess import stop_worker
 from dashboard.routing import websocket_urlpatterns as dashboard_routes
 from tether.db import database_sync_to_async
+from tether.ratelimit import limiter
 from tether.routing import URLRouter
 from tether.testing import WebsocketCommunicator
 
@@ -31,8 +30,9 @@ def example_settings(settings: Any) -> None:
 
 @pytest.fixture(autouse=True)
 def fresh_post_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test starts with full post buckets: users of different tests share primary keys."""
-    monkeypatch.setattr(ChatConsumer, "post_limit", PerUserLimit(ChatConsumer.post_burst, ChatConsumer.post_per_second))
+    """Every test starts with full post buckets and no refusal counted: users of different tests share primary keys."""
+    monkeypatch.setattr(limiter, "_store", None)
+    limiter.reset_counters()
 
 
 @pytest.fixture

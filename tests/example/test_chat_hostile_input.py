@@ -19,9 +19,10 @@ from django.contrib.auth.models import User
 
 from chat.consumers import MAX_FRAME_LENGTH, ChatConsumer
 from chat.models import Message, Room
-from chat.ratelimit import PerUserLimit
 from tests.auth_support import session_cookie_for
+from tests.ratelimit.conftest import Clock
 from tether.db import database_sync_to_async
+from tether.ratelimit import counters, limiter
 
 #: An error frame is this short whatever the request was.
 SHORT = 300
@@ -119,8 +120,10 @@ async def test_a_guest_gets_the_same_short_errors(example_server, room):
 
 
 async def test_posting_is_limited_per_user_over_all_their_connections(example_server, alice, bob, room, monkeypatch):
-    # One token back every 1000 s: no refill can happen during the test, however slow the machine is.
-    monkeypatch.setattr(ChatConsumer, "post_limit", PerUserLimit(3, 0.001))
+    # One token back every 1000 s, on a clock that stands still until the test moves it.
+    monkeypatch.setattr(ChatConsumer, "post_rate", "3/3000s")
+    clock = Clock()
+    monkeypatch.setattr(limiter, "clock", clock)
     alice_cookie, bob_cookie = await cookie_for(alice), await cookie_for(bob)
     async with connect(example_server, alice_cookie) as first, connect(example_server, alice_cookie) as second:
         await still_serving(first)
@@ -138,5 +141,10 @@ async def test_posting_is_limited_per_user_over_all_their_connections(example_se
             await still_serving(bobs)
             _, message = await answer(bobs, json.dumps({"type": "post", "room": "lounge", "text": "bob is fine"}))
             assert (message["author"], message["text"]) == ("bob", "bob is fine")
-    assert await database_sync_to_async(Message.objects.count)() == 4
+        assert json.loads(await asyncio.wait_for(second.recv(), 10))["text"] == "bob is fine"
+        clock.advance(1000)  # one token back
+        _, message = await answer(second, json.dumps({"type": "post", "room": "lounge", "text": "later"}))
+        assert (message["author"], message["text"]) == ("alice", "later")
+    assert await database_sync_to_async(Message.objects.count)() == 5
     assert await database_sync_to_async(Room.objects.count)() == 1
+    assert counters()["chat.post"] == 2

@@ -18,8 +18,10 @@ browser sends                             server answers
 
 A message is ``{"type": "message", "id", "room", "author", "text", "created"}``; a notification is
 ``{"type": "notification", ...}``. A request that cannot be served gets ``{"type": "error", "code", "message"}``
-and the connection stays open. Guests (not logged in) may join and read but not post; members may post a burst of
-``post_burst`` messages, then ``post_per_second`` (``chat.ratelimit``).
+and the connection stays open. Guests (not logged in) may join and read but not post; members may post at
+``post_rate`` (a burst of five, then one a second), counted per user over all their connections by tether's rate
+limiter (``tether.ratelimit.take``): in this process, or in every process when ``TETHER_RATE_LIMITS`` puts the
+buckets in Redis.
 
 Whatever a client sends, the consumer answers with one of these short errors, never with a traceback, and never
 echoes what it could not use: an error names a room only once the name has passed the room-name rule (at most 50
@@ -38,10 +40,10 @@ from django.contrib.auth.models import AnonymousUser
 
 from chat.models import MAX_MESSAGE_LENGTH, ROOM_NAME_PATTERN, Room
 from chat.presence import PresenceMixin
-from chat.ratelimit import PerUserLimit
 from chat.store import load_history, lookup_room, post_message
 from notifications.consumers import NotificationsMixin
 from tether.generic.websocket import AsyncJsonWebsocketConsumer
+from tether.ratelimit import take
 
 __all__ = ["MAX_FRAME_LENGTH", "NO_SUCH_ROOM", "ChatConsumer", "room_group"]
 
@@ -73,11 +75,8 @@ class ChatConsumer(PresenceMixin, NotificationsMixin, AsyncJsonWebsocketConsumer
     max_rooms: ClassVar[int] = 20
     #: The requests a browser may send; ``{"type": "join"}`` is handled by ``request_join``, and so on.
     request_types: ClassVar[frozenset[str]] = frozenset({"join", "leave", "post"})
-    #: How many messages a user may post at once, and how many per second after that, over all their connections.
-    post_burst: ClassVar[int] = 5
-    post_per_second: ClassVar[float] = 1.0
-    #: The per-user buckets, shared by every connection of this process.
-    post_limit: ClassVar[PerUserLimit] = PerUserLimit(post_burst, post_per_second)
+    #: How fast a user may post, over all their connections: five at once, then one a second (a tether rate).
+    post_rate: ClassVar[str] = "5/5s"
 
     async def connect(self) -> None:
         self.user = self.scope.get("user") or AnonymousUser()
@@ -129,7 +128,7 @@ class ChatConsumer(PresenceMixin, NotificationsMixin, AsyncJsonWebsocketConsumer
         if not self.user.is_authenticated:
             await self.send_error("login_required", "Log in to post messages: guests can read but not write.", "post")
             return
-        wait = self.post_limit.take(self.user.pk)
+        wait = await take("chat.post", self.user.pk, self.post_rate)
         if wait:
             message = f"You are posting too fast: wait {math.ceil(wait)} s and try again."
             await self.send_error("rate_limited", message, "post")

@@ -103,6 +103,12 @@ if CHAT_LAYER == "redis":
             },
         }
     }
+    # The posting limit (ChatConsumer.post_rate) keeps its buckets in the same Redis, so it holds per user over
+    # every process; with the in-memory layer it is kept in the one process.
+    TETHER_RATE_LIMITS = {
+        "store": os.environ.get("CHAT_REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "prefix": os.environ.get("CHAT_REDIS_PREFIX", "tether-chat-example") + "-ratelimit",
+    }
 elif CHAT_LAYER == "memory":
     CHANNEL_LAYERS = {
         "default": {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from asgiref.sync import async_to_sync
@@ -21,7 +21,16 @@ from tether.exceptions import AcceptConnection, DenyConnection, InvalidChannelLa
 from tether.generic.headers import Headers, encode_headers
 from tether.limits import DEFAULT_MAX_JSON_DEPTH, INVALID_PAYLOAD, MESSAGE_TOO_BIG, json_nesting_exceeds, message_size
 from tether.limits import max_message_size as project_max_message_size
-from tether.types import Message
+from tether.ratelimit.config import check_overrides
+from tether.ratelimit.limiter import (
+    HTTP_TOO_MANY_REQUESTS,
+    RATE_LIMITED,
+    MessageGate,
+    Refusal,
+    admit_connection,
+    admit_connection_sync,
+)
+from tether.types import ASGIApp, Message
 from tether.utils import name_that_thing
 
 __all__ = [
@@ -163,7 +172,46 @@ def _log_server_refusal(consumer: AsyncConsumer, message: Message) -> None:
         )
 
 
-class WebsocketConsumer(SyncConsumer):
+class _RateLimited:
+    """The rate limit attributes of the WebSocket consumers (docs/limits.md#rate-limits)."""
+
+    #: Rate limits of this class over ``TETHER_RATE_LIMITS``, such as ``{"messages_per_connection": "5/s"}``; a
+    #: ``None`` rate turns a project limit off. Checked when the class is defined, so a typo fails at import.
+    rate_limits: ClassVar[Mapping[str, Any] | None] = None
+    #: How many messages in a row a rate limit refuses before the connection is closed with 4429 (``None``: never).
+    rate_limit_close_after: ClassVar[int | None] = 1
+    #: Set at the handshake when the class limits messages; ``None`` keeps the per-message cost to this check.
+    _message_gate: MessageGate | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        overrides = cls.__dict__.get("rate_limits")
+        if overrides is not None:
+            cls._checked_rate_limits = check_overrides(cls.__qualname__, overrides)  # type: ignore[attr-defined]
+
+    @classmethod
+    def as_asgi(cls, **initkwargs: Any) -> ASGIApp:
+        """The consumer's ASGI application (``AsyncConsumer.as_asgi``); ``rate_limits`` is refused as a keyword,
+        since limits are resolved per class, once."""
+        if "rate_limits" in initkwargs:
+            raise TypeError(
+                f"{cls.__name__}.as_asgi() cannot take rate_limits: rate limits belong to the class. Define a "
+                f"subclass with rate_limits = {initkwargs['rate_limits']!r:.80} and route that one."
+            )
+        return super().as_asgi(**initkwargs)  # type: ignore[misc, no-any-return]
+
+    def _closes_for_rate(self, refusal: Refusal) -> bool:
+        """Whether this refusal is the one that closes the connection (the ``rate_limit_close_after``-th in a row)."""
+        close_after = self.rate_limit_close_after
+        return close_after is not None and refusal.in_a_row == close_after
+
+    def _tells_of_refusal(self, refusal: Refusal) -> bool:
+        """Whether a JSON client is sent the error event for this refusal: those before the closing one."""
+        close_after = self.rate_limit_close_after
+        return close_after is None or refusal.in_a_row < close_after
+
+
+class WebsocketConsumer(_RateLimited, SyncConsumer):
     """A synchronous WebSocket consumer: override ``connect``, ``receive`` and ``disconnect``.
 
     ``groups`` lists groups to join for the connection's lifetime (needs a channel layer with groups).
@@ -174,6 +222,10 @@ class WebsocketConsumer(SyncConsumer):
     max_message_size: ClassVar[int | None] = None
 
     def websocket_connect(self, message: Message) -> None:
+        refusal = admit_connection_sync(self)
+        if refusal is not None:
+            self.deny(HTTP_TOO_MANY_REQUESTS, refusal.http_body(), refusal.http_headers())
+            return
         if self.groups:
             _require_groups_support(self)
             for group in self.groups:
@@ -208,6 +260,12 @@ class WebsocketConsumer(SyncConsumer):
             super().send(message)
 
     def websocket_receive(self, message: Message) -> None:
+        gate = self._message_gate
+        if gate is not None:
+            refused = gate.take_sync()
+            if refused is not None:
+                self.rate_limited(refused)
+                return
         text = message.get("text")
         data = None if text is not None else message.get("bytes")
         refusal = _oversize(self, text, data)
@@ -220,6 +278,12 @@ class WebsocketConsumer(SyncConsumer):
 
     def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called with each frame from the client."""
+
+    def rate_limited(self, refusal: Refusal) -> None:
+        """Called instead of ``receive`` for a frame over a rate limit: closes with 4429 at the
+        ``rate_limit_close_after``-th refusal in a row (the first, unless the class says otherwise)."""
+        if self._closes_for_rate(refusal):
+            self.close(RATE_LIMITED, refusal.close_reason)
 
     def send(  # type: ignore[override]
         self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool | int = False
@@ -270,8 +334,20 @@ class JsonWebsocketConsumer(WebsocketConsumer):
             return
         self.receive_json(content, **kwargs)
 
+    #: JSON clients are told of each refused frame (an error event), and closed with 4429 after ten in a row.
+    rate_limit_close_after: ClassVar[int | None] = 10
+
     def receive_json(self, content: Any, **kwargs: Any) -> None:
         """Called with each decoded JSON frame."""
+
+    def rate_limited(self, refusal: Refusal) -> None:
+        """Called instead of ``receive`` for a frame over a rate limit: sends the error event ``refusal.event()``
+        (``{"type": "error", "code": "rate_limited", ...}``), then closes with 4429 at the
+        ``rate_limit_close_after``-th refusal in a row. Later frames are dropped until the disconnect."""
+        if self._closes_for_rate(refusal):
+            self.close(RATE_LIMITED, refusal.close_reason)
+        elif self._tells_of_refusal(refusal):
+            self.send_json(refusal.event())
 
     def send_json(self, content: Any, close: bool | int = False) -> None:
         """Encode ``content`` as JSON and send it as a text frame."""
@@ -288,7 +364,7 @@ class JsonWebsocketConsumer(WebsocketConsumer):
         return json.dumps(content)
 
 
-class AsyncWebsocketConsumer(AsyncConsumer):
+class AsyncWebsocketConsumer(_RateLimited, AsyncConsumer):
     """An asyncio WebSocket consumer: override ``connect``, ``receive`` and ``disconnect`` as ``async def``.
 
     ``groups`` lists groups to join for the connection's lifetime (needs a channel layer with groups).
@@ -299,6 +375,10 @@ class AsyncWebsocketConsumer(AsyncConsumer):
     max_message_size: ClassVar[int | None] = None
 
     async def websocket_connect(self, message: Message) -> None:
+        refusal = await admit_connection(self)
+        if refusal is not None:
+            await self.deny(HTTP_TOO_MANY_REQUESTS, refusal.http_body(), refusal.http_headers())
+            return
         if self.groups:
             _require_groups_support(self)
             for group in self.groups:
@@ -335,6 +415,12 @@ class AsyncWebsocketConsumer(AsyncConsumer):
             await super().send(message)
 
     async def websocket_receive(self, message: Message) -> None:
+        gate = self._message_gate
+        if gate is not None:
+            refused = await gate.take()
+            if refused is not None:
+                await self.rate_limited(refused)
+                return
         text = message.get("text")
         data = None if text is not None else message.get("bytes")
         refusal = _oversize(self, text, data)
@@ -347,6 +433,12 @@ class AsyncWebsocketConsumer(AsyncConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called with each frame from the client."""
+
+    async def rate_limited(self, refusal: Refusal) -> None:
+        """Called instead of ``receive`` for a frame over a rate limit: closes with 4429 at the
+        ``rate_limit_close_after``-th refusal in a row (the first, unless the class says otherwise)."""
+        if self._closes_for_rate(refusal):
+            await self.close(RATE_LIMITED, refusal.close_reason)
 
     async def send(  # type: ignore[override]
         self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool | int = False
@@ -397,8 +489,20 @@ class AsyncJsonWebsocketConsumer(AsyncWebsocketConsumer):
             return
         await self.receive_json(content, **kwargs)
 
+    #: JSON clients are told of each refused frame (an error event), and closed with 4429 after ten in a row.
+    rate_limit_close_after: ClassVar[int | None] = 10
+
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         """Called with each decoded JSON frame."""
+
+    async def rate_limited(self, refusal: Refusal) -> None:
+        """Called instead of ``receive`` for a frame over a rate limit: sends the error event ``refusal.event()``
+        (``{"type": "error", "code": "rate_limited", ...}``), then closes with 4429 at the
+        ``rate_limit_close_after``-th refusal in a row. Later frames are dropped until the disconnect."""
+        if self._closes_for_rate(refusal):
+            await self.close(RATE_LIMITED, refusal.close_reason)
+        elif self._tells_of_refusal(refusal):
+            await self.send_json(refusal.event())
 
     async def send_json(self, content: Any, close: bool | int = False) -> None:
         """Encode ``content`` as JSON and send it as a text frame."""

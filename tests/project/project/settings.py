@@ -1,9 +1,11 @@
 """Settings of the test project. Environment variables let one test pick DEBUG and a Redis layer.
 
 ``PROJECT_DEBUG`` ("1" by default) sets DEBUG; ``PROJECT_REDIS_PREFIX`` switches the default channel layer from the
-in-memory layer to tether's Redis layer on 127.0.0.1:6379 with that key prefix.
+in-memory layer to tether's Redis layer on 127.0.0.1:6379 with that key prefix. ``PROJECT_RATE_LIMITS`` (JSON) sets
+``TETHER_RATE_LIMITS``.
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -43,6 +45,9 @@ if os.environ.get("PROJECT_REDIS_PREFIX"):
         )
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "tether.layers.InMemoryChannelLayer"}}
+
+if os.environ.get("PROJECT_RATE_LIMITS"):
+    TETHER_RATE_LIMITS = json.loads(os.environ["PROJECT_RATE_LIMITS"])
 
 ASGI_APPLICATION = "project.asgi.application"
 ROOT_URLCONF = "project.urls"
