@@ -1,0 +1,168 @@
+"""Where the counting happens: around each consumer instance and each channel layer, while metrics are on.
+
+``Observer.serve`` runs one consumer instance in place of calling it, with its ``dispatch`` timed and its ASGI
+``send`` watched: the handshake's answer (accept, close, HTTP denial), the frames sent, the close code. Nothing in the
+consumer classes changes, and with metrics off ``as_asgi()`` calls the consumer directly (one global read per
+connection). ``Observer.instrument_layer`` times a layer's ``send``, ``group_send``, ``group_add`` and
+``group_discard`` and counts the errors of those and of ``receive`` (whose duration is the wait for the next
+message, not a latency, so it is not timed). No ``prometheus_client`` here: counts go to a ``Tally``.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from collections.abc import Awaitable, Callable
+from time import perf_counter
+from typing import Any
+
+from tether import loop_lag
+from tether.metrics.tally import LIFECYCLE_KINDS, ConsumerCounts, Tally
+from tether.types import Message, Receive, Scope, Send
+
+__all__ = ["Observer"]
+
+_TIMED_LAYER_CALLS = ("send", "group_send", "group_add", "group_discard")
+
+
+class _Connection:
+    """What one consumer instance did: the answer to its handshake and how it closed."""
+
+    __slots__ = ("accepted", "answer", "close_code", "counts")
+
+    def __init__(self, counts: ConsumerCounts) -> None:
+        self.counts = counts
+        self.answer: str | None = None  # accepted, refused, denied
+        self.accepted = False
+        self.close_code: int | None = None  # sent by the consumer after accepting, else the client's
+
+    def wrap_send(self, send: Send) -> Send:
+        counts = self.counts
+
+        async def counted_send(message: Message) -> None:
+            await send(message)
+            if message["type"] == "websocket.send":
+                if message.get("text") is not None:
+                    counts.sent_text += 1
+                else:
+                    counts.sent_binary += 1
+            else:
+                self.answered(message)
+
+        return counted_send
+
+    def answered(self, message: Message) -> None:
+        message_type = message.get("type")
+        if message_type == "websocket.accept" and self.answer is None:
+            self.answer = "accepted"
+            self.accepted = True
+            self.counts.open += 1
+        elif message_type == "websocket.close":
+            if self.answer is None:
+                self.answer = "refused"
+            elif self.close_code is None:
+                self.close_code = message.get("code", 1000)
+        elif message_type == "websocket.http.response.start" and self.answer is None:
+            self.answer = "denied"
+        elif message_type == "http.response.start" and self.answer is None:
+            self.answer = "http"
+
+    def wrap_dispatch(self, dispatch: Callable[[Message], Awaitable[None]]) -> Callable[[Message], Awaitable[None]]:
+        counts = self.counts
+        # Looked up once per connection: a frame or a layer event costs attribute reads, not a lookup by kind.
+        text, binary, layer = counts.handler("text"), counts.handler("binary"), counts.handler("layer")
+
+        async def timed_dispatch(message: Message) -> None:
+            message_type = message.get("type")
+            if message_type == "websocket.receive":
+                histogram = text if message.get("text") is not None else binary
+            elif message_type in LIFECYCLE_KINDS:
+                kind = LIFECYCLE_KINDS[message_type]
+                if kind == "disconnect" and self.close_code is None:
+                    self.close_code = message.get("code", 1005)
+                histogram = counts.handler(kind)
+            else:
+                histogram = layer
+            started = perf_counter()
+            try:
+                await dispatch(message)
+            finally:
+                histogram.observe(perf_counter() - started)
+
+        return timed_dispatch
+
+    def ended(self, failed: bool) -> None:
+        if self.accepted:
+            self.counts.ended("accepted", self.close_code if self.close_code is not None else 1006)
+        elif self.answer is not None:
+            self.counts.ended(self.answer, None)
+        else:
+            self.counts.ended("failed" if failed else "abandoned", None)
+
+
+class Observer:
+    """Counts into ``tally`` what the consumers and layers of this process do (installed by ``tether.metrics``)."""
+
+    def __init__(self, tally: Tally) -> None:
+        #: Where counts go; ``tether.metrics.configure`` puts a fresh one here when it turns metrics on again.
+        self.tally = tally
+        self._instrumented: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    async def serve(self, consumer: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run ``consumer(scope, receive, send)``, counting what it does. WebSocket connections count as
+        connections (attempts, open, closes); every scope counts its messages and handler durations."""
+        loop_lag.probe_for_running_loop()
+        connection = _Connection(self.tally.consumer(type(consumer).__name__))
+        # An instance attribute in front of the class's method: __call__ and the durable-settling path both look
+        # ``dispatch`` up on the instance, so both are timed, and the consumer classes stay as they are.
+        consumer.dispatch = connection.wrap_dispatch(consumer.dispatch)
+        failed = False
+        try:
+            await consumer(scope, receive, connection.wrap_send(send))
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            if scope.get("type") == "websocket":
+                connection.ended(failed)
+
+    def instrument_layer(self, alias: str, layer: Any) -> None:
+        """Time ``layer``'s calls and count their errors under ``alias`` (instance attributes over its methods, so
+        ``isinstance`` and every other attribute are untouched). A layer is instrumented once; its wrappers count
+        into whichever tally the observer holds at the time."""
+        if layer in self._instrumented:
+            return
+        self._instrumented.add(layer)
+        for operation in _TIMED_LAYER_CALLS:
+            method = getattr(layer, operation, None)
+            if method is not None:
+                setattr(layer, operation, _timed(self, alias, operation, method))
+        receive = getattr(layer, "receive", None)
+        if receive is not None:
+
+            @functools.wraps(receive)
+            async def counted_receive(channel: str) -> Message:
+                try:
+                    message: Message = await receive(channel)
+                except Exception as error:
+                    self.tally.layer_error(alias, "receive", error)
+                    raise
+                return message
+
+            layer.receive = counted_receive
+
+
+def _timed(observer: Observer, alias: str, operation: str, method: Callable[..., Awaitable[None]]) -> Any:
+    @functools.wraps(method)
+    async def timed(*args: Any, **kwargs: Any) -> None:
+        started = perf_counter()
+        error: BaseException | None = None
+        try:
+            await method(*args, **kwargs)
+        except Exception as exc:
+            error = exc
+            raise
+        finally:
+            observer.tally.layer_call(alias, operation, perf_counter() - started, error)
+
+    return timed
