@@ -24,16 +24,24 @@ __all__ = ["Observer"]
 
 _TIMED_LAYER_CALLS = ("send", "group_send", "group_add", "group_discard")
 
+#: The first message a consumer sends answers the handshake: the outcome it stands for. Closing before accepting
+#: refuses (the client sees HTTP 403); a denial sends an HTTP response of the consumer's choosing.
+_ANSWERS = {
+    "websocket.accept": "accepted",
+    "websocket.close": "refused",
+    "websocket.http.response.start": "denied",
+    "http.response.start": "http",
+}
+
 
 class _Connection:
     """What one consumer instance did: the answer to its handshake and how it closed."""
 
-    __slots__ = ("accepted", "answer", "close_code", "counts")
+    __slots__ = ("answer", "close_code", "counts")
 
     def __init__(self, counts: ConsumerCounts) -> None:
         self.counts = counts
-        self.answer: str | None = None  # accepted, refused, denied
-        self.accepted = False
+        self.answer: str | None = None  # accepted, refused, denied (or http: not a WebSocket)
         self.close_code: int | None = None  # sent by the consumer after accepting, else the client's
 
     def wrap_send(self, send: Send) -> Send:
@@ -52,20 +60,16 @@ class _Connection:
         return counted_send
 
     def answered(self, message: Message) -> None:
-        message_type = message.get("type")
-        if message_type == "websocket.accept" and self.answer is None:
-            self.answer = "accepted"
-            self.accepted = True
-            self.counts.open += 1
-        elif message_type == "websocket.close":
-            if self.answer is None:
-                self.answer = "refused"
-            elif self.close_code is None:
-                self.close_code = message.get("code", 1000)
-        elif message_type == "websocket.http.response.start" and self.answer is None:
-            self.answer = "denied"
-        elif message_type == "http.response.start" and self.answer is None:
-            self.answer = "http"
+        """Note the handshake's answer (counted at once) or, once accepted, the close code the consumer sent."""
+        message_type = message.get("type", "")
+        if self.answer is None:
+            answer = _ANSWERS.get(message_type)
+            if answer is not None:
+                self.answer = answer
+                if answer != "http":
+                    self.counts.answered(answer)
+        elif message_type == "websocket.close" and self.close_code is None:
+            self.close_code = message.get("code", 1000)
 
     def wrap_dispatch(self, dispatch: Callable[[Message], Awaitable[None]]) -> Callable[[Message], Awaitable[None]]:
         counts = self.counts
@@ -92,12 +96,11 @@ class _Connection:
         return timed_dispatch
 
     def ended(self, failed: bool) -> None:
-        if self.accepted:
-            self.counts.ended("accepted", self.close_code if self.close_code is not None else 1006)
-        elif self.answer is not None:
-            self.counts.ended(self.answer, None)
-        else:
-            self.counts.ended("failed" if failed else "abandoned", None)
+        if self.answer == "accepted":
+            # No close code: the consumer raised, and the server dropped the connection (1006 for the client).
+            self.counts.closed(self.close_code if self.close_code is not None else 1006)
+        elif self.answer is None:
+            self.counts.answered("failed" if failed else "abandoned")
 
 
 class Observer:

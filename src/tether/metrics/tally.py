@@ -153,13 +153,17 @@ class ConsumerCounts:
             histogram = self.handlers[kind] = _Histogram(DURATION_BUCKETS)
         return histogram
 
-    def ended(self, outcome: str, close_code: int | None) -> None:
-        """A handshake ended with ``outcome``; an accepted connection also closed with ``close_code``."""
+    def answered(self, outcome: str) -> None:
+        """A handshake was answered (accepted, refused, denied) or ended unanswered (failed, abandoned)."""
         self.attempts[outcome] = self.attempts.get(outcome, 0) + 1
         if outcome == "accepted":
-            self.open -= 1
-            label = close_code_label(close_code)
-            self.closes[label] = self.closes.get(label, 0) + 1
+            self.open += 1
+
+    def closed(self, close_code: int | None) -> None:
+        """An accepted connection ended with ``close_code``."""
+        self.open -= 1
+        label = close_code_label(close_code)
+        self.closes[label] = self.closes.get(label, 0) + 1
 
 
 class Tally:

@@ -1,7 +1,8 @@
 """Settings of the test project. Environment variables let one test pick DEBUG and a Redis layer.
 
 ``PROJECT_DEBUG`` ("1" by default) sets DEBUG; ``PROJECT_REDIS_PREFIX`` switches the default channel layer from the
-in-memory layer to tether's Redis layer on 127.0.0.1:6379 with that key prefix.
+in-memory layer to tether's Redis layer on 127.0.0.1:6379 (or ``PROJECT_REDIS_URL``) with that key prefix, and
+``PROJECT_CAPACITY`` sets its capacity. ``PROJECT_METRICS=1`` turns tether's metrics on (flushed every 0.2 s).
 """
 
 import os
@@ -34,9 +35,14 @@ if os.environ.get("PROJECT_REDIS_PREFIX"):
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "tether.layers.redis.RedisChannelLayer",
-            "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"], "prefix": os.environ["PROJECT_REDIS_PREFIX"]},
+            "CONFIG": {
+                "hosts": [os.environ.get("PROJECT_REDIS_URL", "redis://127.0.0.1:6379/0")],
+                "prefix": os.environ["PROJECT_REDIS_PREFIX"],
+            },
         }
     }
+    if os.environ.get("PROJECT_CAPACITY"):
+        CHANNEL_LAYERS["default"]["CONFIG"]["capacity"] = int(os.environ["PROJECT_CAPACITY"])
     if os.environ.get("PROJECT_DURABLE"):  # the jobs channel at least once, as tests/layers/redis set it up too
         CHANNEL_LAYERS["default"]["CONFIG"].update(
             durable=os.environ["PROJECT_DURABLE"].split(","), visibility_timeout=1, capacity=10_000
@@ -49,3 +55,6 @@ ROOT_URLCONF = "project.urls"
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+TETHER_METRICS = os.environ.get("PROJECT_METRICS") == "1"
+TETHER_METRICS_FLUSH_INTERVAL = 0.2
