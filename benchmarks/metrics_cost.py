@@ -2,10 +2,10 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/metrics_cost.py [--rounds 7]
+    .venv/bin/python benchmarks/metrics_cost.py [--rounds 7] [--served]
 
-Two cases, with prometheus_client in multiprocess mode (the costlier mode; a temporary PROMETHEUS_MULTIPROC_DIR) and
-the exporter's thread flushing every second as in production:
+Two in-process cases, with prometheus_client in multiprocess mode (the costlier mode; a temporary
+PROMETHEUS_MULTIPROC_DIR) and the exporter's thread flushing every second as in production:
 
 * ``echo``: one WebSocket echo consumer driven straight through its ASGI callables (no server, no sockets), 20,000
   text frames; µs per frame received and sent back.
@@ -15,7 +15,9 @@ the exporter's thread flushing every second as in production:
 Off and on alternate within each round and the table shows medians over the rounds, so both meet the same machine
 load. The issue's target (at most 5% more with metrics on) is for ``make bench``'s echo and group_send over real
 servers, where a message costs several times more CPU than here; this in-process number is the upper bound of the
-relative cost. Nothing here asserts: it prints.
+relative cost. ``--served`` adds ``make bench``'s echo over real servers: two uvicorn processes of
+``benchmarks/apps`` (metrics off and on), 50 clients of the load generator each, server CPU per message (it needs
+psutil, as ``make bench`` does). Nothing here asserts: it prints.
 """
 
 from __future__ import annotations
@@ -140,9 +142,38 @@ async def group_send(app: Any) -> float:
     return elapsed / GROUP_SENDS * 1e6
 
 
+def served_echo(rounds: int) -> dict[tuple[str, bool], list[float]]:
+    """Server CPU µs per echoed message, metrics off and on, over uvicorn and 50 clients (benchmarks/echo.py)."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.common import DJANGO_APP, LoadGen, Server, stack_env, stopping
+
+    multiproc_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    servers = {
+        on: Server("uvicorn", DJANGO_APP, {**stack_env("tether", "inmemory"), "BENCH_METRICS": str(int(on))})
+        for on in (False, True)
+    }
+    servers[True].env["PROMETHEUS_MULTIPROC_DIR"] = multiproc_dir
+    results: dict[tuple[str, bool], list[float]] = {}
+    loadgen = LoadGen()
+    with stopping(*servers.values(), loadgen):
+        for server in servers.values():
+            server.start()
+        for _ in range(rounds):
+            for on, server in servers.items():
+                cpu_before = server.cpu_seconds()
+                result = loadgen.request(
+                    "echo", url=f"{server.ws_url}/ws/echo/", clients=50, duration=1.5, max_messages=200_000, size=100
+                )
+                messages = result["messages"]
+                cpu = server.cpu_seconds() - cpu_before
+                results.setdefault(("served echo", on), []).append(cpu / messages * 1e6)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--served", action="store_true", help="also measure the echo over uvicorn (needs psutil)")
     args = parser.parse_args()
     setup_django()
     from django.test import override_settings
@@ -155,8 +186,12 @@ def main() -> None:
             with override_settings(TETHER_METRICS=on):
                 results.setdefault(("echo", on), []).append(asyncio.run(echo(echo_class.as_asgi())))
                 results.setdefault(("group_send", on), []).append(asyncio.run(group_send(group_class.as_asgi())))
+    cases = [("echo", "µs/frame"), ("group_send", "µs/send")]
+    if args.served:
+        results.update(served_echo(args.rounds))
+        cases.append(("served echo", "µs/msg"))
     print(f"{'case':<12} {'metrics off':>14} {'metrics on':>14} {'overhead':>9}   (medians of {args.rounds} rounds)")
-    for case, unit in (("echo", "µs/frame"), ("group_send", "µs/send")):
+    for case, unit in cases:
         off = statistics.median(results[(case, False)])
         on = statistics.median(results[(case, True)])
         print(f"{case:<12} {off:>9.2f} {unit:<4} {on:>9.2f} {unit:<4} {(on / off - 1) * 100:>+8.1f}%")

@@ -83,7 +83,7 @@ LAYER_SECONDS = Histogram(
 )
 LAYER_ERRORS = Counter(
     "tether_layer_errors",
-    "Channel layer calls that raised, by layer alias, operation and exception class.",
+    "Channel layer calls (send, group_send, group_add, group_discard) that raised, by alias, operation and exception.",
     ["alias", "operation", "error"],
 )
 LAYER_DROPS = Counter(
