@@ -25,6 +25,10 @@ EXTRA_MODULES = [
     "tether.limits",
     "tether.denial",
     "tether.handshake",
+    "tether.metrics",
+    "tether.metrics.views",
+    "tether.health",
+    "tether.loop_lag",
 ]
 MODULES = [*PUBLIC_NAMES, *EXTRA_MODULES]
 

@@ -5,7 +5,10 @@ numbers over HTTP across two uvicorn processes."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -20,6 +23,7 @@ from tether.testing import WebsocketCommunicator
 
 prometheus_client = pytest.importorskip("prometheus_client", reason="the 'metrics' extra is not installed")
 
+from tether.metrics import export  # noqa: E402, F401  (registers the metrics)
 from tether.metrics.views import metrics_view  # noqa: E402
 
 WAIT = 10
@@ -222,3 +226,17 @@ async def test_the_view_serves_the_exposition_format(metrics_on: None) -> None:
     assert response["Content-Type"].startswith("text/plain; version=")
     assert b'tether_websocket_connection_attempts_total{consumer="Echo",outcome="accepted"}' in response.content
     assert metrics_view(RequestFactory().post("/metrics/")).status_code == 405
+
+
+def test_the_docs_and_the_dashboard_name_the_metrics_that_exist() -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    exposed = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in prometheus_client.REGISTRY.collect()
+        if family.name.startswith("tether_")
+    }
+    documented = set(re.findall(r"^\| `(tether_[a-z_]+)` \|", (docs / "observability.md").read_text(), re.MULTILINE))
+    assert documented == exposed
+    dashboard = json.dumps(json.loads((docs / "grafana" / "tether.json").read_text()))
+    used = {re.sub(r"_(bucket|sum|count)$", "", name) for name in re.findall(r"tether_[a-z_]+", dashboard)}
+    assert used == exposed
