@@ -160,13 +160,19 @@ class Exporter:
                 logger.exception("Copying tether's counts to prometheus_client failed; retrying in %ss.", self.interval)
 
     def flush(self) -> None:
-        """Copy the counts made since the last flush into the prometheus_client metrics."""
+        """Copy the counts made since the last flush into the prometheus_client metrics.
+
+        It runs in the exporter's thread while the event loop keeps counting: every dict is copied with ``list()``
+        (one step for the interpreter) before it is read, so a key added meanwhile waits for the next flush.
+        """
         with self._lock:
             tally = self.tally
             for consumer, counts in list(tally.consumers.items()):
                 OPEN_CONNECTIONS.labels(consumer).set(counts.open)
-                self._counters(CONNECTION_ATTEMPTS, {(consumer, outcome): n for outcome, n in counts.attempts.items()})
-                self._counters(CLOSES, {(consumer, code): n for code, n in counts.closes.items()})
+                self._counters(
+                    CONNECTION_ATTEMPTS, {(consumer, outcome): n for outcome, n in list(counts.attempts.items())}
+                )
+                self._counters(CLOSES, {(consumer, code): n for code, n in list(counts.closes.items())})
                 handlers = {(consumer, kind): histogram for kind, histogram in list(counts.handlers.items())}
                 received = {labels: handlers[labels].count for labels in handlers if labels[1] in RECEIVED_KINDS}
                 self._counters(MESSAGES_RECEIVED, received)
