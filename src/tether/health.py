@@ -32,9 +32,12 @@ logger = logging.getLogger("tether.health")
 _DEFAULT_LAYER_TIMEOUT = 1.0
 _DEFAULT_MAX_LOOP_LAG = 1.0
 
-#: Each layer's health channel in this process and the lock that keeps one check at a time on it: one channel per
-#: layer and loop, reused, so checks do not leave a channel behind each.
-_health_channels: weakref.WeakKeyDictionary[BaseChannelLayer, tuple[str, asyncio.Lock]] = weakref.WeakKeyDictionary()
+#: Each layer's health channel in this process, the lock that keeps one check at a time on it, and the loop both
+#: belong to: one channel per layer, reused, so checks do not leave a channel behind each (a new one if the layer is
+#: checked from another loop, where the lock could not be used).
+_health_channels: weakref.WeakKeyDictionary[BaseChannelLayer, tuple[str, asyncio.Lock, asyncio.AbstractEventLoop]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _seconds_setting(name: str, default: float) -> float:
@@ -82,10 +85,11 @@ async def _check_layer(alias: str, timeout: float) -> dict[str, Any]:
 async def _round_trip(layer: BaseChannelLayer) -> None:
     """One message through ``layer`` to this process's health channel and back; older answers (from a check that
     timed out) are skipped."""
+    loop = asyncio.get_running_loop()
     entry = _health_channels.get(layer)
-    if entry is None:
-        entry = _health_channels[layer] = (await layer.new_channel("tether.health."), asyncio.Lock())
-    channel, lock = entry
+    if entry is None or entry[2] is not loop:
+        entry = _health_channels[layer] = (await layer.new_channel("tether.health."), asyncio.Lock(), loop)
+    channel, lock, _ = entry
     token = secrets.token_hex(8)
     async with lock:
         await layer.send(channel, {"type": "tether.health", "token": token})
