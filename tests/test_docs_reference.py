@@ -27,6 +27,10 @@ EXTRA_MODULES = [
     "tether.handshake",
     "tether.drain",
     "tether.ratelimit",
+    "tether.metrics",
+    "tether.metrics.views",
+    "tether.health",
+    "tether.loop_lag",
 ]
 MODULES = [*PUBLIC_NAMES, *EXTRA_MODULES]
 

@@ -2,6 +2,8 @@
 
 ``BENCH_STACK`` is ``tether`` or ``channels``; ``BENCH_LAYER`` is ``none``, ``inmemory``, ``redis`` or ``pubsub``;
 ``BENCH_REDIS_URL`` and ``BENCH_PREFIX`` point the Redis layers at the benchmark's own redis-server.
+``BENCH_METRICS`` (``0`` or ``1``, for tether) installs the tether app and sets ``TETHER_METRICS`` to it, for
+benchmarks/metrics_cost.py's comparison of the two.
 """
 
 import os
@@ -16,6 +18,9 @@ DEBUG = False
 ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
 USE_TZ = True
 INSTALLED_APPS: list[str] = []
+if os.environ.get("BENCH_METRICS") in ("0", "1"):
+    INSTALLED_APPS = ["tether"]
+    TETHER_METRICS = os.environ["BENCH_METRICS"] == "1"
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 ROOT_URLCONF = None
 LOGGING_CONFIG = None

@@ -14,11 +14,13 @@ class TetherConfig(AppConfig):
 
     def ready(self) -> None:
         # Importing the module registers tether's system checks (tag "tether") with Django's check framework.
-        from tether import checks  # noqa: F401
+        from tether import checks, metrics  # noqa: F401
         from tether.revocation.signals import connect_signals
 
         # Logouts, password changes, deactivations and deleted sessions end the followed WebSockets of that login.
         connect_signals()
+        # TETHER_METRICS = True starts counting (and needs prometheus_client); off, nothing is imported or counted.
+        metrics.configure()
 
 
 class ChannelsConfig(TetherConfig):

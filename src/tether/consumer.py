@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from asgiref.sync import async_to_sync
 
-from tether import DEFAULT_CHANNEL_LAYER
+from tether import DEFAULT_CHANNEL_LAYER, metrics
 from tether.db import aclose_old_connections, database_sync_to_async, has_open_connections
 from tether.dispatch import await_many_dispatch
 from tether.drain import DRAIN_MESSAGE_TYPE, SERVICE_RESTART, enter
@@ -154,7 +154,11 @@ class AsyncConsumer:
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
             consumer = cls(**initkwargs)
-            await consumer(scope, receive, send)
+            observer = metrics.observer  # None unless TETHER_METRICS: then the observer runs and counts it
+            if observer is None:
+                await consumer(scope, receive, send)
+            else:
+                await observer.serve(consumer, scope, receive, send)
 
         app.consumer_class = cls  # type: ignore[attr-defined]
         app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]

@@ -13,6 +13,19 @@ class EchoConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=text_data, bytes_data=bytes_data)
 
 
+class StallConsumer(AsyncWebsocketConsumer):
+    """Joins the group named in its URL, and blocks on the first group event it gets (until the client leaves), so
+    the events after it fill its channel: a drop the metrics must show."""
+
+    async def connect(self):
+        self.groups = [self.scope["url_route"]["kwargs"]["group"]]
+        await self.channel_layer.group_add(self.groups[0], self.channel_name)
+        await self.accept()
+
+    async def stall_event(self, message):
+        await asyncio.Event().wait()
+
+
 class JobWorker(AsyncConsumer):
     """Answers each ``job.run`` message on the channel named in its ``reply_to``, saying which instance ran it; a job
     with ``seconds`` says it started, then takes that long."""

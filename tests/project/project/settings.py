@@ -1,8 +1,10 @@
 """Settings of the test project. Environment variables let one test pick DEBUG and a Redis layer.
 
 ``PROJECT_DEBUG`` ("1" by default) sets DEBUG; ``PROJECT_REDIS_PREFIX`` switches the default channel layer from the
-in-memory layer to tether's Redis layer on 127.0.0.1:6379 with that key prefix. ``PROJECT_RATE_LIMITS`` (JSON) sets
-``TETHER_RATE_LIMITS``.
+in-memory layer to tether's Redis layer on 127.0.0.1:6379 (or ``PROJECT_REDIS_URL``) with that key prefix, and
+``PROJECT_CAPACITY`` sets its capacity. ``PROJECT_RATE_LIMITS`` (JSON) sets ``TETHER_RATE_LIMITS``.
+``PROJECT_METRICS=1`` turns tether's metrics on (flushed every 0.2 s). Readiness tolerates 5 s of loop lag, so that
+only the layer decides it in the tests.
 """
 
 import json
@@ -36,9 +38,14 @@ if os.environ.get("PROJECT_REDIS_PREFIX"):
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "tether.layers.redis.RedisChannelLayer",
-            "CONFIG": {"hosts": ["redis://127.0.0.1:6379/0"], "prefix": os.environ["PROJECT_REDIS_PREFIX"]},
+            "CONFIG": {
+                "hosts": [os.environ.get("PROJECT_REDIS_URL", "redis://127.0.0.1:6379/0")],
+                "prefix": os.environ["PROJECT_REDIS_PREFIX"],
+            },
         }
     }
+    if os.environ.get("PROJECT_CAPACITY"):
+        CHANNEL_LAYERS["default"]["CONFIG"]["capacity"] = int(os.environ["PROJECT_CAPACITY"])
     if os.environ.get("PROJECT_DURABLE"):  # the jobs channel at least once, as tests/layers/redis set it up too
         CHANNEL_LAYERS["default"]["CONFIG"].update(
             durable=os.environ["PROJECT_DURABLE"].split(","), visibility_timeout=1, capacity=10_000
@@ -54,3 +61,8 @@ ROOT_URLCONF = "project.urls"
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+TETHER_METRICS = os.environ.get("PROJECT_METRICS") == "1"
+TETHER_METRICS_FLUSH_INTERVAL = 0.2
+# Readiness tests are about the layer: a loop slowed by a loaded test machine must not make the server unready.
+TETHER_HEALTH_MAX_LOOP_LAG = 5.0

@@ -1,0 +1,242 @@
+"""What ``TETHER_METRICS = True`` counts, in one process: each handshake outcome, close codes, frames, handler
+durations, layer calls and their errors, and what ``metrics_view`` serves. tests/metrics/test_live.py checks the same
+numbers over HTTP across two uvicorn processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import RequestFactory, override_settings
+
+from tether import metrics
+from tether.exceptions import ChannelFull, DenyConnection
+from tether.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
+from tether.layers import InMemoryChannelLayer, channel_layers
+from tether.metrics.tally import DURATION_BUCKETS, _Histogram, close_code_label, message_kind
+from tether.testing import WebsocketCommunicator
+
+prometheus_client = pytest.importorskip("prometheus_client", reason="the 'metrics' extra is not installed")
+
+from tether.metrics import export  # noqa: E402, F401  (registers the metrics)
+from tether.metrics.views import metrics_view  # noqa: E402
+
+WAIT = 10
+
+
+@pytest.fixture
+def metrics_on() -> Iterator[None]:
+    with override_settings(TETHER_METRICS=True):
+        yield
+
+
+def sample(name: str, **labels: str) -> float:
+    """A sample of the default registry after copying this process's counts into it (0 when it does not exist)."""
+    metrics.flush()
+    return prometheus_client.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+class Echo(AsyncWebsocketConsumer):
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        await self.send(text_data=text_data, bytes_data=bytes_data)
+        if text_data == "close":
+            await self.close(4321)
+
+
+class Refusing(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        await self.close()
+
+
+class Denying(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        raise DenyConnection(status=401)
+
+
+class Failing(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        raise RuntimeError("the handler is broken")
+
+
+class SyncEcho(WebsocketConsumer):
+    def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        self.send(text_data=text_data)
+
+
+def attempts(consumer: str, outcome: str) -> float:
+    return sample("tether_websocket_connection_attempts_total", consumer=consumer, outcome=outcome)
+
+
+# -- the plain parts -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "label"), [(1000, "1000"), (1006, "1006"), (4401, "4401"), (3999, "3xxx"), (4000, "4xxx"), (999, "other")]
+)
+def test_close_codes_are_kept_by_value_or_folded_into_a_range(code: int, label: str) -> None:
+    assert close_code_label(code) == label
+
+
+def test_message_kinds_never_carry_the_message_type() -> None:
+    assert message_kind({"type": "websocket.receive", "text": "hi"}) == "text"
+    assert message_kind({"type": "websocket.receive", "bytes": b"hi"}) == "binary"
+    assert message_kind({"type": "websocket.connect"}) == "connect"
+    assert message_kind({"type": "chat.message", "room": "lobby"}) == "layer"
+
+
+def test_a_value_on_a_bucket_bound_counts_in_that_bucket() -> None:
+    histogram = _Histogram(DURATION_BUCKETS)
+    for value in (0.0005, 0.0006, 99.0):
+        histogram.observe(value)
+    assert histogram.counts[0] == 1 and histogram.counts[1] == 1 and histogram.counts[-1] == 1
+    assert histogram.count == 3
+
+
+@pytest.mark.parametrize(("setting", "value"), [("TETHER_METRICS", "yes"), ("TETHER_METRICS_FLUSH_INTERVAL", 0)])
+def test_a_bad_setting_is_named(setting: str, value: object) -> None:
+    wrong = {"TETHER_METRICS": True, setting: value}
+    with pytest.raises(ImproperlyConfigured, match=setting), override_settings(**wrong):
+        pass
+    metrics.configure()
+    assert not metrics.enabled()
+
+
+# -- counting --------------------------------------------------------------------------------------------------------
+
+
+async def test_off_by_default_and_nothing_is_observed() -> None:
+    assert not metrics.enabled()
+    communicator = WebsocketCommunicator(Echo.as_asgi(), "/")
+    assert (await communicator.connect(WAIT))[0]
+    await communicator.disconnect()
+    response = metrics_view(RequestFactory().get("/metrics/"))
+    assert response.status_code == 404
+    assert b"TETHER_METRICS = True" in response.content
+
+
+async def test_frames_handlers_and_closes_of_an_accepted_connection(metrics_on: None) -> None:
+    before = {
+        "accepted": attempts("Echo", "accepted"),
+        "text": sample("tether_messages_received_total", consumer="Echo", kind="text"),
+        "binary_out": sample("tether_messages_sent_total", consumer="Echo", kind="binary"),
+        "4xxx": sample("tether_websocket_closes_total", consumer="Echo", code="4xxx"),
+        "1000": sample("tether_websocket_closes_total", consumer="Echo", code="1000"),
+        "handled": sample("tether_handler_duration_seconds_count", consumer="Echo", kind="text"),
+        "fast": sample("tether_handler_duration_seconds_bucket", consumer="Echo", kind="text", le="10.0"),
+    }
+    first = WebsocketCommunicator(Echo.as_asgi(), "/")
+    assert (await first.connect(WAIT))[0]
+    assert sample("tether_websocket_connections_open", consumer="Echo") == 1
+    await first.send_to(text_data="one")
+    await first.send_to(bytes_data=b"two")
+    await first.send_to(text_data="close")
+    for _ in range(3):
+        await first.receive_output(WAIT)
+    assert (await first.receive_output(WAIT)) == {"type": "websocket.close", "code": 4321}
+    await first.send_input({"type": "websocket.disconnect", "code": 4321})
+    await first.wait(WAIT)
+    second = WebsocketCommunicator(Echo.as_asgi(), "/")
+    assert (await second.connect(WAIT))[0]
+    await second.disconnect(1000)
+
+    assert attempts("Echo", "accepted") - before["accepted"] == 2
+    assert sample("tether_websocket_connections_open", consumer="Echo") == 0
+    assert sample("tether_messages_received_total", consumer="Echo", kind="text") - before["text"] == 2
+    assert sample("tether_messages_sent_total", consumer="Echo", kind="binary") - before["binary_out"] == 1
+    # The consumer's own close code, not the one the client echoed; the second closed by the client with 1000.
+    assert sample("tether_websocket_closes_total", consumer="Echo", code="4xxx") - before["4xxx"] == 1
+    assert sample("tether_websocket_closes_total", consumer="Echo", code="1000") - before["1000"] == 1
+    # Buckets are cumulative in the exposition: the two text handlers took well under 10 s.
+    assert sample("tether_handler_duration_seconds_count", consumer="Echo", kind="text") - before["handled"] == 2
+    assert (
+        sample("tether_handler_duration_seconds_bucket", consumer="Echo", kind="text", le="10.0") - before["fast"] == 2
+    )
+
+
+async def test_refused_denied_failed_and_abandoned_handshakes(metrics_on: None) -> None:
+    before = {
+        (name, outcome): attempts(name, outcome)
+        for name, outcome in [
+            ("Refusing", "refused"),
+            ("Denying", "denied"),
+            ("Failing", "failed"),
+            ("Echo", "abandoned"),
+        ]
+    }
+    communicator = WebsocketCommunicator(Refusing.as_asgi(), "/")
+    assert not (await communicator.connect(WAIT))[0]
+    communicator = WebsocketCommunicator(Denying.as_asgi(), "/", spec_version="2.4")
+    communicator.scope["extensions"] = {"websocket.http.response": {}}
+    await communicator.send_input({"type": "websocket.connect"})
+    assert (await communicator.receive_output(WAIT))["status"] == 401
+    await communicator.receive_output(WAIT)  # the body
+    await communicator.send_input({"type": "websocket.disconnect", "code": 1006})
+    await communicator.wait(WAIT)
+    communicator = WebsocketCommunicator(Failing.as_asgi(), "/")
+    with pytest.raises(RuntimeError, match="broken"):
+        await communicator.connect(WAIT)
+    communicator = WebsocketCommunicator(Echo.as_asgi(), "/")
+    await communicator.send_input({"type": "websocket.disconnect", "code": 1001})  # gone before any answer
+    await communicator.wait(WAIT)
+    for (name, outcome), count in before.items():
+        assert attempts(name, outcome) - count == 1, (name, outcome)
+
+
+async def test_a_sync_consumer_is_counted_too(metrics_on: None) -> None:
+    before = sample("tether_messages_sent_total", consumer="SyncEcho", kind="text")
+    communicator = WebsocketCommunicator(SyncEcho.as_asgi(), "/")
+    assert (await communicator.connect(WAIT))[0]
+    await communicator.send_to(text_data="hi")
+    assert await communicator.receive_from(WAIT) == "hi"
+    await communicator.disconnect()
+    assert sample("tether_messages_sent_total", consumer="SyncEcho", kind="text") - before == 1
+
+
+async def test_layer_calls_are_timed_and_their_errors_counted(metrics_on: None) -> None:
+    with override_settings(
+        CHANNEL_LAYERS={"default": {"BACKEND": "tether.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1}}}
+    ):
+        layer = channel_layers["default"]
+        assert isinstance(layer, InMemoryChannelLayer)  # still the layer's own class
+        sent = sample("tether_layer_operation_duration_seconds_count", alias="default", operation="send")
+        full = sample("tether_layer_errors_total", alias="default", operation="send", error="ChannelFull")
+        dropped = sample("tether_layer_dropped_messages_total", alias="default", reason="channel_full")
+        await layer.send("jobs", {"type": "job"})
+        with pytest.raises(ChannelFull):
+            await layer.send("jobs", {"type": "job"})
+        await layer.group_add("everyone", "jobs")
+        await layer.group_send("everyone", {"type": "job"})  # the member is full: dropped, counted by the layer
+        assert sample("tether_layer_operation_duration_seconds_count", alias="default", operation="send") - sent == 2
+        assert sample("tether_layer_errors_total", alias="default", operation="send", error="ChannelFull") - full == 1
+        assert sample("tether_layer_dropped_messages_total", alias="default", reason="channel_full") - dropped == 1
+        await layer.flush()
+
+
+async def test_the_view_serves_the_exposition_format(metrics_on: None) -> None:
+    communicator = WebsocketCommunicator(Echo.as_asgi(), "/")
+    assert (await communicator.connect(WAIT))[0]
+    await communicator.disconnect()
+    response = await asyncio.to_thread(metrics_view, RequestFactory().get("/metrics/"))
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain; version=")
+    assert b'tether_websocket_connection_attempts_total{consumer="Echo",outcome="accepted"}' in response.content
+    assert metrics_view(RequestFactory().post("/metrics/")).status_code == 405
+
+
+def test_the_docs_and_the_dashboard_name_the_metrics_that_exist() -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    exposed = {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in prometheus_client.REGISTRY.collect()
+        if family.name.startswith("tether_")
+    }
+    documented = set(re.findall(r"^\| `(tether_[a-z_]+)` \|", (docs / "observability.md").read_text(), re.MULTILINE))
+    assert documented == exposed
+    dashboard = json.dumps(json.loads((docs / "grafana" / "tether.json").read_text()))
+    used = {re.sub(r"_(bucket|sum|count)$", "", name) for name in re.findall(r"tether_[a-z_]+", dashboard)}
+    assert used == exposed
