@@ -5,16 +5,20 @@ tests/status/test_command_live.py and tests/example/test_status_page.py check th
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 from collections.abc import Iterator
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management import CommandError, call_command
 from django.test import override_settings
 
 from tether import status
 from tether.generic.websocket import AsyncWebsocketConsumer
 from tether.layers import channel_layers
 from tether.status.collect import Collector
+from tether.status.management.commands import tether_status
 from tether.status.publisher import publisher_for_running_loop
 from tether.status.snapshot import aggregate, drop_counts, render_text, top_groups
 from tether.testing import WebsocketCommunicator
@@ -122,3 +126,12 @@ async def test_a_served_connection_starts_the_publisher_which_reports_it(publish
         await communicator.disconnect()
         await layer.group_discard(status.GROUP, listener)
     assert not publisher.running
+
+
+def test_the_command_says_the_in_memory_layer_cannot_be_heard_from_outside(publishing: None) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    call_command(tether_status.Command(), "--wait", "0.2", "--json", stdout=out, stderr=err)
+    assert json.loads(out.getvalue())["totals"]["processes"] == 0
+    assert "in-memory channel layer" in err.getvalue()
+    with pytest.raises(CommandError, match="--wait must be a positive number"):
+        call_command(tether_status.Command(), "--wait", "0")

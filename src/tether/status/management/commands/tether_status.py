@@ -49,7 +49,11 @@ class Command(BaseCommand):
                 "The in-memory channel layer lives inside each server process: this command cannot hear them. "
                 "Use the admin page, or a Redis layer."
             )
-        summary = aggregate(asyncio.run(self._gather(layer, wait)))
+        try:
+            snapshots = asyncio.run(self._gather(layer, wait))
+        except Exception as exc:  # the layer's own errors (Redis unreachable, ...): say so, without a traceback
+            raise CommandError(f"Could not listen to the processes on the channel layer: {exc}") from exc
+        summary = aggregate(snapshots)
         if options["json"]:
             self.stdout.write(json.dumps(summary, indent=2, sort_keys=True))
         else:
