@@ -19,7 +19,7 @@ from tether.generic.websocket import AsyncWebsocketConsumer
 from tether.layers import channel_layers
 from tether.status.collect import Collector
 from tether.status.management.commands import tether_status
-from tether.status.publisher import publisher_for_running_loop
+from tether.status.publisher import Publisher, publisher_for_running_loop
 from tether.status.snapshot import aggregate, drop_counts, render_text, top_groups
 from tether.testing import WebsocketCommunicator
 
@@ -135,3 +135,18 @@ def test_the_command_says_the_in_memory_layer_cannot_be_heard_from_outside(publi
     assert "in-memory channel layer" in err.getvalue()
     with pytest.raises(CommandError, match="--wait must be a positive number"):
         call_command(tether_status.Command(), "--wait", "0")
+
+
+async def test_the_first_snapshot_has_no_rates_and_the_next_ones_count_per_second(publishing: None) -> None:
+    from tether import metrics
+
+    assert metrics.observer is not None
+    counts = metrics.observer.tally.consumer("RatedConsumer")
+    publisher = Publisher(asyncio.get_running_loop(), 1000.0)
+    await publisher.stop()  # before its task ran: the snapshots below are the test's own
+    first = await publisher.snapshot()
+    assert first["rates"] == {}
+    counts.sent_text += 50
+    await asyncio.sleep(0.05)
+    second = await publisher.snapshot()
+    assert 0 < second["rates"]["RatedConsumer"]["out"] <= 50 / 0.05

@@ -44,7 +44,8 @@ class Publisher:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
         self.interval = interval
-        self._previous: dict[str, dict[str, int]] = {}
+        #: The counts of the previous snapshot and when they were read; none before the first (no rate yet).
+        self._previous: dict[str, dict[str, int]] | None = None
         self._previous_at = time.monotonic()
         self._failing = False
         self._task: asyncio.Task[None] | None = loop.create_task(self._run(), name="tether-status-publisher")
@@ -89,7 +90,7 @@ class Publisher:
             "interval": self.interval,
             "open": sum(entry["open"] for entry in counts.values()),
             "consumers": counts,
-            "rates": rates(counts, self._previous, now - self._previous_at),
+            "rates": rates(counts, self._previous, now - self._previous_at) if self._previous is not None else {},
             "drops": drop_counts(layer_stats, rate_limit_counters()),
             "groups": top_groups(sizes),
             "layers": health,
