@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.layers.conftest import REDIS_URL
+from tests.layers.conftest import REDIS_URL, redis_layer_factory
 from tests.project.harness import copy_project, run_command, uvicorn_servers
 
 pytest.importorskip("prometheus_client", reason="the 'metrics' extra of django-tether is not installed")
@@ -48,11 +48,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, li
 
 
 async def _flush(prefix: str) -> None:
-    layer = RedisChannelLayer(hosts=[REDIS_URL], prefix=prefix)
-    try:
-        await layer.flush()
-    finally:
-        await layer.close()
+    async with redis_layer_factory("RedisChannelLayer")(prefix=prefix):
+        pass  # the factory flushes and closes the layer on the way out
 
 
 def status_until(project: Path, env: dict[str, str], done: Any, *args: str) -> str:
