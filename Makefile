@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 $(DEMO_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[server,redis]'
+	$(BIN)/python -m pip install --quiet -e '.[server,redis,metrics]'
 	touch $(DEMO_STAMP)
 
 test: $(STAMP) chromium

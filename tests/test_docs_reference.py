@@ -31,6 +31,11 @@ EXTRA_MODULES = [
     "tether.metrics.views",
     "tether.health",
     "tether.loop_lag",
+    "tether.status",
+    "tether.status.snapshot",
+    "tether.status.publisher",
+    "tether.status.collect",
+    "tether.status.consumer",
 ]
 MODULES = [*PUBLIC_NAMES, *EXTRA_MODULES]
 

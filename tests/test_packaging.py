@@ -22,7 +22,12 @@ ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 
 #: The files outside Python modules that the package must carry (pyproject.toml's package-data).
-DATA_FILES = ["tether/py.typed", "tether/static/tether/tether.js"]
+DATA_FILES = [
+    "tether/py.typed",
+    "tether/static/tether/tether.js",
+    "tether/status/static/tether/status.js",
+    "tether/status/templates/tether/status.html",
+]
 
 
 def build(kind: str, outdir: Path) -> Path:

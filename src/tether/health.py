@@ -25,7 +25,7 @@ from tether import loop_lag
 from tether.layers.base import BaseChannelLayer
 from tether.layers.manager import channel_layers
 
-__all__ = ["liveness_view", "readiness_view"]
+__all__ = ["check_layer", "liveness_view", "readiness_view"]
 
 logger = logging.getLogger("tether.health")
 
@@ -67,6 +67,12 @@ async def readiness_view(request: HttpRequest) -> JsonResponse:
     if not ready:
         logger.warning("Not ready: %s", {name: check for name, check in checks.items() if not check["ok"]})
     return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+
+
+async def check_layer(alias: str, timeout: float) -> dict[str, Any]:
+    """The readiness check of one layer, for other reporters (``tether.status``): ``{"ok": True, "seconds": ...}``
+    or ``{"ok": False, "error": ...}``; never raises for a failing layer."""
+    return await _check_layer(alias, timeout)
 
 
 async def _check_layer(alias: str, timeout: float) -> dict[str, Any]:

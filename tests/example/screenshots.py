@@ -1,4 +1,5 @@
-"""``make screenshots``: PNGs of the example's lobby, a room and the dashboard, for the README.
+"""``make screenshots``: PNGs of the example's lobby, a room and the dashboard, for the README, and of tether's status
+page in the admin, for docs/observability.md.
 
 Runs the example like the browser tests do (same page helpers), with the sample conversation of ``demo_data``,
 two people in a room and a guest in another, then photographs the three pages::
@@ -12,19 +13,29 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.example.browser import ExampleServer, chromium_missing, guest_page, launch_chromium, log_in, open_room, post
+from tests.example.browser import (
+    PASSWORD,
+    ExampleServer,
+    chromium_missing,
+    guest_page,
+    launch_chromium,
+    log_in,
+    open_room,
+    post,
+)
 
 __all__ = ["take_screenshots"]
 
 
 def take_screenshots(target: Path) -> list[Path]:
-    """Write lobby.png, room.png and dashboard.png into ``target``; returns their paths."""
+    """Write lobby.png, room.png, dashboard.png and status.png into ``target``; returns their paths."""
     from playwright.sync_api import sync_playwright
 
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tether-screenshots-") as workdir:
-        server = ExampleServer(Path(workdir))
+        server = ExampleServer(Path(workdir), extra_env={"DJANGO_SUPERUSER_PASSWORD": PASSWORD})
         server.prepare("ada", "grace")
+        server.manage("createsuperuser", "--noinput", "--username", "admin", "--email", "admin@example.com")
         server.manage("demo_data")
         server.start()
         try:
@@ -52,6 +63,14 @@ def take_screenshots(target: Path) -> list[Path]:
                 dashboard.goto(f"{server.url}/dashboard/")
                 dashboard.wait_for_function("document.getElementById('stat-online').textContent === '4'")
                 dashboard.screenshot(path=shots[2])
+                # The status page, with the connections above still open (ada's two tabs, grace, two guests).
+                status = log_in(browser, server, "admin").context.new_page()
+                status.set_viewport_size({"width": 1280, "height": 900})
+                status.goto(f"{server.url}/admin/tether/status/")
+                status.wait_for_function("document.getElementById('tether-status-processes').textContent === '1'")
+                status.wait_for_timeout(2500)  # two more snapshots: message rates over a whole interval
+                shots.append(target / "status.png")
+                status.screenshot(path=shots[3])
                 browser.close()
         finally:
             server.stop()

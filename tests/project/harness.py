@@ -7,6 +7,7 @@ process starts in its own session, and ``stop()`` kills the whole process group,
 
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
 import os
 import re
@@ -19,6 +20,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import tether
@@ -200,3 +202,25 @@ def csrf_token_in(html: str) -> str:
     match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
     assert match, f"No CSRF token in the page:\n{html}"
     return match[1]
+
+
+@contextlib.contextmanager
+def uvicorn_servers(project_dir: Path, count: int, **env: str) -> Iterator[list[str]]:
+    """``count`` uvicorn processes serving the project in ``project_dir`` with ``env``, each on a free port, ready
+    when this yields their ``host:port``; stopped on the way out."""
+    from tests.conftest import free_port
+
+    commands: list[Command] = []
+    hosts: list[str] = []
+    try:
+        for _ in range(count):
+            port = free_port()
+            arguments = ("project.asgi:application", "--host", "127.0.0.1", "--port", str(port), "--log-level", "info")
+            commands.append(Command(project_dir, *arguments, program=("-m", "uvicorn"), **env))
+            hosts.append(f"127.0.0.1:{port}")
+        for command in commands:
+            command.wait_for_line("Uvicorn running on", timeout=60)
+        yield hosts
+    finally:
+        for command in commands:
+            command.stop()

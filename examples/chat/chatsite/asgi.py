@@ -15,6 +15,7 @@ django_asgi_app = get_asgi_application()
 
 import chat.routing  # noqa: E402
 import dashboard.routing  # noqa: E402
+import tether.status.routing  # noqa: E402
 from tether.access_log import redact_tokens_in_access_log  # noqa: E402
 from tether.auth import AuthMiddlewareStack  # noqa: E402
 from tether.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -27,7 +28,14 @@ application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(chat.routing.websocket_urlpatterns + dashboard.routing.websocket_urlpatterns))
+            AuthMiddlewareStack(
+                URLRouter(
+                    chat.routing.websocket_urlpatterns
+                    + dashboard.routing.websocket_urlpatterns
+                    # The admin status page's socket: the consumer refuses anyone but active staff.
+                    + tether.status.routing.websocket_urlpatterns
+                )
+            )
         ),
         # Background work on named channels, served by `python manage.py runworker dashboard-ticker`.
         "channel": ChannelNameRouter(dashboard.routing.channel_routes),

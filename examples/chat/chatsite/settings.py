@@ -36,6 +36,8 @@ INSTALLED_APPS = [
     "chat",
     "notifications",
     "dashboard",
+    # The live status page in the admin (/admin/tether/status/) and `manage.py tether_status`; it reads the metrics.
+    "tether.status",
 ]
 
 MIDDLEWARE = [
@@ -49,6 +51,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "chatsite.urls"
+# tether's counts (the status page reads them); /metrics/ is not mounted in the example.
+TETHER_METRICS = True
 ASGI_APPLICATION = "chatsite.asgi.application"
 
 TEMPLATES = [

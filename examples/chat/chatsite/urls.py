@@ -1,4 +1,4 @@
-"""URLs of the example: the lobby and rooms, the dashboard, log in and out, the admin."""
+"""URLs of the example: the lobby and rooms, the dashboard, log in and out, the admin and tether's status page."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ urlpatterns = [
     path("dashboard/", include("dashboard.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # tether's live status page, staff only; before the admin's own URLs, which would answer 404 for it.
+    path("admin/tether/status/", include("tether.status.urls")),
     path("admin/", admin.site.urls),
 ]
 

@@ -325,6 +325,11 @@ class InMemoryChannelLayer(BaseChannelLayer):
         counts["groups"] = len(self._groups)
         return counts
 
+    def group_sizes(self) -> dict[str, int]:
+        """How many members each group has (this layer lives in one process, so these are the whole groups); read by
+        ``tether.status`` once a snapshot, not per message."""
+        return {group: len(members) for group, members in self._groups.items()}
+
     # Internals ---------------------------------------------------------------------------------------------------
 
     def _leave(self, group: str, channel: str) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from asgiref.sync import markcoroutinefunction
 
-from tether import loop_lag
+from tether import loop_lag, status
 from tether.metrics.tally import LIFECYCLE_KINDS, ConsumerCounts, Tally
 from tether.types import Message, Receive, Scope, Send
 
@@ -125,6 +125,8 @@ class Observer:
         """Run ``consumer(scope, receive, send)``, counting what it does. WebSocket connections count as
         connections (attempts, open, closes); every scope counts its messages and handler durations."""
         loop_lag.probe_for_running_loop()
+        if status.publishing:  # the tether.status app is installed: this process reports to its admin page
+            status.publish_from_running_loop()
         connection = _Connection(self.tally.consumer(type(consumer).__name__))
         # An instance attribute in front of the class's method: __call__ and the durable-settling path both look
         # ``dispatch`` up on the instance, so both are timed, and the consumer classes stay as they are.

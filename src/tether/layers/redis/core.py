@@ -284,6 +284,12 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
 
     # Housekeeping --------------------------------------------------------------------------------------------------
 
+    def group_sizes(self) -> dict[str, int]:
+        """How many of this process's channels each group had in the last member list Redis sent it (a group this
+        process received nothing for is not listed: counting members here would mean asking Redis per group); read
+        by ``tether.status`` once a snapshot, not per message."""
+        return self._member_lists.sizes()
+
     async def flush(self) -> None:
         """Delete every key under this layer's ``prefix`` (``SCAN`` + ``UNLINK``; never ``FLUSHDB``) and drop what
         this process holds. Receivers that are waiting keep waiting."""

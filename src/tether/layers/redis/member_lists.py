@@ -96,6 +96,10 @@ class MemberLists:
             del self._used[group]
             self._lists.pop(group, None)
 
+    def sizes(self) -> dict[str, int]:
+        """Group -> how many members of this process its kept list holds."""
+        return {group: len(kept.members) for group, kept in list(self._lists.items())}
+
     def clear(self) -> None:
         self._lists.clear()
         self._used.clear()

@@ -185,6 +185,11 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
 
     # Housekeeping --------------------------------------------------------------------------------------------------
 
+    def group_sizes(self) -> dict[str, int]:
+        """How many of this process's channels each group has (members in other processes are not known here
+        without asking Redis); read by ``tether.status`` once a snapshot, not per message."""
+        return {group: len(members) for group, members in self._groups.items()}
+
     async def flush(self) -> None:
         """Drop this process's groups and buffered messages (pub/sub stores nothing in Redis)."""
         state = self._loops.get()
