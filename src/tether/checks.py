@@ -16,8 +16,9 @@ E006        A layer ``BACKEND`` cannot be imported.
 E007        A layer ``CONFIG`` or ``TEST_CONFIG`` is refused by the backend.
 E008        ``TETHER_ALLOWED_ORIGINS`` is not a list of origins.
 E009        ``TETHER_FOLLOW_LOGIN_LAYER`` names no layer of ``CHANNEL_LAYERS``.
-E010        ``TETHER_MAX_MESSAGE_SIZE`` is not a positive number of bytes, or a ping or handshake time is not a positive
-            number of seconds.
+E010        ``TETHER_MAX_MESSAGE_SIZE`` is not a positive number of bytes, a ping or handshake time is not a positive
+            number of seconds, ``TETHER_OUTBOUND_QUEUE_SIZE`` is not a positive number of messages, or
+            ``TETHER_SLOW_CLIENT_POLICY`` names no policy.
 W001        The in-memory layer while the environment asks for several server processes.
 W002        Another app's ``runserver`` comes before tether's in INSTALLED_APPS.
 W003        ``ALLOWED_HOSTS`` allows every host and ``TETHER_ALLOWED_ORIGINS`` is not set: any site's pages may
@@ -43,7 +44,14 @@ from django.utils.module_loading import import_string
 
 from tether.layers.inmemory import InMemoryChannelLayer
 from tether.layers.manager import channel_layers
-from tether.limits import handshake_timeout, max_message_size, ws_ping_interval, ws_ping_timeout
+from tether.limits import (
+    handshake_timeout,
+    max_message_size,
+    outbound_queue_size,
+    slow_client_policy,
+    ws_ping_interval,
+    ws_ping_timeout,
+)
 from tether.security.origins import ExactOrigins
 
 __all__ = [
@@ -348,7 +356,14 @@ def _check_allowed_origins(configured: Any) -> list[CheckMessage]:
 def check_limits(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """E010: a limit setting is not a positive number (the server would refuse to start)."""
     errors: list[CheckMessage] = []
-    for read in (max_message_size, ws_ping_interval, ws_ping_timeout, handshake_timeout):
+    for read in (
+        max_message_size,
+        ws_ping_interval,
+        ws_ping_timeout,
+        handshake_timeout,
+        outbound_queue_size,
+        slow_client_policy,
+    ):
         try:
             read()
         except ImproperlyConfigured as exc:
