@@ -144,6 +144,7 @@ class Outbox:
         self.queue: deque[list[Any]] = deque()
         self.keyed: dict[Hashable, list[Any]] = {}
         self.writer: asyncio.Task[None] | None = None
+        self.closer: asyncio.Task[None] | None = None
         self.logged = False
         self.limit = 0
         self.chosen = ""
@@ -202,13 +203,14 @@ class Outbox:
         if self.chosen == "disconnect":
             self.disconnect_slow_client()
             return
-        head = queue[0]
-        if head[1].get("type") != "websocket.send":  # a close or the like keeps its place; nothing else is dropped
-            return
-        queue.popleft()
-        if head[0] is not None:
-            del self.keyed[head[0]]
-        self.note("messages_dropped")
+        # The oldest frame goes; a close (or any other event) keeps its place, and is only ever first or last.
+        for index, (key, message) in enumerate(queue):
+            if message.get("type") == "websocket.send":
+                del queue[index]
+                if key is not None:
+                    del self.keyed[key]
+                self.note("messages_dropped")
+                return
 
     def note(self, counter: str) -> None:
         """Count a drop, a conflation or a disconnect; log the first of them on this connection."""
@@ -238,14 +240,17 @@ class Outbox:
             )
 
     def disconnect_slow_client(self) -> None:
-        """Discard the queue and have the writer close the connection with ``SLOW_CLIENT``."""
+        """Discard the queue, stop the writer and close the connection with ``SLOW_CLIENT`` in a task of its own."""
         self.note("slow_client_disconnects")
-        _counters["messages_discarded"] += len(self.queue)
+        # The waiting messages, and the one in the server's hands when it pushed back (there always is one).
+        _counters["messages_discarded"] += len(self.queue) + 1
         self.queue.clear()
         self.keyed.clear()
         self.state = State.CLOSING
-        if self.writer is not None:
-            self.writer.cancel()  # it waits in the server's send; it closes the connection once cancelled
+        writer = self.writer
+        if writer is not None:
+            writer.cancel()  # it waits in the server's send
+        self.closer = asyncio.get_running_loop().create_task(self.close_slow_client(writer))
 
     async def write(self, rest: _Resumed) -> None:
         """The writer: finish the suspended send, then send the waiting messages in order, then go back to direct."""
@@ -258,33 +263,25 @@ class Outbox:
                     del self.keyed[key]
                 await self.server_send(message)
                 message = None
-        except asyncio.CancelledError:
-            if self.state is not State.CLOSING:
-                raise
-            # The cancellation was ours (disconnect_slow_client): take it back, as asyncio.timeout does (Python 3.11
-            # counts cancellation requests; 3.10 keeps no count).
-            uncancel = getattr(asyncio.current_task(), "uncancel", None)
-            if uncancel is not None:
-                uncancel()
-            await self.close_slow_client()
-            return
         except OSError:  # the client went away; the disconnect event is on its way
-            self.state = State.CLOSED
-            queue.clear()
-            self.keyed.clear()
+            self.stop()
             return
         except Exception:
             logger.exception("%s: the server refused a queued message; the rest of the queue is dropped.", self.name())
-            self.state = State.CLOSED
-            queue.clear()
-            self.keyed.clear()
+            self.stop()
             return
         self.writer = None
-        if self.state is State.QUEUEING:
-            self.state = State.DIRECT
+        self.state = State.DIRECT
 
-    async def close_slow_client(self) -> None:
+    def stop(self) -> None:
+        self.state = State.CLOSED
+        self.queue.clear()
+        self.keyed.clear()
+
+    async def close_slow_client(self, writer: asyncio.Task[None] | None) -> None:
         """Close with ``SLOW_CLIENT`` if the server takes the close frame within ``CLOSE_GRACE``; else abort."""
+        if writer is not None:
+            await asyncio.gather(writer, return_exceptions=True)
         self.state = State.CLOSED
         close = {"type": "websocket.close", "code": SLOW_CLIENT, "reason": "client too slow"}
         try:
@@ -298,14 +295,13 @@ class Outbox:
                 )
 
     async def close(self) -> None:
-        """Cancel the writer, if any, and wait for it: the connection has ended, nothing more reaches the client."""
-        self.state = State.CLOSED
-        writer, self.writer = self.writer, None
-        if writer is not None and not writer.done():
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
-        self.queue.clear()
-        self.keyed.clear()
+        """Cancel the writer and the closer, if any, and wait for them: the connection has ended."""
+        self.stop()
+        tasks = [task for task in (self.writer, self.closer) if task is not None and not task.done()]
+        self.writer = self.closer = None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def abort_connection(server_send: Send) -> bool:
