@@ -39,7 +39,7 @@ from typing import Any
 from tether.limits import SLOW_CLIENT
 from tether.types import Message, Send
 
-__all__ = ["CLOSE_GRACE", "Outbox", "snapshot"]
+__all__ = ["CLOSE_GRACE", "Outbox", "State", "abort_connection", "snapshot"]
 
 logger = logging.getLogger("tether.outbound")
 
