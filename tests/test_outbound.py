@@ -388,7 +388,9 @@ async def test_a_client_that_never_reads_gets_the_policy_and_others_are_unaffect
             stats = await wait_for_stats(other, lambda stats: stats["flood"]["done"])
             grown = rss_bytes(process.pid) - before
             counters, sent = stats["counters"], stats["flood"]["sent"]
-            assert counters["backlogs"] == 1
+            # An async flood never lets the writer run, so its backlog starts once; a sync one hands the loop each
+            # frame, so the writer may catch up while the kernel's buffers still take data, and start again.
+            assert counters["backlogs"] == 1 if route == "/flood/" else counters["backlogs"] >= 1
             assert grown < 16_000_000, f"the server grew by {grown / 1e6:.1f} MB"
 
             if policy == "disconnect":
