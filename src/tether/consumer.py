@@ -278,6 +278,8 @@ class AsyncConsumer:
     async def send(self, message: Message) -> None:
         """Send an ASGI event to the client's server.
 
+        On a WebSocket it goes through the connection's outbound queue (``tether.outbound``): it never waits for a
+        client that reads slowly; ``slow_client_policy`` decides what happens when too many events wait for one.
         Raises the server's ``OSError`` when the client has gone away; the handler then ends quietly (see
         ``dispatch``) and the disconnect event that follows ends the consumer.
         """
@@ -309,7 +311,8 @@ class SyncConsumer(AsyncConsumer):
                 raise
 
     def send(self, message: Message) -> None:  # type: ignore[override]
-        """Send an ASGI event to the client's server (blocking until the server has taken it).
+        """Send an ASGI event to the client's server (blocking until the server has taken it, or, on a WebSocket,
+        until the outbound queue has: the thread never waits for a slow client).
 
         Raises the server's ``OSError`` when the client has gone away, which ends the handler quietly.
         """
