@@ -43,6 +43,7 @@ class PausableSend:
         self.writable.set()
         self.transport = self  # abort_connection finds the transport on the send's object, as with uvicorn
         self.aborted = False
+        self.trickle = False  # take one message each time writable is set, as a client that reads slowly
 
     def abort(self) -> None:
         self.aborted = True
@@ -50,6 +51,8 @@ class PausableSend:
     async def send(self, message: dict[str, Any]) -> None:
         await self.writable.wait()
         self.sent.append(message)
+        if self.trickle:
+            self.writable.clear()
 
 
 def frame(n: int, key: int | None = None) -> dict[str, Any]:
@@ -60,18 +63,25 @@ def numbers(messages: list[dict[str, Any]]) -> list[int]:
     return [json.loads(m["text"])["n"] for m in messages if m["type"] == "websocket.send"]
 
 
-def outbox(server: PausableSend, policy: str, size: int = 4) -> Outbox:
+def outbox(server: PausableSend, policy: str, size: int = 4, stall: float = WAIT) -> Outbox:
     def key(message: dict[str, Any]) -> Any:
         return json.loads(message["text"])["key"]
 
-    return Outbox(server.send, policy=lambda: policy, size=lambda: size, conflate_key=key, name=lambda: "test")
+    return Outbox(
+        server.send,
+        policy=lambda: policy,
+        size=lambda: size,
+        conflate_key=key,
+        name=lambda: "test",
+        stall_timeout=lambda: stall,
+    )
 
 
-def paused(policy: str, size: int = 4) -> tuple[PausableSend, Outbox]:
+def paused(policy: str, size: int = 4, stall: float = WAIT) -> tuple[PausableSend, Outbox]:
     """An outbox whose server pushes back from the first message on."""
     server = PausableSend()
     server.writable.clear()
-    return server, outbox(server, policy, size)
+    return server, outbox(server, policy, size, stall)
 
 
 async def settle(server: PausableSend, box: Outbox) -> None:
@@ -174,6 +184,40 @@ async def test_disconnect_aborts_a_client_that_does_not_take_the_close(monkeypat
     await asyncio.wait_for(asyncio.shield(box.closer), WAIT)  # type: ignore[arg-type]
     assert server.aborted and server.sent == []
     await box.close()
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "conflate"])
+async def test_a_client_that_takes_nothing_for_the_stall_timeout_is_closed_whatever_the_policy(monkeypatch, policy):
+    monkeypatch.setattr(outbound, "CLOSE_GRACE", 0.05)
+    before = snapshot()
+    server, box = paused(policy, stall=0.1)
+    await box.send(frame(0))
+    await box.send(frame(1))
+    deadline = time.monotonic() + WAIT
+    while box.closer is None:  # the watchdog fires once 0.1 s pass without progress
+        assert time.monotonic() < deadline, "the stalled client was never closed"
+        await asyncio.sleep(0.02)
+    await asyncio.wait_for(asyncio.shield(box.closer), WAIT)
+    assert server.aborted and snapshot()["slow_client_disconnects"] == before["slow_client_disconnects"] + 1
+    await box.close()
+
+
+async def test_a_client_that_reads_slowly_is_not_taken_for_stalled():
+    server, box = paused("drop_oldest", size=100, stall=1.0)
+    server.trickle = True
+    for n in range(20):
+        await box.send(frame(n))
+    for taken in range(1, 20):  # one frame taken every 0.05 s: 1 s in all, but never 1 s without one
+        server.writable.set()
+        for _ in range(100):  # a few loop turns until the writer took it
+            if len(server.sent) == taken:
+                break
+            await asyncio.sleep(0)
+        assert len(server.sent) == taken
+        await asyncio.sleep(0.05)
+    server.trickle = False
+    await settle(server, box)
+    assert numbers(server.sent) == list(range(20)) and box.closer is None
 
 
 async def test_close_cancels_the_writer():

@@ -22,7 +22,13 @@ from tether.exceptions import StopConsumer
 from tether.layers import get_channel_layer
 from tether.layers.base import BaseChannelLayer
 from tether.layers.durable import Delivery
-from tether.limits import check_slow_client_policy, outbound_queue_size, slow_client_policy
+from tether.limits import (
+    check_slow_client_policy,
+    outbound_queue_size,
+    slow_client_policy,
+    ws_ping_interval,
+    ws_ping_timeout,
+)
 from tether.outbound import Outbox
 from tether.types import ASGIApp, Message, Receive, Scope, Send
 from tether.utils import name_that_thing
@@ -99,6 +105,11 @@ def _handled_failure(consumer: AsyncConsumer, message: Message, error: Exception
         "%s raised while handling a %r message; the connection ends.", name_that_thing(consumer), message["type"]
     )
     return False
+
+
+def _stall_timeout() -> float:
+    """Seconds a WebSocket client may take nothing while frames wait for it: the keepalive's verdict on a dead peer."""
+    return ws_ping_interval() + ws_ping_timeout()
 
 
 def _check_outbound_options(cls: type[AsyncConsumer], initkwargs: dict[str, Any]) -> None:
@@ -193,6 +204,7 @@ class AsyncConsumer:
                 size=self._outbound_queue_size,
                 conflate_key=self.conflate_key,
                 name=functools.partial(name_that_thing, self),
+                stall_timeout=_stall_timeout,
             )
             send = outbox.send
         self.base_send = async_to_sync(send) if self._sync else send

@@ -23,6 +23,9 @@ never waits for its client. When the queue is full, the policy decides:
 * ``conflate``: a message replaces the waiting one with the same ``conflate_key`` (in its place in the queue), so
   only the latest value per key waits; when the keys alone fill the queue, the oldest is dropped.
 
+Whatever the policy, a client that took nothing for the stall timeout while messages waited (the keepalive's
+interval + timeout: the time after which a silent peer counts as dead) is closed as for ``disconnect``.
+
 Only ``websocket.send`` messages are dropped or conflated; a close always keeps its place. Each drop, conflation and
 slow-client disconnect is counted in this module's counters (``snapshot()``) and logged once per connection.
 """
@@ -120,8 +123,9 @@ class Outbox:
 
     ``policy`` is ``"disconnect"``, ``"drop_oldest"`` or ``"conflate"`` (checked by the caller), ``size`` the most
     messages that may wait, ``conflate_key`` gives a message's key under ``conflate`` (``None``: never conflated),
-    and ``name`` names the consumer in the log. ``close()`` cancels the writer and must be awaited when the
-    connection ends.
+    ``name`` names the consumer in the log, and ``stall_timeout`` gives the seconds after which a client that took
+    nothing while messages waited is closed. The callables are read when the client first falls behind. ``close()``
+    cancels the writer and must be awaited when the connection ends.
     """
 
     def __init__(
@@ -132,6 +136,7 @@ class Outbox:
         size: Callable[[], int],
         conflate_key: Callable[[Message], Hashable | None],
         name: Callable[[], str],
+        stall_timeout: Callable[[], float],
     ) -> None:
         self.server_send = server_send
         self.state = State.DIRECT
@@ -140,6 +145,10 @@ class Outbox:
         self.size = size
         self.conflate_key = conflate_key
         self.name = name
+        self.stall_timeout = stall_timeout
+        # Sends the writer completed, and the timer that checks it completes some (see check_stall).
+        self.progress = 0
+        self.watchdog: asyncio.TimerHandle | None = None
         # Waiting messages as [key, message]: a conflated message replaces the message of the entry in place.
         self.queue: deque[list[Any]] = deque()
         self.keyed: dict[Hashable, list[Any]] = {}
@@ -171,7 +180,24 @@ class Outbox:
         self.chosen = self.policy()
         self.state = State.QUEUEING
         _counters["backlogs"] += 1
-        self.writer = asyncio.get_running_loop().create_task(self.write(rest))
+        loop = asyncio.get_running_loop()
+        self.writer = loop.create_task(self.write(rest))
+        stall = self.stall_timeout()
+        self.watchdog = loop.call_later(stall, self.check_stall, self.progress, stall)
+
+    def check_stall(self, progress: int, stall: float) -> None:
+        """A client that took nothing for ``stall`` seconds while frames waited is gone: close it, whatever the policy.
+
+        Without this, a client that stops reading under ``drop_oldest`` or ``conflate`` would keep its connection
+        for good: uvicorn's keepalive closes a transport by waiting for the unread data to be written.
+        """
+        self.watchdog = None
+        if self.state is not State.QUEUEING:
+            return
+        if self.progress == progress:
+            self.disconnect_slow_client(f"it took nothing for {stall:g} s")
+            return
+        self.watchdog = asyncio.get_running_loop().call_later(stall, self.check_stall, self.progress, stall)
 
     def enqueue(self, message: Message) -> None:
         state = self.state
@@ -201,7 +227,7 @@ class Outbox:
         if len(queue) <= self.limit:
             return
         if self.chosen == "disconnect":
-            self.disconnect_slow_client()
+            self.disconnect_slow_client(f"{self.limit} messages are waiting (outbound_queue_size)")
             return
         # The oldest frame goes; a close (or any other event) keeps its place, and is only ever first or last.
         for index, (key, message) in enumerate(queue):
@@ -213,20 +239,10 @@ class Outbox:
                 return
 
     def note(self, counter: str) -> None:
-        """Count a drop, a conflation or a disconnect; log the first of them on this connection."""
+        """Count a drop or a conflation; log the first of them on this connection."""
         _counters[counter] += 1
-        if self.logged:
-            return
-        self.logged = True
-        if self.chosen == "disconnect":
-            logger.warning(
-                "%s: the client reads slower than it is sent to and %d messages are waiting (outbound_queue_size); "
-                "closing with %d (slow_client_policy 'disconnect').",
-                self.name(),
-                self.limit,
-                SLOW_CLIENT,
-            )
-        else:
+        if not self.logged:
+            self.logged = True
             logger.warning(
                 "%s: the client reads slower than it is sent to and %d messages are waiting (outbound_queue_size); "
                 "slow_client_policy %r: %s from now on, counted in tether.outbound.snapshot() and not logged again "
@@ -239,14 +255,22 @@ class Outbox:
                 else "only the latest message per conflate_key waits",
             )
 
-    def disconnect_slow_client(self) -> None:
+    def disconnect_slow_client(self, why: str) -> None:
         """Discard the queue, stop the writer and close the connection with ``SLOW_CLIENT`` in a task of its own."""
-        self.note("slow_client_disconnects")
+        _counters["slow_client_disconnects"] += 1
+        logger.warning(
+            "%s: the client reads slower than it is sent to and %s; closing with %d (slow_client_policy %r).",
+            self.name(),
+            why,
+            SLOW_CLIENT,
+            self.chosen,
+        )
         # The waiting messages, and the one in the server's hands when it pushed back (there always is one).
         _counters["messages_discarded"] += len(self.queue) + 1
         self.queue.clear()
         self.keyed.clear()
         self.state = State.CLOSING
+        self.stop_watchdog()
         writer = self.writer
         if writer is not None:
             writer.cancel()  # it waits in the server's send
@@ -257,12 +281,14 @@ class Outbox:
         queue = self.queue
         try:
             await rest
+            self.progress += 1
             while queue:
                 key, message = queue.popleft()
                 if key is not None:
                     del self.keyed[key]
                 await self.server_send(message)
                 message = None
+                self.progress += 1
         except OSError:  # the client went away; the disconnect event is on its way
             self.stop()
             return
@@ -272,8 +298,15 @@ class Outbox:
             return
         self.writer = None
         self.state = State.DIRECT
+        self.stop_watchdog()
+
+    def stop_watchdog(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
 
     def stop(self) -> None:
+        self.stop_watchdog()
         self.state = State.CLOSED
         self.queue.clear()
         self.keyed.clear()
