@@ -260,6 +260,8 @@ SERVER_SCRIPT = textwrap.dedent(
         INSTALLED_APPS=["tether"],
         SECRET_KEY="not secret",
         TETHER_SLOW_CLIENT_POLICY=os.environ["POLICY"],
+        TETHER_WS_PING_INTERVAL=float(os.environ.get("PING", 20)),
+        TETHER_WS_PING_TIMEOUT=float(os.environ.get("PING", 20)),
     )
     django.setup()
 
@@ -393,6 +395,17 @@ async def wait_for_stats(other: Any, until: Any) -> dict[str, Any]:
         await asyncio.sleep(0.05)
 
 
+async def start_server(tmp_path: Path, **env: str) -> tuple[asyncio.subprocess.Process, int]:
+    """``SERVER_SCRIPT`` in a subprocess (to read its RSS), with ``env`` added to the environment; and its port."""
+    script = tmp_path / "server.py"
+    script.write_text(SERVER_SCRIPT)
+    environment = {**os.environ, "PYTHONPATH": str(SRC_DIR), "PYTHONUNBUFFERED": "1", **env}
+    environment.pop("DJANGO_SETTINGS_MODULE", None)
+    process = await asyncio.create_subprocess_exec(sys.executable, str(script), stdout=subprocess.PIPE, env=environment)
+    assert process.stdout is not None
+    return process, int(await asyncio.wait_for(process.stdout.readline(), WAIT))
+
+
 #: When the client that finally reads has all it will get: the last message (drop_oldest), the last one of each key
 #: (conflate), or never: it reads until the connection ends (disconnect).
 ENOUGH = {
@@ -415,15 +428,9 @@ async def test_a_client_that_never_reads_gets_the_policy_and_others_are_unaffect
     buffers full); a sync consumer stopped there held the thread of every sync consumer of the process, so the other
     client's handshake timed out.
     """
-    script = tmp_path / "server.py"
-    script.write_text(SERVER_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": str(SRC_DIR), "PYTHONUNBUFFERED": "1", "POLICY": policy}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    process = await asyncio.create_subprocess_exec(sys.executable, str(script), stdout=subprocess.PIPE, env=env)
+    process, port = await start_server(tmp_path, POLICY=policy)
     raw = None
     try:
-        assert process.stdout is not None
-        port = int(await asyncio.wait_for(process.stdout.readline(), WAIT))
         async with websockets.connect(f"ws://127.0.0.1:{port}/echo/", open_timeout=WAIT, compression=None) as other:
             await wait_for_stats(other, lambda stats: True)
             before = rss_bytes(process.pid)
@@ -466,6 +473,25 @@ async def test_a_client_that_never_reads_gets_the_policy_and_others_are_unaffect
             latest = {message["key"]: message["n"] for message in received}
             assert latest == {key: 9_990 + key for key in range(10)}
             assert len(seen) + counters["messages_conflated"] == 10_000 and counters["messages_dropped"] == 0
+    finally:
+        if raw is not None:
+            raw.close()
+        process.terminate()
+        await asyncio.wait_for(process.wait(), WAIT)
+
+
+async def test_a_client_that_stops_reading_is_closed_under_drop_oldest_too(tmp_path):
+    """With the keepalive at 0.5 s + 0.5 s, a client that took nothing for 1 s while frames waited is cut, though its
+    policy never disconnects for a full queue; uvicorn's keepalive alone left such a connection open for good."""
+    process, port = await start_server(tmp_path, POLICY="drop_oldest", PING="0.5")
+    raw = None
+    try:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/echo/", open_timeout=WAIT, compression=None) as other:
+            raw = await asyncio.to_thread(open_raw_websocket, port, "/flood/")
+            raw.sendall(masked_text_frame("go"))  # and read nothing, ever
+            stats = await wait_for_stats(other, lambda stats: stats["flood"]["closed"] is not None)
+        assert stats["flood"] == {"sent": 10_000, "done": True, "closed": 1005}
+        assert stats["counters"]["slow_client_disconnects"] == 1
     finally:
         if raw is not None:
             raw.close()
