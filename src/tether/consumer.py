@@ -246,7 +246,11 @@ class AsyncConsumer:
         return "websocket.send"
 
     def _slow_client_policy(self) -> str:
-        return self.slow_client_policy or slow_client_policy()
+        """The policy, read when the client first falls behind; checked again for a consumer built without
+        ``as_asgi()`` (a typo would otherwise pass for ``drop_oldest``)."""
+        if self.slow_client_policy is None:
+            return slow_client_policy()
+        return check_slow_client_policy(self.slow_client_policy, f"{type(self).__name__}.slow_client_policy")
 
     def _outbound_queue_size(self) -> int:
         return self.outbound_queue_size or outbound_queue_size()
