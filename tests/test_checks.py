@@ -157,6 +157,8 @@ def test_every_layer_alias_is_checked():
         ("TETHER_WS_PING_INTERVAL", 0, "TETHER_WS_PING_INTERVAL must be a positive number of seconds"),
         ("TETHER_WS_PING_TIMEOUT", None, "TETHER_WS_PING_TIMEOUT must be a positive number of seconds"),
         ("TETHER_HANDSHAKE_TIMEOUT", "5", "TETHER_HANDSHAKE_TIMEOUT must be a positive number of seconds"),
+        ("TETHER_OUTBOUND_QUEUE_SIZE", 0, "TETHER_OUTBOUND_QUEUE_SIZE must be a positive number of messages"),
+        ("TETHER_SLOW_CLIENT_POLICY", "drop", "TETHER_SLOW_CLIENT_POLICY must be one of 'disconnect', 'drop_oldest'"),
     ],
 )
 def test_a_limit_that_is_not_a_positive_number_is_e010(setting, value, message):

@@ -23,6 +23,7 @@ EXTRA_MODULES = [
     "tether.dispatch",
     "tether.layers.durable",
     "tether.limits",
+    "tether.outbound",
     "tether.denial",
     "tether.handshake",
     "tether.drain",

@@ -16,8 +16,9 @@ E006        A layer ``BACKEND`` cannot be imported.
 E007        A layer ``CONFIG`` or ``TEST_CONFIG`` is refused by the backend.
 E008        ``TETHER_ALLOWED_ORIGINS`` is not a list of origins.
 E009        ``TETHER_FOLLOW_LOGIN_LAYER`` names no layer of ``CHANNEL_LAYERS``.
-E010        ``TETHER_MAX_MESSAGE_SIZE`` is not a positive number of bytes, or a ping or handshake time is not a positive
-            number of seconds.
+E010        ``TETHER_MAX_MESSAGE_SIZE`` is not a positive number of bytes, a ping or handshake time is not a positive
+            number of seconds, ``TETHER_OUTBOUND_QUEUE_SIZE`` is not a positive number of messages, or
+            ``TETHER_SLOW_CLIENT_POLICY`` names no policy.
 E011        ``TETHER_RATE_LIMITS`` is not a dict of readable rates and options.
 E012        ``TETHER_DRAIN_WINDOW`` is not a number of seconds of at least 0, or ``TETHER_DRAIN_TIMEOUT`` is not a
             positive number of seconds at least as long as the window.
@@ -51,6 +52,8 @@ from tether.limits import (
     drain_window,
     handshake_timeout,
     max_message_size,
+    outbound_queue_size,
+    slow_client_policy,
     ws_ping_interval,
     ws_ping_timeout,
 )
@@ -360,7 +363,14 @@ def _check_allowed_origins(configured: Any) -> list[CheckMessage]:
 def check_limits(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """E010: a limit setting is not a positive number (the server would refuse to start)."""
     errors: list[CheckMessage] = []
-    for read in (max_message_size, ws_ping_interval, ws_ping_timeout, handshake_timeout):
+    for read in (
+        max_message_size,
+        ws_ping_interval,
+        ws_ping_timeout,
+        handshake_timeout,
+        outbound_queue_size,
+        slow_client_policy,
+    ):
         try:
             read()
         except ImproperlyConfigured as exc:

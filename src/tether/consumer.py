@@ -23,6 +23,14 @@ from tether.exceptions import StopConsumer
 from tether.layers import get_channel_layer
 from tether.layers.base import BaseChannelLayer
 from tether.layers.durable import Delivery
+from tether.limits import (
+    check_slow_client_policy,
+    outbound_queue_size,
+    slow_client_policy,
+    ws_ping_interval,
+    ws_ping_timeout,
+)
+from tether.outbound import Outbox
 from tether.types import ASGIApp, Message, Receive, Scope, Send
 from tether.utils import name_that_thing
 
@@ -109,12 +117,31 @@ def _handled_failure(consumer: AsyncConsumer, message: Message, error: Exception
     return False
 
 
+def _stall_timeout() -> float:
+    """Seconds a WebSocket client may take nothing while frames wait for it: the keepalive's verdict on a dead peer."""
+    return ws_ping_interval() + ws_ping_timeout()
+
+
+def _check_outbound_options(cls: type[AsyncConsumer], initkwargs: dict[str, Any]) -> None:
+    """Refuse a bad ``slow_client_policy`` or ``outbound_queue_size`` when the application is built."""
+    policy = initkwargs.get("slow_client_policy", cls.slow_client_policy)
+    if policy is not None:
+        check_slow_client_policy(policy, f"{cls.__name__}.slow_client_policy")
+    size = initkwargs.get("outbound_queue_size", cls.outbound_queue_size)
+    if size is not None and (type(size) is not int or size <= 0):
+        raise ValueError(
+            f"{cls.__name__}.outbound_queue_size must be a positive number of messages, or None for "
+            f"TETHER_OUTBOUND_QUEUE_SIZE, not {size!r}."
+        )
+
+
 class AsyncConsumer:
     """The base consumer for asyncio code: handlers are ``async def`` methods named after message types.
 
     Subclass it and route ``MyConsumer.as_asgi()``. ``channel_layer_alias`` picks the layer from ``CHANNEL_LAYERS``.
-    ``max_concurrency``, ``concurrency_key`` and ``cancel_on_disconnect`` control how messages are dispatched
-    (docs/limits.md).
+    ``max_concurrency``, ``concurrency_key`` and ``cancel_on_disconnect`` control how messages are dispatched, and
+    ``slow_client_policy``, ``outbound_queue_size`` and ``conflate_key`` what happens to a WebSocket client that
+    reads slower than it is sent to (docs/limits.md).
     """
 
     _sync: ClassVar[bool] = False
@@ -126,6 +153,13 @@ class AsyncConsumer:
     #: handler never keeps a dead connection alive. ``False`` keeps Channels' way: the disconnect waits its turn.
     #: Sync consumers always wait: their handlers run in a thread, which cannot be cancelled.
     cancel_on_disconnect: ClassVar[bool] = True
+    #: What happens when a WebSocket client reads slower than it is sent to and ``outbound_queue_size`` messages
+    #: wait: ``"disconnect"`` (close with 4008), ``"drop_oldest"`` or ``"conflate"`` (see ``conflate_key``).
+    #: ``None`` means the project's ``TETHER_SLOW_CLIENT_POLICY`` (``"disconnect"`` by default).
+    slow_client_policy: ClassVar[str | None] = None
+    #: How many outgoing messages may wait for a slow WebSocket client; ``None`` means the project's
+    #: ``TETHER_OUTBOUND_QUEUE_SIZE`` (256 by default). Messages only wait once the server pushes back.
+    outbound_queue_size: ClassVar[int | None] = None
 
     scope: Scope
     _client_gone: bool = False
@@ -144,6 +178,7 @@ class AsyncConsumer:
         When the class keeps tether's ``__init__``, each keyword sets the class attribute of that name on the
         instance, and a keyword that names no attribute is a ``TypeError`` now rather than at the first connection.
         """
+        _check_outbound_options(cls, initkwargs)
         if cls.__init__ is AsyncConsumer.__init__:
             unknown = sorted(key for key in initkwargs if not hasattr(cls, key))
             if unknown:
@@ -173,6 +208,19 @@ class AsyncConsumer:
             self.channel_name = await self.channel_layer.new_channel()
             self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
             sources.append(self.channel_receive)
+        # A WebSocket's sends go through its outbound queue, so that a client that stops reading never blocks the
+        # consumer (tether.outbound); the server's send is still called directly while the client keeps up.
+        outbox = None
+        if scope.get("type") == "websocket":
+            outbox = Outbox(
+                send,
+                policy=self._slow_client_policy,
+                size=self._outbound_queue_size,
+                conflate_key=self.conflate_key,
+                name=functools.partial(name_that_thing, self),
+                stall_timeout=_stall_timeout,
+            )
+            send = outbox.send
         self.base_send = async_to_sync(send) if self._sync else send
         # A WebSocket is closed with 1012 when a stopping server drains it (tether.drain), after its handler.
         departure = enter() if scope.get("type") == "websocket" else None
@@ -195,6 +243,8 @@ class AsyncConsumer:
         finally:
             if departure is not None:
                 departure.leave()
+            if outbox is not None:
+                await outbox.close()
 
     def concurrency_key(self, message: Message) -> Hashable | None:
         """With ``max_concurrency`` above 1: the key whose messages must be handled one at a time, in order.
@@ -204,6 +254,26 @@ class AsyncConsumer:
         order: ``return message.get("room")``. It is called in the dispatch loop, so keep it cheap.
         """
         return None
+
+    def conflate_key(self, message: Message) -> Hashable | None:
+        """With ``slow_client_policy = "conflate"``: the key of an outgoing ``websocket.send`` message.
+
+        While the client is behind, a message replaces the waiting one with the same key, so only the latest value
+        per key reaches it; ``None`` lets the message wait in line. The default gives every message the same key:
+        only the latest message waits. Override it for one value per key, for example a ticker's symbol:
+        ``return json.loads(message["text"])["symbol"]``. It is only called for messages that have to wait.
+        """
+        return "websocket.send"
+
+    def _slow_client_policy(self) -> str:
+        """The policy, read when the client first falls behind; checked again for a consumer built without
+        ``as_asgi()`` (a typo would otherwise pass for ``drop_oldest``)."""
+        if self.slow_client_policy is None:
+            return slow_client_policy()
+        return check_slow_client_policy(self.slow_client_policy, f"{type(self).__name__}.slow_client_policy")
+
+    def _outbound_queue_size(self) -> int:
+        return self.outbound_queue_size or outbound_queue_size()
 
     async def _dispatch_and_settle(self, message: Message) -> None:
         """``dispatch``, then settle a message from a durable channel: acknowledged when the handler returned (or
@@ -255,6 +325,8 @@ class AsyncConsumer:
     async def send(self, message: Message) -> None:
         """Send an ASGI event to the client's server.
 
+        On a WebSocket it goes through the connection's outbound queue (``tether.outbound``): it never waits for a
+        client that reads slowly; ``slow_client_policy`` decides what happens when too many events wait for one.
         Raises the server's ``OSError`` when the client has gone away; the handler then ends quietly (see
         ``dispatch``) and the disconnect event that follows ends the consumer.
         """
@@ -293,7 +365,8 @@ class SyncConsumer(AsyncConsumer):
             _drain_close_failed(self, error)
 
     def send(self, message: Message) -> None:  # type: ignore[override]
-        """Send an ASGI event to the client's server (blocking until the server has taken it).
+        """Send an ASGI event to the client's server (blocking until the server has taken it, or, on a WebSocket,
+        until the outbound queue has: the thread never waits for a slow client).
 
         Raises the server's ``OSError`` when the client has gone away, which ends the handler quietly.
         """

@@ -1,4 +1,5 @@
-"""Limits on one connection: the largest message, the deepest JSON nesting, the keepalive, handshake and drain times.
+"""Limits on one connection: the largest message, the deepest JSON nesting, the keepalive, handshake and drain times,
+and how many outgoing messages may wait for a slow client (and what happens then).
 
 Plain functions without I/O, shared by the server helper (which hands the message size limit to uvicorn, so a frame
 over it is refused before it is buffered whole, and the ping and handshake times) and by the WebSocket consumers
@@ -22,16 +23,23 @@ __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT",
     "DEFAULT_MAX_JSON_DEPTH",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "DEFAULT_OUTBOUND_QUEUE_SIZE",
+    "DEFAULT_SLOW_CLIENT_POLICY",
     "DEFAULT_WS_PING_INTERVAL",
     "DEFAULT_WS_PING_TIMEOUT",
     "INVALID_PAYLOAD",
     "MESSAGE_TOO_BIG",
+    "SLOW_CLIENT",
+    "SLOW_CLIENT_POLICIES",
+    "check_slow_client_policy",
     "drain_timeout",
     "drain_window",
     "handshake_timeout",
     "json_nesting_exceeds",
     "max_message_size",
     "message_size",
+    "outbound_queue_size",
+    "slow_client_policy",
     "ws_ping_interval",
     "ws_ping_timeout",
 ]
@@ -59,6 +67,22 @@ DEFAULT_DRAIN_WINDOW = 10.0
 #: Seconds from the stop signal after which connections still open are closed by the server, cancelling the handlers
 #: still running (``TETHER_DRAIN_TIMEOUT``). Below Kubernetes' default grace period of 30 s, which ends in SIGKILL.
 DEFAULT_DRAIN_TIMEOUT = 20.0
+
+#: How many outgoing messages may wait for a client that reads slower than it is sent to
+#: (``TETHER_OUTBOUND_QUEUE_SIZE``). They wait behind what the server and the kernel buffer already (about 4 MB on
+#: Linux before uvicorn pushes back), so this is a burst allowance, not the whole backlog: 256 dashboard updates at
+#: 10 a second are 25 seconds of a stalled client, and 256 KiB of memory for 1 KiB messages.
+DEFAULT_OUTBOUND_QUEUE_SIZE = 256
+#: What happens when a slow client's queue is full (``TETHER_SLOW_CLIENT_POLICY``): close the connection with
+#: ``SLOW_CLIENT``. Dropping messages silently is a choice a consumer makes (``slow_client_policy``), not a default.
+DEFAULT_SLOW_CLIENT_POLICY = "disconnect"
+#: The policies a consumer may choose for a slow client (docs/limits.md, "Slow clients").
+SLOW_CLIENT_POLICIES = ("disconnect", "drop_oldest", "conflate")
+#: Application close code for a client closed because it read too slowly: 4000-4999 are the application's
+#: (RFC 6455 7.4.2), and 4008 echoes HTTP 408. Not 1013 ("try again later"), which blames the server, nor 1008
+#: (policy violation), which clients take as final: a slow client should reconnect after a jittered delay and
+#: fetch the state it missed, which is what tether.js does for any code but 1000.
+SLOW_CLIENT = 4008
 
 #: RFC 6455 close code for a message larger than the endpoint accepts.
 MESSAGE_TOO_BIG = 1009
@@ -148,6 +172,40 @@ def drain_timeout() -> float:
             "the handlers to finish."
         )
     return timeout
+
+
+def outbound_queue_size() -> int:
+    """How many outgoing messages may wait for a slow client: ``TETHER_OUTBOUND_QUEUE_SIZE``, 256 when unset.
+
+    Read when a client first falls behind, not per message. Raises ``ImproperlyConfigured`` naming the setting when
+    it is not a positive whole number.
+    """
+    value: Any = getattr(settings, "TETHER_OUTBOUND_QUEUE_SIZE", DEFAULT_OUTBOUND_QUEUE_SIZE)
+    if type(value) is not int or value <= 0:
+        raise ImproperlyConfigured(
+            f"TETHER_OUTBOUND_QUEUE_SIZE must be a positive number of messages, such as "
+            f"{DEFAULT_OUTBOUND_QUEUE_SIZE} (the default), not {value!r}."
+        )
+    return value
+
+
+def check_slow_client_policy(value: Any, where: str) -> str:
+    """Return ``value`` if it names a slow-client policy; otherwise raise ``ValueError`` saying where to fix it."""
+    if value not in SLOW_CLIENT_POLICIES:
+        raise ValueError(f"{where} must be one of {', '.join(map(repr, SLOW_CLIENT_POLICIES))}, not {value!r}.")
+    return value  # type: ignore[no-any-return]
+
+
+def slow_client_policy() -> str:
+    """The project's policy for slow clients: ``TETHER_SLOW_CLIENT_POLICY``, ``"disconnect"`` when unset.
+
+    Raises ``ImproperlyConfigured`` naming the setting when it is not one of ``SLOW_CLIENT_POLICIES``.
+    """
+    value: Any = getattr(settings, "TETHER_SLOW_CLIENT_POLICY", DEFAULT_SLOW_CLIENT_POLICY)
+    try:
+        return check_slow_client_policy(value, "TETHER_SLOW_CLIENT_POLICY")
+    except ValueError as exc:
+        raise ImproperlyConfigured(str(exc)) from None
 
 
 def _forget_max_message_size(*, setting: str, **kwargs: Any) -> None:
