@@ -240,3 +240,24 @@ def test_the_docs_and_the_dashboard_name_the_metrics_that_exist() -> None:
     dashboard = json.dumps(json.loads((docs / "grafana" / "tether.json").read_text()))
     used = {re.sub(r"_(bucket|sum|count)$", "", name) for name in re.findall(r"tether_[a-z_]+", dashboard)}
     assert used == exposed
+
+
+def test_slow_client_and_rate_limit_drops_are_exported_by_reason(metrics_on: None) -> None:
+    from tether import outbound
+    from tether.ratelimit import limiter
+
+    before = {reason: sample("tether_connection_dropped_messages_total", reason=reason) for reason in REASONS}
+    with limiter._counts_lock:
+        limiter._counts["messages_per_connection"] += 2
+    outbound._counters["messages_dropped"] += 3
+    outbound._counters["messages_discarded"] += 1
+    outbound._counters["messages_conflated"] += 5
+    after = {reason: sample("tether_connection_dropped_messages_total", reason=reason) for reason in REASONS}
+    assert {reason: after[reason] - before[reason] for reason in REASONS} == {
+        "slow_client": 4,
+        "conflated": 5,
+        "rate_limited": 2,
+    }
+
+
+REASONS = ("slow_client", "conflated", "rate_limited")

@@ -91,6 +91,12 @@ LAYER_DROPS = Counter(
     "Messages a channel layer did not deliver (its stats() counters), by layer alias and reason.",
     ["alias", "reason"],
 )
+CONNECTION_DROPS = Counter(
+    "tether_connection_dropped_messages",
+    "Messages a connection did not pass on: to a slow client (dropped, conflated, discarded at a slow-client close, "
+    "tether.outbound) or from a client over a rate limit (tether.ratelimit), by reason.",
+    ["reason"],
+)
 LOOP_LAG = Histogram(
     "tether_event_loop_lag_seconds",
     "How much later than asked the event loop ran a periodic probe (every 0.5 s per loop).",
@@ -184,6 +190,23 @@ class Exporter:
             self._histograms(LAYER_SECONDS, tally.layer_seconds)
             self._histograms(LOOP_LAG, {(): tally.loop_lag})
             self._drops()
+            self._connection_drops()
+
+    def _connection_drops(self) -> None:
+        """Add the slow-client and rate-limit counts of this process (``tether.outbound``, ``tether.ratelimit``)."""
+        from tether.outbound import snapshot
+        from tether.ratelimit import counters
+
+        slow = snapshot()
+        refused = sum(count for name, count in counters().items() if name != "store_errors")
+        self._counters(
+            CONNECTION_DROPS,
+            {
+                ("slow_client",): slow.get("messages_dropped", 0) + slow.get("messages_discarded", 0),
+                ("conflated",): slow.get("messages_conflated", 0),
+                ("rate_limited",): refused,
+            },
+        )
 
     def _counters(self, metric: Counter, counts: dict[Any, int]) -> None:
         flushed = self._flushed
