@@ -31,6 +31,8 @@ EXTRA_MODULES = [
     "tether.metrics.views",
     "tether.health",
     "tether.loop_lag",
+    "tether.tracing",
+    "tether.tracing.otel",
 ]
 MODULES = [*PUBLIC_NAMES, *EXTRA_MODULES]
 

@@ -1,0 +1,184 @@
+"""What ``TETHER_TRACING = True`` records in one process, over a real uvicorn server: the connection span, a child
+span per message handled, the ``group_send`` span that each delivery links to, and the delivery lag; and what it
+leaves out (message bodies, query strings, captured URL values). tests/tracing/test_live.py follows a ``group_send``
+from one process to another over Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import websockets
+from django.test import override_settings
+from django.urls import path
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from tests.tracing.conftest import lag_counts
+from tether import tracing
+from tether.generic.websocket import AsyncWebsocketConsumer
+from tether.layers import get_channel_layer
+from tether.routing import URLRouter
+from tether.testing import WebsocketCommunicator
+
+WAIT = 30.0
+SECRETS = ("hunter2", "room-7", "secret body")
+
+
+class Traced(AsyncWebsocketConsumer):
+    """Echoes frames; on "broadcast" sends a group event to its own group, and answers it with the keys it saw."""
+
+    async def connect(self) -> None:
+        self.group = "traced-" + self.scope["url_route"]["kwargs"]["room"]
+        await self.channel_layer.group_add(self.group, self.channel_name)  # type: ignore[union-attr]
+        await self.accept()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data == "broadcast":
+            await self.channel_layer.group_send(self.group, {"type": "news", "text": "secret body"})  # type: ignore[union-attr]
+        else:
+            await self.send(text_data=text_data)
+
+    async def news(self, message: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(sorted(message)))
+
+
+class UnsampledTraced(Traced):
+    """The same consumer, whose connections the tests' sampler drops."""
+
+
+def application() -> Any:
+    return URLRouter(
+        [
+            path("ws/traced/<str:room>/", Traced.as_asgi()),
+            path("ws/unsampled/<str:room>/", UnsampledTraced.as_asgi()),
+        ]
+    )
+
+
+@pytest.fixture
+def tracing_on() -> Iterator[None]:
+    with override_settings(TETHER_TRACING=True):
+        assert tracing.enabled()
+        yield
+    assert not tracing.enabled()
+
+
+def wait_for_span(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
+    """Every finished span, once one named ``name`` has ended (the server ends the connection after the client)."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        finished = list(exporter.get_finished_spans())
+        if any(span.name == name for span in finished):
+            return finished
+        assert time.monotonic() < deadline, f"no span {name!r} in {[span.name for span in finished]}"
+        time.sleep(0.05)
+
+
+async def talk(url: str) -> list[str]:
+    """Echo one frame, broadcast once, close normally; the frames received."""
+    async with websockets.connect(url, open_timeout=WAIT) as ws:
+        await ws.send("hello")
+        replies = [str(await asyncio.wait_for(ws.recv(), WAIT))]
+        await ws.send("broadcast")
+        replies.append(str(await asyncio.wait_for(ws.recv(), WAIT)))
+    return replies
+
+
+def attribute_values(spans: list[ReadableSpan]) -> str:
+    return " ".join(f"{span.name} {dict(span.attributes or {})}" for span in spans)
+
+
+async def test_a_connection_and_its_messages_are_spans_and_the_delivery_links_to_the_group_send(
+    serve: Any, tracing_on: None, spans: InMemorySpanExporter, lag_reader: InMemoryMetricReader
+) -> None:
+    server = serve(application())
+    lag_before = lag_counts(lag_reader).get("Traced", 0)
+    replies = await talk(f"{server.ws_url}/ws/traced/room-7/?token=hunter2")
+    # The handler never saw the trace entry: the group event holds what was sent, nothing more.
+    assert replies == ["hello", '["text", "type"]']
+    finished = await asyncio.to_thread(wait_for_span, spans, "websocket Traced")
+
+    (connection,) = [span for span in finished if span.name == "websocket Traced"]
+    assert connection.kind is SpanKind.SERVER and connection.parent is None
+    assert dict(connection.attributes or {}) == {
+        "tether.consumer": "tests.tracing.test_tracing.Traced",
+        "network.protocol.name": "websocket",
+        "url.scheme": "ws",
+        "tether.route": "/ws/traced/{room}/",
+        "tether.outcome": "accepted",
+    }
+    trace_id, connection_id = connection.context.trace_id, connection.context.span_id
+    children = sorted(
+        (span for span in finished if span.parent is not None and span.parent.span_id == connection_id),
+        key=lambda span: span.start_time or 0,
+    )
+    assert [span.name for span in children] == [
+        "websocket.connect",
+        "websocket.receive",
+        "websocket.receive",
+        "news",
+        "websocket.disconnect",
+    ]
+    assert all(span.context.trace_id == trace_id for span in children)
+    (sent,) = [span for span in finished if span.name == "group_send news"]
+    # The group_send was made by the handler of the second frame, inside its span.
+    assert sent.kind is SpanKind.PRODUCER and sent.parent is not None
+    assert sent.parent.span_id == children[2].context.span_id
+    assert dict(sent.attributes or {}) == {
+        "messaging.system": "tether",
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "group_send",
+        "tether.layer": "default",
+        "tether.message.type": "news",
+    }
+    delivery = children[3]
+    assert delivery.kind is SpanKind.CONSUMER
+    assert [link.context.span_id for link in delivery.links] == [sent.context.span_id]
+    lag = (delivery.attributes or {})["tether.delivery.lag"]
+    assert isinstance(lag, float) and 0 <= lag < WAIT
+    assert lag_counts(lag_reader)["Traced"] == lag_before + 1
+    # Nothing the client or the handler sent, nor the captured room, is in a span.
+    everything = attribute_values(finished)
+    assert not [secret for secret in SECRETS if secret in everything], everything
+
+
+async def test_an_unsampled_connection_records_no_message_spans_but_still_its_lag(
+    serve: Any, tracing_on: None, spans: InMemorySpanExporter, lag_reader: InMemoryMetricReader
+) -> None:
+    server = serve(application())
+    lag_before = lag_counts(lag_reader).get("UnsampledTraced", 0)
+    assert await talk(f"{server.ws_url}/ws/unsampled/room-7/") == ["hello", '["text", "type"]']
+    # The group_send span of the unsampled connection's handler is a child of nothing recorded: not sampled either.
+    deadline = time.monotonic() + WAIT
+    while lag_counts(lag_reader).get("UnsampledTraced", 0) == lag_before:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert lag_counts(lag_reader)["UnsampledTraced"] == lag_before + 1
+    assert list(spans.get_finished_spans()) == []
+
+
+class Keys(AsyncWebsocketConsumer):
+    groups = ["keys"]
+
+    async def news(self, message: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(sorted(message)))
+
+
+async def test_with_tracing_off_the_layer_is_not_wrapped_and_a_carried_trace_entry_reaches_no_handler() -> None:
+    assert not tracing.enabled()
+    layer = get_channel_layer()
+    assert layer is not None and "group_send" not in vars(layer) and "send" not in vars(layer)
+    communicator = WebsocketCommunicator(Keys.as_asgi(), "/")
+    await communicator.connect(WAIT)
+    # As a process that traces would send it.
+    entry = {"context": {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}, "sent_at": time.time()}
+    await layer.group_send("keys", {"type": "news", "text": "x", tracing.TRACE_KEY: entry})
+    assert await communicator.receive_from(WAIT) == '["text", "type"]'
+    await communicator.disconnect()
