@@ -3,7 +3,8 @@
 ``PROJECT_DEBUG`` ("1" by default) sets DEBUG; ``PROJECT_REDIS_PREFIX`` switches the default channel layer from the
 in-memory layer to tether's Redis layer on 127.0.0.1:6379 (or ``PROJECT_REDIS_URL``) with that key prefix, and
 ``PROJECT_CAPACITY`` sets its capacity. ``PROJECT_RATE_LIMITS`` (JSON) sets ``TETHER_RATE_LIMITS``.
-``PROJECT_METRICS=1`` turns tether's metrics on (flushed every 0.2 s). Readiness tolerates 5 s of loop lag, so that
+``PROJECT_METRICS=1`` turns tether's metrics on (flushed every 0.2 s). ``PROJECT_TRACING_FILE`` turns tracing on, with
+every span appended to that file (asgi.py installs the exporter). Readiness tolerates 5 s of loop lag, so that
 only the layer decides it in the tests.
 """
 
@@ -64,5 +65,6 @@ DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
 TETHER_METRICS = os.environ.get("PROJECT_METRICS") == "1"
 TETHER_METRICS_FLUSH_INTERVAL = 0.2
+TETHER_TRACING = bool(os.environ.get("PROJECT_TRACING_FILE"))
 # Readiness tests are about the layer: a loop slowed by a loaded test machine must not make the server unready.
 TETHER_HEALTH_MAX_LOOP_LAG = 5.0
