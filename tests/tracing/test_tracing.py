@@ -18,10 +18,12 @@ from django.urls import path
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
+from tests.project.harness import http_get
 from tests.tracing.conftest import lag_counts
 from tether import tracing
+from tether.generic.http import AsyncHttpConsumer
 from tether.generic.websocket import AsyncWebsocketConsumer
 from tether.layers import get_channel_layer
 from tether.routing import URLRouter
@@ -53,11 +55,23 @@ class UnsampledTraced(Traced):
     """The same consumer, whose connections the tests' sampler drops."""
 
 
+class Page(AsyncHttpConsumer):
+    async def handle(self, body: bytes) -> None:
+        await self.send_response(200, b"page", headers={"content-type": "text/plain"})
+
+
+class Broken(AsyncWebsocketConsumer):
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        raise LookupError("no such thing")
+
+
 def application() -> Any:
     return URLRouter(
         [
             path("ws/traced/<str:room>/", Traced.as_asgi()),
             path("ws/unsampled/<str:room>/", UnsampledTraced.as_asgi()),
+            path("ws/broken/", Broken.as_asgi()),
+            path("page/<int:number>/", Page.as_asgi()),
         ]
     )
 
@@ -165,6 +179,38 @@ async def test_an_unsampled_connection_runs_untraced_and_records_neither_spans_n
     assert lag_counts(lag_reader).get("UnsampledTraced", 0) == lag_before
 
 
+async def test_an_http_consumer_gets_a_connection_span_with_its_status_and_a_span_for_the_request(
+    serve: Any, tracing_on: None, spans: InMemorySpanExporter
+) -> None:
+    server = serve(application())
+    status, body = await asyncio.to_thread(http_get, f"http://{server.host}:{server.port}/page/31/?token=hunter2")
+    assert (status, body) == (200, "page")
+    finished = await asyncio.to_thread(wait_for_span, spans, "http Page")
+    (connection,) = [span for span in finished if span.name == "http Page"]
+    assert connection.kind is SpanKind.SERVER
+    attributes = dict(connection.attributes or {})
+    assert attributes["tether.route"] == "/page/{number}/"
+    assert attributes["http.response.status_code"] == 200 and attributes["url.scheme"] == "http"
+    (request,) = [span for span in finished if span.parent is not None]
+    assert request.name == "http.request" and request.parent.span_id == connection.context.span_id  # type: ignore[union-attr]
+    assert "hunter2" not in attribute_values(finished)
+
+
+async def test_a_handler_that_raises_marks_its_span_and_the_connection_span_as_failed(
+    serve: Any, tracing_on: None, spans: InMemorySpanExporter
+) -> None:
+    server = serve(application())
+    async with websockets.connect(f"{server.ws_url}/ws/broken/", open_timeout=WAIT) as ws:
+        await ws.send("anything")
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), WAIT)
+    finished = await asyncio.to_thread(wait_for_span, spans, "websocket Broken")
+    failed = {span.name: span for span in finished if span.status.status_code is StatusCode.ERROR}
+    assert sorted(failed) == ["websocket Broken", "websocket.receive"]
+    (event,) = failed["websocket.receive"].events
+    assert event.name == "exception" and (event.attributes or {})["exception.type"] == "LookupError"
+
+
 class Keys(AsyncWebsocketConsumer):
     groups = ["keys"]
 
@@ -183,3 +229,26 @@ async def test_with_tracing_off_the_layer_is_not_wrapped_and_a_carried_trace_ent
     await layer.group_send("keys", {"type": "news", "text": "x", tracing.TRACE_KEY: entry})
     assert await communicator.receive_from(WAIT) == '["text", "type"]'
     await communicator.disconnect()
+
+
+async def test_with_metrics_on_too_a_connection_is_both_counted_and_traced(spans: InMemorySpanExporter) -> None:
+    prometheus_client = pytest.importorskip("prometheus_client", reason="the 'metrics' extra is not installed")
+    from tether import metrics
+
+    def received() -> float:
+        metrics.flush()
+        labels = {"consumer": "Keys", "kind": "layer"}
+        return prometheus_client.REGISTRY.get_sample_value("tether_messages_received_total", labels) or 0.0
+
+    with override_settings(TETHER_METRICS=True, TETHER_TRACING=True):
+        before = received()
+        communicator = WebsocketCommunicator(Keys.as_asgi(), "/")
+        await communicator.connect(WAIT)
+        layer = get_channel_layer()
+        assert layer is not None
+        await layer.group_send("keys", {"type": "news"})
+        assert await communicator.receive_from(WAIT) == '["type"]'
+        await communicator.disconnect()
+        assert received() == before + 1
+    names = [span.name for span in spans.get_finished_spans()]
+    assert names.count("news") == 1 and names.count("group_send news") == 1 and "websocket Keys" in names

@@ -135,6 +135,12 @@ def _parse(entry: Any) -> tuple[trace.SpanContext | None, float | None]:
     return span_context, sent_at
 
 
+def _failed(span: Span, error: Exception) -> None:
+    """Mark ``span`` as failed by ``error``: the exception event (type, message, traceback) and an ERROR status."""
+    span.record_exception(error)
+    span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+
+
 class _Connection:
     """The tracing of one consumer instance: its span, and the wrappers of its ``dispatch`` and ``send``."""
 
@@ -179,8 +185,7 @@ class _Connection:
             try:
                 await dispatch(message)
             except Exception as error:
-                span.record_exception(error)
-                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+                _failed(span, error)
                 raise
             finally:
                 if delivery_token is not None:
@@ -284,8 +289,7 @@ class Tracing:
                 await consumer(scope, receive, send)
         except Exception as error:
             if span is not None:
-                span.record_exception(error)
-                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+                _failed(span, error)
             raise
         finally:
             if token is not None:
