@@ -9,8 +9,8 @@ tether only asks the global providers for a tracer and a meter named ``tether``.
 This module holds the switch and the reserved key: ``configure()`` (called when the app is ready, and again when a
 test changes the settings) installs a ``Tracing`` (``tether.tracing.otel``) that ``as_asgi()`` and the layer manager
 consult. ``tracer`` is ``None`` while tracing is off. ``TRACE_KEY`` is the message key the context travels under:
-consumers remove it before any handler (or plug-in overriding ``dispatch``) sees the message, with tracing on or off,
-so a message sent by a process that traces reaches a process that does not without a trace of it.
+the consumer's ``dispatch`` removes it before looking up the handler, with tracing on or off, so a message sent by a
+process that traces reaches the handlers of a process that does not without a trace of it.
 """
 
 from __future__ import annotations
