@@ -23,11 +23,12 @@ from opentelemetry.trace import SpanKind, StatusCode
 from tests.project.harness import http_get
 from tests.tracing.conftest import lag_counts
 from tether import tracing
+from tether.consumer import AsyncConsumer
 from tether.generic.http import AsyncHttpConsumer
-from tether.generic.websocket import AsyncWebsocketConsumer
+from tether.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 from tether.layers import get_channel_layer
 from tether.routing import URLRouter
-from tether.testing import WebsocketCommunicator
+from tether.testing import ApplicationCommunicator, WebsocketCommunicator
 
 WAIT = 30.0
 SECRETS = ("hunter2", "room-7", "secret body")
@@ -252,3 +253,50 @@ async def test_with_metrics_on_too_a_connection_is_both_counted_and_traced(spans
         assert received() == before + 1
     names = [span.name for span in spans.get_finished_spans()]
     assert names.count("news") == 1 and names.count("group_send news") == 1 and "websocket Keys" in names
+
+
+class SyncKeys(WebsocketConsumer):
+    groups = ["sync-keys"]
+
+    def news(self, message: dict[str, Any]) -> None:
+        self.send(text_data=json.dumps(sorted(message)))
+
+
+class Worker(AsyncConsumer):
+    async def job_run(self, message: dict[str, Any]) -> None:
+        assert tracing.TRACE_KEY not in message
+
+
+async def test_a_sync_consumer_delivery_is_traced_with_its_lag(
+    tracing_on: None, spans: InMemorySpanExporter, lag_reader: InMemoryMetricReader
+) -> None:
+    lag_before = lag_counts(lag_reader).get("SyncKeys", 0)
+    communicator = WebsocketCommunicator(SyncKeys.as_asgi(), "/")
+    await communicator.connect(WAIT)
+    layer = get_channel_layer()
+    assert layer is not None
+    await layer.group_send("sync-keys", {"type": "news"})
+    # The handler ran in a thread, and its send came back to the loop: the lag was measured all the same.
+    assert await communicator.receive_from(WAIT) == '["type"]'
+    await communicator.disconnect()
+    (delivery,) = [span for span in spans.get_finished_spans() if span.name == "news"]
+    assert delivery.kind is SpanKind.CONSUMER and "tether.delivery.lag" in (delivery.attributes or {})
+    assert lag_counts(lag_reader)["SyncKeys"] == lag_before + 1
+
+
+async def test_a_worker_message_span_is_a_root_linked_to_the_send(
+    tracing_on: None, spans: InMemorySpanExporter
+) -> None:
+    layer = get_channel_layer()
+    assert layer is not None
+    await layer.send("jobs", {"type": "job.run"})
+    message = await layer.receive("jobs")
+    # As the worker's channel router would hand it over.
+    communicator = ApplicationCommunicator(Worker.as_asgi(), {"type": "channel"})
+    await communicator.send_input(message)
+    finished = await asyncio.to_thread(wait_for_span, spans, "job.run")
+    (sent,) = [span for span in finished if span.name == "send job.run"]
+    (job,) = [span for span in finished if span.name == "job.run"]
+    assert job.parent is None and job.kind is SpanKind.CONSUMER
+    assert [link.context.span_id for link in job.links] == [sent.context.span_id]
+    communicator.stop()
