@@ -33,7 +33,7 @@ async def test_a_traced_send_and_group_send_arrive_with_the_context_of_their_spa
         await layer.group_add("traced", channel)
         sent = {"type": "news", "items": [1, 2]}
         await layer.send(channel, sent)
-        await layer.group_send("traced", sent)
+        await layer.group_send(group="traced", message=sent)  # Channels' keywords work too
         assert sent == {"type": "news", "items": [1, 2]}  # the caller's message is left as it was
         received = [await layer.receive(channel), await layer.receive(channel)]
     producers = {span.name: span for span in spans.get_finished_spans()}

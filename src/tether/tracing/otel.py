@@ -310,9 +310,13 @@ class Tracing:
 
 
 def _traced(tracing: Tracing, alias: str, operation: str, method: Callable[..., Awaitable[None]]) -> Any:
-    async def traced(target: str, message: Message, *args: Any, **kwargs: Any) -> None:
+    # ``send(channel, message)`` and ``group_send(group, message)``: the message is the second argument, given by
+    # position or, as Channels' signatures allow, by the keyword ``message``.
+    async def traced(*args: Any, **kwargs: Any) -> None:
+        by_keyword = "message" in kwargs
+        message = kwargs["message"] if by_keyword else args[1] if len(args) > 1 else None
         if not tracing.active or type(message) is not dict:
-            await method(target, message, *args, **kwargs)  # off, or not a message: the layer says what is wrong
+            await method(*args, **kwargs)  # off, or not a message: the layer says what is wrong
             return
         message_type = _message_type(message)
         with tracing.tracer.start_as_current_span(
@@ -330,7 +334,11 @@ def _traced(tracing: Tracing, alias: str, operation: str, method: Callable[..., 
             propagate.inject(carrier)
             stamped = dict(message)
             stamped[TRACE_KEY] = _entry(carrier)
-            await method(target, stamped, *args, **kwargs)
+            if by_keyword:
+                kwargs["message"] = stamped
+            else:
+                args = (args[0], stamped, *args[2:])
+            await method(*args, **kwargs)
 
     traced.__name__ = traced.__qualname__ = operation
     traced.__doc__ = method.__doc__
