@@ -29,6 +29,7 @@ from tether.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 from tether.layers import get_channel_layer
 from tether.routing import URLRouter
 from tether.testing import ApplicationCommunicator, WebsocketCommunicator
+from tether.tracing.otel import route_of
 
 WAIT = 30.0
 SECRETS = ("hunter2", "room-7", "secret body")
@@ -300,3 +301,22 @@ async def test_a_worker_message_span_is_a_root_linked_to_the_send(
     assert job.parent is None and job.kind is SpanKind.CONSUMER
     assert [link.context.span_id for link in job.links] == [sent.context.span_id]
     communicator.stop()
+
+
+@pytest.mark.parametrize(
+    ("path", "captured", "route"),
+    [
+        ("/ws/room/42/", {"kwargs": {"room": 42}}, "/ws/room/{room}/"),
+        ("/a/7/b/7/", {"args": ("7",)}, "/a/{0}/b/{0}/"),
+        ("/files/x/secret/name.txt", {"kwargs": {"rest": "x/secret/name.txt"}}, "/files/{rest}"),
+        ("/ws/room//", {"kwargs": {"room": ""}}, "/ws/room//"),
+        ("/ws/echo/", None, "/ws/echo/"),
+    ],
+)
+def test_the_route_names_captured_values_instead_of_showing_them(
+    path: str, captured: dict[str, Any] | None, route: str
+) -> None:
+    scope: dict[str, Any] = {"type": "websocket", "path": path, "query_string": b"token=hunter2"}
+    if captured is not None:
+        scope["url_route"] = captured
+    assert route_of(scope) == route

@@ -100,6 +100,10 @@ def route_of(scope: Scope) -> str:
         names.setdefault(str(value), f"{{{index}}}")
     for name, value in (captured.get("kwargs") or {}).items():
         names[str(value)] = f"{{{name}}}"
+    names.pop("", None)  # an empty capture would name the empty segments around every "/"
+    # A capture of several segments (a ``<path:...>`` converter) is replaced where it stands, longest first.
+    for value in sorted((value for value in names if "/" in value), key=len, reverse=True):
+        path = path.replace(value, names.pop(value))
     if not names:
         return path
     return "/".join(names.get(segment, segment) for segment in path.split("/"))
@@ -110,7 +114,8 @@ def _entry(context: dict[str, str]) -> str:
 
     A string rather than a dict: a message whose values are all immutable is given to each member of a group as a
     shallow copy (``tether.layers.messages.private_copier``), so the entry adds nothing to a delivery's cost where a
-    nested dict would make every member's copy a deep one (15% more per ``group_send`` to 1,000 members, measured).
+    nested dict would make every member's copy a deep one (15 to 29% more per ``group_send`` to 1,000 members with
+    unsampled connections in benchmarks/tracing_cost.py, against none with the string).
     It is parsed only for a delivery whose span is recorded.
     """
     return json.dumps({"context": context, "sent_at": time.time()}, separators=(",", ":"))
