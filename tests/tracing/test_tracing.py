@@ -143,6 +143,8 @@ async def test_a_connection_and_its_messages_are_spans_and_the_delivery_links_to
         "websocket.disconnect",
     ]
     assert all(span.context.trace_id == trace_id for span in children)
+    # The disconnect ends the consumer with StopConsumer: its normal end, not an error.
+    assert [span.name for span in finished if span.status.status_code is StatusCode.ERROR] == []
     (sent,) = [span for span in finished if span.name == "group_send news"]
     # The group_send was made by the handler of the second frame, inside its span.
     assert sent.kind is SpanKind.PRODUCER and sent.parent is not None

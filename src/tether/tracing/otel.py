@@ -49,6 +49,7 @@ except ImportError as exc:  # pragma: no cover - exercised by tests that hide th
     ) from exc
 
 import tether
+from tether.exceptions import StopConsumer
 from tether.tracing import TRACE_KEY
 from tether.types import Message, Receive, Scope, Send
 
@@ -189,6 +190,8 @@ class _Connection:
             delivery_token = None if sent_at is None else _current_delivery.set(_Delivery(sent_at, span))
             try:
                 await dispatch(message)
+            except StopConsumer:
+                raise  # the consumer's normal end (a disconnect handled), not a failure
             except Exception as error:
                 _failed(span, error)
                 raise
