@@ -129,6 +129,7 @@ async def test_a_connection_and_its_messages_are_spans_and_the_delivery_links_to
         "url.scheme": "ws",
         "tether.route": "/ws/traced/{room}/",
         "tether.outcome": "accepted",
+        "tether.close_code": 1000,  # the client's
     }
     trace_id, connection_id = connection.context.trace_id, connection.context.span_id
     children = sorted(

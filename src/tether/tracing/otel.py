@@ -150,13 +150,14 @@ def _failed(span: Span, error: Exception) -> None:
 class _Connection:
     """The tracing of one consumer instance: its span, and the wrappers of its ``dispatch`` and ``send``."""
 
-    __slots__ = ("answered", "consumer_class", "consumer_name", "lag", "span", "tracer")
+    __slots__ = ("answered", "closed", "consumer_class", "consumer_name", "lag", "span", "tracer")
 
     def __init__(self, tracing: Tracing, consumer: Any, span: Span | None) -> None:
         self.tracer = tracing.tracer
         self.lag = tracing.lag
         self.span = span
         self.answered = False  # the handshake was answered (accepted, refused or denied)
+        self.closed = False  # the close code is on the span: the consumer's, or else the client's
         cls = type(consumer)
         self.consumer_name = cls.__name__
         self.consumer_class = f"{cls.__module__}.{cls.__qualname__}"
@@ -171,6 +172,9 @@ class _Connection:
         async def traced_dispatch(message: Message) -> None:
             entry = message.pop(TRACE_KEY, None) if TRACE_KEY in message else None
             message_type = _message_type(message)
+            if message_type == "websocket.disconnect" and self.span is not None and not self.closed:
+                self.closed = True
+                self.span.set_attribute("tether.close_code", message.get("code", 1005))
             attributes: dict[str, Any] = {"tether.consumer": self.consumer_class, "tether.message.type": message_type}
             link = sent_at = None
             if entry is not None:
@@ -232,7 +236,9 @@ class _Connection:
             if not self.answered:
                 self.answered = True
                 span.set_attribute("tether.outcome", "refused")
-            span.set_attribute("tether.close_code", message.get("code", 1000))
+            if not self.closed:
+                self.closed = True
+                span.set_attribute("tether.close_code", message.get("code", 1000))
         elif kind in ("http.response.start", "websocket.http.response.start"):
             if kind.startswith("websocket") and not self.answered:
                 self.answered = True
