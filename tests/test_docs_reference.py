@@ -37,6 +37,8 @@ EXTRA_MODULES = [
     "tether.status.publisher",
     "tether.status.collect",
     "tether.status.consumer",
+    "tether.tracing",
+    "tether.tracing.otel",
 ]
 MODULES = [*PUBLIC_NAMES, *EXTRA_MODULES]
 

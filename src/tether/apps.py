@@ -14,13 +14,15 @@ class TetherConfig(AppConfig):
 
     def ready(self) -> None:
         # Importing the module registers tether's system checks (tag "tether") with Django's check framework.
-        from tether import checks, metrics  # noqa: F401
+        from tether import checks, metrics, tracing  # noqa: F401
         from tether.revocation.signals import connect_signals
 
         # Logouts, password changes, deactivations and deleted sessions end the followed WebSockets of that login.
         connect_signals()
         # TETHER_METRICS = True starts counting (and needs prometheus_client); off, nothing is imported or counted.
         metrics.configure()
+        # TETHER_TRACING = True traces connections, messages and layer sends (and needs OpenTelemetry).
+        tracing.configure()
 
 
 class ChannelsConfig(TetherConfig):

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from asgiref.sync import async_to_sync
 
-from tether import DEFAULT_CHANNEL_LAYER, metrics
+from tether import DEFAULT_CHANNEL_LAYER, metrics, tracing
 from tether.db import aclose_old_connections, database_sync_to_async, has_open_connections
 from tether.dispatch import await_many_dispatch
 from tether.drain import DRAIN_MESSAGE_TYPE, SERVICE_RESTART, enter
@@ -31,6 +31,7 @@ from tether.limits import (
     ws_ping_timeout,
 )
 from tether.outbound import Outbox
+from tether.tracing import TRACE_KEY
 from tether.types import ASGIApp, Message, Receive, Scope, Send
 from tether.utils import name_that_thing
 
@@ -190,7 +191,10 @@ class AsyncConsumer:
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
             consumer = cls(**initkwargs)
             observer = metrics.observer  # None unless TETHER_METRICS: then the observer runs and counts it
-            if observer is None:
+            tracer = tracing.tracer  # None unless TETHER_TRACING: then it runs the consumer (or the observer)
+            if tracer is not None:
+                await tracer.serve(consumer, scope, receive, send, None if observer is None else observer.serve)
+            elif observer is None:
                 await consumer(scope, receive, send)
             else:
                 await observer.serve(consumer, scope, receive, send)
@@ -300,6 +304,8 @@ class AsyncConsumer:
         ``OSError`` that ``send`` met because the client had gone away: then the handler just ends, with a DEBUG line,
         and the disconnect event that the server sends next ends the consumer.
         """
+        if TRACE_KEY in message:  # trace context from a process that traces: never for handlers (tether.tracing)
+            del message[TRACE_KEY]
         handler = _handler_for(self, message)
         if has_open_connections():
             await aclose_old_connections()
@@ -348,6 +354,8 @@ class SyncConsumer(AsyncConsumer):
 
     @database_sync_to_async
     def dispatch(self, message: Message) -> None:  # type: ignore[override]
+        if TRACE_KEY in message:  # as in AsyncConsumer.dispatch
+            del message[TRACE_KEY]
         handler = _handler_for(self, message)
         try:
             handler(message)

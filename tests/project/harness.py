@@ -127,6 +127,24 @@ class Command:
         self.stop()
 
 
+@contextlib.contextmanager
+def uvicorn_processes(project_dir: Path, envs: list[dict[str, str]], *options: str) -> Iterator[list[str]]:
+    """One uvicorn process of the project per environment in ``envs``, each on a free port; yields their
+    ``host:port`` once all are serving, and stops them all on the way out."""
+    from tests.conftest import free_port
+
+    with contextlib.ExitStack() as stack:
+        hosts, commands = [], []
+        for env in envs:
+            port = free_port()
+            arguments = ("project.asgi:application", "--host", "127.0.0.1", "--port", str(port), *options)
+            commands.append(stack.enter_context(Command(project_dir, *arguments, program=("-m", "uvicorn"), **env)))
+            hosts.append(f"127.0.0.1:{port}")
+        for command in commands:
+            command.wait_for_line("Uvicorn running on", timeout=60)
+        yield hosts
+
+
 def run_command(
     project_dir: Path, *args: str, timeout: float = 60, program: tuple[str, ...] = ("manage.py",), **env: str
 ) -> tuple[int, str]:

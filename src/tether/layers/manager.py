@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
-from tether import DEFAULT_CHANNEL_LAYER, metrics
+from tether import DEFAULT_CHANNEL_LAYER, metrics, tracing
 from tether.exceptions import InvalidChannelLayerError
 from tether.layers.base import BaseChannelLayer
 
@@ -91,6 +91,8 @@ class ChannelLayerManager:
                     layer = self.backends[key] = self.make_backend(key)
                     if metrics.observer is not None:
                         metrics.observer.instrument_layer(key, layer)
+                    if tracing.tracer is not None:
+                        tracing.tracer.instrument_layer(key, layer)
         return layer
 
     def __contains__(self, key: object) -> bool:

@@ -26,6 +26,18 @@ class StallConsumer(AsyncWebsocketConsumer):
         await asyncio.Event().wait()
 
 
+class ListenConsumer(AsyncWebsocketConsumer):
+    """Joins the group named in its URL and sends each ``news`` event's text to its client."""
+
+    async def connect(self):
+        self.groups = [self.scope["url_route"]["kwargs"]["group"]]
+        await self.channel_layer.group_add(self.groups[0], self.channel_name)
+        await self.accept()
+
+    async def news(self, message):
+        await self.send(text_data=message["text"])
+
+
 class JobWorker(AsyncConsumer):
     """Answers each ``job.run`` message on the channel named in its ``reply_to``, saying which instance ran it; a job
     with ``seconds`` says it started, then takes that long."""

@@ -4,7 +4,8 @@
 in-memory layer to tether's Redis layer on 127.0.0.1:6379 (or ``PROJECT_REDIS_URL``) with that key prefix, and
 ``PROJECT_CAPACITY`` sets its capacity. ``PROJECT_RATE_LIMITS`` (JSON) sets ``TETHER_RATE_LIMITS``.
 ``PROJECT_METRICS=1`` turns tether's metrics on (flushed every 0.2 s), and ``PROJECT_STATUS=1`` adds the
-``tether.status`` app (snapshots every 0.5 s). Readiness tolerates 5 s of loop lag, so that
+``tether.status`` app (snapshots every 0.5 s). ``PROJECT_TRACING_FILE`` turns tracing on, with every span appended to
+that file (asgi.py installs the exporter). Readiness tolerates 5 s of loop lag, so that
 only the layer decides it in the tests.
 """
 
@@ -68,5 +69,6 @@ TETHER_METRICS_FLUSH_INTERVAL = 0.2
 if os.environ.get("PROJECT_STATUS") == "1":
     INSTALLED_APPS.append("tether.status")
     TETHER_STATUS_INTERVAL = 0.5
+TETHER_TRACING = bool(os.environ.get("PROJECT_TRACING_FILE"))
 # Readiness tests are about the layer: a loop slowed by a loaded test machine must not make the server unready.
 TETHER_HEALTH_MAX_LOOP_LAG = 5.0

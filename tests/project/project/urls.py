@@ -7,6 +7,7 @@ from tether.metrics.views import metrics_view
 urlpatterns = [
     path("", views.index),
     path("users/", views.user_count),
+    path("broadcast/<str:group>/", views.broadcast),
     path("healthz/", liveness_view),
     path("readyz/", readiness_view),
     # The IP allow-list of docs/observability.md: this machine may scrape, and nobody may scrape the private one.

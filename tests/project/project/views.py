@@ -2,8 +2,11 @@
 
 import functools
 
+from asgiref.sync import async_to_sync
 from django.contrib.auth.models import User
 from django.http import HttpResponse, HttpResponseForbidden
+
+from tether.layers import get_channel_layer
 
 GREETING = "hello from the tether test project"
 
@@ -14,6 +17,12 @@ def index(request):
 
 def user_count(request):
     return HttpResponse(str(User.objects.count()))
+
+
+def broadcast(request, group):
+    """Send a ``news`` event to ``group`` from a plain Django view, as a project announces a change."""
+    async_to_sync(get_channel_layer().group_send)(group, {"type": "news", "text": request.GET.get("text", "news")})
+    return HttpResponse("sent")
 
 
 def allow_ips(addresses):
