@@ -11,7 +11,7 @@ import contextlib
 
 import pytest
 
-from tether.layers.redis import RedisChannelLayer
+from tether.layers.redis import RedisChannelLayer, RedisPubSubChannelLayer
 from tether.layers.redis.cluster import ClusterEndpoint, command_key, slot_of
 from tether.layers.redis.config import parse_hosts
 from tether.layers.redis.endpoints import TransportSettings
@@ -178,3 +178,60 @@ async def test_a_message_pushed_while_a_cluster_reader_closes_is_delivered_or_ke
                 kept.add(channel)
         assert delivered | kept == set(channels), "a message was lost on close"
         assert not delivered & kept
+
+
+# Sharded pub/sub --------------------------------------------------------------------------------------------------
+
+
+async def receive(layer, channel):
+    return await asyncio.wait_for(layer.receive(channel), WAIT)
+
+
+async def test_the_pubsub_layer_serves_groups_and_channels_over_sharded_pubsub(redis_cluster):
+    host = cluster_host(redis_cluster)
+    async with processes_on(RedisPubSubChannelLayer, 2, hosts=[host]) as (first, second):
+        members = [await second.new_channel() for _ in range(2)] + [await first.new_channel()]
+        groups = [f"sharded-room-{number}" for number in range(12)]
+        slots = {owner_of(redis_cluster, slot_of(first.keys.group(group))).port for group in groups}
+        assert len(slots) == 3, "the groups' topics should spread over every master"
+        for group in groups:
+            for channel in members:
+                await (first if channel == members[2] else second).group_add(group, channel)
+        for number, group in enumerate(groups):
+            await first.group_send(group, {"type": "room", "n": number})
+        for channel in members:
+            layer = first if channel == members[2] else second
+            assert sorted([(await receive(layer, channel))["n"] for _ in groups]) == list(range(len(groups)))
+
+        await first.send(members[0], {"type": "direct"})  # another process's channel: its process topic
+        assert await receive(second, members[0]) == {"type": "direct"}
+        waiting = asyncio.ensure_future(receive(second, "sharded.worker"))
+        await asyncio.sleep(0.2)  # the receive subscribes to the named channel's topic
+        await first.send("sharded.worker", {"type": "job"})
+        assert await waiting == {"type": "job"}
+        for node in redis_cluster:  # nothing went through classic pub/sub
+            assert node.client().execute_command("PUBSUB", "CHANNELS", f"{first.prefix}*") == []
+
+
+async def test_a_sharded_subscription_follows_its_slot_to_a_new_master(redis_cluster):
+    host = cluster_host(redis_cluster)
+    async with processes_on(RedisPubSubChannelLayer, 2, hosts=[host]) as (sender, receiver):
+        channel = await receiver.new_channel()
+        await receiver.group_add("sharded-moving", channel)
+        await sender.group_send("sharded-moving", {"type": "before"})
+        assert await receive(receiver, channel) == {"type": "before"}
+
+        slot = slot_of(sender.keys.group("sharded-moving"))
+        target = next(node for node in redis_cluster if node.port != owner_of(redis_cluster, slot).port)
+        migrate_slot(redis_cluster, slot, target)
+
+        def subscribed_on_target() -> bool:
+            reply = target.client().execute_command("PUBSUB", "SHARDNUMSUB", sender.keys.group("sharded-moving"))
+            return int(reply[1]) == 1
+
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while not subscribed_on_target():  # Redis told the subscriber; it subscribes again on the new owner
+            assert asyncio.get_running_loop().time() < deadline, "the subscription did not follow its slot"
+            await asyncio.sleep(0.05)
+        await sender.group_send("sharded-moving", {"type": "after"})
+        assert await receive(receiver, channel) == {"type": "after"}

@@ -77,6 +77,8 @@ def slot_of(key: str | bytes) -> int:
 class ClusterEndpoint(Endpoint):
     """A Redis Cluster on one event loop: a link per master, routed by slot."""
 
+    publish_command = "SPUBLISH"  # a topic lives on its slot's master, not broadcast over the cluster bus
+
     def __init__(self, spec: Any, settings: TransportSettings) -> None:
         from redis.asyncio.cluster import RedisCluster
 

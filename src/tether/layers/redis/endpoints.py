@@ -38,6 +38,8 @@ class Endpoint:
     """What the layers need from one host (or one cluster) on the running event loop."""
 
     where: str
+    #: How the pub/sub layer publishes here: sharded pub/sub on a cluster (``SPUBLISH``).
+    publish_command = "PUBLISH"
 
     def call(self, *args: Any) -> Awaitable[Any]:
         raise NotImplementedError
