@@ -136,6 +136,24 @@ async def test_a_command_during_a_migration_follows_ask_to_the_importing_node(re
         assert await endpoint.call("LPOP", key) == b"x"  # it is on the target, which now owns the slot
 
 
+async def test_a_command_for_an_unreachable_master_goes_to_the_owner_in_a_fresh_slot_map(redis_cluster):
+    from redis.asyncio.cluster import ClusterNode
+
+    from .conftest import free_port
+
+    async with endpoint_on(redis_cluster) as endpoint:
+        key = "{stale}:list"
+        slot = slot_of(key)
+        await endpoint.owner(slot)
+        # The map names a master that is gone (as after a failover the client has not heard of yet).
+        gone = ClusterNode("127.0.0.1", free_port(), "primary")
+        endpoint._cluster.nodes_manager.slots_cache[slot] = [gone]
+        assert await endpoint.call("RPUSH", key, b"once") == 1  # refused by the gone node, sent to the real owner
+        assert (await endpoint.owner(slot)).port == owner_of(redis_cluster, slot).port
+        assert await endpoint.call("LRANGE", key, 0, -1) == [b"once"]  # sent once
+        await endpoint.call("DEL", key)
+
+
 # Closing ----------------------------------------------------------------------------------------------------------
 
 
