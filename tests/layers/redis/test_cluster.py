@@ -255,3 +255,17 @@ async def test_a_sharded_subscription_follows_its_slot_to_a_new_master(redis_clu
             await asyncio.sleep(0.05)
         await sender.group_send("sharded-moving", {"type": "after"})
         assert await receive(receiver, channel) == {"type": "after"}
+
+
+async def test_a_subscription_made_with_a_stale_slot_map_follows_moved_at_once(redis_cluster):
+    host = cluster_host(redis_cluster)
+    async with processes_on(RedisPubSubChannelLayer, 2, hosts=[host]) as (sender, receiver):
+        channel = await receiver.new_channel()  # the receiver learns the slot map here
+        slot = slot_of(receiver.keys.group("sharded-stale"))
+        target = next(node for node in redis_cluster if node.port != owner_of(redis_cluster, slot).port)
+        migrate_slot(redis_cluster, slot, target)
+        started = asyncio.get_running_loop().time()
+        await receiver.group_add("sharded-stale", channel)  # SSUBSCRIBE to the old owner: MOVED, then the new one
+        assert asyncio.get_running_loop().time() - started < 4, "the subscription waited out its 5 s bound"
+        await sender.group_send("sharded-stale", {"type": "found"})
+        assert await receive(receiver, channel) == {"type": "found"}

@@ -28,6 +28,13 @@ __all__ = ["ClusterSubscriber", "Subscriber"]
 
 logger = logging.getLogger("tether.layers.redis")
 
+#: How many times a cluster subscription follows its slot to another master before giving up (a map in flux).
+_MAX_MOVES = 5
+
+
+class _TopicMoved(Exception):
+    """A sharded subscription was refused or dropped because its slot is on another master now."""
+
 
 class Subscriber:
     """Subscriptions on one host; ``on_message(topic, data)`` is called for every message, in arrival order.
@@ -172,10 +179,14 @@ class Subscriber:
                             future.set_result(None)
 
     def _hand_over(self, topics: list[str]) -> None:
-        """Forget ``topics`` here and give them to ``on_moved``, which subscribes them where they are now."""
+        """Forget ``topics`` here and give them to ``on_moved``, which subscribes them where they are now; a
+        ``subscribe()`` waiting for one of them raises ``_TopicMoved`` rather than wait out its bound."""
         for topic in topics:
             self._wanted.discard(topic)
             self._active.discard(topic)
+            for future in self._confirmations.pop(topic, ()):
+                if not future.done():
+                    future.set_exception(_TopicMoved(topic))
         if topics and self._on_moved is not None:
             self._on_moved(topics)
 
@@ -218,13 +229,22 @@ class ClusterSubscriber:
         self._mover: asyncio.Task[None] | None = None
 
     async def subscribe(self, topic: str) -> None:
-        """Subscribe to ``topic`` on its master (``LayerUnavailable`` when the cluster cannot confirm it in time)."""
-        try:
-            node = await self._endpoint.owner(slot_of(topic))
-        except (redis_errors.RedisClusterException, *CONNECTION_ERRORS) as exc:
-            raise LayerUnavailable(f"Redis Cluster at {self._endpoint.where} cannot place {topic!r}: {exc}") from exc
-        self._placed[topic] = node.name
-        await self._master(node.name, node.host, int(node.port)).subscribe(topic)
+        """Subscribe to ``topic`` on its master, following its slot when the map was stale (``LayerUnavailable``
+        when the cluster cannot confirm it in time)."""
+        for _ in range(_MAX_MOVES):
+            try:
+                node = await self._endpoint.owner(slot_of(topic))
+            except (redis_errors.RedisClusterException, *CONNECTION_ERRORS) as exc:
+                raise LayerUnavailable(
+                    f"Redis Cluster at {self._endpoint.where} cannot place {topic!r}: {exc}"
+                ) from exc
+            self._placed[topic] = node.name
+            try:
+                await self._master(node.name, node.host, int(node.port)).subscribe(topic)
+                return
+            except _TopicMoved:
+                await self._endpoint.refresh()
+        raise LayerUnavailable(f"Redis Cluster at {self._endpoint.where} kept moving the slot of {topic!r}.")
 
     async def unsubscribe(self, topic: str) -> None:
         self._moving.discard(topic)
