@@ -233,6 +233,7 @@ class ClusterBlockingConnection(BlockingConnection):
     """
 
     def __init__(self, endpoint: ClusterEndpoint, key: str) -> None:
+        # No master yet: call() points the connection (and CLIENT UNBLOCK) at the slot's owner before each use.
         super().__init__(endpoint.connection_factory("", 0), endpoint.where, endpoint.read_timeout)
         self._endpoint = endpoint
         self._slot = slot_of(key)
