@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     results = load_results()
     results["benchmarks"] = {**results.get("benchmarks", {}), **fresh}
     command = "make bench" + (f" BENCH={args.only}" if args.only else "")
+    if args.rounds != 3 or args.scale != 1.0:  # not what make bench runs: say what ran
+        only = f" --only {args.only}" if args.only else ""
+        command = f"python -m benchmarks{only} --rounds {args.rounds} --scale {args.scale:g}"
     meta.update(command=command, rounds=args.rounds, total_s=total, ran=chosen)
     results["meta"] = meta
     results["targets"] = evaluate_targets(results)

@@ -32,6 +32,7 @@ __all__ = [
     "ROOT",
     "Bench",
     "LoadGen",
+    "RedisClusterServers",
     "RedisServer",
     "Row",
     "Server",
@@ -198,6 +199,63 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class RedisClusterServers:
+    """A 3-master Redis Cluster (no replicas) of our own on free ports of 127.0.0.1, made with ``redis-cli --cluster
+    create``, without persistence; stopped by ``stop()``."""
+
+    def __init__(self, masters: int = 3) -> None:
+        import redis
+
+        self.directory = tempfile.TemporaryDirectory(prefix="tether-bench-cluster-")
+        self.ports = [_free_port_with_bus() for _ in range(masters)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for port in self.ports:
+            command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                       "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
+                       "--cluster-node-timeout", "5000"]  # fmt: skip
+            self.procs.append(
+                subprocess.Popen(command, cwd=self.directory.name, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+        for port, proc in zip(self.ports, self.procs, strict=True):
+            _wait_for_port(port, proc, 10, "redis-server (cluster)")
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{port}" for port in self.ports), "--cluster-yes"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+        )  # fmt: skip
+        self.clients = [redis.Redis(host="127.0.0.1", port=port) for port in self.ports]
+        deadline = time.monotonic() + 30
+        while not all(client.cluster("info")["cluster_state"] == "ok" for client in self.clients):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the benchmark's Redis Cluster did not become ready in 30 s")
+            time.sleep(0.1)
+
+    @property
+    def host(self) -> dict[str, Any]:
+        """The layer's ``hosts`` entry for this cluster."""
+        return {"address": f"redis://127.0.0.1:{self.ports[0]}/0", "cluster": True}
+
+    def stop(self) -> None:
+        for client in self.clients:
+            client.close()
+        for proc in self.procs:
+            _stop(proc)
+        self.directory.cleanup()
+
+
+def _free_port_with_bus() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    for _ in range(100):
+        port = free_port()
+        if port + 10000 < 65536:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 def commands_between(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:

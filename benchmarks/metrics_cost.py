@@ -12,11 +12,12 @@ PROMETHEUS_MULTIPROC_DIR) and the exporter's thread flushing every second as in 
 * ``group_send``: 1,000 echo consumers on the in-memory layer, all in one group; each ``group_send`` reaches all of
   them and each sends a frame to its client; µs per ``group_send`` delivered to all 1,000 (100 of them per round).
 
-Off and on alternate within each round, so both meet the same machine load; the best round of each (the least disturbed by other work) is shown beside the median. The issue's target (at most 5% more with metrics on) is for ``make bench``'s echo and group_send over real
-servers, where a message costs several times more CPU than here; this in-process number is the upper bound of the
-relative cost. ``--served`` adds ``make bench``'s echo over real servers: two uvicorn processes of
-``benchmarks/apps`` (metrics off and on), 50 clients of the load generator each, server CPU per message (it needs
-psutil, as ``make bench`` does). Nothing here asserts: it prints.
+Off and on alternate within each round, so both meet the same machine load; the best round of each (the least
+disturbed by other work) is shown beside the median. The issue's target (at most 5% more with metrics on) is for
+``make bench``'s echo and group_send over real servers, where a message costs several times more CPU than here; this
+in-process number is the upper bound of the relative cost. ``--served`` adds ``make bench``'s echo over real
+servers: two uvicorn processes of ``benchmarks/apps`` (metrics off and on), 50 clients of the load generator each,
+server CPU per message (it needs psutil, as ``make bench`` does). Nothing here asserts: it prints.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "latest.json"
 DOCS = ROOT / "docs" / "benchmarks.md"
 IMAGES = ROOT / "docs" / "images"
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
-ORDER = ("layer", "fanout", "echo", "broadcast", "idle", "churn", "worker")
+ORDER = ("layer", "fanout", "echo", "broadcast", "idle", "churn", "worker", "cluster")
 PACKAGES = (
     "django-tether", "channels", "channels-redis", "daphne", "uvicorn", "websockets", "redis", "hiredis", "Django",
     "asgiref", "uvloop", "httptools", "Twisted", "msgpack",
@@ -236,6 +236,19 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     durable_lost = max((v for v in lost["series"].get("durable", []) if v is not None), default=None) if lost else None
     add("Durable channel: no job lost when a worker is SIGKILLed mid-stream (every run)",
         f"{fmt(durable_lost)} lost at most", _at_most(durable_lost, 0))  # fmt: skip
+
+    # Redis Cluster (issue 15 item 5): per-master batching keeps a 3-master cluster on one machine near one server.
+    rates = {
+        kind: _ratio(results, "cluster", f"Redis, 50 senders, {kind} channel", "msgs/s", "single", tether="cluster")
+        for kind in ("named", "local")
+    }
+    add("Redis Cluster (3 masters, same machine), 50 senders: at least 0.7x a single Redis, same run",
+        "; ".join(f"{kind}: {fmt_ratio(value)}" for kind, value in rates.items()),
+        _verdict([_at_least(value, 0.7) for value in rates.values()]))  # fmt: skip
+    slower = _ratio(results, "cluster", "Redis group_send, 1,000 members, 1 process", "p50 ms", "single",
+                    tether="cluster")  # fmt: skip
+    add("Redis Cluster group_send to 1,000 in one process: p50 at most 1.5x a single Redis, same run",
+        f"{fmt_ratio(slower)} of single", _at_most(slower, 1.5))  # fmt: skip
     return targets
 
 
@@ -259,6 +272,7 @@ CHARTS: dict[str, tuple[str, ...]] = {
     "idle": ("KiB/connection",),
     "churn": ("ms/cycle (wall, 10 clients)", "RSS growth MB (all cycles)"),
     "worker": ("jobs/s", "jobs lost", "jobs duplicates"),
+    "cluster": ("msgs/s", "p50 ms"),
 }
 
 

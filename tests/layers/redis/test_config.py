@@ -114,9 +114,9 @@ def test_encryption_keys_must_be_a_list():
         RedisChannelLayer(symmetric_encryption_keys="just-one-string")
 
 
-def test_the_pubsub_layer_refuses_a_cluster():
-    with pytest.raises(ValueError, match="does not support Redis Cluster"):
-        RedisPubSubChannelLayer(hosts=[{"address": "redis://127.0.0.1:7000", "cluster": True}])
+def test_the_pubsub_layer_accepts_a_cluster_for_sharded_pubsub():
+    layer = RedisPubSubChannelLayer(hosts=[{"address": "redis://127.0.0.1:7000", "cluster": True}])
+    assert [spec.kind for spec in layer.hosts] == ["cluster"]
 
 
 def test_defaults_match_channels_redis():

@@ -2,8 +2,8 @@
 
 Each has no socket timeout but a read bound longer than the server-side block, so an idle wait neither times out
 nor hangs on a dead peer; ``close()`` unblocks a waiting pop with ``CLIENT UNBLOCK`` from the command link rather
-than cutting a connection that Redis may be handing a message to. On Redis Cluster, redis-py's ``RedisCluster`` sends
-each pop to the node of its key.
+than cutting a connection that Redis may be handing a message to. On Redis Cluster, ``cluster.py`` points each one
+at the master of its key.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from redis.asyncio.connection import AbstractConnection
 from tether.layers.redis.failures import CONNECTION_ERRORS, Outage, abort_connection, disconnect_quietly
 from tether.layers.redis.resp import pack_commands, read_reply
 
-__all__ = ["BlockingConnection", "ClusterBlockingConnection", "ListPop"]
+__all__ = ["BlockingConnection", "ListPop"]
 
 
 class BlockingConnection:
@@ -112,28 +112,6 @@ class BlockingConnection:
         closing, self._closing = self._closing, None
         if closing is not None:
             await asyncio.gather(closing, return_exceptions=True)
-
-
-class ClusterBlockingConnection(BlockingConnection):
-    """Blocking pops on a Redis Cluster: each goes to the node that holds its key, through ``RedisCluster``."""
-
-    def __init__(self, cluster: Any, key: str, where: str) -> None:
-        super().__init__(lambda: None, where, 0.0)  # type: ignore[arg-type, return-value]
-        self._cluster = cluster
-        self._key = key
-
-    async def call(self, *args: Any) -> Any:
-        try:
-            await self._cluster.initialize()
-            node = self._cluster.get_node_from_key(self._key)
-            return await self._cluster.execute_command(*args, target_nodes=node)
-        except (redis_errors.ClusterError, redis_errors.RedisClusterException) as exc:
-            if isinstance(exc, redis_errors.ResponseError) and not isinstance(exc, redis_errors.ClusterDownError):
-                raise
-            raise redis_errors.ConnectionError(f"the cluster cannot serve {self._key!r} now: {exc}") from exc
-
-    async def aclose(self) -> None:
-        return None
 
 
 class ListPop:

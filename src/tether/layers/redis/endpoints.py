@@ -2,12 +2,11 @@
 
 Built from redis-py's asyncio connection classes, so URLs, TLS, unix sockets, AUTH, ``db`` and Sentinel work as in
 redis-py. A server's endpoint holds its command link and makes blocking connections; a Cluster's routes each command
-by its key through ``RedisCluster`` (scripts keep their keys in one hash slot).
+by its key to a link per master (``cluster.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import weakref
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -16,16 +15,15 @@ from typing import TYPE_CHECKING, Any
 from redis import exceptions as redis_errors
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 
-from tether.layers.redis.blocking import BlockingConnection, ClusterBlockingConnection
+from tether.layers.redis.blocking import BlockingConnection
 from tether.layers.redis.config import HostSpec
-from tether.layers.redis.failures import CONNECTION_ERRORS, unavailable
 from tether.layers.redis.link import Link
 from tether.layers.redis.storage import Script
 
 if TYPE_CHECKING:
     from redis.asyncio.sentinel import Sentinel
 
-__all__ = ["ClusterEndpoint", "Endpoint", "NodeEndpoint", "TransportSettings", "open_endpoint", "validate_host"]
+__all__ = ["Endpoint", "NodeEndpoint", "TransportSettings", "open_endpoint", "validate_host"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +38,8 @@ class Endpoint:
     """What the layers need from one host (or one cluster) on the running event loop."""
 
     where: str
+    #: How the pub/sub layer publishes here: sharded pub/sub on a cluster (``SPUBLISH``).
+    publish_command = "PUBLISH"
 
     def call(self, *args: Any) -> Awaitable[Any]:
         raise NotImplementedError
@@ -132,46 +132,11 @@ class NodeEndpoint(Endpoint):
                 await manager.aclose()
 
 
-class ClusterEndpoint(Endpoint):
-    """A Redis Cluster, through redis-py's ``RedisCluster`` (which routes each command to the node of its key)."""
-
-    def __init__(self, spec: HostSpec, settings: TransportSettings) -> None:
-        from redis.asyncio.cluster import RedisCluster
-
-        self.where = spec.describe()
-        self._timeout = settings.unavailable_timeout
-        options = dict(spec.options)
-        options.setdefault("socket_timeout", max(settings.unavailable_timeout, 5.0))
-        options.setdefault("socket_connect_timeout", min(settings.unavailable_timeout, 5.0))
-        self._cluster = RedisCluster.from_url(spec.required_url, **options)
-        options["socket_timeout"] = settings.block_timeout + 10.0
-        self._blocking_cluster = RedisCluster.from_url(spec.required_url, **options)
-
-    async def call(self, *args: Any) -> Any:
-        try:
-            return await asyncio.wait_for(self._cluster.execute_command(*args), self._timeout)
-        except (*CONNECTION_ERRORS, redis_errors.ClusterError, redis_errors.RedisClusterException) as exc:
-            if isinstance(exc, redis_errors.ResponseError) and not isinstance(exc, redis_errors.ClusterDownError):
-                raise
-            raise unavailable(self.where, exc, self._timeout) from exc
-
-    def blocking_connection(self, key: str) -> BlockingConnection:
-        return ClusterBlockingConnection(self._blocking_cluster, key, self.where)
-
-    async def delete_matching(self, pattern: str) -> int:
-        keys = [key async for key in self._cluster.scan_iter(match=pattern, count=1000)]
-        for key in keys:
-            await self._cluster.unlink(key)
-        return len(keys)
-
-    async def aclose(self) -> None:
-        await self._cluster.aclose()
-        await self._blocking_cluster.aclose()
-
-
 def open_endpoint(spec: HostSpec, settings: TransportSettings) -> Endpoint:
     """An endpoint for ``spec`` bound to the running event loop."""
     if spec.kind == "cluster":
+        from tether.layers.redis.cluster import ClusterEndpoint  # it builds on this module
+
         return ClusterEndpoint(spec, settings)
     return NodeEndpoint(spec, settings)
 

@@ -24,6 +24,7 @@ __all__ = [
     "FATAL_CONNECT_ERRORS",
     "Backoff",
     "Outage",
+    "Unreached",
     "abort_connection",
     "disconnect_quietly",
     "unavailable",
@@ -59,17 +60,22 @@ class Backoff:
         self.attempts = 0
 
 
+class Unreached(LayerUnavailable):
+    """A command that never left: Redis could not be reached. Unlike a connection that broke while a command was
+    out, nothing ran, so a Redis Cluster client may send the command again to the node a fresh slot map names."""
+
+
 def unavailable(where: str, exc: BaseException, waited: float | None = None) -> LayerUnavailable:
-    """The error for a command that Redis did not answer: unreachable for ``waited`` seconds, or (``waited`` None)
-    a connection that broke while the command was out."""
+    """The error for a command that Redis did not answer: unreachable for ``waited`` seconds (``Unreached``), or
+    (``waited`` None) a connection that broke while the command was out."""
     if waited is None:
-        text = f"The connection to Redis at {where} broke during the command ({exc}); it may or may not have run."
-    else:
-        text = (
-            f"Redis at {where} could not be reached for {waited:g}s ({exc}). Check that it is running; the wait is "
-            "the layer's unavailable_timeout option."
+        return LayerUnavailable(
+            f"The connection to Redis at {where} broke during the command ({exc}); it may or may not have run."
         )
-    return LayerUnavailable(text)
+    return Unreached(
+        f"Redis at {where} could not be reached for {waited:g}s ({exc}). Check that it is running; the wait is "
+        "the layer's unavailable_timeout option."
+    )
 
 
 def abort_connection(connection: AbstractConnection, stalled: list[bool]) -> asyncio.Future[None]:

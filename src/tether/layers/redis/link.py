@@ -73,21 +73,41 @@ class Link:
             # The link is busy: join the next batch, which goes out as soon as the current one is answered.
             self._pending.append(call)
             return await call.future
-        # The link is idle: this caller writes its command and reads the reply itself, which saves a task and two
-        # trips through the event loop on every command of a lone sender. Calls made meanwhile wait for the next
-        # batch, sent by a flusher task once this reply is in.
+        await self._lead([call])
+        return call.future.result()
+
+    async def call_sequence(self, *commands: tuple[Any, ...]) -> Any:
+        """Send ``commands`` back to back, nothing of other callers between them (a Redis Cluster's ``ASKING`` and
+        the command it allows), and return the last one's reply; an error reply of any of them raises."""
+        loop = self._loop
+        deadline = loop.time() + self._wait
+        calls = [_Call(args, loop.create_future(), deadline) for args in commands]
+        if self._flusher is not None or self._leading:
+            self._pending.extend(calls)
+        else:
+            await self._lead(calls)
+        replies = await asyncio.gather(*(call.future for call in calls), return_exceptions=True)
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return replies[-1]
+
+    async def _lead(self, calls: list[_Call]) -> None:
+        """The link is idle: this caller writes its commands and reads the replies itself, which saves a task and
+        two trips through the event loop on every command of a lone sender. Calls made meanwhile wait for the next
+        batch, sent by a flusher task once these replies are in."""
         self._leading = True
         try:
-            await self._run([call])
+            await self._run(calls)
         except BaseException:
-            if not call.future.done():  # cancelled before the command went out (connecting, or checking the link)
-                call.future.cancel()
+            for call in calls:
+                if not call.future.done():  # cancelled before the command went out (connecting, or checking)
+                    call.future.cancel()
             raise
         finally:
             self._leading = False
             if self._pending and self._flusher is None:
-                self._flusher = loop.create_task(self._flush())
-        return call.future.result()
+                self._flusher = self._loop.create_task(self._flush())
 
     async def _flush(self) -> None:
         try:

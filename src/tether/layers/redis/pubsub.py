@@ -26,11 +26,12 @@ from typing import Any, ClassVar, Literal, cast
 
 from tether.exceptions import ChannelFull
 from tether.layers.redis.base import LoopState, RedisLayerBase
+from tether.layers.redis.cluster import ClusterEndpoint
 from tether.layers.redis.codec import TO_CHANNEL, TO_GROUP
 from tether.layers.redis.endpoints import NodeEndpoint
 from tether.layers.redis.failures import Outage
 from tether.layers.redis.storage import client_id_of, now_ms, pack_frame
-from tether.layers.redis.subscriber import Subscriber
+from tether.layers.redis.subscriber import ClusterSubscriber, Subscriber
 from tether.types import Message
 
 __all__ = ["RedisPubSubChannelLayer"]
@@ -42,12 +43,12 @@ _TopicKind = Literal["group", "process", "channel"]
 class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
     """A channel layer on Redis pub/sub: lower latency, no capacity or persistence in Redis.
 
-    Same options as ``RedisChannelLayer`` except ``inbox_capacity``; Redis Cluster is not supported (use several
-    ``hosts`` to shard, or ``RedisChannelLayer``). ``capacity`` bounds what each process buffers per channel. Named
-    channels are broadcast to every process receiving on them (pub/sub has no shared queue): run one worker per named
-    channel, or use ``RedisChannelLayer`` for work queues. Durable channels (the ``durable`` option) are the
-    exception: Redis streams read through a consumer group, as on ``RedisChannelLayer``, so each message goes to one
-    receiver and is kept until it is acknowledged.
+    Same options as ``RedisChannelLayer`` except ``inbox_capacity``; on Redis Cluster it uses sharded pub/sub
+    (``SPUBLISH``/``SSUBSCRIBE``, Redis 7+), each topic on the master of its slot. ``capacity`` bounds what each process
+    buffers per channel. Named channels are broadcast to every process receiving on them (pub/sub has no shared queue):
+    run one worker per named channel, or use ``RedisChannelLayer`` for work queues. Durable channels (the ``durable``
+    option) are the exception: Redis streams read through a consumer group, as on ``RedisChannelLayer``, so each message
+    goes to one receiver and is kept until it is acknowledged.
 
     ``stats()`` counts what ``RedisChannelLayer`` counts, plus ``undeliverable``: messages for a process-local channel
     whose process was not subscribed; ``parked``: messages for a named channel nobody was subscribed to, kept in the
@@ -58,11 +59,6 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
 
     def __init__(self, hosts: Any = None, **options: Any) -> None:
         super().__init__(hosts, **options)
-        if any(spec.kind == "cluster" for spec in self.hosts):
-            raise ValueError(
-                "RedisPubSubChannelLayer does not support Redis Cluster; list the servers in hosts to shard, or use "
-                "RedisChannelLayer with the cluster."
-            )
         self._groups: dict[str, dict[str, int]] = {}  # group -> {local member: joined at, ms}
         self._topics: dict[str, tuple[_TopicKind, str]] = {}  # pub/sub topic -> (kind, name)
 
@@ -85,7 +81,8 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
             await self._send_named(state, channel, payload, expires_at)
         else:
             frame = pack_frame(expires_at, payload, "", channel)
-            if not await self._endpoint(state, client_id).call("PUBLISH", self.keys.inbox(client_id), frame):
+            endpoint = self._endpoint(state, client_id)
+            if not await endpoint.call(endpoint.publish_command, self.keys.inbox(client_id), frame):
                 if client_id == self.client_id:  # not subscribed yet: the receive that subscribes finds it here
                     self._park(channel, payload, expires_at)
                 else:
@@ -109,15 +106,15 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
         parked = self._local.take_all(channel) if topic not in self._topics and self._local.queued(channel) else []
         if parked:  # (expired ones were dropped, counted, by take_all)
             frames = [pack_frame(int(at), self.codec.encode(message, TO_CHANNEL, channel)) for at, message in parked]
-            if not await endpoint.call("PUBLISH", topic, frames[0]):
+            if not await endpoint.call(endpoint.publish_command, topic, frames[0]):
                 for at, message in parked:  # still nobody: they stay, in order
                     self._local.deliver(channel, message, at)
                 self._park(channel, payload, expires_at)
                 return
             for frame in frames[1:]:
-                await endpoint.call("PUBLISH", topic, frame)
+                await endpoint.call(endpoint.publish_command, topic, frame)
             self._stats.incr("parked_published", len(frames))
-        if not await endpoint.call("PUBLISH", topic, pack_frame(expires_at, payload)):
+        if not await endpoint.call(endpoint.publish_command, topic, pack_frame(expires_at, payload)):
             self._park(channel, payload, expires_at)
 
     def _park(self, channel: str, payload: bytes, expires_at: int) -> None:
@@ -180,7 +177,8 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
         self.require_valid_group_name(group)
         payload = self.codec.encode(message, TO_GROUP, group)
         frame = pack_frame(now_ms() + self._expiry_ms, payload, group)
-        await self._endpoint(self._loops.get(), group).call("PUBLISH", self.keys.group(group), frame)
+        endpoint = self._endpoint(self._loops.get(), group)
+        await endpoint.call(endpoint.publish_command, self.keys.group(group), frame)
         self._stats.incr("group_sent")
 
     # Housekeeping --------------------------------------------------------------------------------------------------
@@ -207,18 +205,32 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
             return self.keys.inbox(name)
         return self.keys.channel(name)
 
-    def _subscriber(self, state: PubSubLoopState, name: str) -> Subscriber:
+    def _subscriber(self, state: PubSubLoopState, name: str) -> Subscriber | ClusterSubscriber:
         index = self._ring.index_for(name)
         subscriber = state.subscribers.get(index)
-        if subscriber is None:
-            endpoint = cast(NodeEndpoint, self._endpoint_at(state, index))  # clusters are refused in __init__
-            subscriber = state.subscribers[index] = Subscriber(
+        if subscriber is not None:
+            return subscriber
+        endpoint = self._endpoint_at(state, index)
+        what = f"pub/sub topics of process {self.client_id!r}"
+        if isinstance(endpoint, ClusterEndpoint):
+            subscriber = ClusterSubscriber(
                 endpoint,
                 self._on_message,
-                Outage(self._stats, f"pub/sub topics of process {self.client_id!r}"),
+                lambda: Outage(self._stats, what),
                 confirm_timeout=float(self.unavailable_timeout),
                 idle_timeout=self._settings.block_timeout,
             )
+        else:
+            node = cast(NodeEndpoint, endpoint)
+            subscriber = Subscriber(
+                lambda: node.make_connection(blocking=True),
+                node.where,
+                self._on_message,
+                Outage(self._stats, what),
+                confirm_timeout=float(self.unavailable_timeout),
+                idle_timeout=self._settings.block_timeout,
+            )
+        state.subscribers[index] = subscriber
         return subscriber
 
     async def _subscribe(self, state: PubSubLoopState, kind: _TopicKind, name: str) -> None:
@@ -264,4 +276,4 @@ class PubSubLoopState(LoopState):
 
     def __init__(self, size: int) -> None:
         super().__init__(size)
-        self.subscribers: dict[int, Subscriber] = {}
+        self.subscribers: dict[int, Subscriber | ClusterSubscriber] = {}
