@@ -154,7 +154,8 @@ class _GranianProcesses:
             "--workers", "1", "--log-level", "warning", "tests.granian_app:application",
         ]  # fmt: skip
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        proc = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL)
+        # A session of its own, so that a granian that does not stop is killed with its worker (a process group).
+        proc = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
         self.started.append(proc)
         deadline = time.monotonic() + GRANIAN_START_TIMEOUT
         while True:
@@ -173,7 +174,7 @@ class _GranianProcesses:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
 
 
