@@ -137,6 +137,25 @@ LIVE_SERVERS = ("uvicorn", "granian")
 GRANIAN_START_TIMEOUT = 30
 
 
+def _answers_a_handshake(port: int) -> bool:
+    """Whether a worker answers a WebSocket handshake on ``port`` (a refusal will do) within half a second.
+
+    granian's main process listens before its worker runs: a port that accepts is not yet a server that answers. A
+    granian stopped that early once ignored SIGTERM (a 10-second teardown, then the kill); most likely its worker had
+    not set its signal handlers up yet. Not seen again since the start waits for an answer.
+    """
+    request = (
+        f"GET /tether-live-ready/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(request.encode())
+            return sock.recv(16).startswith(b"HTTP/1.1 ")
+    except OSError:
+        return False
+
+
 class _GranianProcesses:
     """granian servers, each a subprocess of its own (granian's workers are processes), stopped with the test."""
 
@@ -161,10 +180,10 @@ class _GranianProcesses:
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"granian exited with code {proc.returncode} before listening on port {port}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            if _answers_a_handshake(port):
                 return LiveServer("127.0.0.1", port, "granian")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"granian did not listen on port {port} within {GRANIAN_START_TIMEOUT} s")
+                raise RuntimeError(f"granian did not answer on port {port} within {GRANIAN_START_TIMEOUT} s")
             time.sleep(0.05)
 
     def stop_all(self) -> None:
