@@ -4,7 +4,8 @@ The room consumer (``benchmarks/apps/django_app.py``) joins a group on connect a
 Servers: 1 uvicorn process, or 2 sharing the benchmark's redis-server with clients spread evenly over both. Clients
 come from 2 load-generator processes. Measured from the moment the sender's frame leaves until the last member has
 it (``time.monotonic()``, one clock across processes): p50 and p99 over repeated broadcasts. The limit is a bare
-ASGI app that fans out in memory (1 process only: it has no way to reach another).
+ASGI app that fans out in memory (1 process only: it has no way to reach another). tether on the Redis layer and the
+bare app also run on one granian worker, in the same rounds: the rows whose case ends in ", granian".
 """
 
 from __future__ import annotations
@@ -37,8 +38,12 @@ WAIT = 20.0
 SKIP_ABOVE = 5.0  # seconds: a size whose broadcast would take longer than this (linear extrapolation) is not run
 
 
+#: The suffix of the labels of the variants served by granian (uvicorn serves the others).
+GRANIAN = " granian"
+
+
 def _variants(unavailable: str | None) -> dict[str, tuple[str, str, str, int]]:
-    """label -> (app, stack, layer, processes)."""
+    """label -> (app, stack, layer, processes); a label ending in ``GRANIAN`` is served by granian."""
     variants = {
         "tether/redis x1": (DJANGO_APP, "tether", "redis", 1),
         "channels/redis x1": (DJANGO_APP, "channels", "redis", 1),
@@ -47,6 +52,8 @@ def _variants(unavailable: str | None) -> dict[str, tuple[str, str, str, int]]:
         "tether/in-memory x1": (DJANGO_APP, "tether", "inmemory", 1),
         "channels/in-memory x1": (DJANGO_APP, "channels", "inmemory", 1),
         "bare x1": (BARE_APP, "bare", "none", 1),
+        "tether/redis x1" + GRANIAN: (DJANGO_APP, "tether", "redis", 1),
+        "bare x1" + GRANIAN: (BARE_APP, "bare", "none", 1),
     }
     if unavailable:
         variants = {label: spec for label, spec in variants.items() if not label.startswith("tether/redis")}
@@ -68,9 +75,10 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
                 stack if stack != "bare" else "tether",
                 layer,
                 redis_server.url,
-                f"bench.broadcast.{stack}.{processes}.{round_index}.",
+                f"bench.broadcast.{stack}.{processes}.{round_index}.{'g.' if label.endswith(GRANIAN) else ''}",
             )
-            servers = [Server("uvicorn", app, env) for _ in range(processes)]
+            kind = "granian" if label.endswith(GRANIAN) else "uvicorn"
+            servers = [Server(kind, app, env) for _ in range(processes)]
             with stopping(*servers):
                 for server in servers:
                     server.start()
@@ -161,6 +169,14 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
                         limit="bare" if processes == 1 else None,
                     )
                 )
+    for size in SIZES:
+        for key in ("p50", "p99"):
+            series = {
+                label: latencies.get((f"{label} x1{GRANIAN}", size, key), [None] * rounds)
+                for label in ("tether/redis", "bare")
+            }
+            case = f"{size:,} clients, 1 server process, granian"
+            bench.add(Row(case, f"{key} ms", "lower", series, tether="tether/redis", limit="bare"))
     bench.note(
         "The in-memory rows are extra context (one process, 100 and 1,000 clients); the peer for the target is "
         "channels + channels_redis on the same server."

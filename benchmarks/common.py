@@ -266,9 +266,10 @@ def commands_between(before: dict[str, int], after: dict[str, int]) -> dict[str,
 
 @dataclass
 class Server:
-    """An ASGI server (uvicorn or daphne) in its own process, serving one of ``benchmarks.apps``.
+    """An ASGI server (uvicorn, granian or daphne) in its own process, serving one of ``benchmarks.apps``.
 
-    ``env`` picks the stack and the layer (see ``benchmarks/apps/settings.py``).
+    ``env`` picks the stack and the layer (see ``benchmarks/apps/settings.py``). granian runs one worker process under
+    its supervisor process; ``rss()`` and ``cpu_seconds()`` count the whole tree, so the figures compare.
     """
 
     kind: str
@@ -285,6 +286,12 @@ class Server:
                 PYTHON, "-m", "uvicorn", self.app, "--host", "127.0.0.1", "--port", str(self.port),
                 "--log-level", "warning", "--no-access-log", "--lifespan", "off", "--ws", "websockets-sansio",
                 "--backlog", "4096",
+            ]  # fmt: skip
+        elif self.kind == "granian":
+            # asginl is granian's ASGI without the lifespan protocol, as uvicorn's --lifespan off above.
+            command = [
+                PYTHON, "-m", "granian", "--interface", "asginl", "--host", "127.0.0.1", "--port", str(self.port),
+                "--workers", "1", "--log-level", "warning", "--backlog", "4096", self.app,
             ]  # fmt: skip
         elif self.kind == "daphne":
             command = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "-v", "0", self.app]
@@ -305,18 +312,20 @@ class Server:
         assert self.proc is not None
         return self.proc.pid
 
-    def _process(self) -> Any:
+    def _processes(self) -> list[Any]:
+        """The server process and its children (granian's worker), those still running."""
         import psutil
 
-        return psutil.Process(self.pid)
+        process = psutil.Process(self.pid)
+        return [process, *process.children(recursive=True)]
 
     def rss(self) -> int:
-        """Resident memory of the server process, in bytes."""
-        return int(self._process().memory_info().rss)
+        """Resident memory of the server process and its children, in bytes."""
+        return sum(int(process.memory_info().rss) for process in self._processes())
 
     def cpu_seconds(self) -> float:
-        times = self._process().cpu_times()
-        return float(times.user + times.system)
+        """CPU time (user and system) of the server process and its children so far."""
+        return sum(float(t.user + t.system) for t in (process.cpu_times() for process in self._processes()))
 
     def stats(self) -> dict[str, Any]:
         """What the app's ``/stats`` endpoint says about its channel layer."""

@@ -2,7 +2,9 @@
 
 tether on uvicorn against Channels on uvicorn and on daphne; the limit is a bare ASGI echo app on uvicorn. Both
 Django stacks run the same consumer (``benchmarks/apps/django_app.py``) with the in-memory layer configured, as a
-default project would. Reported: messages per second, round-trip p50/p99 and the server's CPU (psutil).
+default project would. tether and the bare app also run on granian (one worker), in the same rounds, for the target
+"tether at or above 0.9x of the bare app on each server"; those rows have no Channels peer. Reported: messages per
+second, round-trip p50/p99 and the server's CPU (psutil, the worker included).
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
         "channels/uvicorn": Server("uvicorn", DJANGO_APP, stack_env("channels", "inmemory")),
         "channels/daphne": Server("daphne", DJANGO_APP, stack_env("channels", "inmemory")),
         "bare/uvicorn": Server("uvicorn", BARE_APP),
+        "tether/granian": Server("granian", DJANGO_APP, stack_env("tether", "inmemory")),
+        "bare/granian": Server("granian", BARE_APP),
     }
+    # Each server's rows: (case suffix, tether, peer, limit).
+    tables = (
+        ("", "tether/uvicorn", "channels/uvicorn", "bare/uvicorn"),
+        (", granian", "tether/granian", None, "bare/granian"),
+    )
     loadgen = LoadGen()
     with stopping(*servers.values(), loadgen):
         for server in servers.values():
@@ -54,14 +63,23 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
                 measured["cpu_per_msg"][label].append(1e6 * cpu / max(1, result["messages"]))
 
             alternate(rounds, list(servers), one)
-            case = f"{clients} client" + ("s" if clients > 1 else "")
-            common = {"tether": "tether/uvicorn", "peer": "channels/uvicorn", "limit": "bare/uvicorn"}
-            bench.add(Row(case, "msgs/s", "higher", measured["msgs"], **common))
-            bench.add(Row(case, "RTT p50 ms", "lower", measured["p50"], **common))
-            bench.add(Row(case, "RTT p99 ms", "lower", measured["p99"], **common))
-            bench.add(Row(case, "server CPU %", "lower", measured["cpu"], **common))
-            bench.add(Row(case, "server CPU µs/msg", "lower", measured["cpu_per_msg"], **common))
-    bench.note("uvicorn runs with --ws websockets-sansio and uvloop/httptools; the load generator is one process.")
+            for suffix, tether, peer, limit in tables:
+                case = f"{clients} client" + ("s" if clients > 1 else "") + suffix
+                # The uvicorn rows keep daphne beside the peer; the granian rows hold granian's two series only.
+                labels = [label for label in servers if label.endswith("/granian") == bool(suffix)]
+                for metric, name, better in (
+                    ("msgs", "msgs/s", "higher"),
+                    ("p50", "RTT p50 ms", "lower"),
+                    ("p99", "RTT p99 ms", "lower"),
+                    ("cpu", "server CPU %", "lower"),
+                    ("cpu_per_msg", "server CPU µs/msg", "lower"),
+                ):
+                    series = {label: measured[metric][label] for label in labels}
+                    bench.add(Row(case, name, better, series, tether=tether, peer=peer, limit=limit))
+    bench.note(
+        "uvicorn runs with --ws websockets-sansio and uvloop/httptools; granian with --interface asginl (no lifespan, "
+        "as uvicorn's --lifespan off), one worker, its default loop; the load generator is one process."
+    )
     return bench.finish()
 
 

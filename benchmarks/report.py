@@ -26,8 +26,8 @@ IMAGES = ROOT / "docs" / "images"
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
 ORDER = ("layer", "fanout", "echo", "broadcast", "idle", "churn", "worker", "cluster")
 PACKAGES = (
-    "django-tether", "channels", "channels-redis", "daphne", "uvicorn", "websockets", "redis", "hiredis", "Django",
-    "asgiref", "uvloop", "httptools", "Twisted", "msgpack",
+    "django-tether", "channels", "channels-redis", "daphne", "uvicorn", "granian", "websockets", "redis", "hiredis",
+    "Django", "asgiref", "uvloop", "httptools", "Twisted", "msgpack",
 )  # fmt: skip
 
 
@@ -202,6 +202,13 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         add(f"WebSocket echo, {clients}: at least 90% of the bare ASGI app and ahead of Channels on uvicorn",
             f"{fmt_ratio(to_bare)} of bare; {fmt_ratio(to_peer)} Channels/uvicorn" if row else "not measured",
             _verdict([_at_least(to_bare, 0.9), _at_least(to_peer, 1.0000001)]))  # fmt: skip
+
+    # Echo on granian (issue 15 item 3): tether at or above 0.9x of the bare ASGI app on the same server, as the row
+    # above holds it on uvicorn.
+    for clients in ("1 client", "50 clients"):
+        ratio = _ratio(results, "echo", f"{clients}, granian", "msgs/s", "bare/granian", tether="tether/granian")
+        add(f"WebSocket echo on granian, {clients}: at least 0.9x the bare ASGI app on granian",
+            f"{fmt_ratio(ratio)} of bare/granian", _at_least(ratio, 0.9))  # fmt: skip
 
     # Broadcast.
     speed = _speedup(results, "broadcast", "1,000 clients, 1 server process", "p50 ms", "channels/redis",

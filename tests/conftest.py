@@ -1,9 +1,16 @@
-"""Fixtures shared by the whole suite: a real uvicorn server on a free port, and channel layer isolation."""
+"""Fixtures shared by the whole suite: a real uvicorn server on a free port (or granian, in a subprocess), and channel
+layer isolation."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import importlib
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +20,7 @@ from typing import Any
 import pytest
 from asgiref.sync import SyncToAsync
 from django.db import connections
+from django.test import override_settings
 
 from tether.db import has_open_connections
 from tether.layers import channel_layers
@@ -27,10 +35,11 @@ def free_port() -> int:
 
 @dataclass
 class LiveServer:
-    """A uvicorn server running an ASGI app in a thread of the test process."""
+    """A server running an ASGI app: uvicorn in a thread of the test process, or granian in a subprocess."""
 
     host: str
     port: int
+    kind: str = "uvicorn"
 
     @property
     def url(self) -> str:
@@ -119,3 +128,101 @@ def tether_serve():
 
     yield start
     threads.stop_all()
+
+
+#: The servers of the ``live_serve`` fixture: uvicorn (tether's own, in a thread) and granian (in a subprocess).
+LIVE_SERVERS = ("uvicorn", "granian")
+
+#: Seconds a granian subprocess has to listen: it imports Django and the test project, slow on a loaded machine.
+GRANIAN_START_TIMEOUT = 30
+
+
+def _answers_a_handshake(port: int) -> bool:
+    """Whether a worker answers a WebSocket handshake on ``port`` (a refusal will do) within half a second.
+
+    granian's main process listens before its worker runs: a port that accepts is not yet a server that answers. A
+    granian stopped that early once ignored SIGTERM (a 10-second teardown, then the kill); most likely its worker had
+    not set its signal handlers up yet. Not seen again since the start waits for an answer.
+    """
+    request = (
+        f"GET /tether-live-ready/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(request.encode())
+            return sock.recv(16).startswith(b"HTTP/1.1 ")
+    except OSError:
+        return False
+
+
+class _GranianProcesses:
+    """granian servers, each a subprocess of its own (granian's workers are processes), stopped with the test."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def run(self, target: str, urlconf: str | None = None) -> LiveServer:
+        """Serve ``module:attribute`` with granian on a free port; fail after ``GRANIAN_START_TIMEOUT`` seconds."""
+        port = free_port()
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "TETHER_LIVE_APP": target}
+        if urlconf is not None:
+            env["TETHER_LIVE_URLCONF"] = urlconf
+        command = [
+            sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1", "--log-level", "warning", "tests.granian_app:application",
+        ]  # fmt: skip
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        # A session of its own, so that a granian that does not stop is killed with its worker (a process group).
+        proc = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+        self.started.append(proc)
+        deadline = time.monotonic() + GRANIAN_START_TIMEOUT
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"granian exited with code {proc.returncode} before listening on port {port}")
+            if _answers_a_handshake(port):
+                return LiveServer("127.0.0.1", port, "granian")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"granian did not answer on port {port} within {GRANIAN_START_TIMEOUT} s")
+            time.sleep(0.05)
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+@pytest.fixture(params=LIVE_SERVERS)
+def live_serve(request):
+    """Start an application on uvicorn, then (the test's second run) on granian; stop it when the test ends.
+
+    Usage: ``server = live_serve("tests.asgi:application")``: the application is named by its import path, since
+    granian imports it in a process of its own. ``urlconf`` serves HTTP with another ``ROOT_URLCONF`` (for views of
+    the test). uvicorn runs as the ``serve`` fixture runs it, in a thread of this process. The server's name is
+    ``request.param`` (``live_server_kind`` in the test id). Use it for a representative few tests, not every live
+    test: each granian start costs about a second.
+    """
+    kind = request.param
+    granian = _GranianProcesses()
+    serve_uvicorn = request.getfixturevalue("serve") if kind == "uvicorn" else None
+    overrides: list[override_settings] = []
+
+    def start(target: str, urlconf: str | None = None) -> LiveServer:
+        if kind == "granian":
+            return granian.run(target, urlconf)
+        if urlconf is not None:
+            override = override_settings(ROOT_URLCONF=urlconf)
+            override.enable()
+            overrides.append(override)
+        module, _, attribute = target.partition(":")
+        return serve_uvicorn(getattr(importlib.import_module(module), attribute))
+
+    yield start
+    granian.stop_all()
+    for override in reversed(overrides):
+        override.disable()

@@ -435,16 +435,30 @@ async def test_login_over_websocket_then_save_is_seen_by_a_later_http_request(al
     assert await http_whoami(site, session_key) == ALICE
 
 
-async def test_login_in_connect_sends_the_new_session_cookie_with_the_handshake(alice, site):
+async def test_login_in_connect_sends_the_new_session_cookie_with_the_handshake(alice, live_serve):
+    site = live_serve("tests.test_auth:site_application", urlconf="tests.auth_support")
     async with websockets.connect(f"{site.ws_url}/ws/account/?login=alice", origin=same_origin(site)) as ws:
-        (header,) = set_cookie_headers(ws.response.headers)
+        headers = set_cookie_headers(ws.response.headers)
+    if site.kind == "granian":
+        # granian (2.8) drops the headers of websocket.accept, this one included (docs/deploying.md says so).
+        assert headers == []
+        return
+    (header,) = headers
     cookie = header.split(";")[0].removeprefix("sessionid=")
     assert "HttpOnly" in header or "SameSite=Lax" in header
     assert await http_whoami(site, cookie) == ALICE
     assert await http_whoami(site, None) == ANONYMOUS
 
 
-async def test_user_logged_in_over_http_is_the_websocket_user(alice, site):
+#: The same stack by its import path, for ``live_serve`` (granian imports it in a process of its own).
+site_application = ProtocolTypeRouter(
+    {"http": get_asgi_application(), "websocket": AllowedHostsOriginValidator(ws_app)}
+)
+
+
+async def test_user_logged_in_over_http_is_the_websocket_user(alice, live_serve):
+    # On uvicorn and granian: the session cookie of the handshake, read from the database the test wrote.
+    site = live_serve("tests.test_auth:site_application", urlconf="tests.auth_support")
     cookie = await cookie_for(alice)
     async with websockets.connect(
         f"{site.ws_url}/ws/whoami/", origin=same_origin(site), additional_headers={"Cookie": f"sessionid={cookie}"}

@@ -24,7 +24,7 @@ def ids(messages):
 @pytest.fixture(autouse=True)
 def single_process_environment(monkeypatch):
     """The checks read worker counts from the environment: start each test from a single-process one."""
-    for name in ("WEB_CONCURRENCY", "UVICORN_WORKERS", "GUNICORN_CMD_ARGS"):
+    for name in ("WEB_CONCURRENCY", "UVICORN_WORKERS", "GRANIAN_WORKERS", "GUNICORN_CMD_ARGS"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -196,6 +196,7 @@ def test_shared_layer_with_several_worker_processes_has_no_w001(monkeypatch):
         ({}, None),
         ({"WEB_CONCURRENCY": "3"}, (3, "WEB_CONCURRENCY=3")),
         ({"UVICORN_WORKERS": "2"}, (2, "UVICORN_WORKERS=2")),
+        ({"GRANIAN_WORKERS": "4"}, (4, "GRANIAN_WORKERS=4")),
         ({"GUNICORN_CMD_ARGS": "--bind 0.0.0.0:80 --workers 5"}, (5, "GUNICORN_CMD_ARGS workers=5")),
         ({"GUNICORN_CMD_ARGS": "-w 6"}, (6, "GUNICORN_CMD_ARGS workers=6")),
         ({"GUNICORN_CMD_ARGS": "-w7"}, (7, "GUNICORN_CMD_ARGS workers=7")),

@@ -169,8 +169,9 @@ application = ProtocolTypeRouter(
 )
 
 
-async def test_a_raw_client_reads_the_denial_status_headers_and_body(serve):
-    server = serve(application)
+async def test_a_raw_client_reads_the_denial_status_headers_and_body(live_serve):
+    # On granian too, which offers the extension (2.8).
+    server = live_serve("tests.test_denial:application")
     status, headers, body = await handshake(server, "login/")
     assert (status, headers["content-type"], body) == (401, "application/json", b'{"error": "log in first"}')
     status, headers, body = await handshake(server, "busy/")
@@ -180,8 +181,8 @@ async def test_a_raw_client_reads_the_denial_status_headers_and_body(serve):
     assert (status, body) == (401, b"log in first")
 
 
-async def test_deny_connection_without_a_status_is_still_a_plain_403(serve):
-    status, _, body = await handshake(serve(application), "plain/")
+async def test_deny_connection_without_a_status_is_still_a_plain_403(live_serve):
+    status, _, body = await handshake(live_serve("tests.test_denial:application"), "plain/")
     assert (status, body) == (403, b"")
 
 

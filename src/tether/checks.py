@@ -191,13 +191,14 @@ def _check_layer(alias: Any, config: Any) -> list[CheckMessage]:
 def worker_processes_from_environment(environ: Mapping[str, str] | None = None) -> tuple[int, str] | None:
     """The largest number of server processes the environment asks for, and where it was found, or None.
 
-    Read from ``WEB_CONCURRENCY`` (uvicorn's and gunicorn's default worker count), ``UVICORN_WORKERS`` and the
-    ``-w``/``--workers`` option in ``GUNICORN_CMD_ARGS``. Values that are not whole numbers are ignored.
+    Read from ``WEB_CONCURRENCY`` (uvicorn's and gunicorn's default worker count), ``UVICORN_WORKERS``,
+    ``GRANIAN_WORKERS`` (granian's ``--workers``) and the ``-w``/``--workers`` option in ``GUNICORN_CMD_ARGS``. Values
+    that are not whole numbers are ignored.
     """
     if environ is None:
         environ = os.environ
     found: list[tuple[int, str]] = []
-    for name in ("WEB_CONCURRENCY", "UVICORN_WORKERS"):
+    for name in ("WEB_CONCURRENCY", "UVICORN_WORKERS", "GRANIAN_WORKERS"):
         value = _whole_number(environ.get(name))
         if value is not None:
             found.append((value, f"{name}={value}"))

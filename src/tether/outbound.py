@@ -107,15 +107,24 @@ class _Resumed:
             try:
                 value = yield waiting
             except BaseException as error:  # a cancellation of the writer task reaches the server's send
+                throw = getattr(steps, "throw", None)
+                if throw is None:  # an awaitable that is a plain iterator (granian's): PEP 380 raises here
+                    raise
                 try:
-                    waiting = steps.throw(error)
+                    waiting = throw(error)
                 except StopIteration:
                     return
             else:
                 try:
-                    waiting = steps.send(value)
+                    waiting = _step(steps, value)
                 except StopIteration:
                     return
+
+
+def _step(steps: Any, value: Any = None) -> Any:
+    """Resume an awaitable's iterator as ``yield from`` does: ``next()`` for ``None`` (all a plain iterator takes, as
+    granian's ``send`` awaitable is), ``send()`` otherwise."""
+    return next(steps) if value is None else steps.send(value)
 
 
 class Outbox:
@@ -169,7 +178,7 @@ class Outbox:
             return
         steps = self.server_send(message).__await__()
         try:
-            waiting = steps.send(None)
+            waiting = _step(steps)
         except StopIteration:
             return
         self.start_queueing(_Resumed(steps, waiting))
