@@ -77,18 +77,24 @@ class RedisPresence(Presence):
 
     # Storage -------------------------------------------------------------------------------------------------------
 
-    async def _register(self) -> None:
-        """Enter the heartbeat set under the next incarnation and start the heartbeat on this loop."""
-        self._incarnation += 1
-        await self._endpoint(HEARTBEATS_TAG).script(REGISTER, [self.keys.heartbeats], [self.process])
+    async def _running(self) -> None:
+        """Make sure this process heartbeats on this loop: it holds members, or it lists groups and so takes part in
+        reaping dead processes (whose leave events its listeners want)."""
         state = self._loops.get()
-        if state.heartbeat is None or state.heartbeat.done():
-            state.heartbeat = asyncio.get_running_loop().create_task(self._beat())
+        if state.heartbeat is not None and not state.heartbeat.done():
+            return
+        first = not self._incarnation
+        if first:
+            self._incarnation = 1
+        # The task is set before any await, so concurrent callers start one heartbeat only.
+        state.heartbeat = asyncio.get_running_loop().create_task(self._beat())
+        if first:
+            await self._endpoint(HEARTBEATS_TAG).script(REGISTER, [self.keys.heartbeats], [self.process])
+        else:  # heartbeating again after a gap (its loop closed): reaped meanwhile, it comes back
+            await self._beat_once()
 
     async def _store_join(self, group: str, record: Record) -> bool:
-        state = self._loops.get()
-        if not self._incarnation or state.heartbeat is None or state.heartbeat.done():
-            await self._register()
+        await self._running()
         process = self.process
         if group not in self.local:  # the group is new to this process: the reaper must know of it first
             await self._endpoint("!" + process).call("SADD", self.keys.groups_of(process), group)
@@ -106,6 +112,7 @@ class RedisPresence(Presence):
         return unpack_member(channel, value)[1]
 
     async def _store_list(self, group: str) -> list[Record]:
+        await self._running()
         raw = await self._endpoint(group).call("HGETALL", self.keys.members(group))
         if not raw:
             return []
