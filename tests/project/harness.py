@@ -7,11 +7,13 @@ process starts in its own session, and ``stop()`` kills the whole process group,
 
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +21,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import tether
@@ -72,6 +75,8 @@ class Command:
             start_new_session=True,
         )
         self.lines: list[str] = []
+        #: Where a server command listens (``host:port``), when its starter says (``uvicorn_processes``).
+        self.host = ""
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -200,3 +205,26 @@ def csrf_token_in(html: str) -> str:
     match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html)
     assert match, f"No CSRF token in the page:\n{html}"
     return match[1]
+
+
+@contextlib.contextmanager
+def uvicorn_processes(
+    project_dir: Path, app: str, count: int = 2, *options: str, **env: str
+) -> Iterator[list[Command]]:
+    """``count`` uvicorn processes serving ``app`` of ``project_dir`` on free ports of 127.0.0.1 (``--lifespan off``,
+    plus ``options``), each with ``env``; yields them once all listen (``Command.host`` says where), then stops them."""
+    commands: list[Command] = []
+    try:
+        for _ in range(count):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            arguments = ("--host", "127.0.0.1", "--port", str(port), "--lifespan", "off", *options)
+            commands.append(Command(project_dir, app, *arguments, program=("-m", "uvicorn"), **env))
+            commands[-1].host = f"127.0.0.1:{port}"
+        for command in commands:
+            command.wait_for_line("Uvicorn running on", timeout=60)
+        yield commands
+    finally:
+        for command in commands:
+            command.stop()

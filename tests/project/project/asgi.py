@@ -9,7 +9,7 @@ from django.core.asgi import get_asgi_application
 django_application = get_asgi_application()
 
 from django.urls import path  # noqa: E402
-from project.consumers import EchoConsumer, JobWorker, StallConsumer  # noqa: E402
+from project.consumers import EchoConsumer, JobWorker, PresenceRoomConsumer, StallConsumer  # noqa: E402
 
 from tether.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 
@@ -17,7 +17,11 @@ application = ProtocolTypeRouter(
     {
         "http": django_application,
         "websocket": URLRouter(
-            [path("ws/echo/", EchoConsumer.as_asgi()), path("ws/stall/<str:group>/", StallConsumer.as_asgi())]
+            [
+                path("ws/echo/", EchoConsumer.as_asgi()),
+                path("ws/stall/<str:group>/", StallConsumer.as_asgi()),
+                path("ws/presence/<str:room>/", PresenceRoomConsumer.as_asgi()),
+            ]
         ),
         "channel": ChannelNameRouter({"jobs": JobWorker.as_asgi()}),
     }
