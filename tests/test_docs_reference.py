@@ -31,6 +31,8 @@ EXTRA_MODULES = [
     "tether.metrics.views",
     "tether.health",
     "tether.loop_lag",
+    "tether.presence",
+    "tether.presence.consumer",
 ]
 MODULES = [*PUBLIC_NAMES, *EXTRA_MODULES]
 
