@@ -190,3 +190,11 @@ def test_bad_options_are_refused_with_the_option_named(layer):
         get_presence(layer, ttl=2, heartbeat=5)
     with pytest.raises(ValueError, match="ttl"):
         get_presence(layer, ttl=-1)
+
+
+def test_a_layer_s_presence_cannot_be_made_again_with_other_options(layer):
+    tracker = get_presence(layer, ttl=4, heartbeat=1)
+    assert get_presence(layer) is tracker
+    assert get_presence(layer, ttl=4) is tracker
+    with pytest.raises(ValueError, match="TETHER_PRESENCE"):
+        get_presence(layer, ttl=8)

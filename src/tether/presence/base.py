@@ -13,7 +13,9 @@ import asyncio
 import json
 import logging
 import math
+import time
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -162,6 +164,13 @@ class Presence:
         if not isinstance(max_metadata_size, int) or isinstance(max_metadata_size, bool) or max_metadata_size < 2:
             raise ValueError(f"Presence option max_metadata_size must be an int of bytes, not {max_metadata_size!r}.")
         self.max_metadata_size = max_metadata_size
+        #: The options it was made with, for ``get_presence`` to compare.
+        self.options = {
+            "ttl": ttl,
+            "heartbeat": heartbeat,
+            "batch_window": batch_window,
+            "max_metadata_size": max_metadata_size,
+        }
         #: This process's joins: group -> channel -> record (to leave on close, and to store again after a reap).
         self.local: dict[str, dict[str, Record]] = {}
         self._batches: dict[str, _Batch] = {}
@@ -282,7 +291,7 @@ class Presence:
 
     # Events --------------------------------------------------------------------------------------------------------
 
-    def _announce(self, group: str, joined: list[Record] = (), left: list[Record] = ()) -> None:  # type: ignore[assignment]
+    def _announce(self, group: str, joined: Sequence[Record] = (), left: Sequence[Record] = ()) -> None:
         """Add joins and leaves to ``group``'s batch; the batch goes out ``batch_window`` seconds after it opened."""
         batch = self._batches.get(group)
         if batch is None:
@@ -338,8 +347,6 @@ class Presence:
 
 
 def _now_ms() -> int:
-    import time
-
     return int(time.time() * 1000)
 
 
@@ -365,7 +372,8 @@ def settings_options() -> dict[str, Any]:
 
 def get_presence(layer: BaseChannelLayer | None = None, **options: Any) -> Presence:
     """The presence tracker of ``layer`` (by default the ``default`` channel layer), made on first use with
-    ``options`` or else the ``TETHER_PRESENCE`` setting; later calls return the same tracker and ignore ``options``.
+    ``options`` or else the ``TETHER_PRESENCE`` setting; later calls return the same tracker (``ValueError`` if they
+    pass other options).
 
     Raises ``TypeError`` for a layer without a presence backend (the in-memory and the two Redis layers have one).
     """
@@ -377,6 +385,11 @@ def get_presence(layer: BaseChannelLayer | None = None, **options: Any) -> Prese
             raise TypeError("Presence needs a channel layer: configure CHANNEL_LAYERS['default'].")
     tracker = _trackers.get(layer)
     if tracker is not None:
+        if options and any(tracker.options.get(name) != value for name, value in options.items()):
+            raise ValueError(
+                f"The presence of this layer was made with {tracker.options}; get_presence() cannot change it to "
+                f"{options}. Pass the options on the first call only, or set TETHER_PRESENCE."
+            )
         return tracker
     chosen = options or settings_options()
     from tether.layers.inmemory import InMemoryChannelLayer

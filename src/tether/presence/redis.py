@@ -194,9 +194,12 @@ class RedisPresence(Presence):
             return  # another process reaps it, or it came back
         groups_key = self.keys.groups_of(process)
         groups = await self._endpoint("!" + process).call("SMEMBERS", groups_key)
-        for raw_group in groups:
-            group = raw_group.decode("ascii") if isinstance(raw_group, bytes) else raw_group
-            removed = await self._endpoint(group).script(REAP_GROUP, [self.keys.members(group)], [process])
+        names = [group.decode("ascii") if isinstance(group, bytes) else group for group in groups]
+        # Concurrent calls share round trips (the link batches them), so a process in many groups is reaped quickly.
+        results = await asyncio.gather(
+            *(self._endpoint(group).script(REAP_GROUP, [self.keys.members(group)], [process]) for group in names)
+        )
+        for group, removed in zip(names, results, strict=True):
             records = []
             for field, value in zip(removed[::2], removed[1::2], strict=True):
                 with contextlib.suppress(ValueError):
