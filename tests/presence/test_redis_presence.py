@@ -21,7 +21,12 @@ import pytest
 import redis
 
 from tests.layers.conftest import REDIS_URL
-from tests.layers.redis.conftest import layer_on, new_prefix, redis_servers  # noqa: F401 - redis_servers: fixture
+from tests.layers.redis.conftest import (  # noqa: F401 - redis_cluster, redis_servers: fixtures
+    layer_on,
+    new_prefix,
+    redis_cluster,
+    redis_servers,
+)
 from tether.layers.redis import RedisChannelLayer, RedisPubSubChannelLayer
 from tether.presence import PresenceCount, events_group, get_presence
 
@@ -242,3 +247,35 @@ async def test_a_heartbeat_costs_one_command_whatever_the_number_of_members(redi
     assert counts[0] == counts[1], counts
     assert counts[0]["cmdstat_evalsha"] == 10
     assert all(calls <= 10 for calls in counts[0].values()), counts
+
+
+async def test_presence_works_on_a_redis_cluster_and_reaps_across_its_slots(redis_cluster):  # noqa: F811
+    hosts = [{"address": redis_cluster[0].url, "cluster": True}]
+    prefix = new_prefix()
+    async with (
+        process(RedisChannelLayer, prefix, hosts=hosts, ttl=2, heartbeat=0.5) as (one, p1),
+        process(RedisChannelLayer, prefix, hosts=hosts, ttl=2, heartbeat=0.5) as (two, p2),
+    ):
+        watcher = await one.new_channel()
+        await p1.join("room.cluster", watcher, user="ada")
+        gone = [await two.new_channel() for _ in range(3)]
+        for group in ("room.cluster", "room.other"):  # groups whose keys sit in other slots
+            for number, channel in enumerate(gone):
+                await p2.join(group, channel, user=f"u{number}", listen=False)
+        assert await p1.count("room.cluster") == PresenceCount(users=4, connections=4)
+        assert await p1.count("room.other") == PresenceCount(users=3, connections=3)
+        await p2._loops.close_current()  # the second process stops heartbeating without leaving: as if it died
+        await until(lambda: _has(p1, "room.other", 0), timeout=12)
+        await until(lambda: _left_in(one, watcher, gone), timeout=12)
+        assert await p1.count("room.cluster") == PresenceCount(users=1, connections=1)
+        p2.local.clear()  # reaped: nothing left to leave on close
+
+
+async def _left_in(layer, channel: str, expected: list[str]) -> bool:
+    left: set[str] = set()
+    with contextlib.suppress(asyncio.TimeoutError):
+        while not left.issuperset(expected):
+            event = await asyncio.wait_for(layer.receive(channel), 0.5)
+            if event["type"] == "presence.leave":
+                left.update(entry["channel"] for entry in event["members"])
+    return left.issuperset(expected)

@@ -235,16 +235,15 @@ class Presence:
 
     async def close(self) -> None:
         """Leave every group this process joined, send the events still batched, and stop background work."""
-        for group, channels in list(self.local.items()):
-            for channel in list(channels):
-                try:
+        try:
+            for group, channels in list(self.local.items()):
+                for channel in list(channels):
                     await self.leave(group, channel)
-                except Exception as exc:  # Redis away: the heartbeat's end drops them within ttl instead
-                    logger.warning("Could not leave presence of %r for %r on close: %s", group, channel, exc)
-                    self.local.clear()
-                    break
+        except Exception as exc:  # Redis away: the members are dropped within ttl of the last heartbeat instead
+            logger.warning("Presence could not leave its groups on close (%s); they are dropped after ttl", exc)
         await self.flush_events()
         await self._stop()
+        self.local.clear()
 
     # Checks --------------------------------------------------------------------------------------------------------
 

@@ -216,7 +216,9 @@ class RedisPresence(Presence):
     async def _stop(self) -> None:
         await super()._stop()
         state = self._loops.peek()
-        if state is not None and self._incarnation:
+        # Out of the heartbeat set only when every member left: one left behind must go stale, so that a live
+        # process reaps and announces it (absent, it would only be hidden from the lists).
+        if state is not None and self._incarnation and not self.local:
             with contextlib.suppress(Exception):
                 await self._endpoint(HEARTBEATS_TAG).call("ZREM", self.keys.heartbeats, self.process)
                 await self._endpoint("!" + self.process).call("DEL", self.keys.groups_of(self.process))
