@@ -279,3 +279,15 @@ async def _left_in(layer, channel: str, expected: list[str]) -> bool:
             if event["type"] == "presence.leave":
                 left.update(entry["channel"] for entry in event["members"])
     return left.issuperset(expected)
+
+
+async def test_a_join_racing_the_last_leave_of_a_group_keeps_the_group_known_to_the_reaper():
+    async with process(RedisChannelLayer, new_prefix(), ttl=4, heartbeat=1) as (layer, presence):
+        first, second = (f"specific.{layer.client_id}!{name}" for name in ("first", "second"))
+        await presence.join("room.race", first, listen=False)
+        await asyncio.gather(presence.leave("room.race", first), presence.join("room.race", second, listen=False))
+        client = redis.Redis.from_url(REDIS_URL)
+        try:
+            assert client.smembers(presence.keys.groups_of(presence.process)) == {b"room.race"}
+        finally:
+            client.close()

@@ -196,13 +196,22 @@ class Presence:
         record = self.make_record(channel, user, meta)
         if listen:
             await self.layer.group_add(events_group(group), channel)
+        # Noted here before storing, so that a concurrent leave of the group's last other member, finishing first,
+        # sees the group still in use by this process (the Redis backend's group set depends on it).
+        first = group not in self.local
+        mine = self.local.setdefault(group, {})
+        previous = mine.get(channel)
+        mine[channel] = record
         try:
-            new = await self._store_join(group, record)
+            new = await self._store_join(group, record, first)
         except BaseException:
+            if previous is not None:
+                mine[channel] = previous
+            else:
+                self._forget(group, channel)
             if listen:
                 await self.layer.group_discard(events_group(group), channel)
             raise
-        self.local.setdefault(group, {})[channel] = record
         if new:
             self._announce(group, joined=[record])
         return new
@@ -211,11 +220,7 @@ class Presence:
         """Take ``channel`` out of ``group``'s presence (and its events); whether it was present."""
         self.require_valid_group(group)
         self.layer.require_valid_channel_name(channel)
-        mine = self.local.get(group)
-        if mine is not None:
-            mine.pop(channel, None)
-            if not mine:
-                del self.local[group]
+        self._forget(group, channel)
         removed = await self._store_leave(group, channel)
         await self.layer.group_discard(events_group(group), channel)
         if removed is not None:
@@ -244,6 +249,13 @@ class Presence:
         await self.flush_events()
         await self._stop()
         self.local.clear()
+
+    def _forget(self, group: str, channel: str) -> None:
+        mine = self.local.get(group)
+        if mine is not None:
+            mine.pop(channel, None)
+            if not mine:
+                del self.local[group]
 
     # Checks --------------------------------------------------------------------------------------------------------
 
@@ -335,7 +347,8 @@ class Presence:
 
     # For backends --------------------------------------------------------------------------------------------------
 
-    async def _store_join(self, group: str, record: Record) -> bool:
+    async def _store_join(self, group: str, record: Record, first: bool) -> bool:
+        """Store ``record`` (``first``: the first of this process in ``group``); whether the channel was new."""
         raise NotImplementedError
 
     async def _store_leave(self, group: str, channel: str) -> Record | None:

@@ -1,5 +1,5 @@
 """Presence for WebSocket consumers, declared like ``groups``: list the groups, and the connection is present in them
-from its ``accept()`` to its disconnect, with no code.
+from its ``accept()`` (joined just before the accept is sent) to its disconnect, with no code.
 
 ::
 
@@ -68,7 +68,8 @@ class _PresenceDeclaration:
     _presence_joined: list[str] | None = None
 
     async def _join_presence(self) -> None:
-        """Join the presence groups, once (the consumer's accept calls it)."""
+        """Join the presence groups, once (the consumer's accept calls it). A disconnect leaves whatever was joined,
+        even when joining failed halfway."""
         groups = self.get_presence_groups()
         if not groups or self._presence_joined is not None:
             return
@@ -105,9 +106,10 @@ class AsyncPresenceConsumerMixin(_PresenceDeclaration):
     """Presence for ``AsyncWebsocketConsumer`` and ``AsyncJsonWebsocketConsumer``: list it first among the bases."""
 
     async def accept(self, *args: Any, **kwargs: Any) -> None:
-        """Accept the connection (the consumer's ``accept``), then join the presence groups."""
-        await super().accept(*args, **kwargs)  # type: ignore[misc]
+        """Join the presence groups, then accept the connection (the consumer's ``accept``): a client told it is
+        connected is present already, and sees itself in the members."""
         await self._join_presence()
+        await super().accept(*args, **kwargs)  # type: ignore[misc]
 
     async def websocket_disconnect(self, message: Message) -> None:
         """Leave the presence groups, then disconnect as the consumer does."""
@@ -127,9 +129,10 @@ class PresenceConsumerMixin(_PresenceDeclaration):
     """Presence for ``WebsocketConsumer`` and ``JsonWebsocketConsumer``: list it first among the bases."""
 
     def accept(self, *args: Any, **kwargs: Any) -> None:
-        """Accept the connection (the consumer's ``accept``), then join the presence groups."""
-        super().accept(*args, **kwargs)  # type: ignore[misc]
+        """Join the presence groups, then accept the connection (the consumer's ``accept``): a client told it is
+        connected is present already, and sees itself in the members."""
         async_to_sync(self._join_presence)()
+        super().accept(*args, **kwargs)  # type: ignore[misc]
 
     def websocket_disconnect(self, message: Message) -> None:
         """Leave the presence groups, then disconnect as the consumer does."""

@@ -20,7 +20,7 @@ class MemoryPresence(Presence):
         super().__init__(layer, **options)
         self._records: dict[str, dict[str, Record]] = {}
 
-    async def _store_join(self, group: str, record: Record) -> bool:
+    async def _store_join(self, group: str, record: Record, first: bool) -> bool:
         records = self._records.setdefault(group, {})
         new = record.channel not in records
         records[record.channel] = record

@@ -93,10 +93,10 @@ class RedisPresence(Presence):
         else:  # heartbeating again after a gap (its loop closed): reaped meanwhile, it comes back
             await self._beat_once()
 
-    async def _store_join(self, group: str, record: Record) -> bool:
+    async def _store_join(self, group: str, record: Record, first: bool) -> bool:
         await self._running()
         process = self.process
-        if group not in self.local:  # the group is new to this process: the reaper must know of it first
+        if first:  # the group is new to this process: the reaper must know of it first
             await self._endpoint("!" + process).call("SADD", self.keys.groups_of(process), group)
         new = await self._endpoint(group).call(
             "HSET", self.keys.members(group), record.channel, pack_member(process, record)
@@ -105,6 +105,7 @@ class RedisPresence(Presence):
 
     async def _store_leave(self, group: str, channel: str) -> Record | None:
         value = await self._endpoint(group).script(LEAVE, [self.keys.members(group)], [channel])
+        # Checked after the await: a join that started meanwhile is in self.local already, and keeps the group.
         if group not in self.local and self._incarnation:
             await self._endpoint("!" + self.process).call("SREM", self.keys.groups_of(self.process), group)
         if value is None:
