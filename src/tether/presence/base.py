@@ -410,9 +410,12 @@ def get_presence(layer: BaseChannelLayer | None = None, **options: Any) -> Prese
         from tether.presence.memory import MemoryPresence
 
         tracker = MemoryPresence(layer, **chosen)
-    elif type(layer).__module__.startswith("tether.layers.redis"):
+    elif type(layer).__module__.startswith("tether.layers.redis"):  # without importing redis-py for other layers
+        from tether.layers.redis.base import RedisLayerBase
         from tether.presence.redis import RedisPresence
 
+        if not isinstance(layer, RedisLayerBase):
+            raise TypeError(f"{type(layer).__name__} has no presence backend.")
         tracker = RedisPresence(layer, **chosen)
     else:
         raise TypeError(

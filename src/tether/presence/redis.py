@@ -12,7 +12,7 @@ import contextlib
 import logging
 from typing import Any
 
-from tether.layers.base import BaseChannelLayer
+from tether.layers.redis.base import RedisLayerBase
 from tether.layers.redis.endpoints import Endpoint, TransportSettings, open_endpoint
 from tether.layers.redis.per_loop import PerLoop
 from tether.layers.redis.sharding import HashRing
@@ -49,14 +49,14 @@ class _LoopState:
 class RedisPresence(Presence):
     """``Presence`` for ``RedisChannelLayer`` and ``RedisPubSubChannelLayer`` (see ``storage.py`` for the model)."""
 
-    def __init__(self, layer: BaseChannelLayer, **options: Any) -> None:
+    def __init__(self, layer: RedisLayerBase[Any], **options: Any) -> None:
         super().__init__(layer, **options)
-        hosts = layer.hosts  # type: ignore[attr-defined]
+        hosts = layer.hosts
         self._hosts = hosts
-        self._settings = TransportSettings(unavailable_timeout=float(layer.unavailable_timeout))  # type: ignore[attr-defined]
+        self._settings = TransportSettings(unavailable_timeout=float(layer.unavailable_timeout))
         self._ring = HashRing([spec.identity for spec in hosts])
-        self.keys = PresenceKeys(layer.prefix)  # type: ignore[attr-defined]
-        self._client_id: str = layer.client_id  # type: ignore[attr-defined]
+        self.keys = PresenceKeys(layer.prefix)
+        self._client_id = layer.client_id
         self._incarnation = 0  # 0: not registered yet
         self._ttl_ms = int(self.ttl * 1000)
         self._loops: PerLoop[_LoopState] = PerLoop(lambda: _LoopState(len(hosts)), self._close_state)
