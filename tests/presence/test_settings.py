@@ -50,3 +50,13 @@ def test_no_configured_layer_is_refused(settings):
     settings.CHANNEL_LAYERS = {}
     with pytest.raises(TypeError, match="CHANNEL_LAYERS"):
         get_presence()
+
+
+def test_the_system_check_names_a_bad_setting(settings):
+    from tether.checks import check_presence
+
+    assert check_presence() == []
+    settings.TETHER_PRESENCE = {"ttl": 4, "heartbeat": 3}
+    [error] = check_presence()
+    assert error.id == "tether.E013"
+    assert "heartbeat" in error.msg

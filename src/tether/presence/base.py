@@ -32,6 +32,8 @@ __all__ = [
     "Presence",
     "PresenceCount",
     "Record",
+    "check_options",
+    "check_settings",
     "events_group",
     "get_presence",
 ]
@@ -122,6 +124,20 @@ def require_number(name: str, value: Any, *, at_most: float | None = None) -> fl
     return float(value)
 
 
+def check_options(
+    ttl: Any = DEFAULT_TTL,
+    heartbeat: Any = DEFAULT_HEARTBEAT,
+    batch_window: Any = DEFAULT_BATCH_WINDOW,
+    max_metadata_size: Any = DEFAULT_MAX_METADATA_SIZE,
+) -> None:
+    """``ValueError`` naming the first presence option that is not usable (``TETHER_PRESENCE``'s keys)."""
+    require_number("ttl", ttl)
+    require_number("heartbeat", heartbeat, at_most=float(ttl) / 2)
+    require_number("batch_window", batch_window, at_most=5)
+    if not isinstance(max_metadata_size, int) or isinstance(max_metadata_size, bool) or max_metadata_size < 2:
+        raise ValueError(f"Presence option max_metadata_size must be an int of bytes, not {max_metadata_size!r}.")
+
+
 class _Batch:
     """The joins and leaves of one group not announced yet. A join and a leave of one channel in the same window
     cancel out (nobody saw it come); a leave then a join (new metadata) are both announced, leave first."""
@@ -158,11 +174,10 @@ class Presence:
         max_metadata_size: int = DEFAULT_MAX_METADATA_SIZE,
     ) -> None:
         self.layer = layer
-        self.ttl = require_number("ttl", ttl)
-        self.heartbeat = require_number("heartbeat", heartbeat, at_most=self.ttl / 2)
-        self.batch_window = require_number("batch_window", batch_window, at_most=5)
-        if not isinstance(max_metadata_size, int) or isinstance(max_metadata_size, bool) or max_metadata_size < 2:
-            raise ValueError(f"Presence option max_metadata_size must be an int of bytes, not {max_metadata_size!r}.")
+        check_options(ttl, heartbeat, batch_window, max_metadata_size)
+        self.ttl = float(ttl)
+        self.heartbeat = float(heartbeat)
+        self.batch_window = float(batch_window)
         self.max_metadata_size = max_metadata_size
         #: The options it was made with, for ``get_presence`` to compare.
         self.options = {
@@ -380,6 +395,11 @@ def settings_options() -> dict[str, Any]:
             f"TETHER_PRESENCE has unknown key(s) {unknown}; it takes ttl, heartbeat, batch_window, max_metadata_size."
         )
     return dict(options)
+
+
+def check_settings() -> None:
+    """Read and check ``TETHER_PRESENCE`` as ``get_presence`` will: ``TypeError`` / ``ValueError`` naming the key."""
+    check_options(**settings_options())
 
 
 def get_presence(layer: BaseChannelLayer | None = None, **options: Any) -> Presence:
