@@ -41,6 +41,7 @@ def test_every_check_is_registered_under_the_tether_tag():
         checks.check_follow_login_layer,
         checks.check_in_memory_layer_with_several_processes,
         checks.check_limits,
+        checks.check_presence,
         checks.check_rate_limits,
         checks.check_runserver_is_tethers,
         checks.check_websocket_origins,

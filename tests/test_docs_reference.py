@@ -39,6 +39,8 @@ EXTRA_MODULES = [
     "tether.status.consumer",
     "tether.tracing",
     "tether.tracing.otel",
+    "tether.presence",
+    "tether.presence.consumer",
 ]
 MODULES = [*PUBLIC_NAMES, *EXTRA_MODULES]
 

@@ -22,6 +22,8 @@ E010        ``TETHER_MAX_MESSAGE_SIZE`` is not a positive number of bytes, a pin
 E011        ``TETHER_RATE_LIMITS`` is not a dict of readable rates and options.
 E012        ``TETHER_DRAIN_WINDOW`` is not a number of seconds of at least 0, or ``TETHER_DRAIN_TIMEOUT`` is not a
             positive number of seconds at least as long as the window.
+E013        ``TETHER_PRESENCE`` is not a dict of usable presence options (``ttl``, ``heartbeat``, ``batch_window``,
+            ``max_metadata_size``).
 W001        The in-memory layer while the environment asks for several server processes.
 W002        Another app's ``runserver`` comes before tether's in INSTALLED_APPS.
 W003        ``ALLOWED_HOSTS`` allows every host and ``TETHER_ALLOWED_ORIGINS`` is not set: any site's pages may
@@ -408,6 +410,24 @@ def check_rate_limits(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
                 hint='Write rates as "count/period" ("20/min", "10/s", "3/10s", "10/s burst 50"); see '
                 "docs/limits.md#rate-limits for the names and options.",
                 id="tether.E011",
+            )
+        ]
+    return []
+
+
+@register(TAG)
+def check_presence(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E013: ``TETHER_PRESENCE`` cannot be used (the first ``get_presence()`` would raise)."""
+    from tether.presence.base import check_settings
+
+    try:
+        check_settings()
+    except (TypeError, ValueError) as exc:
+        return [
+            Error(
+                str(exc),
+                hint="Remove TETHER_PRESENCE to keep the defaults (ttl 20, heartbeat 5, batch_window 0.05 s).",
+                id="tether.E013",
             )
         ]
     return []

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -74,6 +75,8 @@ class Command:
             start_new_session=True,
         )
         self.lines: list[str] = []
+        #: Where a server command listens (``host:port``), when its starter says (``uvicorn_processes``).
+        self.host = ""
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -239,6 +242,27 @@ def uvicorn_servers(project_dir: Path, count: int, **env: str) -> Iterator[list[
         for command in commands:
             command.wait_for_line("Uvicorn running on", timeout=60)
         yield hosts
+    finally:
+        for command in commands:
+            command.stop()
+
+
+@contextlib.contextmanager
+def uvicorn_commands(project_dir: Path, app: str, count: int = 2, *options: str, **env: str) -> Iterator[list[Command]]:
+    """``count`` uvicorn processes serving ``app`` of ``project_dir`` on free ports of 127.0.0.1 (``--lifespan off``,
+    plus ``options``), each with ``env``; yields them once all listen (``Command.host`` says where), then stops them."""
+    commands: list[Command] = []
+    try:
+        for _ in range(count):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = sock.getsockname()[1]
+            arguments = ("--host", "127.0.0.1", "--port", str(port), "--lifespan", "off", *options)
+            commands.append(Command(project_dir, app, *arguments, program=("-m", "uvicorn"), **env))
+            commands[-1].host = f"127.0.0.1:{port}"
+        for command in commands:
+            command.wait_for_line("Uvicorn running on", timeout=60)
+        yield commands
     finally:
         for command in commands:
             command.stop()

@@ -14,7 +14,7 @@ from django.core.asgi import get_asgi_application
 django_application = get_asgi_application()
 
 from django.urls import path  # noqa: E402
-from project.consumers import EchoConsumer, JobWorker, ListenConsumer, StallConsumer  # noqa: E402
+from project.consumers import EchoConsumer, JobWorker, ListenConsumer, PresenceRoomConsumer, StallConsumer  # noqa: E402
 
 from tether.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 
@@ -26,6 +26,7 @@ application = ProtocolTypeRouter(
                 path("ws/echo/", EchoConsumer.as_asgi()),
                 path("ws/stall/<str:group>/", StallConsumer.as_asgi()),
                 path("ws/listen/<str:group>/", ListenConsumer.as_asgi()),
+                path("ws/presence/<str:room>/", PresenceRoomConsumer.as_asgi()),
             ]
         ),
         "channel": ChannelNameRouter({"jobs": JobWorker.as_asgi()}),

@@ -1,9 +1,13 @@
-"""The test project's consumers: a WebSocket echo, and a worker that answers jobs on the ``jobs`` channel."""
+"""The test project's consumers: a WebSocket echo, a worker that answers jobs on the ``jobs`` channel, and a room
+with presence."""
 
 import asyncio
+from urllib.parse import parse_qs
 
 from tether.consumer import AsyncConsumer
-from tether.generic.websocket import AsyncWebsocketConsumer
+from tether.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+from tether.presence import get_presence
+from tether.presence.consumer import AsyncPresenceConsumerMixin
 
 
 class EchoConsumer(AsyncWebsocketConsumer):
@@ -49,3 +53,31 @@ class JobWorker(AsyncConsumer):
         await self.channel_layer.send(
             message["reply_to"], {"type": "job.done", "number": message["number"], "instance": id(self)}
         )
+
+
+class PresenceRoomConsumer(AsyncPresenceConsumerMixin, AsyncJsonWebsocketConsumer):
+    """Present in the room named in its URL as the ``user`` of its query string; forwards the room's presence events
+    and answers ``{"who": true}`` with the room's members (user -> their connections' metadata)."""
+
+    def get_presence_groups(self):
+        return ["room." + self.scope["url_route"]["kwargs"]["room"]]
+
+    def get_presence_user(self):
+        return parse_qs(self.scope["query_string"].decode())["user"][0]
+
+    def get_presence_meta(self):
+        return {"server": self.scope["server"][1]}
+
+    async def connect(self):
+        await self.accept()
+        await self.send_json({"channel": self.channel_name})
+
+    async def receive_json(self, content, **kwargs):
+        members = await get_presence(self.channel_layer).members(self.get_presence_groups()[0])
+        await self.send_json({"who": {m.user: [c.meta for c in m.connections] for m in members}})
+
+    async def presence_join(self, event):
+        await self.send_json(event)
+
+    async def presence_leave(self, event):
+        await self.send_json(event)

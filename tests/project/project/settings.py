@@ -3,6 +3,7 @@
 ``PROJECT_DEBUG`` ("1" by default) sets DEBUG; ``PROJECT_REDIS_PREFIX`` switches the default channel layer from the
 in-memory layer to tether's Redis layer on 127.0.0.1:6379 (or ``PROJECT_REDIS_URL``) with that key prefix, and
 ``PROJECT_CAPACITY`` sets its capacity. ``PROJECT_RATE_LIMITS`` (JSON) sets ``TETHER_RATE_LIMITS``.
+``PROJECT_PRESENCE_TTL`` sets presence's ttl (``TETHER_PRESENCE``).
 ``PROJECT_METRICS=1`` turns tether's metrics on (flushed every 0.2 s), and ``PROJECT_STATUS=1`` adds the
 ``tether.status`` app (snapshots every 0.5 s). ``PROJECT_TRACING_FILE`` turns tracing on, with every span appended to
 that file (asgi.py installs the exporter). Readiness tolerates 5 s of loop lag, so that
@@ -54,6 +55,12 @@ if os.environ.get("PROJECT_REDIS_PREFIX"):
         )
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "tether.layers.InMemoryChannelLayer"}}
+
+if os.environ.get("PROJECT_PRESENCE_TTL"):  # presence's heartbeat ttl, short for the tests (heartbeat: a quarter)
+    TETHER_PRESENCE = {
+        "ttl": float(os.environ["PROJECT_PRESENCE_TTL"]),
+        "heartbeat": float(os.environ["PROJECT_PRESENCE_TTL"]) / 4,
+    }
 
 if os.environ.get("PROJECT_RATE_LIMITS"):
     TETHER_RATE_LIMITS = json.loads(os.environ["PROJECT_RATE_LIMITS"])

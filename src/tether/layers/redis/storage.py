@@ -60,6 +60,9 @@ The model:
   A message delivered ``max_attempts`` times goes to the list ``<prefix>:d:{<name>}`` as a dead letter. Capacity is
   the stream's length: the messages not yet handled.
 
+* **Presence** (``tether.presence``) keeps its keys under ``<prefix>:p:`` (``tether/presence/storage.py`` is their
+  spec), so ``flush()`` deletes them too.
+
 Every key a script touches carries the same ``{hash tag}``, so the scripts run unchanged on Redis Cluster. The
 single-call ``GROUP_SEND`` script touches inboxes it finds in the group, so it is used only on a single Redis (or a
 Sentinel-managed one); sharded and cluster deployments use ``GROUP_MEMBERS`` then ``PUSH_INBOX`` per process.
@@ -160,7 +163,7 @@ class KeySpace:
     @property
     def scan_pattern(self) -> str:
         """A ``SCAN MATCH`` pattern for this prefix's keys and no other's (the prefix holds no glob characters)."""
-        return f"{self.prefix}:[cifgsd]:*"
+        return f"{self.prefix}:[cifgsdp]:*"
 
 
 def client_id_of(channel: str) -> str | None:
