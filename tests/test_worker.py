@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 
 import pytest
@@ -15,12 +16,18 @@ from tether.layers import get_channel_layer
 from tether.routing import ChannelNameRouter, ProtocolTypeRouter
 from tether.worker import Worker
 
+#: A number per consumer instance: ``id()`` may be given again to an instance made after the last one was freed.
+SERIALS = itertools.count()
+
 
 class Recorder(AsyncConsumer):
-    """Reports each message it handles to ``replies`` with its own id, so tests see which instance handled what."""
+    """Reports each message it handles to ``replies`` with a number of its own, so tests see which instance handled
+    what."""
 
     async def job_run(self, message):
-        await self.channel_layer.send("replies", {"type": "done", "number": message["number"], "instance": id(self)})
+        if not hasattr(self, "serial"):
+            self.serial = next(SERIALS)
+        await self.channel_layer.send("replies", {"type": "done", "number": message["number"], "instance": self.serial})
 
     async def job_crash(self, message):
         raise RuntimeError("the handler failed")
