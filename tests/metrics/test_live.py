@@ -16,9 +16,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import websockets
 
-from tests.conftest import free_port
 from tests.layers.conftest import REDIS_URL
-from tests.project.harness import Command, copy_project, http_get
+from tests.project.harness import copy_project, http_get, uvicorn_processes
 
 pytest.importorskip("prometheus_client", reason="the 'metrics' extra of django-tether is not installed")
 pytest.importorskip("tether.layers.redis", reason="the 'redis' extra of django-tether is not installed")
@@ -56,31 +55,17 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[str
     multiproc_dir = root / "prometheus"
     multiproc_dir.mkdir()
     prefix = f"tether-test-metrics-{secrets.token_hex(6)}"
-    commands: list[Command] = []
-    hosts: list[str] = []
+    env = {
+        "PROJECT_REDIS_PREFIX": prefix,
+        "PROJECT_REDIS_URL": REDIS_URL,
+        "PROJECT_CAPACITY": str(CAPACITY),
+        "PROJECT_METRICS": "1",
+        "PROMETHEUS_MULTIPROC_DIR": str(multiproc_dir),
+    }
     try:
-        for _ in range(2):
-            port = free_port()
-            commands.append(
-                Command(
-                    project,
-                    "project.asgi:application",
-                    *("--host", "127.0.0.1", "--port", str(port), "--log-level", "info"),
-                    program=("-m", "uvicorn"),
-                    PROJECT_REDIS_PREFIX=prefix,
-                    PROJECT_REDIS_URL=REDIS_URL,
-                    PROJECT_CAPACITY=str(CAPACITY),
-                    PROJECT_METRICS="1",
-                    PROMETHEUS_MULTIPROC_DIR=str(multiproc_dir),
-                )
-            )
-            hosts.append(f"127.0.0.1:{port}")
-        for command in commands:
-            command.wait_for_line("Uvicorn running on", timeout=60)
-        yield hosts, prefix
+        with uvicorn_processes(project, [env, env], "--log-level", "info") as commands:
+            yield [command.host for command in commands], prefix
     finally:
-        for command in commands:
-            command.stop()
         asyncio.run(_flush(prefix))
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.project.harness import Command, copy_project, uvicorn_commands
+from tests.project.harness import Command, copy_project, uvicorn_processes
 
 REDIS_URL = os.environ.get("TETHER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TTL = 2.0
@@ -34,14 +34,8 @@ def servers(tmp_path: Path) -> Iterator[list[Command]]:
     project = copy_project(tmp_path / "project")
     prefix = f"tether-test-presence-{secrets.token_hex(6)}"
     try:
-        with uvicorn_commands(
-            project,
-            "project.asgi:application",
-            2,
-            PROJECT_REDIS_PREFIX=prefix,
-            PROJECT_REDIS_URL=REDIS_URL,
-            PROJECT_PRESENCE_TTL=str(TTL),
-        ) as commands:
+        env = {"PROJECT_REDIS_PREFIX": prefix, "PROJECT_REDIS_URL": REDIS_URL, "PROJECT_PRESENCE_TTL": str(TTL)}
+        with uvicorn_processes(project, [env, env], "--lifespan", "off") as commands:
             yield commands
     finally:
         asyncio.run(_delete_keys(prefix))

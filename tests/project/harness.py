@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -130,24 +129,6 @@ class Command:
         self.stop()
 
 
-@contextlib.contextmanager
-def uvicorn_processes(project_dir: Path, envs: list[dict[str, str]], *options: str) -> Iterator[list[str]]:
-    """One uvicorn process of the project per environment in ``envs``, each on a free port; yields their
-    ``host:port`` once all are serving, and stops them all on the way out."""
-    from tests.conftest import free_port
-
-    with contextlib.ExitStack() as stack:
-        hosts, commands = [], []
-        for env in envs:
-            port = free_port()
-            arguments = ("project.asgi:application", "--host", "127.0.0.1", "--port", str(port), *options)
-            commands.append(stack.enter_context(Command(project_dir, *arguments, program=("-m", "uvicorn"), **env)))
-            hosts.append(f"127.0.0.1:{port}")
-        for command in commands:
-            command.wait_for_line("Uvicorn running on", timeout=60)
-        yield hosts
-
-
 def run_command(
     project_dir: Path, *args: str, timeout: float = 60, program: tuple[str, ...] = ("manage.py",), **env: str
 ) -> tuple[int, str]:
@@ -226,43 +207,21 @@ def csrf_token_in(html: str) -> str:
 
 
 @contextlib.contextmanager
-def uvicorn_servers(project_dir: Path, count: int, **env: str) -> Iterator[list[str]]:
-    """``count`` uvicorn processes serving the project in ``project_dir`` with ``env``, each on a free port, ready
-    when this yields their ``host:port``; stopped on the way out."""
+def uvicorn_processes(
+    project_dir: Path, envs: list[dict[str, str]], *options: str, app: str = "project.asgi:application"
+) -> Iterator[list[Command]]:
+    """One uvicorn process of ``app`` in ``project_dir`` per environment of ``envs``, each on a free port of 127.0.0.1
+    (``Command.host``) with ``options``; yields them once all serve, and stops them all on the way out."""
     from tests.conftest import free_port
 
-    commands: list[Command] = []
-    hosts: list[str] = []
-    try:
-        for _ in range(count):
+    with contextlib.ExitStack() as stack:
+        commands: list[Command] = []
+        for env in envs:
             port = free_port()
-            arguments = ("project.asgi:application", "--host", "127.0.0.1", "--port", str(port), "--log-level", "info")
-            commands.append(Command(project_dir, *arguments, program=("-m", "uvicorn"), **env))
-            hosts.append(f"127.0.0.1:{port}")
-        for command in commands:
-            command.wait_for_line("Uvicorn running on", timeout=60)
-        yield hosts
-    finally:
-        for command in commands:
-            command.stop()
-
-
-@contextlib.contextmanager
-def uvicorn_commands(project_dir: Path, app: str, count: int = 2, *options: str, **env: str) -> Iterator[list[Command]]:
-    """``count`` uvicorn processes serving ``app`` of ``project_dir`` on free ports of 127.0.0.1 (``--lifespan off``,
-    plus ``options``), each with ``env``; yields them once all listen (``Command.host`` says where), then stops them."""
-    commands: list[Command] = []
-    try:
-        for _ in range(count):
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                port = sock.getsockname()[1]
-            arguments = ("--host", "127.0.0.1", "--port", str(port), "--lifespan", "off", *options)
-            commands.append(Command(project_dir, app, *arguments, program=("-m", "uvicorn"), **env))
-            commands[-1].host = f"127.0.0.1:{port}"
+            arguments = (app, "--host", "127.0.0.1", "--port", str(port), *options)
+            command = stack.enter_context(Command(project_dir, *arguments, program=("-m", "uvicorn"), **env))
+            command.host = f"127.0.0.1:{port}"
+            commands.append(command)
         for command in commands:
             command.wait_for_line("Uvicorn running on", timeout=60)
         yield commands
-    finally:
-        for command in commands:
-            command.stop()

@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.conftest import free_port
-from tests.project.harness import Command, copy_project
+from tests.project.harness import copy_project, uvicorn_processes
 from tests.ratelimit.conftest import Clock
 from tests.test_denial import handshake
 from tether.ratelimit import MemoryStore, RedisStore, counters, parse_rate
@@ -135,27 +134,11 @@ def two_servers(tmp_path: Path, prefix: str) -> Iterator[list[str]]:
     redis_host()
     project = copy_project(tmp_path)
     limits = json.dumps({"connect_per_ip": "3/3000s", "store": REDIS_URL, "prefix": prefix})
-    commands: list[Command] = []
-    hosts: list[str] = []
+    env = {"PROJECT_RATE_LIMITS": limits}
     try:
-        for _ in range(2):
-            port = free_port()
-            commands.append(
-                Command(
-                    project,
-                    "project.asgi:application",
-                    *("--host", "127.0.0.1", "--port", str(port), "--lifespan", "off", "--no-proxy-headers"),
-                    program=("-m", "uvicorn"),
-                    PROJECT_RATE_LIMITS=limits,
-                )
-            )
-            hosts.append(f"127.0.0.1:{port}")
-        for command in commands:
-            command.wait_for_line("Uvicorn running on", timeout=60)
-        yield hosts
+        with uvicorn_processes(project, [env, env], "--lifespan", "off", "--no-proxy-headers") as commands:
+            yield [command.host for command in commands]
     finally:
-        for command in commands:
-            command.stop()
 
         async def delete_own_keys() -> None:
             store = RedisStore(redis_host(), prefix)

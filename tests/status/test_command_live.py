@@ -20,7 +20,7 @@ import pytest
 import websockets
 
 from tests.layers.conftest import REDIS_URL, redis_layer_factory
-from tests.project.harness import copy_project, run_command, uvicorn_servers
+from tests.project.harness import copy_project, run_command, uvicorn_processes
 
 pytest.importorskip("prometheus_client", reason="the 'metrics' extra of django-tether is not installed")
 pytest.importorskip("tether.layers.redis", reason="the 'redis' extra of django-tether is not installed")
@@ -41,8 +41,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, li
         "PROJECT_STATUS": "1",
     }
     try:
-        with uvicorn_servers(project, 2, **env) as hosts:
-            yield project, hosts, env
+        with uvicorn_processes(project, [env, env], "--log-level", "info") as commands:
+            yield project, [command.host for command in commands], env
     finally:
         asyncio.run(_flush(env["PROJECT_REDIS_PREFIX"]))
 

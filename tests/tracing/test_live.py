@@ -41,8 +41,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[tuple[str
         for span_file in span_files
     ]
     try:
-        with uvicorn_processes(copy_project(root / "project"), envs, "--log-level", "info") as hosts:
-            yield list(zip(hosts, span_files, strict=True))
+        with uvicorn_processes(copy_project(root / "project"), envs, "--log-level", "info") as commands:
+            yield [(command.host, span_file) for command, span_file in zip(commands, span_files, strict=True)]
     finally:
         asyncio.run(forget_prefix(prefix))
 
