@@ -214,8 +214,9 @@ class AsyncConsumer:
             sources.append(self.channel_receive)
         # A WebSocket's sends go through its outbound queue, so that a client that stops reading never blocks the
         # consumer (tether.outbound); the server's send is still called directly while the client keeps up.
+        kind = scope.get("type")
         outbox = None
-        if scope.get("type") == "websocket":
+        if kind == "websocket":
             outbox = Outbox(
                 send,
                 policy=self._slow_client_policy,
@@ -227,11 +228,11 @@ class AsyncConsumer:
             send = outbox.send
         self.base_send = async_to_sync(send) if self._sync else send
         # A WebSocket is closed with 1012 when a stopping server drains it (tether.drain), after its handler.
-        departure = enter() if scope.get("type") == "websocket" else None
+        departure = enter() if kind == "websocket" else None
         if departure is not None:
             sources.append(departure.next)
         # A worker's messages may come from a durable channel: those are acknowledged once handled.
-        dispatch = self._dispatch_and_settle if scope.get("type") == "channel" else self.dispatch
+        dispatch = self._dispatch_and_settle if kind == "channel" else self.dispatch
         try:
             await await_many_dispatch(
                 sources,

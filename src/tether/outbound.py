@@ -121,7 +121,7 @@ class _Resumed:
                     return
 
 
-def _step(steps: Any, value: Any = None) -> Any:
+def _step(steps: Any, value: Any) -> Any:
     """Resume an awaitable's iterator as ``yield from`` does: ``next()`` for ``None`` (all a plain iterator takes, as
     granian's ``send`` awaitable is), ``send()`` otherwise."""
     return next(steps) if value is None else steps.send(value)
@@ -178,7 +178,7 @@ class Outbox:
             return
         steps = self.server_send(message).__await__()
         try:
-            waiting = _step(steps)
+            waiting = next(steps)  # a coroutine's first step, or a plain iterator's (granian's send)
         except StopIteration:
             return
         self.start_queueing(_Resumed(steps, waiting))

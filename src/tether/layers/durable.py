@@ -26,9 +26,12 @@ import fnmatch
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tether.types import Message
+
+if TYPE_CHECKING:
+    from tether.layers.stats import LayerStats
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
@@ -38,6 +41,7 @@ __all__ = [
     "DurablePolicy",
     "DurableSettings",
     "describe_error",
+    "report_dead_letters",
 ]
 
 #: Seconds a delivered message may stay unacknowledged before it is delivered again.
@@ -122,6 +126,23 @@ def describe_error(error: BaseException | str | None) -> str | None:
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     text = " ".join(text.split())
     return text if len(text) <= _MAX_ERROR_LENGTH else text[: _MAX_ERROR_LENGTH - 1] + "…"
+
+
+def report_dead_letters(
+    stats: LayerStats, channel: str, count: int, settings: DurableSettings, error: str | None = None
+) -> None:
+    """Count ``count`` messages of ``channel`` dead-lettered after ``max_attempts`` deliveries, and log it once per
+    channel (every layer words it the same way)."""
+    if count:
+        stats.drop(
+            "dead_lettered",
+            channel,
+            "A message on channel %r failed %d times and was dead-lettered (last error: %s)",
+            channel,
+            settings.max_attempts,
+            error or f"not acknowledged within {settings.visibility_timeout:g}s",
+            amount=count,
+        )
 
 
 class DurablePolicy:

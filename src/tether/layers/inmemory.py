@@ -30,6 +30,7 @@ from tether.layers.durable import (
     Delivery,
     DurablePolicy,
     DurableSettings,
+    report_dead_letters,
 )
 from tether.layers.messages import copy_message
 from tether.layers.stats import LayerStats
@@ -216,14 +217,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         if delivery.attempts >= settings.max_attempts:
             plain = dict(delivery)
             self._dead.setdefault(channel, []).append(DeadLetter(channel, plain, delivery.attempts, error, time.time()))
-            self._stats.drop(
-                "dead_lettered",
-                channel,
-                "A message on channel %r failed %d times and was dead-lettered (last error: %s)",
-                channel,
-                delivery.attempts,
-                error or f"not acknowledged within {settings.visibility_timeout:g}s",
-            )
+            report_dead_letters(self._stats, channel, 1, settings, error)
             return
         self._stats.incr("redelivered")
         self._buffers.put_back(channel, delivery, time.monotonic() + self.expiry)

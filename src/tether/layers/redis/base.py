@@ -514,10 +514,9 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
         self._stats.group_full_drop(group, channel, self.get_capacity(channel))
 
     def _expire(self, channel: str, count: int = 1) -> None:
-        for _ in range(count):
-            self._stats.drop(
-                "expired", channel, "A message on channel %r expired unread after %ss", channel, self.expiry
-            )
+        self._stats.drop(
+            "expired", channel, "A message on channel %r expired unread after %ss", channel, self.expiry, amount=count
+        )
 
     def _local_full(self, channel: str, full: bool) -> None:
         """A local buffer reached its capacity or left it; subclasses may tell other processes."""

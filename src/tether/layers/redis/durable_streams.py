@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 
 from tether.exceptions import ChannelFull
-from tether.layers.durable import DeadLetter, Delivery, DurableSettings
+from tether.layers.durable import DeadLetter, Delivery, DurableSettings, report_dead_letters
 from tether.layers.redis.blocking import BlockingConnection
 from tether.layers.redis.codec import TO_CHANNEL, DecodeError
 from tether.layers.redis.failures import Outage
@@ -137,7 +137,7 @@ class DurableStreams:
                                 self._dead_letter_expiry_ms,
                             ],
                         )
-                        self._count_dead(channel, dead, settings)
+                        report_dead_letters(layer._stats, channel, dead, settings)
                         if claimed:
                             layer._stats.incr("redelivered", len(claimed))
                             await self._deliver(state, channel, [(i, f, int(a)) for i, f, a in claimed])
@@ -287,23 +287,12 @@ class DurableStreams:
         if not outcome:
             return
         if outcome[0] == 0:
-            self._count_dead(channel, 1, settings, error)
+            report_dead_letters(layer._stats, channel, 1, settings, error)
             return
         layer._stats.incr("redelivered")
         frame = parse_frame(outcome[1])
         again = Delivery(dict(delivery), channel, delivery.tag, int(outcome[2]), self)
         layer._local.put_back(channel, again, frame.expires_at)
-
-    def _count_dead(self, channel: str, count: int, settings: DurableSettings, error: str | None = None) -> None:
-        for _ in range(count):
-            self._layer._stats.drop(
-                "dead_lettered",
-                channel,
-                "A message on channel %r failed %d times and was dead-lettered (last error: %s)",
-                channel,
-                settings.max_attempts,
-                error or f"not acknowledged within {settings.visibility_timeout:g}s",
-            )
 
     # Dead letters ----------------------------------------------------------------------------------------------------
 
