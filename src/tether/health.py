@@ -17,13 +17,12 @@ import weakref
 from time import perf_counter
 from typing import Any
 
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, JsonResponse
 
 from tether import loop_lag
 from tether.layers.base import BaseChannelLayer
 from tether.layers.manager import channel_layers
+from tether.limits import seconds_setting
 
 __all__ = ["check_layer", "liveness_view", "readiness_view"]
 
@@ -40,15 +39,6 @@ _health_channels: weakref.WeakKeyDictionary[BaseChannelLayer, tuple[str, asyncio
 )
 
 
-def _seconds_setting(name: str, default: float) -> float:
-    value: Any = getattr(settings, name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ImproperlyConfigured(
-            f"{name} must be a positive number of seconds, not {value!r}; remove it for the default of {default}."
-        )
-    return float(value)
-
-
 async def liveness_view(request: HttpRequest) -> JsonResponse:
     """200 whenever the process answers: restart it only when it does not (a probe timeout)."""
     return JsonResponse({"status": "ok"})
@@ -57,8 +47,8 @@ async def liveness_view(request: HttpRequest) -> JsonResponse:
 async def readiness_view(request: HttpRequest) -> JsonResponse:
     """200 when every channel layer answers in time and the loop is not stalling, else 503; the body says which
     check failed, with each layer's round-trip time or error."""
-    timeout = _seconds_setting("TETHER_HEALTH_LAYER_TIMEOUT", _DEFAULT_LAYER_TIMEOUT)
-    max_lag = _seconds_setting("TETHER_HEALTH_MAX_LOOP_LAG", _DEFAULT_MAX_LOOP_LAG)
+    timeout = seconds_setting("TETHER_HEALTH_LAYER_TIMEOUT", _DEFAULT_LAYER_TIMEOUT)
+    max_lag = seconds_setting("TETHER_HEALTH_MAX_LOOP_LAG", _DEFAULT_MAX_LOOP_LAG)
     lag = loop_lag.probe_for_running_loop().recent_max()
     checks: dict[str, dict[str, Any]] = {"event_loop": {"ok": lag <= max_lag, "lag_seconds": round(lag, 4)}}
     for alias in channel_layers.configs:

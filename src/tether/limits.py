@@ -39,6 +39,7 @@ __all__ = [
     "max_message_size",
     "message_size",
     "outbound_queue_size",
+    "seconds_setting",
     "slow_client_policy",
     "ws_ping_interval",
     "ws_ping_timeout",
@@ -121,26 +122,30 @@ def max_message_size() -> int:
     return value
 
 
-def _seconds(name: str, default: float) -> float:
+def seconds_setting(name: str, default: float) -> float:
+    """The setting ``name``, a positive number of seconds (``default`` when unset); ``ImproperlyConfigured`` naming it
+    and its default otherwise. Every tether setting that is a time is read through here."""
     value: Any = getattr(settings, name, default)
     if type(value) not in (int, float) or not 0 < value < float("inf"):
-        raise ImproperlyConfigured(f"{name} must be a positive number of seconds, such as {default}, not {value!r}.")
+        raise ImproperlyConfigured(
+            f"{name} must be a positive number of seconds, not {value!r}; remove it for the default of {default}."
+        )
     return float(value)
 
 
 def ws_ping_interval() -> float:
     """Seconds between keepalive pings: ``TETHER_WS_PING_INTERVAL``, 20 when unset; ``ImproperlyConfigured`` if bad."""
-    return _seconds("TETHER_WS_PING_INTERVAL", DEFAULT_WS_PING_INTERVAL)
+    return seconds_setting("TETHER_WS_PING_INTERVAL", DEFAULT_WS_PING_INTERVAL)
 
 
 def ws_ping_timeout() -> float:
     """Seconds a ping waits for its pong: ``TETHER_WS_PING_TIMEOUT``, 20 when unset; ``ImproperlyConfigured`` if bad."""
-    return _seconds("TETHER_WS_PING_TIMEOUT", DEFAULT_WS_PING_TIMEOUT)
+    return seconds_setting("TETHER_WS_PING_TIMEOUT", DEFAULT_WS_PING_TIMEOUT)
 
 
 def handshake_timeout() -> float:
     """Seconds to complete a handshake: ``TETHER_HANDSHAKE_TIMEOUT``, 5 when unset; ``ImproperlyConfigured`` if bad."""
-    return _seconds("TETHER_HANDSHAKE_TIMEOUT", DEFAULT_HANDSHAKE_TIMEOUT)
+    return seconds_setting("TETHER_HANDSHAKE_TIMEOUT", DEFAULT_HANDSHAKE_TIMEOUT)
 
 
 def drain_window() -> float:
@@ -163,7 +168,7 @@ def drain_timeout() -> float:
     Raises ``ImproperlyConfigured`` when it is not a positive number of seconds, or is shorter than the window (the
     last batch would be cut short).
     """
-    timeout = _seconds("TETHER_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT)
+    timeout = seconds_setting("TETHER_DRAIN_TIMEOUT", DEFAULT_DRAIN_TIMEOUT)
     window = drain_window()
     if timeout < window:
         raise ImproperlyConfigured(

@@ -19,6 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
 from tether import loop_lag
+from tether.limits import seconds_setting
 from tether.metrics.observe import Observer
 from tether.metrics.tally import Tally
 
@@ -42,13 +43,7 @@ def enabled() -> bool:
 
 
 def _flush_interval() -> float:
-    value: Any = getattr(settings, "TETHER_METRICS_FLUSH_INTERVAL", _DEFAULT_FLUSH_INTERVAL)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ImproperlyConfigured(
-            f"TETHER_METRICS_FLUSH_INTERVAL must be a positive number of seconds, not {value!r}; "
-            f"remove it for the default of {_DEFAULT_FLUSH_INTERVAL} s."
-        )
-    return float(value)
+    return seconds_setting("TETHER_METRICS_FLUSH_INTERVAL", _DEFAULT_FLUSH_INTERVAL)
 
 
 def configure() -> None:

@@ -13,10 +13,10 @@ every process, and with the in-memory layer the one process that serves them.
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+from tether.limits import seconds_setting
 
 __all__ = ["GROUP", "configure", "interval", "publish_from_running_loop", "publishing"]
 
@@ -31,13 +31,7 @@ publishing = False
 
 def interval() -> float:
     """Seconds between two snapshots of a process (``TETHER_STATUS_INTERVAL``, 1 by default)."""
-    value: Any = getattr(settings, "TETHER_STATUS_INTERVAL", _DEFAULT_INTERVAL)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ImproperlyConfigured(
-            f"TETHER_STATUS_INTERVAL must be a positive number of seconds, not {value!r}; "
-            f"remove it for the default of {_DEFAULT_INTERVAL} s."
-        )
-    return float(value)
+    return seconds_setting("TETHER_STATUS_INTERVAL", _DEFAULT_INTERVAL)
 
 
 def configure() -> None:
