@@ -191,3 +191,32 @@ async def test_a_worker_acknowledges_what_its_handler_handled_and_refuses_what_r
             await asyncio.gather(run, return_exceptions=True)
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(layer.receive("jobs"), 1.6)  # nothing left unacknowledged
+
+
+async def test_a_sync_consumer_in_a_worker_settles_its_messages_too():
+    from tests.layers.conftest import inmemory_layer
+    from tether.consumer import SyncConsumer
+    from tether.routing import ChannelNameRouter, ProtocolTypeRouter
+    from tether.worker import Worker
+
+    handled = []
+
+    class Jobs(SyncConsumer):
+        channel_layer_alias = None
+
+        def job_run(self, message):
+            if message.attempts == 1:
+                raise RuntimeError("first try fails")
+            handled.append((message["n"], message.attempts))
+
+    async with inmemory_layer(durable=["jobs"], visibility_timeout=1, max_attempts=3) as layer:
+        worker = Worker(ProtocolTypeRouter({"channel": ChannelNameRouter({"jobs": Jobs.as_asgi()})}), ["jobs"], layer)
+        run = asyncio.create_task(worker.run())
+        try:
+            await layer.send("jobs", {"type": "job.run", "n": 1})
+            await eventually(lambda: handled == [(1, 2)])
+            await worker.stop()
+        finally:
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+        assert layer.stats()["redelivered"] == 1
