@@ -197,5 +197,5 @@ async def test_an_unknown_path_is_refused_with_404_and_no_traceback(serve, caplo
     server = serve(application)
     with caplog.at_level(logging.INFO):
         status, _, body = await handshake(server, "nowhere/")
-    assert (status, body) == (404, b"No route found for path 'nowhere/'.")
+    assert (status, body) == (404, b"URLRouter: no route matches the path 'nowhere/'.")
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR or record.exc_info]

@@ -204,7 +204,7 @@ async def test_url_router_first_matching_route_wins():
 async def test_url_router_path_route_must_match_the_whole_path():
     app = Recorder()
     router = URLRouter([path("chat/", app)])
-    with pytest.raises(ValueError, match="No route found"):
+    with pytest.raises(ValueError, match="no route matches the path"):
         await call(router, "/chat/extra/")
     assert app.scopes == []
 
@@ -235,7 +235,7 @@ async def test_int_converter_gives_an_int():
 
 async def test_int_converter_refuses_non_digits():
     router = URLRouter([path("item/<int:pk>/", Recorder())])
-    with pytest.raises(ValueError, match="No route found"):
+    with pytest.raises(ValueError, match="no route matches the path"):
         await call(router, "/item/abc/")
 
 
@@ -274,13 +274,13 @@ async def test_path_kwargs_defaults_are_merged_into_url_route():
 
 async def test_url_router_raises_value_error_with_the_path_when_nothing_matches():
     router = URLRouter([path("chat/", Recorder())])
-    with pytest.raises(ValueError, match=r"No route found for path 'nowhere/'\."):
+    with pytest.raises(ValueError, match=r"no route matches the path 'nowhere/'\."):
         await call(router, "/nowhere/")
 
 
 async def test_url_router_error_names_the_path_without_the_root_path():
     router = URLRouter([path("chat/", Recorder())])
-    with pytest.raises(ValueError, match=r"No route found for path 'nowhere/'\."):
+    with pytest.raises(ValueError, match=r"no route matches the path 'nowhere/'\."):
         await router({"type": "websocket", "path": "/app/nowhere/", "root_path": "/app"}, None, None)
 
 
@@ -418,13 +418,13 @@ async def test_nested_router_without_match_raises_plain_value_error_at_outer_rou
     with pytest.raises(ValueError) as excinfo:
         await call(router, "/chat/missing/")
     assert type(excinfo.value) is ValueError
-    assert str(excinfo.value) == "No route found for path 'chat/missing/'."
+    assert str(excinfo.value) == "URLRouter: no route matches the path 'chat/missing/'."
 
 
 async def test_nested_router_without_match_raises_resolver404_as_channels_does():
     inner = URLRouter([path("room/", Recorder())])
     scope = {"type": "websocket", "path": "/chat/missing/", "path_remaining": "missing/"}
-    with pytest.raises(Resolver404, match="No route found for path 'missing/'"):
+    with pytest.raises(Resolver404, match="no route matches the path 'missing/'"):
         await inner(scope, None, None)
 
 
@@ -450,7 +450,7 @@ async def test_route_to_plain_middleware_around_a_consumer_stays_an_endpoint():
     router = URLRouter([path("chat/", AddToScope(app))])
     await call(router, "/chat/")
     assert app.scope["user"] == "alice"
-    with pytest.raises(ValueError, match="No route found"):
+    with pytest.raises(ValueError, match="no route matches the path"):
         await call(router, "/chat/more/")
 
 
