@@ -307,7 +307,14 @@ class AsyncConsumer:
         """
         if TRACE_KEY in message:  # trace context from a process that traces: never for handlers (tether.tracing)
             del message[TRACE_KEY]
-        handler = _handler_for(self, message)
+        # The handler of a type seen before, without _handler_for's calls (this runs for every message); a new,
+        # missing or malformed type, or a missing handler, goes through _handler_for, which says what is wrong.
+        try:
+            handler = getattr(self, _handler_names[message["type"]])
+        except (KeyError, TypeError, AttributeError):
+            handler = None
+        if handler is None or not callable(handler):
+            handler = _handler_for(self, message)
         if has_open_connections():
             await aclose_old_connections()
         try:

@@ -100,8 +100,9 @@ _DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 #: The setting's checked value, read once: every received message is measured against it, and reading a setting the
 #: project does not define costs about 2 µs in Django's lazy settings (a third of a whole echo). Tests that change
-#: the setting (``override_settings``) send ``setting_changed``, which clears it.
-_max_message_size: int | None = None
+#: the setting (``override_settings``) send ``setting_changed``, which clears it. The WebSocket consumers' receive path
+#: reads it directly (a call per message is measurable there), falling back to ``max_message_size()`` while unset.
+cached_max_message_size: int | None = None
 
 
 def max_message_size() -> int:
@@ -109,16 +110,16 @@ def max_message_size() -> int:
 
     Raises ``ImproperlyConfigured`` naming the setting when it is not a positive whole number.
     """
-    global _max_message_size
-    if _max_message_size is not None:
-        return _max_message_size
+    global cached_max_message_size
+    if cached_max_message_size is not None:
+        return cached_max_message_size
     value: Any = getattr(settings, _SETTING, DEFAULT_MAX_MESSAGE_SIZE)
     if type(value) is not int or value <= 0:
         raise ImproperlyConfigured(
             f"{_SETTING} must be a positive number of bytes, such as {DEFAULT_MAX_MESSAGE_SIZE} (1 MiB, the "
             f"default), not {value!r}."
         )
-    _max_message_size = value
+    cached_max_message_size = value
     return value
 
 
@@ -214,9 +215,9 @@ def slow_client_policy() -> str:
 
 
 def _forget_max_message_size(*, setting: str, **kwargs: Any) -> None:
-    global _max_message_size
+    global cached_max_message_size
     if setting == _SETTING:
-        _max_message_size = None
+        cached_max_message_size = None
 
 
 setting_changed.connect(_forget_max_message_size)

@@ -37,6 +37,7 @@ import enum
 import logging
 from collections import deque
 from collections.abc import Callable, Generator, Hashable
+from types import CoroutineType
 from typing import Any
 
 from tether.limits import SLOW_CLIENT
@@ -176,11 +177,18 @@ class Outbox:
         if self.state is not _DIRECT:
             self.enqueue(message)
             return
-        steps = self.server_send(message).__await__()
+        sending: Any = self.server_send(message)
         try:
-            waiting = next(steps)  # a coroutine's first step, or a plain iterator's (granian's send)
+            # A coroutine's first step (uvicorn's send), or a plain iterator's (granian's send awaitable).
+            if type(sending) is CoroutineType:
+                waiting = sending.send(None)
+            else:
+                sending = sending.__await__()
+                waiting = next(sending)
         except StopIteration:
             return
+        # The rest is stepped as `yield from` would, from the coroutine's iterator (next() takes no coroutine).
+        steps = sending.__await__() if type(sending) is CoroutineType else sending
         self.start_queueing(_Resumed(steps, waiting))
 
     def start_queueing(self, rest: _Resumed) -> None:
