@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import secrets
 import statistics
@@ -108,28 +109,23 @@ def main() -> None:
     if not args.before:
         parser.error("--before is required: the src/ directory of the checkout to compare with")
     sys.path.insert(0, str(ROOT))
-    from benchmarks.common import RedisServer
+    from benchmarks.common import RedisServer, alternate
 
     trees = {"before": args.before, "after": args.after}
     backends = args.only or list(BACKENDS)
     prefix = f"bench-cpu-{secrets.token_hex(3)}"
     results: dict[tuple[str, str, str], list[float]] = {}
 
-    def rounds(url: str) -> None:
-        for number in range(args.rounds):
-            order = list(trees) if number % 2 == 0 else list(reversed(trees))
-            for backend in backends:
-                for tree in order:
-                    costs = run_child(trees[tree], backend, url, f"{prefix}.{number}.{tree}.{backend}.", args.seconds)
-                    for case, value in costs.items():
-                        results.setdefault((backend, case, tree), []).append(value)
-                    print(f"  round {number + 1}: {backend:8} {tree:6} done", flush=True)
+    def measure_tree(url: str, number: int, tree: str) -> None:
+        for backend in backends:
+            costs = run_child(trees[tree], backend, url, f"{prefix}.{number}.{tree}.{backend}.", args.seconds)
+            for case, value in costs.items():
+                results.setdefault((backend, case, tree), []).append(value)
+            print(f"  round {number + 1}: {backend:8} {tree:6} done", flush=True)
 
-    if args.redis_url:
-        rounds(args.redis_url)
-    else:
-        with RedisServer() as server:
-            rounds(server.url)
+    with contextlib.ExitStack() as stack:
+        url = args.redis_url or stack.enter_context(RedisServer()).url
+        alternate(args.rounds, list(trees), lambda number, tree: measure_tree(url, number, tree))
     print(f"\nCPU time, medians of {args.rounds} rounds (range):")
     print(f"{'layer':9} {'case':40} {'before':>20} {'after':>20} {'after/before':>13}")
     for backend, case in dict.fromkeys((backend, case) for backend, case, _tree in results):
