@@ -105,7 +105,9 @@ def _handled_failure(consumer: AsyncConsumer, message: Message, error: Exception
     ASGI servers raise an ``OSError`` subclass (uvicorn's ``ClientDisconnected``) from ``send`` once the client has
     disconnected; the disconnect event is on its way, so the handler just ends and the connection ends with it.
     """
-    if isinstance(error, OSError) and consumer._client_gone:
+    if isinstance(error, OSError) and (
+        consumer._client_gone or (consumer._outbox is not None and consumer._outbox.client_gone)
+    ):
         logger.debug(
             "%s: the client went away while a %r message was handled; the handler ends.",
             name_that_thing(consumer),
@@ -164,6 +166,8 @@ class AsyncConsumer:
 
     scope: Scope
     _client_gone: bool = False
+    # A WebSocket's outbound queue, while the connection lasts.
+    _outbox: Outbox | None = None
     channel_layer: BaseChannelLayer | None
     channel_name: str
     base_send: Any
@@ -226,6 +230,7 @@ class AsyncConsumer:
                 stall_timeout=_stall_timeout,
             )
             send = outbox.send
+            self._outbox = outbox
         self.base_send = async_to_sync(send) if self._sync else send
         # A WebSocket is closed with 1012 when a stopping server drains it (tether.drain), after its handler.
         departure = enter() if kind == "websocket" else None

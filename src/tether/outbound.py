@@ -165,6 +165,8 @@ class Outbox:
         self.writer: asyncio.Task[None] | None = None
         self.closer: asyncio.Task[None] | None = None
         self.logged = False
+        # A send raised OSError: the server's (the client has gone away), or ours after the connection was closed.
+        self.client_gone = False
         self.limit = 0
         self.chosen = ""
 
@@ -187,6 +189,9 @@ class Outbox:
                 waiting = next(sending)
         except StopIteration:
             return
+        except OSError:  # the client has gone away: the handler that sent ends quietly (tether.consumer)
+            self.client_gone = True
+            raise
         # The rest is stepped as `yield from` would, from the coroutine's iterator (next() takes no coroutine).
         steps = sending.__await__() if type(sending) is CoroutineType else sending
         self.start_queueing(_Resumed(steps, waiting))
@@ -219,6 +224,7 @@ class Outbox:
     def enqueue(self, message: Message) -> None:
         state = self.state
         if state is State.CLOSED or state is State.CLOSING:
+            self.client_gone = True
             raise ConnectionResetError(f"{self.name()}: the connection was closed; this message was not sent.")
         droppable = message.get("type") == "websocket.send"
         if droppable and self.chosen == "conflate":
