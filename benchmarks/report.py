@@ -285,7 +285,7 @@ def render_targets(targets: list[dict[str, Any]], markdown: bool = False) -> str
 # Charts --------------------------------------------------------------------------------------------------------------
 
 CHARTS: dict[str, tuple[str, ...]] = {
-    "layer": ("msgs/s",),
+    "layer": ("msgs/s", "Redis cmds/msg"),
     "fanout": ("p50 ms", "Redis cmds/group_send"),
     "echo": ("msgs/s", "RTT p50 ms"),
     "broadcast": ("p50 ms",),
