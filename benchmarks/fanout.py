@@ -342,16 +342,12 @@ def main() -> None:
     members.add_argument("redis_url")
     members.add_argument("prefix")
     args = parser.parse_args()
-    try:
-        import uvloop
+    from benchmarks.common import run_async
 
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
     if args.command == "members":
-        runner(member_process(args.stack, args.backend, args.redis_url, args.prefix))
+        run_async(member_process(args.stack, args.backend, args.redis_url, args.prefix))
         return
-    result = runner(worker(args.stack, args.backend, args.redis_url, args.prefix, args.processes, args.scale))
+    result = run_async(worker(args.stack, args.backend, args.redis_url, args.prefix, args.processes, args.scale))
     print(json.dumps(result), flush=True)
 
 

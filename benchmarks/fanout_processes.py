@@ -16,10 +16,10 @@ its 4 member processes and grows the group through the sizes; tether and channel
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -174,21 +174,12 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
 
 def main() -> None:
     """``python -m benchmarks.fanout_processes sender STACK REDIS_URL PREFIX SCALE``: one JSON line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    send = sub.add_parser("sender")
-    send.add_argument("stack", choices=["tether", "channels"])
-    send.add_argument("redis_url")
-    send.add_argument("prefix")
-    send.add_argument("scale", type=float)
-    args = parser.parse_args()
-    try:
-        import uvloop
+    from benchmarks.common import run_async
 
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    print(json.dumps(runner(sender(args.stack, args.redis_url, args.prefix, args.scale))), flush=True)
+    if len(sys.argv) != 6 or sys.argv[1] != "sender" or sys.argv[2] not in ("tether", "channels"):
+        raise SystemExit(main.__doc__)
+    stack, redis_url, prefix, scale = sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
+    print(json.dumps(run_async(sender(stack, redis_url, prefix, scale))), flush=True)
 
 
 if __name__ == "__main__":

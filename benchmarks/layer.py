@@ -262,13 +262,9 @@ def main() -> None:
     work.add_argument("prefix")
     work.add_argument("duration", type=float)
     args = parser.parse_args()
-    try:
-        import uvloop
+    from benchmarks.common import run_async
 
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    result = runner(worker(args.stack, args.backend, args.redis_url, args.prefix, args.duration))
+    result = run_async(worker(args.stack, args.backend, args.redis_url, args.prefix, args.duration))
     print(json.dumps(result), flush=True)
 
 
