@@ -6,6 +6,7 @@ Nothing here measures anything by itself; the benchmark modules (``layer``, ``fa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
@@ -20,10 +21,10 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "BARE_APP",
@@ -42,10 +43,13 @@ __all__ = [
     "note_tracebacks",
     "percentile",
     "raise_fd_limit",
+    "run_async",
     "stack_env",
     "tether_layer_unavailable",
     "unavailable_tether_layers",
 ]
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -73,6 +77,15 @@ def median(values: Sequence[float | None]) -> float | None:
 
 
 # Processes and ports -------------------------------------------------------------------------------------------------
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` to completion in a benchmark's subprocess, on uvloop when it is installed (as the servers run)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def free_port() -> int:

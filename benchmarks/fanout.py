@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["run"]
+__all__ = ["GROUP", "WAIT", "Members", "RemoteMembers", "commandstats", "run", "send_and_wait"]
 
 SIZES = (10, 100, 1_000, 10_000)
 # Timed sends per size and round. 1,000 members takes 20, like the small sizes: with 8, the p50 of one round swung by a
@@ -120,7 +120,9 @@ class RemoteMembers:
             self.proc.kill()
 
 
-async def _send_and_wait(layer: Any, hosts: list[Any], seq: int) -> float | None:
+async def send_and_wait(layer: Any, hosts: list[Any], seq: int) -> float | None:
+    """Seconds from just before ``group_send`` of message ``seq`` until every member on every host has it (None: some
+    did not within ``WAIT``)."""
     started = time.monotonic()
     waits = [asyncio.create_task(host.wait(seq, WAIT)) for host in hosts]
     await layer.group_send(GROUP, {"type": "bench.fanout", "seq": seq, "text": "x" * 60})
@@ -128,6 +130,15 @@ async def _send_and_wait(layer: Any, hosts: list[Any], seq: int) -> float | None
     if any(answer["last"] is None for answer in answers):
         return None
     return max(answer["last"] for answer in answers) - started
+
+
+async def commandstats(client: Any) -> dict[str, int]:
+    """Calls per command so far on the benchmark's redis-server (``INFO commandstats`` over ``client``, a redis-py
+    asyncio client; ``None``: no Redis, nothing), ``info`` itself left out."""
+    if client is None:
+        return {}
+    stats = await client.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items() if name != "cmdstat_info"}
 
 
 async def worker(stack: str, backend: str, redis_url: str, prefix: str, processes: int, scale: float) -> dict[str, Any]:
@@ -144,12 +155,6 @@ async def worker(stack: str, backend: str, redis_url: str, prefix: str, processe
         import redis.asyncio as redis
 
         redis_client = redis.Redis.from_url(redis_url)
-
-    async def commandstats() -> dict[str, int]:
-        if redis_client is None:
-            return {}
-        stats = await redis_client.info("commandstats")
-        return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items() if name != "cmdstat_info"}
 
     results = []
     seq = 0
@@ -175,19 +180,19 @@ async def worker(stack: str, backend: str, redis_url: str, prefix: str, processe
             # Warm-up until one message reaches everybody (pub/sub subscriptions settle).
             for _attempt in range(3 if backend == "pubsub" else 1):
                 seq += 1
-                if await _send_and_wait(layer, hosts, seq) is not None:
+                if await send_and_wait(layer, hosts, seq) is not None:
                     break
             else:
                 lost = True
                 results.append({"members": size, "skipped": f"a group_send did not reach everybody in {WAIT}s"})
                 continue
             latencies: list[float] = []
-            before = await commandstats()
+            before = await commandstats(redis_client)
             repeats = max(2, round(REPEATS[size] * scale))
             budget = time.monotonic() + 20 * scale
             for _ in range(repeats):
                 seq += 1
-                latency = await _send_and_wait(layer, hosts, seq)
+                latency = await send_and_wait(layer, hosts, seq)
                 if latency is None:
                     lost = True
                     break
@@ -195,7 +200,7 @@ async def worker(stack: str, backend: str, redis_url: str, prefix: str, processe
                 if time.monotonic() > budget:
                     break
                 await asyncio.sleep(0.005)
-            commands = commands_between(before, await commandstats())
+            commands = commands_between(before, await commandstats(redis_client))
             p50 = percentile(latencies, 0.5)
             previous_p50, previous_size = p50, size
             results.append(
@@ -337,16 +342,12 @@ def main() -> None:
     members.add_argument("redis_url")
     members.add_argument("prefix")
     args = parser.parse_args()
-    try:
-        import uvloop
+    from benchmarks.common import run_async
 
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
     if args.command == "members":
-        runner(member_process(args.stack, args.backend, args.redis_url, args.prefix))
+        run_async(member_process(args.stack, args.backend, args.redis_url, args.prefix))
         return
-    result = runner(worker(args.stack, args.backend, args.redis_url, args.prefix, args.processes, args.scale))
+    result = run_async(worker(args.stack, args.backend, args.redis_url, args.prefix, args.processes, args.scale))
     print(json.dumps(result), flush=True)
 
 

@@ -6,7 +6,9 @@ senders, ``BLPOP`` by the receiver, msgpack on both ends.
 
 The loop: senders and the receiver run concurrently on one event loop, with at most 64 messages in flight (under the
 default capacity of 100, so nobody meets ``ChannelFull``). After a warm-up that proves the receiver is listening
-(pub/sub loses what is published before it subscribes), the rate is what the receiver gets in a fixed window.
+(pub/sub loses what is published before it subscribes), the rate is what the receiver gets in a fixed window; on the
+Redis layers, the Redis commands each message cost in that window too (``INFO commandstats``, calls made inside
+scripts included).
 Every combination runs in a fresh process (``python -m benchmarks.layer worker ...``), tether and Channels in turn.
 """
 
@@ -100,8 +102,11 @@ class RawRedis:
         await self.receiver.aclose()
 
 
-async def measure(layer: Any, channel: str, senders: int, duration: float) -> dict[str, Any]:
-    """Run the send/receive loop on ``channel`` for ``duration`` seconds; the receiver's rate in that window."""
+async def measure(layer: Any, channel: str, senders: int, duration: float, redis_client: Any = None) -> dict[str, Any]:
+    """Run the send/receive loop on ``channel`` for ``duration`` seconds; the receiver's rate in that window, and
+    with ``redis_client`` (redis-py asyncio, on the layer's server) the Redis commands per message received then."""
+    from benchmarks.fanout import commandstats
+
     state = {"sent": 0, "received": 0, "errors": 0, "stop": False}
     room = asyncio.Event()
     got_one = asyncio.Event()
@@ -142,11 +147,13 @@ async def measure(layer: Any, channel: str, senders: int, duration: float) -> di
                     state["sent"] -= 1
                     await asyncio.sleep(0.001)
 
+        commands_before = await commandstats(redis_client)
         started = time.monotonic()
         sending = [asyncio.create_task(sender()) for _ in range(senders)]
         await asyncio.sleep(duration)
         received = state["received"]
         elapsed = time.monotonic() - started
+        commands = sum((await commandstats(redis_client)).values()) - sum(commands_before.values())
         state["stop"] = True
         room.set()
         for task in sending:
@@ -155,10 +162,15 @@ async def measure(layer: Any, channel: str, senders: int, duration: float) -> di
     finally:
         receiving.cancel()
         await asyncio.gather(receiving, return_exceptions=True)
-    return {"msgs_per_s": received / elapsed, "received": received, "errors": state["errors"]}
+    per_message = commands / received if redis_client is not None and received else None
+    return {"msgs_per_s": received / elapsed, "received": received, "errors": state["errors"],
+            "commands_per_msg": per_message}  # fmt: skip
 
 
 async def worker(stack: str, backend: str, redis_url: str, prefix: str, duration: float) -> dict[str, Any]:
+    import redis.asyncio as redis
+
+    redis_client = None if backend == "inmemory" else redis.Redis.from_url(redis_url)
     results = []
     cases = [("named", 1), ("named", 50)] if stack == "raw" else CASES
     for index, (kind, senders) in enumerate(cases):
@@ -168,12 +180,14 @@ async def worker(stack: str, backend: str, redis_url: str, prefix: str, duration
         )
         channel = await layer.new_channel() if kind == "local" else "bench.named"
         try:
-            result = await asyncio.wait_for(measure(layer, channel, senders, duration), duration + 30)
+            result = await asyncio.wait_for(measure(layer, channel, senders, duration, redis_client), duration + 30)
         except Exception as exc:
             result = {"msgs_per_s": None, "error": f"{type(exc).__name__}: {exc}"}
         finally:
             await close_layer(layer)
         results.append({"channel": kind, "senders": senders, **result})
+    if redis_client is not None:
+        await redis_client.aclose()
     return {"stack": stack, "backend": backend, "cases": results}
 
 
@@ -185,6 +199,7 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
     duration = 0.4 * scale
     redis_server = RedisServer()
     values: dict[tuple[str, str, str, int], list[float | None]] = {}
+    commands: dict[tuple[str, str, str, int], list[float | None]] = {}  # Redis commands per message received
     with stopping(redis_server):
         for backend in BACKENDS:
             variants = ["tether", "channels"] + (["raw"] if backend == "redis" else [])
@@ -203,6 +218,9 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
                     if case.get("error"):
                         bench.note(f"{stack} {backend} {case['channel']} x{case['senders']}: {case['error']}")
                     values.setdefault((stack, backend, case["channel"], case["senders"]), []).append(case["msgs_per_s"])
+                    commands.setdefault((stack, backend, case["channel"], case["senders"]), []).append(
+                        case.get("commands_per_msg")
+                    )
 
             alternate(rounds, variants, one)
         names = {"inmemory": "in-memory", "redis": "Redis", "pubsub": "Redis pub/sub"}
@@ -219,6 +237,18 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
                 sender_text = "1 sender" if senders == 1 else f"{senders} senders"
                 case = f"{names[backend]}, {sender_text}, {kind} channel"
                 bench.add(Row(case, "msgs/s", "higher", series, tether="tether", peer="channels", limit=limit))
+                if backend != "inmemory":
+                    per_message = {
+                        label: commands.get(
+                            ("raw", "redis", "named", senders) if stack == "raw" else (stack, backend, kind, senders),
+                            [],
+                        )
+                        for label, stack in (("tether", "tether"), ("channels", "channels"), ("redis-py", "raw"))
+                        if backend == "redis" or stack != "raw"
+                    }
+                    bench.add(Row(case, "Redis cmds/msg", "lower", per_message, tether="tether", peer="channels",
+                                  limit=limit))  # fmt: skip
+        bench.note("Redis cmds/msg: INFO commandstats over the timed window (calls inside scripts included) / messages")
     return bench.finish()
 
 
@@ -232,13 +262,9 @@ def main() -> None:
     work.add_argument("prefix")
     work.add_argument("duration", type=float)
     args = parser.parse_args()
-    try:
-        import uvloop
+    from benchmarks.common import run_async
 
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    result = runner(worker(args.stack, args.backend, args.redis_url, args.prefix, args.duration))
+    result = run_async(worker(args.stack, args.backend, args.redis_url, args.prefix, args.duration))
     print(json.dumps(result), flush=True)
 
 

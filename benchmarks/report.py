@@ -24,7 +24,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "latest.json"
 DOCS = ROOT / "docs" / "benchmarks.md"
 IMAGES = ROOT / "docs" / "images"
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
-ORDER = ("layer", "fanout", "echo", "broadcast", "idle", "churn", "worker", "cluster")
+ORDER = ("layer", "fanout", "echo", "broadcast", "idle", "churn", "worker", "cluster", "fanout_processes")
 PACKAGES = (
     "django-tether", "channels", "channels-redis", "daphne", "uvicorn", "granian", "websockets", "redis", "hiredis",
     "Django", "asgiref", "uvloop", "httptools", "Twisted", "msgpack",
@@ -133,6 +133,12 @@ def _ratio(results: dict[str, Any], bench: str, case: str, metric: str, other: s
     return a / b if a is not None and b else None
 
 
+def _flat(counts: dict[int, float | None]) -> bool | None:
+    """Whether a count per group size stays flat: the largest within 1.25x the smallest, plus one."""
+    present = [value for value in counts.values() if value is not None]
+    return None if len(present) < 2 else max(present) <= 1.25 * min(present) + 1
+
+
 def _at_least(value: float | None, bound: float) -> bool | None:
     return None if value is None else value >= bound
 
@@ -189,10 +195,17 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
             for size in (10, 100, 1_000, 10_000)
         }
-        present = [value for value in counts.values() if value is not None]
-        flat = None if len(present) < 2 else max(present) <= 1.25 * min(present) + 1
         add(f"Redis commands per group_send flat in members ({processes})",
-            ", ".join(f"{size:,}: {fmt(value)}" for size, value in counts.items()), flat)  # fmt: skip
+            ", ".join(f"{size:,}: {fmt(value)}" for size, value in counts.items()), _flat(counts))  # fmt: skip
+    # Fan-out across processes (issue 15 item 4): a sender and 4 member processes.
+    counts = {
+        size: _med(
+            _row(results, "fanout_processes", f"{size:,} members, 4 processes", "Redis cmds/group_send"), "tether"
+        )
+        for size in (100, 1_000, 10_000)
+    }
+    add("Redis commands per group_send flat in members (sender + 4 member processes)",
+        ", ".join(f"{size:,}: {fmt(value)}" for size, value in counts.items()), _flat(counts))  # fmt: skip
 
     # WebSocket echo.
     for clients in ("1 client", "50 clients"):
@@ -272,7 +285,7 @@ def render_targets(targets: list[dict[str, Any]], markdown: bool = False) -> str
 # Charts --------------------------------------------------------------------------------------------------------------
 
 CHARTS: dict[str, tuple[str, ...]] = {
-    "layer": ("msgs/s",),
+    "layer": ("msgs/s", "Redis cmds/msg"),
     "fanout": ("p50 ms", "Redis cmds/group_send"),
     "echo": ("msgs/s", "RTT p50 ms"),
     "broadcast": ("p50 ms",),
@@ -280,6 +293,7 @@ CHARTS: dict[str, tuple[str, ...]] = {
     "churn": ("ms/cycle (wall, 10 clients)", "RSS growth MB (all cycles)"),
     "worker": ("jobs/s", "jobs lost", "jobs duplicates"),
     "cluster": ("msgs/s", "p50 ms"),
+    "fanout_processes": ("p50 ms", "Redis cmds/group_send", "CPU ms/group_send (sender + members)"),
 }
 
 
