@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from tests.layers.conftest import REDIS_URL
-from tests.layers.redis.conftest import (  # noqa: F401 - redis_cluster, redis_servers: fixtures
+from tests.layers.redis.conftest import (  # noqa: F401 - redis_cluster, redis_servers, shared_redis: fixtures
     layer_on,
     redis_cluster,
     redis_servers,
+    shared_redis,
 )
 from tether.layers import InMemoryChannelLayer
 from tether.layers.base import BaseChannelLayer
