@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from tests.layers.conftest import REDIS_URL, inmemory_layer
-from tests.layers.redis.conftest import (  # noqa: F401 - redis_cluster, redis_servers, shared_redis: fixtures
+from tests.layers.redis.conftest import (  # noqa: F401 - fixtures, and the hook registering the "slow" marker
     layer_on,
+    pytest_configure,
     redis_cluster,
     redis_servers,
     shared_redis,
