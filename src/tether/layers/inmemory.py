@@ -89,6 +89,9 @@ class InMemoryChannelLayer(BaseChannelLayer):
         # The layer measures time on the monotonic clock; the views show wall-clock times, as Channels' layer holds.
         # One offset per layer keeps the times a view shows stable from one read to the next.
         self._wall_offset = time.time() - time.monotonic()
+        #: How many times ``flush()`` emptied the layer: what is kept beside it (streams' history) compares this to
+        #: know that it was flushed too.
+        self.generation = 0
 
     # Inspection, for tests ---------------------------------------------------------------------------------------
 
@@ -293,6 +296,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         self._buffers.clear()
         self._dead.clear()
         self._stats.reset()
+        self.generation += 1
 
     async def close(self) -> None:
         """Nothing to release: the layer lives in memory."""
