@@ -65,6 +65,25 @@ async def test_a_subscriber_receives_what_is_published_after_its_subscribe_in_or
     ]
 
 
+async def test_subscribe_receive_and_recover_on_each_live_server(live_serve: Any) -> None:
+    server = live_serve("tests.project.project.streams_app:application")
+    reader = await connect(server.ws_url, "ada")
+    writer = await connect(server.ws_url, "bob")
+    try:
+        start = (await reader.subscribe("room.served"))["result"]
+        await writer.publish("room.served", count=5)
+        assert [m["offset"] for m in await reader.messages(5)] == [1, 2, 3, 4, 5]
+        await reader.ws.close()
+        await writer.publish("room.served", count=20, first=6)
+        reader = await connect(server.ws_url, "ada")
+        answer = await reader.subscribe("room.served", epoch=start["epoch"], offset=5)
+        assert answer["result"] == {"epoch": start["epoch"], "offset": 25, "recovered": 20}
+        assert [m["offset"] for m in reader.kept("message")] == list(range(6, 26))
+    finally:
+        await reader.ws.close()
+        await writer.ws.close()
+
+
 async def test_a_subscribe_without_a_position_starts_from_the_stream_s_last_offset(
     server: LiveServer, ada: ProtocolClient
 ) -> None:
@@ -175,6 +194,43 @@ async def test_an_offset_trimmed_out_of_history_gets_the_reload_verdict(ada: Pro
     answer = await ada.subscribe("room.short", epoch=top["epoch"], offset=5)
     assert answer["result"] == {"epoch": top["epoch"], "offset": 30, "recovered": 0, "reload": "trimmed"}
     assert ada.kept("message") == []
+
+
+async def test_a_gap_the_layer_left_in_live_messages_is_filled_from_history_in_order(
+    server: LiveServer, ada: ProtocolClient
+) -> None:
+    await ada.subscribe("room.gap")
+    # The connection publishes 300 messages itself: while its handler runs, its channel (capacity 100) holds the
+    # live copies, and the layer drops the rest. The next message shows the gap, filled from the stream's history.
+    await ada.publish("room.gap", count=300)
+    bob = await connect(server.ws_url, "bob")
+    try:
+        await bob.publish("room.gap", first=301)
+    finally:
+        await bob.ws.close()
+    assert get_channel_layer().stats()["group_full_drops"] >= 100  # type: ignore[union-attr]  # the gap is real
+    received = ada.kept("message")
+    received += await ada.messages(301 - len(received))
+    assert [m["offset"] for m in received] == list(range(1, 302))
+    assert [m["data"]["n"] for m in received] == list(range(1, 302))
+    await ada.request("echo")
+    assert ada.kept("message") == []
+
+
+@override_settings(TETHER_STREAMS={"room.brief": {"max_age": 0.3}})
+async def test_a_stream_that_loses_its_history_while_subscribed_sends_the_reload_frame(ada: ProtocolClient) -> None:
+    start = (await ada.subscribe("room.brief"))["result"]
+    await ada.publish("room.brief")
+    assert [m["offset"] for m in await ada.messages(1)] == [1]
+    await asyncio.sleep(0.6)  # twice max_age: the in-memory stream is forgotten, and starts again in a new epoch
+
+    top = await ada.publish("room.brief")
+    assert top["epoch"] != start["epoch"] and top["offset"] == 1
+    reload = await ada.next_of("reload")
+    assert reload == {"type": "reload", "stream": "room.brief", "reason": "epoch", "epoch": top["epoch"], "offset": 1}
+    await ada.publish("room.brief", first=2)
+    (message,) = await ada.messages(1)
+    assert (message["epoch"], message["offset"]) == (top["epoch"], 2)
 
 
 # Presence -----------------------------------------------------------------------------------------------------------
