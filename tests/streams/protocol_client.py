@@ -4,8 +4,10 @@ for their replies, and keeps the other frames (messages, presence) in arrival or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import websockets
@@ -69,6 +71,15 @@ class ProtocolClient:
         """The next ``count`` message frames, whatever else arrives between them (kept)."""
         return [await self.next_of("message") for _ in range(count)]
 
+    async def all_messages(self, count: int) -> list[dict[str, Any]]:
+        """The ``count`` message frames kept and to come, then checks that no other follows them before the reply to
+        a request (the server handles a connection's events in order, so one on its way would come first)."""
+        received = self.kept("message")
+        received += await self.messages(count - len(received))
+        await self.request("echo")
+        assert self.kept("message") == []
+        return received
+
     def kept(self, kind: str) -> list[dict[str, Any]]:
         """Take the kept frames of type ``kind`` (they are no longer kept)."""
         taken = [frame for frame in self.frames if frame["type"] == kind]
@@ -77,7 +88,18 @@ class ProtocolClient:
 
 
 async def connect(url: str, user: str = "ada", name: str = "Ada") -> ProtocolClient:
+    """A client of the test app at ``url`` (``ws://host:port``) as ``user``, present under ``name``."""
     ws = await websockets.connect(
         f"{url}/ws/streams/?user={user}&name={name}", open_timeout=WAIT, close_timeout=WAIT, max_size=None
     )
     return ProtocolClient(ws)
+
+
+@contextlib.asynccontextmanager
+async def connected(url: str, user: str = "ada", name: str = "Ada") -> AsyncIterator[ProtocolClient]:
+    """``connect``, closing the connection on the way out."""
+    client = await connect(url, user, name)
+    try:
+        yield client
+    finally:
+        await client.ws.close()

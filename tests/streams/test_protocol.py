@@ -17,7 +17,7 @@ from django.test import override_settings
 
 from tests.conftest import LiveServer
 from tests.layers.conftest import eventually
-from tests.streams.protocol_client import WAIT, ProtocolClient, connect
+from tests.streams.protocol_client import WAIT, ProtocolClient, connected
 from tether.layers import get_channel_layer
 from tether.presence import get_presence
 from tether.streams.consumer import MAX_OFFSET
@@ -32,9 +32,8 @@ def server(serve: Any) -> LiveServer:
 
 @pytest.fixture
 async def ada(server: LiveServer) -> Any:
-    client = await connect(server.ws_url, "ada")
-    yield client
-    await client.ws.close()
+    async with connected(server.ws_url, "ada") as client:
+        yield client
 
 
 def layer_memberships() -> dict[str, set[str]]:
@@ -66,36 +65,28 @@ async def test_a_subscriber_receives_what_is_published_after_its_subscribe_in_or
 
 
 async def test_subscribe_receive_and_recover_on_each_live_server(live_serve: Any) -> None:
-    server = live_serve("tests.project.project.streams_app:application")
-    reader = await connect(server.ws_url, "ada")
-    writer = await connect(server.ws_url, "bob")
-    try:
-        start = (await reader.subscribe("room.served"))["result"]
-        await writer.publish("room.served", count=5)
-        assert [m["offset"] for m in await reader.messages(5)] == [1, 2, 3, 4, 5]
-        await reader.ws.close()
+    url = live_serve("tests.project.project.streams_app:application").ws_url
+    async with connected(url, "bob") as writer:
+        async with connected(url, "ada") as reader:
+            start = (await reader.subscribe("room.served"))["result"]
+            await writer.publish("room.served", count=5)
+            assert [m["offset"] for m in await reader.all_messages(5)] == [1, 2, 3, 4, 5]
         await writer.publish("room.served", count=20, first=6)
-        reader = await connect(server.ws_url, "ada")
-        answer = await reader.subscribe("room.served", epoch=start["epoch"], offset=5)
-        assert answer["result"] == {"epoch": start["epoch"], "offset": 25, "recovered": 20}
-        assert [m["offset"] for m in reader.kept("message")] == list(range(6, 26))
-    finally:
-        await reader.ws.close()
-        await writer.ws.close()
+        async with connected(url, "ada") as reader:
+            answer = await reader.subscribe("room.served", epoch=start["epoch"], offset=5)
+            assert answer["result"] == {"epoch": start["epoch"], "offset": 25, "recovered": 20}
+            assert [m["offset"] for m in reader.kept("message")] == list(range(6, 26))
 
 
 async def test_a_subscribe_without_a_position_starts_from_the_stream_s_last_offset(
     server: LiveServer, ada: ProtocolClient
 ) -> None:
     top = await ada.publish("room.later", count=5)
-    bob = await connect(server.ws_url, "bob")
-    try:
+    async with connected(server.ws_url, "bob") as bob:
         answer = await bob.subscribe("room.later")
         assert answer["result"] == {"epoch": top["epoch"], "offset": 5, "recovered": 0}
         await ada.publish("room.later", first=6)
-        assert [m["offset"] for m in await bob.messages(1)] == [6]
-    finally:
-        await bob.ws.close()
+        assert [m["offset"] for m in await bob.all_messages(1)] == [6]
 
 
 async def test_an_unsubscribed_client_receives_nothing_more(ada: ProtocolClient) -> None:
@@ -118,14 +109,12 @@ async def test_unsubscribing_from_a_stream_not_subscribed_to_succeeds(ada: Proto
 async def test_a_subscriber_disconnected_while_1000_messages_are_published_gets_all_1000_in_order_once(
     server: LiveServer, ada: ProtocolClient
 ) -> None:
-    reader = await connect(server.ws_url, "bob")
-    start = (await reader.subscribe("room.recover"))["result"]
-    await reader.ws.close()
+    async with connected(server.ws_url, "bob") as reader:
+        start = (await reader.subscribe("room.recover"))["result"]
 
     await ada.publish("room.recover", count=1000)
 
-    reader = await connect(server.ws_url, "bob")
-    try:
+    async with connected(server.ws_url, "bob") as reader:
         answer = await reader.subscribe("room.recover", epoch=start["epoch"], offset=start["offset"])
         assert answer["result"] == {"epoch": start["epoch"], "offset": 1000, "recovered": 1000}
         recovered = reader.kept("message")  # every recovered message came before the reply
@@ -133,35 +122,24 @@ async def test_a_subscriber_disconnected_while_1000_messages_are_published_gets_
         assert [m["data"]["n"] for m in recovered] == list(range(1, 1001))
 
         await ada.publish("room.recover", first=1001)
-        reader.frames.clear()
-        assert [m["offset"] for m in await reader.messages(1)] == [1001]
-        await reader.request("echo")  # anything still on its way came before this reply
-        assert reader.kept("message") == []
-    finally:
-        await reader.ws.close()
+        assert [m["offset"] for m in await reader.all_messages(1)] == [1001]
 
 
 async def test_messages_published_while_a_subscriber_recovers_arrive_after_the_recovered_ones_once(
     server: LiveServer, ada: ProtocolClient
 ) -> None:
-    reader = await connect(server.ws_url, "bob")
-    start = (await reader.subscribe("room.busy"))["result"]
-    await reader.ws.close()
+    async with connected(server.ws_url, "bob") as reader:
+        start = (await reader.subscribe("room.busy"))["result"]
     await ada.publish("room.busy", count=300)
 
     publisher = asyncio.create_task(ada.publish("room.busy", count=700, first=301))
-    reader = await connect(server.ws_url, "bob")
     try:
-        await reader.subscribe("room.busy", epoch=start["epoch"], offset=start["offset"])
-        await publisher
-        received = reader.kept("message")
-        received += await reader.messages(1000 - len(received))
-        assert [m["offset"] for m in received] == list(range(1, 1001))
-        await reader.request("echo")
-        assert reader.kept("message") == []
+        async with connected(server.ws_url, "bob") as reader:
+            await reader.subscribe("room.busy", epoch=start["epoch"], offset=start["offset"])
+            await publisher
+            assert [m["offset"] for m in await reader.all_messages(1000)] == list(range(1, 1001))
     finally:
         publisher.cancel()
-        await reader.ws.close()
 
 
 async def test_a_subscriber_from_the_last_offset_recovers_nothing(ada: ProtocolClient) -> None:
@@ -203,18 +181,12 @@ async def test_a_gap_the_layer_left_in_live_messages_is_filled_from_history_in_o
     # The connection publishes 300 messages itself: while its handler runs, its channel (capacity 100) holds the
     # live copies, and the layer drops the rest. The next message shows the gap, filled from the stream's history.
     await ada.publish("room.gap", count=300)
-    bob = await connect(server.ws_url, "bob")
-    try:
-        await bob.publish("room.gap", first=301)
-    finally:
-        await bob.ws.close()
     assert get_channel_layer().stats()["group_full_drops"] >= 100  # type: ignore[union-attr]  # the gap is real
-    received = ada.kept("message")
-    received += await ada.messages(301 - len(received))
+    async with connected(server.ws_url, "bob") as bob:
+        await bob.publish("room.gap", first=301)
+    received = await ada.all_messages(301)
     assert [m["offset"] for m in received] == list(range(1, 302))
     assert [m["data"]["n"] for m in received] == list(range(1, 302))
-    await ada.request("echo")
-    assert ada.kept("message") == []
 
 
 @override_settings(TETHER_STREAMS={"room.brief": {"max_age": 0.3}})
@@ -245,9 +217,8 @@ async def test_presence_gives_a_snapshot_after_the_reply_then_diffs_with_tabs_of
     assert snapshot["stream"] == "room.here"
     assert [(m["user"], m["meta"]["name"], m["connections"]) for m in snapshot["members"]] == [("ada", "Ada", 1)]
 
-    bob_tabs = [await connect(server.ws_url, "bob", "Bob") for _ in range(2)]
-    try:
-        await bob_tabs[0].subscribe("room.here", presence=True)
+    async with connected(server.ws_url, "bob", "Bob") as tab, connected(server.ws_url, "bob", "Bob") as other_tab:
+        await tab.subscribe("room.here", presence=True)
         diff = await ada.next_of("presence.diff")
         assert (diff["joins"], diff["leaves"]) == (
             [{"user": "bob", "meta": diff["joins"][0]["meta"], "connections": 1}],
@@ -255,42 +226,36 @@ async def test_presence_gives_a_snapshot_after_the_reply_then_diffs_with_tabs_of
         )
         assert diff["joins"][0]["meta"]["name"] == "Bob"
 
-        await bob_tabs[1].subscribe("room.here", presence=True)
+        await other_tab.subscribe("room.here", presence=True)
         diff = await ada.next_of("presence.diff")
         assert [(m["user"], m["connections"]) for m in diff["joins"]] == [("bob", 2)]
-        snapshot = await bob_tabs[1].next_of("presence")
+        snapshot = await other_tab.next_of("presence")
         assert sorted((m["user"], m["connections"]) for m in snapshot["members"]) == [("ada", 1), ("bob", 2)]
 
-        await bob_tabs[0].ws.close()
+        await tab.ws.close()
         diff = await ada.next_of("presence.diff")
         assert [(m["user"], m["connections"]) for m in diff["joins"]] == [("bob", 1)] and diff["leaves"] == []
 
-        await bob_tabs[1].call({"type": "unsubscribe", "stream": "room.here"})
+        await other_tab.call({"type": "unsubscribe", "stream": "room.here"})
         diff = await ada.next_of("presence.diff")
         assert diff["joins"] == [] and [(m["user"], m["connections"]) for m in diff["leaves"]] == [("bob", 0)]
-    finally:
-        for tab in bob_tabs:
-            await tab.ws.close()
 
 
 async def test_a_subscriber_without_presence_is_not_present_and_gets_no_presence_frames(
     server: LiveServer, ada: ProtocolClient
 ) -> None:
     await ada.subscribe("room.silent")
-    bob = await connect(server.ws_url, "bob")
-    try:
+    async with connected(server.ws_url, "bob") as bob:
         await bob.subscribe("room.silent", presence=True)
         assert [m["user"] for m in (await bob.next_of("presence"))["members"]] == ["bob"]
         await bob.ws.close()
         await ada.request("echo")
         assert ada.kept("presence") == ada.kept("presence.diff") == []
-    finally:
-        await bob.ws.close()
 
 
 async def test_oversized_presence_metadata_is_refused_and_leaves_nothing_behind(server: LiveServer) -> None:
-    client = await connect(server.ws_url, "eve", "x" * 5000)  # over presence's max_metadata_size (4096)
-    try:
+    # The metadata is over presence's max_metadata_size (4096 bytes of JSON).
+    async with connected(server.ws_url, "eve", "x" * 5000) as client:
         answer = await client.subscribe("room.meta", presence=True)
         assert answer["error"]["code"] == "bad_request"
         assert "max_metadata_size" in answer["error"]["message"]
@@ -299,8 +264,6 @@ async def test_oversized_presence_metadata_is_refused_and_leaves_nothing_behind(
         await client.publish("room.meta")
         await client.request("echo")
         assert client.kept("message") == []
-    finally:
-        await client.ws.close()
 
 
 # Request / reply ----------------------------------------------------------------------------------------------------
@@ -378,15 +341,12 @@ async def test_a_result_that_is_not_json_is_an_internal_error(ada: ProtocolClien
 async def test_a_bad_frame_gets_an_error_reply_and_leaves_nothing_behind(
     server: LiveServer, frame: Any, code: str
 ) -> None:
-    client = await connect(server.ws_url, "mallory")
-    try:
+    async with connected(server.ws_url, "mallory") as client:
         await client.send(frame)
         answer = await client.next_of("reply")
         assert answer["error"]["code"] == code, answer
         assert answer["id"] == (frame.get("id") if isinstance(frame, dict) and frame.get("id") is not True else None)
         assert (await client.request("echo", alive=True))["result"] == {"alive": True}
-    finally:
-        await client.ws.close()
     await nothing_left_behind()
 
 
@@ -412,19 +372,15 @@ async def test_subscribing_twice_to_a_stream_is_a_bad_request_and_the_first_subs
 
 async def test_authorize_sees_the_scope_s_user(server: LiveServer, ada: ProtocolClient) -> None:
     assert "result" in await ada.subscribe("private.ada")
-    bob = await connect(server.ws_url, "bob")
-    try:
+    async with connected(server.ws_url, "bob") as bob:
         answer = await bob.subscribe("private.ada")
         assert answer["error"]["code"] == "forbidden"
-    finally:
-        await bob.ws.close()
 
 
 async def test_a_refused_subscription_is_forbidden_logged_once_and_leaves_nothing_behind(
     server: LiveServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = await connect(server.ws_url, "mallory")
-    try:
+    async with connected(server.ws_url, "mallory") as client:
         with caplog.at_level(logging.INFO, logger="tether.streams"):
             for _ in range(5):
                 answer = await client.subscribe("secret.plans", presence=True)
@@ -433,8 +389,6 @@ async def test_a_refused_subscription_is_forbidden_logged_once_and_leaves_nothin
         await client.publish("secret.plans")
         await client.request("echo")
         assert client.kept("message") == []
-    finally:
-        await client.ws.close()
     await nothing_left_behind()
 
 
@@ -461,8 +415,7 @@ async def test_the_default_authorize_refuses_every_stream() -> None:
 async def test_thousands_of_subscribe_requests_are_refused_past_max_subscriptions_with_one_log_line_and_no_state(
     server: LiveServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = await connect(server.ws_url, "mallory")
-    try:
+    async with connected(server.ws_url, "mallory") as client:
         with caplog.at_level(logging.INFO, logger="tether.streams"):
             for n in range(20):  # the app's max_subscriptions
                 assert "result" in await client.subscribe(f"room.many-{n}", presence=True)
@@ -480,6 +433,4 @@ async def test_thousands_of_subscribe_requests_are_refused_past_max_subscription
         answer = await client.call({"type": "unsubscribe", "stream": "room.many-0"})
         assert answer["result"] == {"subscribed": True}
         assert "result" in await client.subscribe("room.many-2000")
-    finally:
-        await client.ws.close()
     await nothing_left_behind()

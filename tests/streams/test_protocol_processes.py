@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.project.harness import Command, copy_project, uvicorn_processes
-from tests.streams.protocol_client import ProtocolClient, connect
+from tests.project.harness import Command, copy_project, delete_redis_prefix, uvicorn_processes
+from tests.streams.protocol_client import connected
 
 REDIS_URL = os.environ.get("TETHER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -35,7 +35,7 @@ def servers(tmp_path: Path) -> Iterator[list[str]]:
             yield [f"ws://{command.host}" for command in commands]
             _no_errors_logged(commands)
     finally:
-        asyncio.run(_delete_keys(prefix))
+        asyncio.run(delete_redis_prefix(REDIS_URL, prefix))
 
 
 def _no_errors_logged(commands: list[Command]) -> None:
@@ -43,91 +43,63 @@ def _no_errors_logged(commands: list[Command]) -> None:
         assert "Traceback" not in command.output, command.output
 
 
-async def _delete_keys(prefix: str) -> None:
-    from tether.layers.redis import RedisChannelLayer
-
-    layer = RedisChannelLayer(hosts=[REDIS_URL], prefix=prefix)
-    try:
-        await layer.flush()
-    finally:
-        await layer.close()
-
-
 async def test_a_message_published_in_one_process_reaches_a_subscriber_of_the_other(servers: list[str]) -> None:
     first, second = servers
-    reader, writer = await connect(first, "ada"), await connect(second, "bob")
-    try:
+    async with connected(first, "ada") as reader, connected(second, "bob") as writer:
         start = (await reader.subscribe("room.across"))["result"]
         top = await writer.publish("room.across", count=3)
         assert top["epoch"] == start["epoch"] and top["offset"] == 3
-        messages = await reader.messages(3)
+        messages = await reader.all_messages(3)
         assert [(m["epoch"], m["offset"], m["data"]) for m in messages] == [
             (start["epoch"], n, {"n": n}) for n in (1, 2, 3)
         ]
-    finally:
-        await reader.ws.close()
-        await writer.ws.close()
 
 
 async def test_a_subscriber_disconnected_while_1000_messages_are_published_gets_all_1000_in_order_once_elsewhere(
     servers: list[str],
 ) -> None:
     first, second = servers
-    writer = await connect(second, "bob")
-    reader = await connect(first, "ada")
-    try:
-        start = (await reader.subscribe("room.recover"))["result"]
-        await writer.publish("room.recover", count=10)
-        assert [m["offset"] for m in await reader.messages(10)] == list(range(1, 11))
-        await reader.ws.close()
+    async with connected(second, "bob") as writer:
+        async with connected(first, "ada") as reader:
+            start = (await reader.subscribe("room.recover"))["result"]
+            await writer.publish("room.recover", count=10)
+            assert [m["offset"] for m in await reader.all_messages(10)] == list(range(1, 11))
 
         await writer.publish("room.recover", count=1000, first=11)
 
-        reader = await connect(second, "ada")  # back through the other process
-        answer = await reader.subscribe("room.recover", epoch=start["epoch"], offset=10)
-        assert answer["result"] == {"epoch": start["epoch"], "offset": 1010, "recovered": 1000}
-        recovered = reader.kept("message")
-        assert [m["offset"] for m in recovered] == list(range(11, 1011))
-        assert [m["data"]["n"] for m in recovered] == list(range(11, 1011))
+        async with connected(second, "ada") as reader:  # back through the other process
+            answer = await reader.subscribe("room.recover", epoch=start["epoch"], offset=10)
+            assert answer["result"] == {"epoch": start["epoch"], "offset": 1010, "recovered": 1000}
+            recovered = reader.kept("message")  # every recovered message came before the reply
+            assert [m["offset"] for m in recovered] == list(range(11, 1011))
+            assert [m["data"]["n"] for m in recovered] == list(range(11, 1011))
 
-        await writer.publish("room.recover", first=1011)
-        assert [m["offset"] for m in await reader.messages(1)] == [1011]
-        await reader.request("echo")
-        assert reader.kept("message") == []
-    finally:
-        await reader.ws.close()
-        await writer.ws.close()
+            await writer.publish("room.recover", first=1011)
+            assert [m["offset"] for m in await reader.all_messages(1)] == [1011]
 
 
 async def test_messages_published_in_another_process_during_a_recovery_arrive_once_in_order(
     servers: list[str],
 ) -> None:
     first, second = servers
-    writer = await connect(second, "bob")
-    reader = await connect(first, "ada")
-    try:
-        start = (await reader.subscribe("room.busy"))["result"]
-        await reader.ws.close()
+    async with connected(second, "bob") as writer:
+        async with connected(first, "ada") as reader:
+            start = (await reader.subscribe("room.busy"))["result"]
         await writer.publish("room.busy", count=500)
 
         publisher = asyncio.create_task(writer.publish("room.busy", count=500, first=501))
-        reader = await connect(first, "ada")
-        await reader.subscribe("room.busy", epoch=start["epoch"], offset=start["offset"])
-        await publisher
-        received = reader.kept("message")
-        received += await reader.messages(1000 - len(received))
-        assert [m["offset"] for m in received] == list(range(1, 1001))
-        await reader.request("echo")
-        assert reader.kept("message") == []
-    finally:
-        await reader.ws.close()
-        await writer.ws.close()
+        try:
+            async with connected(first, "ada") as reader:
+                await reader.subscribe("room.busy", epoch=start["epoch"], offset=start["offset"])
+                await publisher
+                assert [m["offset"] for m in await reader.all_messages(1000)] == list(range(1, 1001))
+        finally:
+            publisher.cancel()
 
 
 async def test_reload_verdicts_across_processes(servers: list[str]) -> None:
     first, second = servers
-    writer, reader = await connect(first, "bob"), await connect(second, "ada")
-    try:
+    async with connected(first, "bob") as writer, connected(second, "ada") as reader:
         other = await writer.publish("room.elsewhere", count=2)
         top = await writer.publish("room.verdicts", count=3)
         future = await reader.subscribe("room.verdicts", epoch=top["epoch"], offset=9)
@@ -136,43 +108,31 @@ async def test_reload_verdicts_across_processes(servers: list[str]) -> None:
         foreign = await reader.subscribe("room.verdicts", epoch=other["epoch"], offset=1)
         assert foreign["result"]["reload"] == "epoch" and foreign["result"]["epoch"] == top["epoch"]
         assert reader.kept("message") == []
-    finally:
-        await reader.ws.close()
-        await writer.ws.close()
 
 
 async def test_presence_snapshot_and_diffs_across_processes(servers: list[str]) -> None:
     first, second = servers
-    ada = await connect(first, "ada", "Ada")
-    bob_tabs: list[ProtocolClient] = []
-    try:
+    async with connected(first, "ada", "Ada") as ada:
         await ada.subscribe("room.here", presence=True)
         assert [(m["user"], m["connections"]) for m in (await ada.next_of("presence"))["members"]] == [("ada", 1)]
 
-        bob_tabs.append(await connect(second, "bob", "Bob"))
-        await bob_tabs[0].subscribe("room.here", presence=True)
-        snapshot = await bob_tabs[0].next_of("presence")
-        assert sorted((m["user"], m["meta"]["name"], m["connections"]) for m in snapshot["members"]) == [
-            ("ada", "Ada", 1),
-            ("bob", "Bob", 1),
-        ]
-        diff = await ada.next_of("presence.diff")
-        assert [(m["user"], m["meta"]["name"], m["connections"]) for m in diff["joins"]] == [("bob", "Bob", 1)]
+        async with connected(second, "bob", "Bob") as bob, connected(first, "bob", "Bob") as bob_again:
+            await bob.subscribe("room.here", presence=True)
+            snapshot = await bob.next_of("presence")
+            assert sorted((m["user"], m["meta"]["name"], m["connections"]) for m in snapshot["members"]) == [
+                ("ada", "Ada", 1),
+                ("bob", "Bob", 1),
+            ]
+            diff = await ada.next_of("presence.diff")
+            assert [(m["user"], m["meta"]["name"], m["connections"]) for m in diff["joins"]] == [("bob", "Bob", 1)]
 
-        bob_tabs.append(await connect(first, "bob", "Bob"))  # a second tab, in the other process
-        await bob_tabs[1].subscribe("room.here", presence=True)
-        diff = await ada.next_of("presence.diff")
-        assert [(m["user"], m["connections"]) for m in diff["joins"]] == [("bob", 2)]
+            await bob_again.subscribe("room.here", presence=True)  # a second tab, in the other process
+            diff = await ada.next_of("presence.diff")
+            assert [(m["user"], m["connections"]) for m in diff["joins"]] == [("bob", 2)]
 
-        for tab in bob_tabs:
-            await tab.ws.close()
-        seen: dict[str, int] = {}
+        seen: dict[str, int] = {}  # both tabs close: one diff or two, as the batches fall, ending with bob gone
         while seen.get("bob") != 0:
             diff = await ada.next_of("presence.diff")
             for entry in diff["joins"] + diff["leaves"]:
                 seen[entry["user"]] = entry["connections"]
         assert seen == {"bob": 0}
-    finally:
-        await ada.ws.close()
-        for tab in bob_tabs:
-            await tab.ws.close()
