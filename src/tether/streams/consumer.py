@@ -406,11 +406,12 @@ class StreamConsumer(AsyncPresenceConsumerMixin, AsyncJsonWebsocketConsumer):
         subscription = self._subscriptions[stream] = _Subscription()
         try:
             result = await self._start(stream, subscription, frame)
-        except Exception as error:
-            await self._stop(stream)
-            if isinstance(error, ProtocolError):
-                raise
+        except ProtocolError:
+            await self._stop_quietly(stream)
+            raise
+        except Exception:
             logger.exception("%s could not subscribe to stream %r", name_that_thing(self), stream)
+            await self._stop_quietly(stream)
             raise ProtocolError(INTERNAL, "The server could not subscribe you; try again later.", frame.id) from None
         await self.send_json(reply(frame.id, result))
         if subscription.presence is not None:
@@ -486,6 +487,14 @@ class StreamConsumer(AsyncPresenceConsumerMixin, AsyncJsonWebsocketConsumer):
         finally:
             if subscription.present:
                 await get_presence(self.channel_layer).leave(stream, self.channel_name)
+
+    async def _stop_quietly(self, stream: str) -> None:
+        """``_stop``, logging a failure instead of raising it: on a disconnect, or after a failed subscribe whose own
+        error is the one to report (a group membership left behind expires after the layer's ``group_expiry``)."""
+        try:
+            await self._stop(stream)
+        except Exception:
+            logger.exception("%s could not unsubscribe from stream %r", name_that_thing(self), stream)
 
     async def _request(self, frame: Request) -> None:
         handler = getattr(self, "request_" + frame.method, None) if _METHOD_NAME.fullmatch(frame.method) else None
@@ -587,8 +596,5 @@ class StreamConsumer(AsyncPresenceConsumerMixin, AsyncJsonWebsocketConsumer):
     async def websocket_disconnect(self, message: Message) -> None:
         """Unsubscribe from every stream and leave their presence, then disconnect as the consumer does."""
         for stream in list(getattr(self, "_subscriptions", ())):
-            try:
-                await self._stop(stream)
-            except Exception:
-                logger.exception("%s could not unsubscribe from stream %r", name_that_thing(self), stream)
+            await self._stop_quietly(stream)
         await super().websocket_disconnect(message)
