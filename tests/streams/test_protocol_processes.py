@@ -16,31 +16,39 @@ from pathlib import Path
 import pytest
 
 from tests.project.harness import Command, copy_project, delete_redis_prefix, uvicorn_processes
-from tests.streams.protocol_client import connected
+from tests.streams.protocol_client import WAIT, connected
 
 REDIS_URL = os.environ.get("TETHER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture
-def servers(tmp_path: Path) -> Iterator[list[str]]:
-    """The ``ws://host:port`` of two uvicorn processes of the test project's stream app on the shared Redis."""
+def prefix() -> Iterator[str]:
+    """The Redis key prefix of this test's servers; what they leave under it is deleted afterwards."""
     pytest.importorskip("tether.layers.redis", reason="the 'redis' extra of django-tether is not installed")
-    project = copy_project(tmp_path / "project")
     prefix = f"tether-test-protocol-{secrets.token_hex(6)}"
     try:
-        env = {"PROJECT_REDIS_PREFIX": prefix, "PROJECT_REDIS_URL": REDIS_URL, "PROJECT_PRESENCE_TTL": "2"}
-        with uvicorn_processes(
-            project, [env, env], "--lifespan", "off", app="project.streams_app:application"
-        ) as commands:
-            yield [f"ws://{command.host}" for command in commands]
-            _no_errors_logged(commands)
+        yield prefix
     finally:
         asyncio.run(delete_redis_prefix(REDIS_URL, prefix))
 
 
-def _no_errors_logged(commands: list[Command]) -> None:
-    for command in commands:
-        assert "Traceback" not in command.output, command.output
+@pytest.fixture
+def processes(tmp_path: Path, prefix: str) -> Iterator[list[Command]]:
+    """Two uvicorn processes of the test project's stream app on the shared Redis; afterwards, the only tracebacks
+    in their output are those of the test app's handlers that raise on purpose."""
+    project = copy_project(tmp_path / "project")
+    env = {"PROJECT_REDIS_PREFIX": prefix, "PROJECT_REDIS_URL": REDIS_URL, "PROJECT_PRESENCE_TTL": "2"}
+    with uvicorn_processes(project, [env, env], "--lifespan", "off", app="project.streams_app:application") as commands:
+        yield commands
+        for command in commands:
+            on_purpose = sum(line.startswith("RuntimeError: a request handler failed") for line in command.lines)
+            assert command.output.count("Traceback") == on_purpose, command.output
+
+
+@pytest.fixture
+def servers(processes: list[Command]) -> list[str]:
+    """The ``ws://host:port`` of the two processes."""
+    return [f"ws://{command.host}" for command in processes]
 
 
 async def test_a_message_published_in_one_process_reaches_a_subscriber_of_the_other(servers: list[str]) -> None:
@@ -136,3 +144,65 @@ async def test_presence_snapshot_and_diffs_across_processes(servers: list[str]) 
             for entry in diff["joins"] + diff["leaves"]:
                 seen[entry["user"]] = entry["connections"]
         assert seen == {"bob": 0}
+
+
+async def test_every_error_code_is_replied_by_a_process_on_the_redis_layer(servers: list[str]) -> None:
+    frames_and_codes = [
+        ({"type": "subscribe", "stream": 5}, "bad_request"),
+        ({"type": "subscribe", "stream": "room a"}, "bad_request"),
+        ({"type": "publish"}, "unknown_type"),
+        ({"type": "subscribe", "stream": "private.bob"}, "forbidden"),
+        ({"type": "subscribe", "stream": "missing.room"}, "not_found"),
+        ({"type": "request", "method": "nothing"}, "not_found"),
+        ({"type": "subscribe", "stream": "room.a", "epoch": "e", "offset": "garbage"}, "bad_position"),
+        ({"type": "subscribe", "stream": "room.a", "epoch": "e", "offset": -3}, "bad_position"),
+        ({"type": "request", "method": "refuse"}, "not_allowed"),
+        ({"type": "request", "method": "crash"}, "internal"),
+    ]
+    async with connected(servers[0], "ada", "x" * 5000) as client:
+        for frame, code in frames_and_codes:
+            answer = await client.call(frame)
+            assert answer["error"]["code"] == code, (frame, answer)
+        oversized = await client.subscribe("room.meta", presence=True)
+        assert oversized["error"]["code"] == "bad_request" and "max_metadata_size" in oversized["error"]["message"]
+        assert "result" in await client.subscribe("room.meta")
+
+
+async def redis_keys_holding(prefix: str, pattern: str) -> list[str]:
+    """The keys under ``prefix`` matching ``pattern`` that hold members (of a group, of a presence); not the
+    group's per-process list tokens (``:#``), which are bookkeeping of the layer's, not state of a connection."""
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        found = []
+        async for key in client.scan_iter(match=f"{prefix}:{pattern}", count=1000):
+            kind = (await client.type(key)).decode()
+            size = {"zset": client.zcard, "hash": client.hlen, "set": client.scard}.get(kind)
+            if size is not None and not key.endswith(b":#") and await size(key):
+                found.append(key.decode())
+        return found
+    finally:
+        await client.aclose()
+
+
+async def test_thousands_of_subscribe_requests_leave_no_group_or_presence_in_redis_and_one_log_line(
+    processes: list[Command], servers: list[str], prefix: str
+) -> None:
+    async with connected(servers[0], "mallory") as client:
+        for n in range(20):  # the app's max_subscriptions
+            assert "result" in await client.subscribe(f"room.flood-{n}", presence=True)
+        for n in range(1000, 3000):
+            await client.send({"type": "subscribe", "id": n, "stream": f"room.flood-{n}", "presence": True})
+        codes = {(await client.reply_to(n))["error"]["code"] for n in range(1000, 3000)}
+        assert codes == {"too_many_subscriptions"}
+        assert len(await redis_keys_holding(prefix, "g:{room.flood-*}*")) == 40  # 20 streams, 20 presence events
+        assert len(await redis_keys_holding(prefix, "p:{room.flood-*}")) == 20  # present in the 20
+        assert await redis_keys_holding(prefix, "[gp]:{*room.flood-[123]???}*") == []  # nothing of the refused
+
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while await redis_keys_holding(prefix, "[gp]:{*room.flood-*}*"):
+        assert asyncio.get_running_loop().time() < deadline, await redis_keys_holding(prefix, "[gp]:{*room.flood-*}*")
+        await asyncio.sleep(0.05)
+    refusals = [line for line in processes[0].lines if "refused a frame (too_many_subscriptions)" in line]
+    assert len(refusals) == 1, processes[0].output
