@@ -10,7 +10,8 @@ who may subscribe to what in ``authorize``::
             return stream.startswith("room.") and self.scope["user"].is_authenticated
 
         async def request_typing(self, params):
-            await get_streams(self.channel_layer).publish("typing." + params["room"], {"user": ...})
+            user = self.scope["user"].get_username()
+            await get_streams(self.channel_layer).publish("typing." + params["room"], {"user": user})
             return {"ok": True}
 
 Why each connection keeps, per stream, the epoch and the last offset it sent: the order guarantee rests on it. A live
