@@ -309,6 +309,9 @@ class StreamConsumer(AsyncPresenceConsumerMixin, AsyncJsonWebsocketConsumer):
     Override ``authorize`` (the default refuses every stream) and add ``request_<method>(params)`` handlers. Presence
     in a stream is as ``get_presence_user()`` / ``get_presence_meta()`` say (the presence mixin's hooks: the
     authenticated user's pk and username by default); the stream's name is its presence group.
+
+    ``stream_message``, ``presence_join`` and ``presence_leave`` handle the layer's events for the protocol: a
+    subclass that overrides one must call ``super()``.
     """
 
     #: The most streams one connection may be subscribed to at once; beyond, a subscribe is refused with
