@@ -2,7 +2,7 @@
 
 Layers: in-memory; ``RedisChannelLayer`` on the shared Redis (one server: the single-call publish), on two private
 servers (sharded ``hosts``: publish then a push per process) and on a private 3-master cluster; the pub/sub layer on
-the shared Redis. Each Redis layer has a key prefix of its own and is flushed after the test.
+the shared Redis and on the cluster (sharded pub/sub, published from the script). Each Redis layer has a key prefix of its own and is flushed after the test.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ async def redis_layer(layer_class: type, hosts: list[str]) -> AsyncIterator[Base
         yield layer
 
 
-STREAM_LAYERS = ["inmemory", "redis", "redis_sharded", "redis_cluster", "redis_pubsub"]
+STREAM_LAYERS = ["inmemory", "redis", "redis_sharded", "redis_cluster", "redis_pubsub", "redis_pubsub_cluster"]
 
 
 @pytest.fixture(params=STREAM_LAYERS)
@@ -62,7 +62,8 @@ def streams_layer_factory(request: pytest.FixtureRequest) -> LayerFactory:
         hosts = [servers.start().url for _ in range(2)]
         return functools.partial(redis_layer, RedisChannelLayer, hosts)
     nodes = request.getfixturevalue("redis_cluster")
-    return functools.partial(redis_layer, RedisChannelLayer, [{"address": nodes[0].url, "cluster": True}])
+    layer_class = RedisPubSubChannelLayer if kind == "redis_pubsub_cluster" else RedisChannelLayer
+    return functools.partial(redis_layer, layer_class, [{"address": nodes[0].url, "cluster": True}])
 
 
 @pytest.fixture

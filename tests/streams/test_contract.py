@@ -215,3 +215,11 @@ async def test_a_stream_silent_for_max_age_is_forgotten_under_a_new_epoch(stream
         after = await streams.publish("brief", 2)
         assert after.offset == 1
         assert (await streams.recover("brief", before.epoch, 1)).reload == "epoch"
+
+
+async def test_a_named_channel_can_subscribe_too(streams_layer: BaseChannelLayer) -> None:
+    streams = get_streams(streams_layer)
+    await streams.subscribe("s", "stream-reader")
+    position = await streams.publish("s", {"n": 1})
+    message = await receive(streams_layer, "stream-reader")
+    assert (message["epoch"], message["offset"], message["data"]) == (position.epoch, 1, {"n": 1})
