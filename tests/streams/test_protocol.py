@@ -205,6 +205,21 @@ async def test_a_stream_that_loses_its_history_while_subscribed_sends_the_reload
     assert (message["epoch"], message["offset"]) == (top["epoch"], 2)
 
 
+async def test_a_stream_message_sent_with_group_send_is_dropped_with_one_warning(
+    ada: ProtocolClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    await ada.subscribe("room.plain")
+    layer = get_channel_layer()
+    assert layer is not None
+    with caplog.at_level(logging.WARNING, logger="tether.streams"):
+        for _ in range(3):
+            await layer.group_send("room.plain", {"type": "stream.message", "stream": "room.plain", "data": "x"})
+        await ada.publish("room.plain")
+        assert [(m["offset"], m["data"]) for m in await ada.all_messages(1)] == [(1, {"n": 1})]
+    (record,) = [r for r in caplog.records if r.name == "tether.streams"]
+    assert "not with group_send()" in record.getMessage()
+
+
 # Presence -----------------------------------------------------------------------------------------------------------
 
 

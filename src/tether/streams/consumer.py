@@ -530,33 +530,47 @@ class StreamConsumer(AsyncPresenceConsumerMixin, AsyncJsonWebsocketConsumer):
 
     def _log_refusal(self, code: str, message: str) -> None:
         """Log a refused frame once per code and connection (``internal`` was logged with its traceback already)."""
-        if code == INTERNAL or code in self._logged:
-            return
-        self._logged.add(code)
-        logger.warning(
-            "%s refused a frame (%s): %s (further %s refusals on this connection are not logged)",
-            name_that_thing(self),
-            code,
-            message,
-            code,
-        )
+        if code != INTERNAL:
+            self._warn_once(
+                code,
+                "%s refused a frame (%s): %s (further %s refusals on this connection are not logged)",
+                name_that_thing(self),
+                code,
+                message,
+                code,
+            )
+
+    def _warn_once(self, key: str, message: str, *args: Any) -> None:
+        """Log a warning the first time ``key`` comes up on this connection only."""
+        if key not in self._logged:
+            self._logged.add(key)
+            logger.warning(message, *args)
 
     # Events from the layer ------------------------------------------------------------------------------------------
 
     async def stream_message(self, event: Message) -> None:
         """A live message of a subscribed stream: sent when it is the next offset, skipped when the client has it,
         and the gap before it filled from history when messages are missing (or the client told to reload)."""
-        subscription = self._subscriptions.get(event["stream"])
-        if subscription is None:
+        stream, epoch, offset = event.get("stream"), event.get("epoch"), event.get("offset")
+        if not isinstance(stream, str) or stream not in self._subscriptions:
             return  # unsubscribed meanwhile
-        offset = event["offset"]
-        if event["epoch"] == subscription.epoch:
+        subscription = self._subscriptions[stream]
+        if not isinstance(epoch, str) or not isinstance(offset, int):
+            self._warn_once(
+                "stream.message",
+                "%s dropped a stream.message of %r without an epoch and an offset: send to a stream with "
+                "get_streams().publish(), not with group_send()",
+                name_that_thing(self),
+                stream,
+            )
+            return
+        if epoch == subscription.epoch:
             if offset <= subscription.offset:
                 return
             if offset == subscription.offset + 1:
-                await self._send_message(event["stream"], subscription, offset, event["data"])
+                await self._send_message(stream, subscription, offset, event.get("data"))
                 return
-        await self._catch_up(event["stream"], subscription)
+        await self._catch_up(stream, subscription)
 
     async def _catch_up(self, stream: str, subscription: _Subscription) -> None:
         """Fill a gap from history; when it cannot be filled (another epoch, trimmed), tell the client to reload
