@@ -382,6 +382,19 @@ async def test_subscribing_twice_to_a_stream_is_a_bad_request_and_the_first_subs
     assert [m["offset"] for m in await ada.messages(1)] == [1]
 
 
+async def test_a_flood_of_bad_frames_meets_the_rate_limit_and_is_closed_with_4429(server: LiveServer) -> None:
+    async with connected(server.ws_url, "mallory", path="/ws/throttled/streams/") as client:
+        for n in range(40):  # the app's limit is 20 frames an hour; ten refusals in a row close the connection
+            await client.send({"type": "subscribe", "id": n, "stream": "secret.plans", "offset": "garbage"})
+        frames = []
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                frames.append(await client.receive())
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+    assert [frame["error"]["code"] for frame in frames if frame["type"] == "reply"] == ["bad_position"] * 20
+    assert {frame["code"] for frame in frames if frame["type"] == "error"} == {"rate_limited"}
+
+
 # Authorization ------------------------------------------------------------------------------------------------------
 
 
