@@ -339,6 +339,7 @@ async def test_a_result_that_is_not_json_is_an_internal_error(ada: ProtocolClien
         ({"type": "subscribe", "id": 1, "stream": "room a"}, "bad_request"),
         ({"type": "subscribe", "id": 1, "stream": "room." + "x" * 200}, "bad_request"),
         ({"type": "subscribe", "id": 1, "stream": "room.a", "presence": "yes"}, "bad_request"),
+        ({"type": "subscribe", "id": 1, "stream": "room." + "x" * 90, "presence": True}, "bad_request"),
         ({"type": "unsubscribe", "id": 1}, "bad_request"),
         ({"type": "request", "id": 1}, "bad_request"),
         ({"type": "request", "id": 1, "method": "echo", "params": [1]}, "bad_request"),
@@ -353,15 +354,20 @@ async def test_a_result_that_is_not_json_is_an_internal_error(ada: ProtocolClien
         ({"type": "subscribe", "id": 1, "stream": "room.a", "epoch": "e"}, "bad_position"),
     ],
 )
-async def test_a_bad_frame_gets_an_error_reply_and_leaves_nothing_behind(
-    server: LiveServer, frame: Any, code: str
+async def test_a_bad_frame_gets_an_error_reply_one_warning_and_leaves_nothing_behind(
+    server: LiveServer, frame: Any, code: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with connected(server.ws_url, "mallory") as client:
-        await client.send(frame)
-        answer = await client.next_of("reply")
-        assert answer["error"]["code"] == code, answer
-        assert answer["id"] == (frame.get("id") if isinstance(frame, dict) and frame.get("id") is not True else None)
-        assert (await client.request("echo", alive=True))["result"] == {"alive": True}
+        with caplog.at_level(logging.INFO, logger="tether.streams"):
+            await client.send(frame)
+            answer = await client.next_of("reply")
+            assert answer["error"]["code"] == code, answer
+            assert answer["id"] == (
+                frame.get("id") if isinstance(frame, dict) and frame.get("id") is not True else None
+            )
+            assert (await client.request("echo", alive=True))["result"] == {"alive": True}
+    (record,) = [r for r in caplog.records if r.name == "tether.streams"]
+    assert record.levelno == logging.WARNING and f"({code})" in record.getMessage()
     await nothing_left_behind()
 
 

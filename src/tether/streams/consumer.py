@@ -433,6 +433,7 @@ class StreamConsumer(AsyncPresenceConsumerMixin, AsyncJsonWebsocketConsumer):
                     stream, self.channel_name, user=self.get_presence_user(), meta=self.get_presence_meta()
                 )
             except (TypeError, ValueError) as error:  # metadata over the limit or not JSON, a name too long
+                subscription.present = False  # refused before anything was stored: nothing to leave
                 raise ProtocolError(BAD_REQUEST, f"Cannot be present in {stream!r}: {error}", frame.id) from None
         streams = get_streams(layer)
         await streams.subscribe(stream, self.channel_name)
