@@ -300,9 +300,13 @@ async def test_a_request_for_an_unknown_method_is_not_found(ada: ProtocolClient)
         assert answer["error"]["code"] == "not_found", method
 
 
-async def test_a_request_error_is_replied_with_its_own_code(ada: ProtocolClient) -> None:
-    answer = await ada.request("refuse")
+async def test_a_request_error_is_replied_with_its_own_code_and_not_logged(
+    ada: ProtocolClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="tether.streams"):
+        answer = await ada.request("refuse")
     assert answer["error"] == {"code": "not_allowed", "message": "Refused, as asked."}
+    assert [r for r in caplog.records if r.name == "tether.streams"] == []
 
 
 async def test_a_handler_that_raises_is_an_internal_error_logged_with_its_traceback(

@@ -103,13 +103,16 @@ class RequestError(Exception):
 
 
 class ProtocolError(Exception):
-    """A frame the protocol refuses: the reply to send (``id`` is the frame's when it had a usable one)."""
+    """A frame the protocol refuses: the reply to send (``id`` is the frame's when it had a usable one). ``log``:
+    whether the consumer still has to log it (not for a ``RequestError``, the application's own answer, nor for an
+    error logged with its traceback already)."""
 
-    def __init__(self, code: str, message: str, id: int | str | None = None) -> None:
+    def __init__(self, code: str, message: str, id: int | str | None = None, *, log: bool = True) -> None:
         super().__init__(code, message)
         self.code = code
         self.message = message
         self.id = id
+        self.log = log
 
 
 @dataclass(frozen=True)
@@ -385,7 +388,8 @@ class StreamConsumer(AsyncPresenceConsumerMixin, AsyncJsonWebsocketConsumer):
             else:
                 await self._request(frame)
         except ProtocolError as error:
-            self._log_refusal(error.code, error.message)
+            if error.log:
+                self._log_refusal(error.code, error.message)
             await self.send_json(error_reply(error.id, error.code, error.message))
 
     async def _subscribe(self, frame: Subscribe) -> None:
@@ -416,7 +420,9 @@ class StreamConsumer(AsyncPresenceConsumerMixin, AsyncJsonWebsocketConsumer):
         except Exception:
             logger.exception("%s could not subscribe to stream %r", name_that_thing(self), stream)
             await self._stop_quietly(stream)
-            raise ProtocolError(INTERNAL, "The server could not subscribe you; try again later.", frame.id) from None
+            raise ProtocolError(
+                INTERNAL, "The server could not subscribe you; try again later.", frame.id, log=False
+            ) from None
         await self.send_json(reply(frame.id, result))
         if subscription.presence is not None:
             await self.send_json({"type": "presence", "stream": stream, "members": subscription.presence.members()})
@@ -479,7 +485,9 @@ class StreamConsumer(AsyncPresenceConsumerMixin, AsyncJsonWebsocketConsumer):
             await self._stop(frame.stream)
         except Exception:
             logger.exception("%s could not unsubscribe from stream %r", name_that_thing(self), frame.stream)
-            raise ProtocolError(INTERNAL, "The server could not unsubscribe you; try again later.", frame.id) from None
+            raise ProtocolError(
+                INTERNAL, "The server could not unsubscribe you; try again later.", frame.id, log=False
+            ) from None
         await self.send_json(reply(frame.id, {"subscribed": subscribed}))
 
     async def _stop(self, stream: str) -> None:
@@ -512,10 +520,10 @@ class StreamConsumer(AsyncPresenceConsumerMixin, AsyncJsonWebsocketConsumer):
             logger.exception(
                 "%s.request_%s returned a result that cannot be sent as JSON", type(self).__name__, frame.method
             )
-            raise ProtocolError(INTERNAL, "The server could not answer this request.", frame.id) from None
+            raise ProtocolError(INTERNAL, "The server could not answer this request.", frame.id, log=False) from None
         await self.send(text_data=text)
 
-    async def _call(self, id: int | str, handler: Any, *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, frame_id: int | str, handler: Any, *args: Any, **kwargs: Any) -> Any:
         """Call an application hook; ``RequestError`` becomes its error reply, anything else ``internal`` (logged
         with the traceback)."""
         try:
@@ -523,23 +531,22 @@ class StreamConsumer(AsyncPresenceConsumerMixin, AsyncJsonWebsocketConsumer):
             if inspect.isawaitable(result):
                 result = await result
         except RequestError as error:
-            raise ProtocolError(error.code, error.message, id) from None
+            raise ProtocolError(error.code, error.message, frame_id, log=False) from None
         except Exception:
             logger.exception("%s: %s raised", name_that_thing(self), getattr(handler, "__name__", handler))
-            raise ProtocolError(INTERNAL, "The server failed to handle this request.", id) from None
+            raise ProtocolError(INTERNAL, "The server failed to handle this request.", frame_id, log=False) from None
         return result
 
     def _log_refusal(self, code: str, message: str) -> None:
-        """Log a refused frame once per code and connection (``internal`` was logged with its traceback already)."""
-        if code != INTERNAL:
-            self._warn_once(
-                code,
-                "%s refused a frame (%s): %s (further %s refusals on this connection are not logged)",
-                name_that_thing(self),
-                code,
-                message,
-                code,
-            )
+        """Log a refused frame once per code and connection."""
+        self._warn_once(
+            code,
+            "%s refused a frame (%s): %s (further %s refusals on this connection are not logged)",
+            name_that_thing(self),
+            code,
+            message,
+            code,
+        )
 
     def _warn_once(self, key: str, message: str, *args: Any) -> None:
         """Log a warning the first time ``key`` comes up on this connection only."""
