@@ -4,10 +4,10 @@
   on it, as in benchmark 2) subscribed to one stream. Timed from just before the call until the last member has the
   message: ``streams.publish(stream, data)`` (which also keeps the message and gives it its offset) against
   ``layer.group_send(stream, message)`` of a message of the same shape and size, which keeps nothing. p50 over the
-  sends, and the p50 of the CPU time per send (the process's, senders and receivers alike: steadier than wall time on
-  a shared machine). The two alternate send by send in one process on the same members (a process's speed varies from one
-  start to the next by more than the difference measured), a fresh process per round. In-memory, Redis and Redis
-  pub/sub layers.
+  sends, and the p50 of the CPU time per send (the process's, senders and receivers alike: steadier than wall time
+  on a shared machine). The two alternate send by send in one process on the same members (a process's speed varies
+  from one start to the next by more than the difference measured), a fresh process per round. In-memory, Redis and
+  Redis pub/sub layers.
 * **Recovery of 1,000 missed messages**: 1,000 messages published to a stream nobody reads, then
   ``recover(stream, epoch, 0)`` timed from the call until it returns the 1,000 entries (complete): p50 over 20 calls.
 

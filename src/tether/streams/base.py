@@ -239,12 +239,9 @@ def get_streams(layer: BaseChannelLayer | None = None, *, config: dict[str, Any]
 
     Raises ``TypeError`` for a layer without a streams backend (the in-memory and the two Redis layers have one).
     """
-    if layer is None:
-        from tether.layers import get_channel_layer
+    from tether.layers.manager import layer_or_default
 
-        layer = get_channel_layer()
-        if layer is None:
-            raise TypeError("Streams need a channel layer: configure CHANNEL_LAYERS['default'].")
+    layer = layer_or_default(layer, "Streams")
     streams = _registry.get(layer)
     if streams is not None:
         if config is not None:

@@ -104,7 +104,8 @@ class RedisStreams(Streams):
         if asked.offset >= _LAST_ID:  # past any offset Redis can hold: "future" (or "epoch"), nothing to read
             return await self._position(stream, bounds), []
         endpoint = self._layer._endpoint(self._layer._loops.get(), stream)
-        # Written together, one round trip; storage.py says why reading them apart is safe.
+        # Issued together (on an idle link the XRANGE follows the script's reply); storage.py says why reading them
+        # apart is safe.
         position, raw = await asyncio.gather(
             self._position(stream, bounds),
             endpoint.call(

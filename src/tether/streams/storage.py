@@ -24,8 +24,8 @@ bytes are a map whose last two pairs are the epoch and the offset, so Python enc
 (``STREAM_MEMBERS``) and the layer pushes one frame per process; on the pub/sub layer it publishes the frame to the
 group's topic (``STREAM_PUBLISH``). The scripts name the history key from the meta key (same hash tag, same slot).
 
-**Recovering** is one round trip: ``STREAM_POSITION`` (the epoch and last offset) and a plain ``XRANGE`` of the
-history of the epoch the client gave, after its offset, written together. Not one atomic step, and it need not be:
+**Recovering** is two commands issued together: ``STREAM_POSITION`` (the epoch and last offset) and a plain ``XRANGE``
+of the history of the epoch the client gave, after its offset. Not one atomic step, and it need not be:
 the entries come from that epoch's own key, and the recovery is complete only if they are exactly the offsets after
 the client's up to the last offset read, so a publish, trim or expiry falling between the two can only turn a
 recovery into a reload (or add entries past the position, which are dropped), never into a wrong complete one.
