@@ -42,6 +42,7 @@ EXTRA_MODULES = [
     "tether.presence",
     "tether.presence.consumer",
     "tether.streams",
+    "tether.streams.consumer",
 ]
 MODULES = [*PUBLIC_NAMES, *EXTRA_MODULES]
 
