@@ -25,18 +25,23 @@ __all__ = [
     "RELOAD_EPOCH",
     "RELOAD_FUTURE",
     "RELOAD_TRIMMED",
+    "RESET_TYPE",
     "Position",
     "Recovery",
     "StreamEntry",
     "Streams",
     "get_streams",
     "stream_message",
+    "stream_reset",
 ]
 
 logger = logging.getLogger("tether.streams")
 
 #: The ``type`` of the message a subscribed channel receives (handled by a consumer's ``stream_message``).
 MESSAGE_TYPE = "stream.message"
+#: The ``type`` of the message a subscribed channel receives when Redis lost the stream's history or this process's
+#: memberships and they were restored (handled by a consumer's ``stream_reset``; see ``watch.py``).
+RESET_TYPE = "stream.reset"
 
 #: Recovery verdicts: why the client must reload its state instead of applying recovered messages.
 RELOAD_EPOCH = "epoch"
@@ -86,6 +91,12 @@ class Recovery:
 def stream_message(stream: str, epoch: str, offset: int, data: Any) -> Message:
     """The message a subscribed channel receives for one published message."""
     return {"type": MESSAGE_TYPE, "stream": stream, "epoch": epoch, "offset": offset, "data": data}
+
+
+def stream_reset(stream: str, epoch: str, offset: int) -> Message:
+    """The message a subscribed channel receives when its membership was restored: the stream's position, read
+    after; a subscriber behind it recovers from its own position."""
+    return {"type": RESET_TYPE, "stream": stream, "epoch": epoch, "offset": offset}
 
 
 def require_offset(offset: Any) -> int:

@@ -313,8 +313,8 @@ class StreamConsumer(AsyncPresenceConsumerMixin, AsyncJsonWebsocketConsumer):
     in a stream is as ``get_presence_user()`` / ``get_presence_meta()`` say (the presence mixin's hooks: the
     authenticated user's pk and username by default); the stream's name is its presence group.
 
-    ``stream_message``, ``presence_join`` and ``presence_leave`` handle the layer's events for the protocol: a
-    subclass that overrides one must call ``super()``.
+    ``stream_message``, ``stream_reset``, ``presence_join`` and ``presence_leave`` handle the layer's events for the
+    protocol: a subclass that overrides one must call ``super()``.
     """
 
     #: The most streams one connection may be subscribed to at once; beyond, a subscribe is refused with
@@ -578,6 +578,18 @@ class StreamConsumer(AsyncPresenceConsumerMixin, AsyncJsonWebsocketConsumer):
             if offset == subscription.offset + 1:
                 await self._send_message(stream, subscription, offset, event.get("data"))
                 return
+        await self._catch_up(stream, subscription)
+
+    async def stream_reset(self, event: Message) -> None:
+        """Redis lost the stream's history or this connection's membership, which the streams watch restored (a
+        Redis restart without persistence, say): unless the client is at that position already, recover from where
+        it is, which sends what it missed or a ``reload`` frame."""
+        stream, epoch, offset = event.get("stream"), event.get("epoch"), event.get("offset")
+        if not isinstance(stream, str) or not isinstance(offset, int):
+            return
+        subscription = self._subscriptions.get(stream)
+        if subscription is None or (epoch == subscription.epoch and offset <= subscription.offset):
+            return  # unsubscribed meanwhile, or there already
         await self._catch_up(stream, subscription)
 
     async def _catch_up(self, stream: str, subscription: _Subscription) -> None:

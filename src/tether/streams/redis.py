@@ -3,7 +3,8 @@
 The keys, bytes and scripts are in ``storage.py`` (its docstring is the model); this module runs them through the
 layer's own connections, so a stream's keys live on the host (or cluster slot) of its group, and the delivery is the
 layer's: ``RedisChannelLayer.send_to_group_with`` (the ``group_send`` fan-out, one frame per process) or
-``RedisPubSubChannelLayer.publish_to_group_with`` (one publish to the group's topic).
+``RedisPubSubChannelLayer.publish_to_group_with`` (one publish to the group's topic). Subscriptions made here are
+watched (``watch.py``), so they outlive a Redis that lost its data.
 """
 
 from __future__ import annotations
@@ -17,21 +18,24 @@ import msgpack
 from tether.exceptions import MessageTooLarge
 from tether.layers.redis.base import RedisLayerBase
 from tether.layers.redis.core import RedisChannelLayer
+from tether.layers.redis.endpoints import Endpoint
 from tether.layers.redis.pubsub import RedisPubSubChannelLayer
 from tether.layers.redis.storage import now_ms
 from tether.streams.base import Position, StreamEntry, Streams
 from tether.streams.memory import new_epoch
-from tether.streams.settings import StreamBounds, StreamPolicy
+from tether.streams.settings import StreamBounds, StreamPolicy, settings_watch_interval
 from tether.streams.storage import (
     STREAM_MEMBERS,
     STREAM_POSITION,
     STREAM_PUBLISH,
     STREAM_SEND,
     StreamKeys,
+    as_text,
     message_head,
     message_tail,
     parse_entry,
 )
+from tether.streams.watch import StreamWatch
 
 __all__ = ["RedisStreams", "redis_streams"]
 
@@ -44,19 +48,48 @@ _LAST_ID = 2**53
 _TAIL_SIZE = 40
 
 
-def _text(value: Any) -> str:
-    return value.decode("ascii") if isinstance(value, bytes) else str(value)
-
-
 class RedisStreams(Streams):
     """``Streams`` for ``RedisChannelLayer`` (one Redis, sharded ``hosts``, or a cluster) and
     ``RedisPubSubChannelLayer`` (see ``storage.py`` for the model)."""
 
-    def __init__(self, layer: RedisLayerBase[Any], policy: StreamPolicy) -> None:
+    def __init__(self, layer: RedisLayerBase[Any], policy: StreamPolicy, watch_interval: float) -> None:
         super().__init__(layer, policy)
         self._layer = layer
         self.keys = StreamKeys(layer.prefix)
         self._heads: dict[str, bytes] = {}
+        # Only RedisChannelLayer keeps each process's memberships in Redis; the pub/sub layer keeps them in-process.
+        counted = None if isinstance(layer, RedisPubSubChannelLayer) else layer.client_id
+        #: Keeps this process's subscriptions in their groups, and their subscribers told, when Redis loses its data.
+        self.watch = StreamWatch(self, watch_interval, counted)
+
+    @property
+    def redis_layer(self) -> RedisLayerBase[Any]:
+        return self._layer
+
+    def endpoint_of(self, stream: str) -> Endpoint:
+        """The running loop's connection to the host (or cluster) holding ``stream``'s keys and group."""
+        return self._layer._endpoint(self._layer._loops.get(), stream)
+
+    async def subscribe(self, stream: str, channel: str) -> None:
+        """``Streams.subscribe``, watched: should Redis lose the membership, the watch puts it back and tells the
+        channel (``stream.reset``) until ``unsubscribe``."""
+        self.layer.require_valid_group_name(stream)
+        self.layer.require_valid_channel_name(channel)
+        self.watch.add(stream, channel)
+        try:
+            await super().subscribe(stream, channel)
+        except BaseException:
+            self.watch.discard(stream, channel)
+            raise
+
+    async def unsubscribe(self, stream: str, channel: str) -> None:
+        self.layer.require_valid_group_name(stream)
+        self.watch.discard(stream, channel)
+        await super().unsubscribe(stream, channel)
+
+    async def close(self) -> None:
+        """Stop the watch on this event loop (its subscriptions are no longer restored)."""
+        await self.watch.close()
 
     def _head(self, stream: str) -> bytes:
         head = self._heads.get(stream)
@@ -89,21 +122,24 @@ class RedisStreams(Streams):
                 STREAM_MEMBERS,
                 keys,
                 append,
-                lambda reply: packed + message_tail(_text(reply[0]), int(reply[1])),
+                lambda reply: packed + message_tail(as_text(reply[0]), int(reply[1])),
             )
-        return Position(_text(epoch), int(offset))
+        return Position(as_text(epoch), int(offset))
 
     async def _position(self, stream: str, bounds: StreamBounds) -> Position:
-        endpoint = self._layer._endpoint(self._layer._loops.get(), stream)
-        epoch, top = await endpoint.script(STREAM_POSITION, [self.keys.meta(stream)], [new_epoch(), bounds.max_age_ms])
-        return Position(_text(epoch), int(top))
+        epoch, top = await self.endpoint_of(stream).script(
+            STREAM_POSITION, [self.keys.meta(stream)], [new_epoch(), bounds.max_age_ms]
+        )
+        position = Position(as_text(epoch), int(top))
+        self.watch.saw(stream, position.epoch)
+        return position
 
     async def _history(
         self, stream: str, asked: Position, most: int, bounds: StreamBounds
     ) -> tuple[Position, list[StreamEntry] | None]:
         if asked.offset >= _LAST_ID:  # past any offset Redis can hold: "future" (or "epoch"), nothing to read
             return await self._position(stream, bounds), []
-        endpoint = self._layer._endpoint(self._layer._loops.get(), stream)
+        endpoint = self.endpoint_of(stream)
         # Issued together (on an idle link the XRANGE follows the script's reply); storage.py says why reading them
         # apart is safe.
         position, raw = await asyncio.gather(
@@ -134,4 +170,4 @@ def redis_streams(layer: Any, policy: StreamPolicy) -> Streams:
             "Streams do not run on a layer with symmetric_encryption_keys yet: their history would be kept "
             "unencrypted in Redis. Use a layer without encryption for streams (a second CHANNEL_LAYERS alias)."
         )
-    return RedisStreams(layer, policy)
+    return RedisStreams(layer, policy, settings_watch_interval())

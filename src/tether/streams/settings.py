@@ -2,7 +2,9 @@
 
 ``TETHER_STREAMS`` maps fnmatch patterns of stream names to bounds, ``{"chat.*": {"max_length": 1000, "max_age":
 3600}}``; the first pattern that matches a stream's name gives its bounds, a key left out keeps its default, and a
-stream that matches no pattern gets both defaults. Pure: nothing here touches a layer.
+stream that matches no pattern gets both defaults. ``TETHER_STREAMS_WATCH_INTERVAL`` is how often (seconds) each
+process checks that Redis still holds its subscribers' memberships and the epochs they follow (``watch.py``). Pure:
+nothing here touches a layer.
 """
 
 from __future__ import annotations
@@ -13,7 +15,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DEFAULT_MAX_AGE", "DEFAULT_MAX_LENGTH", "MAX_MAX_LENGTH", "StreamBounds", "StreamPolicy", "settings_policy"]
+__all__ = [
+    "DEFAULT_MAX_AGE",
+    "DEFAULT_MAX_LENGTH",
+    "DEFAULT_WATCH_INTERVAL",
+    "MAX_MAX_LENGTH",
+    "StreamBounds",
+    "StreamPolicy",
+    "require_watch_interval",
+    "settings_policy",
+    "settings_watch_interval",
+]
 
 #: Messages a stream keeps by default (the oldest go first).
 DEFAULT_MAX_LENGTH = 1000
@@ -21,6 +33,10 @@ DEFAULT_MAX_LENGTH = 1000
 DEFAULT_MAX_AGE = 86400.0
 #: The most messages a stream may keep: recovery reads them in one call, so this bounds its cost.
 MAX_MAX_LENGTH = 100_000
+#: Seconds between two checks of the watch (``watch.py``): how long a subscriber may go unaware that Redis lost its
+#: membership (a restart without persistence) before it is put back and told to catch up. One script call per Redis
+#: host per check, whatever the number of subscribers.
+DEFAULT_WATCH_INTERVAL = 5.0
 
 
 @dataclass(frozen=True)
@@ -86,3 +102,23 @@ def settings_policy() -> StreamPolicy:
     if not settings.configured:
         return StreamPolicy()
     return StreamPolicy(getattr(settings, "TETHER_STREAMS", None))
+
+
+def require_watch_interval(value: Any) -> float:
+    """``value`` as the watch interval in seconds; ``ValueError`` unless it is a finite number of at least 0.05."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0.05:
+        raise ValueError(
+            f"TETHER_STREAMS_WATCH_INTERVAL must be a number of seconds of at least 0.05, not {value!r} (default "
+            f"{DEFAULT_WATCH_INTERVAL:g})."
+        )
+    return float(value)
+
+
+def settings_watch_interval() -> float:
+    """The ``TETHER_STREAMS_WATCH_INTERVAL`` setting, checked (the default when it is absent or Django is not
+    configured)."""
+    from django.conf import settings
+
+    if not settings.configured:
+        return DEFAULT_WATCH_INTERVAL
+    return require_watch_interval(getattr(settings, "TETHER_STREAMS_WATCH_INTERVAL", DEFAULT_WATCH_INTERVAL))

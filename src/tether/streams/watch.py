@@ -1,0 +1,263 @@
+"""The watch: a process's stream subscribers stay subscribed, and are told to catch up, when Redis loses its data.
+
+A Redis restarted without persistence (or flushed, or failed over to a replica that missed writes) has forgotten the
+streams' histories and, on ``RedisChannelLayer``, the groups: a process's subscribed channels would hear nothing more,
+and nobody would tell them. So every ``interval`` seconds, on each event loop whose channels subscribe to streams, the
+watch reads in one ``STREAM_WATCH`` call per Redis host (per slot on a cluster, ``storage.py``), for each of those
+streams, its epoch and last offset and, on ``RedisChannelLayer``, how many of this process's memberships are there.
+
+A stream is **lost** when its epoch is not the one this process saw last (its history started again), or when fewer of
+this process's memberships are there than it subscribed. Then its local subscribers are added to its group again,
+its position is read again (after: so a message published meanwhile either reaches them live or is in the history
+after that position), and ``{"type": "stream.reset", "stream", "epoch", "offset"}`` is sent to the group. A subscriber
+that is behind that position catches up: ``StreamConsumer`` recovers from its own position, and so sends what it
+missed or a ``reload`` frame. A stream without an epoch (nothing published since its history went) needs no telling:
+the first message of its new epoch reaches the subscribers, which the epoch change sends to recovery.
+
+The cost: one script call per host (or slot) per interval per event loop, whatever the number of subscribers; the
+reads are ``HMGET`` and ``ZCOUNT`` per stream, at most ``BATCH`` streams per call. Only a loss costs per subscriber
+(a ``group_add`` each, and a recovery by each ``StreamConsumer`` behind the new position).
+
+``Subscriptions`` is the bookkeeping, without I/O; ``StreamWatch`` runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
+
+from tether.layers.redis.cluster import ClusterEndpoint, slot_of
+from tether.layers.redis.endpoints import Endpoint
+from tether.layers.redis.per_loop import PerLoop
+from tether.layers.redis.storage import client_id_of, now_ms
+from tether.streams.base import stream_reset
+from tether.streams.storage import STREAM_WATCH, as_text
+
+if TYPE_CHECKING:
+    from tether.streams.redis import RedisStreams
+
+__all__ = ["BATCH", "Reading", "StreamWatch", "Subscriptions"]
+
+logger = logging.getLogger("tether.streams")
+
+#: The most streams one ``STREAM_WATCH`` call reads (about a millisecond of Redis time: more wait for the next call).
+BATCH = 1000
+
+#: What the watch reads of one stream: its epoch ("" when it has none), its last offset, and how many of this
+#: process's memberships are in Redis (-1 when the layer keeps memberships in the process: the pub/sub layer).
+Reading = tuple[str, int, int]
+
+
+class Subscriptions:
+    """The channels of one event loop subscribed to each stream (when, in ms), and the epoch of each stream this
+    process saw last. ``client_id``: the layer's, whose channels' memberships Redis counts per process (None when
+    it counts none); ``lifetime_ms``: the layer's ``group_expiry``, after which a membership is forgotten here too,
+    as the layer forgets it."""
+
+    def __init__(self, client_id: str | None, lifetime_ms: int) -> None:
+        self._client_id = client_id
+        self._lifetime_ms = lifetime_ms
+        self._channels: dict[str, dict[str, int]] = {}
+        self._epochs: dict[str, str] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._channels)
+
+    def add(self, stream: str, channel: str, now: int) -> None:
+        self._channels.setdefault(stream, {})[channel] = now
+
+    def discard(self, stream: str, channel: str) -> None:
+        channels = self._channels.get(stream)
+        if channels is not None and channels.pop(channel, None) is not None and not channels:
+            del self._channels[stream]
+            self._epochs.pop(stream, None)
+
+    def streams(self) -> list[str]:
+        return list(self._channels)
+
+    def channels(self, stream: str, now: int) -> list[str]:
+        """The channels subscribed to ``stream``, without those older than the lifetime (forgotten now)."""
+        channels = self._channels.get(stream)
+        if channels is None:
+            return []
+        cutoff = now - self._lifetime_ms
+        for channel in [channel for channel, since in channels.items() if since < cutoff]:
+            self.discard(stream, channel)
+        return list(channels)
+
+    def renewed(self, stream: str, channels: list[str], now: int) -> None:
+        """``channels`` joined ``stream``'s group again at ``now``."""
+        kept = self._channels.get(stream, {})
+        for channel in channels:
+            if channel in kept:
+                kept[channel] = now
+
+    def saw(self, stream: str, epoch: str) -> None:
+        """Take ``epoch`` as the one a subscriber of ``stream`` follows, unless one is known already (a subscribe
+        reads the position after joining: the first epoch read is the one its subscribers start from)."""
+        if stream in self._channels and epoch:
+            self._epochs.setdefault(stream, epoch)
+
+    def told(self, stream: str, epoch: str) -> None:
+        """The subscribers of ``stream`` were sent its position in ``epoch``."""
+        if stream in self._channels:
+            self._epochs[stream] = epoch
+
+    def lost(self, stream: str, reading: Reading, now: int) -> bool:
+        """Whether ``stream`` lost its history (another epoch than the last seen) or some of this process's
+        memberships, by ``reading``; the first epoch read of a stream is taken as the one seen."""
+        epoch, _, present = reading
+        channels = self.channels(stream, now)
+        if not channels:
+            return False
+        if present >= 0 and self._client_id is not None:
+            ours = sum(1 for channel in channels if client_id_of(channel) == self._client_id)
+            if present < ours:
+                return True
+        if not epoch:
+            return False  # no history at all: the next publish makes an epoch, and it reaches the subscribers
+        known = self._epochs.setdefault(stream, epoch)
+        return known != epoch
+
+
+class _LoopWatch:
+    """The watch on one event loop: its subscriptions and its task."""
+
+    def __init__(self, subscriptions: Subscriptions) -> None:
+        self.subscriptions = subscriptions
+        self.task: asyncio.Task[None] | None = None
+
+
+class StreamWatch:
+    """Runs ``Subscriptions`` for ``RedisStreams``: a task per event loop with subscribers, checking every
+    ``interval`` seconds (see the module docs)."""
+
+    def __init__(self, streams: RedisStreams, interval: float, client_id: str | None) -> None:
+        """``client_id``: the layer's when it keeps each process's memberships in Redis (``RedisChannelLayer``),
+        None when it keeps them in the process (the pub/sub layer: only epochs are watched)."""
+        self.interval = interval
+        self._streams = streams
+        self._client_id = client_id
+        self._lifetime_ms = int(streams.redis_layer.group_expiry * 1000)
+        self._loops: PerLoop[_LoopWatch] = PerLoop(
+            lambda: _LoopWatch(Subscriptions(self._client_id, self._lifetime_ms)), self._close_state
+        )
+        self._failing = False
+
+    # Bookkeeping, from RedisStreams --------------------------------------------------------------------------------
+
+    def add(self, stream: str, channel: str) -> None:
+        """Watch ``stream`` for ``channel`` (before it joins the group, so a loss in between is noticed)."""
+        state = self._loops.get()
+        state.subscriptions.add(stream, channel, now_ms())
+        if state.task is None or state.task.done():
+            state.task = asyncio.get_running_loop().create_task(self._run(state))
+
+    def discard(self, stream: str, channel: str) -> None:
+        state = self._loops.peek()
+        if state is None:
+            return
+        state.subscriptions.discard(stream, channel)
+        if not state.subscriptions and state.task is not None:
+            state.task.cancel()
+            state.task = None
+
+    def saw(self, stream: str, epoch: str) -> None:
+        """A position of ``stream`` was read in ``epoch`` on this loop."""
+        state = self._loops.peek()
+        if state is not None:
+            state.subscriptions.saw(stream, epoch)
+
+    async def close(self) -> None:
+        """Stop watching on this event loop, and forget its subscriptions."""
+        await self._loops.close_current()
+
+    async def _close_state(self, state: _LoopWatch) -> None:
+        if state.task is not None:
+            state.task.cancel()
+            await asyncio.gather(state.task, return_exceptions=True)
+            state.task = None
+
+    # Checking ------------------------------------------------------------------------------------------------------
+
+    async def _run(self, state: _LoopWatch) -> None:
+        while state.subscriptions:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not self._failing:
+                    self._failing = True
+                    logger.warning(
+                        "The streams watch could not read Redis (%s); it tries again every %gs", exc, self.interval
+                    )
+            else:
+                if self._failing:
+                    self._failing = False
+                    logger.warning("The streams watch reads Redis again")
+
+    async def check(self) -> list[str]:
+        """Check the streams this event loop's channels subscribe to, once: put the subscribers of each lost stream
+        back in its group and tell them its position. Returns the lost streams."""
+        subscriptions = self._loops.get().subscriptions
+        now = now_ms()
+        readings = await self._read(subscriptions.streams(), now)
+        lost = [stream for stream, reading in readings.items() if subscriptions.lost(stream, reading, now)]
+        if not lost:
+            return lost
+        layer = self._streams.redis_layer
+        rejoining = {stream: subscriptions.channels(stream, now) for stream in lost}
+        logger.warning(
+            "Redis lost the history or this process's subscriptions of %d stream(s) (%s): a restart without "
+            "persistence, a flush or a failover; %d subscription(s) restored and their subscribers told",
+            len(lost),
+            ", ".join(repr(stream) for stream in lost[:5]) + (", ..." if len(lost) > 5 else ""),
+            sum(len(channels) for channels in rejoining.values()),
+        )
+        await asyncio.gather(
+            *(layer.group_add(stream, channel) for stream, channels in rejoining.items() for channel in channels)
+        )
+        for stream, channels in rejoining.items():
+            subscriptions.renewed(stream, channels, now)
+        # Read after joining: whatever is published from here on reaches the subscribers live, or lies after this.
+        for stream, (epoch, offset, _) in (await self._read(lost, now)).items():
+            if epoch:
+                subscriptions.told(stream, epoch)
+                await layer.group_send(stream, stream_reset(stream, epoch, offset))
+        return lost
+
+    async def _read(self, streams: list[str], now: int) -> dict[str, Reading]:
+        """The reading of each of ``streams``: one call per host (per slot on a cluster) and ``BATCH`` streams,
+        issued together."""
+        batches: dict[Hashable, tuple[Endpoint, list[str]]] = {}
+        for stream in streams:
+            endpoint = self._streams.endpoint_of(stream)
+            where: Hashable = id(endpoint)
+            if isinstance(endpoint, ClusterEndpoint):
+                where = (where, slot_of(self._streams.keys.meta(stream)))
+            batches.setdefault(where, (endpoint, []))[1].append(stream)
+        calls = [
+            (names[start : start + BATCH], endpoint)
+            for endpoint, names in batches.values()
+            for start in range(0, len(names), BATCH)
+        ]
+        replies = await asyncio.gather(*(self._call(endpoint, names, now) for names, endpoint in calls))
+        readings: dict[str, Reading] = {}
+        for (names, _), reply in zip(calls, replies, strict=True):
+            for index, stream in enumerate(names):
+                epoch, top, present = reply[3 * index : 3 * index + 3]
+                readings[stream] = (as_text(epoch), int(top), int(present))
+        return readings
+
+    async def _call(self, endpoint: Endpoint, streams: list[str], now: int) -> Any:
+        keys = []
+        for stream in streams:
+            keys.append(self._streams.keys.meta(stream))
+            if self._client_id is not None:
+                keys.append(self._streams.redis_layer.keys.group_members(stream, self._client_id))
+        stride = 1 if self._client_id is None else 2
+        return await endpoint.script(STREAM_WATCH, keys, [stride, now - self._lifetime_ms])
