@@ -441,7 +441,7 @@ def check_streams(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     would raise)."""
     from tether.streams.settings import settings_policy, settings_watch_interval
 
-    errors = []
+    errors: list[CheckMessage] = []
     try:
         settings_policy()
     except (TypeError, ValueError) as exc:

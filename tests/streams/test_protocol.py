@@ -20,6 +20,8 @@ from tests.layers.conftest import eventually
 from tests.streams.protocol_client import WAIT, ProtocolClient, connected
 from tether.layers import get_channel_layer
 from tether.presence import get_presence
+from tether.streams import get_streams
+from tether.streams.base import stream_reset
 from tether.streams.consumer import MAX_OFFSET
 
 
@@ -203,6 +205,34 @@ async def test_a_stream_that_loses_its_history_while_subscribed_sends_the_reload
     await ada.publish("room.brief", first=2)
     (message,) = await ada.messages(1)
     assert (message["epoch"], message["offset"]) == (top["epoch"], 2)
+
+
+async def test_a_stream_reset_at_the_client_s_position_sends_nothing(ada: ProtocolClient) -> None:
+    top = await ada.publish("room.steady", count=2)
+    await ada.subscribe("room.steady", epoch=top["epoch"], offset=0)
+    layer = get_channel_layer()
+    assert layer is not None
+    await layer.group_send("room.steady", stream_reset("room.steady", top["epoch"], 2))
+    await ada.publish("room.steady", first=3)
+    assert [m["offset"] for m in await ada.all_messages(3)] == [1, 2, 3]
+    assert ada.kept("reload") == []
+
+
+@override_settings(TETHER_STREAMS={"room.fleeting": {"max_age": 0.3}})
+async def test_a_stream_reset_after_the_stream_lost_its_history_sends_the_reload_frame(ada: ProtocolClient) -> None:
+    start = (await ada.subscribe("room.fleeting"))["result"]
+    await asyncio.sleep(0.6)  # twice max_age: the in-memory stream is forgotten, and starts again in a new epoch
+    layer = get_channel_layer()
+    assert layer is not None
+    now = await get_streams(layer).position("room.fleeting")
+    assert now.epoch != start["epoch"]
+
+    # As the watch sends it when Redis lost the stream's history: the connection recovers from where it is.
+    await layer.group_send("room.fleeting", stream_reset("room.fleeting", now.epoch, now.offset))
+    reload = await ada.next_of("reload")
+    assert reload == {"type": "reload", "stream": "room.fleeting", "reason": "epoch", "epoch": now.epoch, "offset": 0}
+    await ada.publish("room.fleeting")
+    assert [(m["epoch"], m["offset"]) for m in await ada.messages(1)] == [(now.epoch, 1)]
 
 
 async def test_a_stream_message_sent_with_group_send_is_dropped_with_one_warning(

@@ -8,7 +8,7 @@ import pytest
 
 from tether.layers.base import BaseChannelLayer
 from tether.streams import DEFAULT_MAX_AGE, DEFAULT_MAX_LENGTH, StreamBounds, get_streams
-from tether.streams.settings import StreamPolicy
+from tether.streams.settings import DEFAULT_WATCH_INTERVAL, StreamPolicy
 
 
 def test_a_stream_matching_no_pattern_gets_the_defaults() -> None:
@@ -87,3 +87,25 @@ def test_an_encrypting_redis_layer_is_refused() -> None:
 
     with pytest.raises(TypeError, match="symmetric_encryption_keys"):
         get_streams(RedisChannelLayer(symmetric_encryption_keys=["secret"]))
+
+
+@pytest.mark.parametrize("interval", [0, -1, 0.01, float("nan"), "5", True])
+def test_a_bad_watch_interval_is_named_by_the_system_check(settings: Any, interval: Any) -> None:
+    from tether.checks import check_streams
+
+    settings.TETHER_STREAMS_WATCH_INTERVAL = interval
+    [error] = check_streams()
+    assert error.id == "tether.E014" and "TETHER_STREAMS_WATCH_INTERVAL" in error.msg
+
+
+def test_the_watch_interval_defaults_to_5_seconds_and_a_redis_layer_s_streams_take_the_setting(settings: Any) -> None:
+    from tether.layers.redis import RedisChannelLayer
+    from tether.streams.redis import RedisStreams
+
+    default = get_streams(RedisChannelLayer())
+    assert isinstance(default, RedisStreams) and default.watch.interval == DEFAULT_WATCH_INTERVAL == 5.0
+    settings.TETHER_STREAMS_WATCH_INTERVAL = 0.5
+    assert get_streams(RedisChannelLayer()).watch.interval == 0.5  # type: ignore[attr-defined]
+    settings.TETHER_STREAMS_WATCH_INTERVAL = 0
+    with pytest.raises(ValueError, match="TETHER_STREAMS_WATCH_INTERVAL"):
+        get_streams(RedisChannelLayer())

@@ -5,7 +5,9 @@ stream's next offset (1, 2, 3... per stream, across processes), keeps it within 
 ``max_length`` messages, ``max_age`` seconds) and sends it to the subscribed channels as ``{"type": "stream.message",
 "stream", "epoch", "offset", "data"}``. ``recover(stream, epoch, offset)`` returns every kept message after the offset,
 in order, or the verdict that the client must reload (``Recovery.reload``: ``"epoch"``, ``"trimmed"``, ``"future"``).
-The epoch changes whenever history is lost, so an offset is never compared across histories.
+The epoch changes whenever history is lost, so an offset is never compared across histories. On the Redis layers a
+watch puts subscriptions that Redis lost (a restart without persistence) back, and sends their channels
+``{"type": "stream.reset", "stream", "epoch", "offset"}``: a subscriber behind that position recovers from its own.
 
 The in-memory layer keeps a ring buffer per stream in the process; the Redis layers keep a Redis stream per stream and
 publish in one call (docs/streams.md gives the guarantees, the layout and the cost).
@@ -18,6 +20,7 @@ from tether.streams.base import (
     RELOAD_EPOCH,
     RELOAD_FUTURE,
     RELOAD_TRIMMED,
+    RESET_TYPE,
     Position,
     Recovery,
     StreamEntry,
@@ -33,6 +36,7 @@ __all__ = [
     "RELOAD_EPOCH",
     "RELOAD_FUTURE",
     "RELOAD_TRIMMED",
+    "RESET_TYPE",
     "Position",
     "Recovery",
     "StreamBounds",

@@ -1,0 +1,238 @@
+"""The streams watch: subscriptions outlive a Redis that lost its data (``tether/streams/watch.py``).
+
+The bookkeeping is tested without Redis; the rest on private redis-servers (never the shared one), killed and started
+again without persistence. Layers sharing a prefix stand for processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from tests.layers.conftest import eventually
+from tests.layers.redis.conftest import processes_on
+from tests.streams.test_redis_streams import publish_until_redis_is_back
+from tether.exceptions import LayerUnavailable
+from tether.layers.redis import RedisChannelLayer, RedisPubSubChannelLayer
+from tether.streams import RESET_TYPE, get_streams
+from tether.streams.redis import RedisStreams
+from tether.streams.watch import Subscriptions
+
+WAIT = 20
+LAYERS = [RedisChannelLayer, RedisPubSubChannelLayer]
+OURS = "specific.abc!1"  # a channel of the process whose client id is "abc"
+ALSO_OURS = "specific.abc!2"
+
+
+# The bookkeeping ---------------------------------------------------------------------------------------------------
+
+
+def test_the_first_epoch_read_is_the_one_followed_and_another_one_is_a_loss() -> None:
+    subscriptions = Subscriptions("abc", lifetime_ms=60_000)
+    subscriptions.add("room", OURS, now=1000)
+    assert not subscriptions.lost("room", ("e1", 3, 1), now=1000)
+    assert not subscriptions.lost("room", ("e1", 9, 1), now=1000)
+    assert subscriptions.lost("room", ("e2", 1, 1), now=1000)
+    subscriptions.told("room", "e2")
+    assert not subscriptions.lost("room", ("e2", 1, 1), now=1000)
+
+
+def test_an_epoch_read_by_a_subscribe_is_followed_before_the_watch_reads_one() -> None:
+    subscriptions = Subscriptions("abc", lifetime_ms=60_000)
+    subscriptions.add("room", OURS, now=1000)
+    subscriptions.saw("room", "e1")
+    subscriptions.saw("room", "e2")  # a later subscriber's read does not move the epoch its elders follow
+    assert subscriptions.lost("room", ("e2", 0, 1), now=1000)
+
+
+def test_fewer_memberships_in_redis_than_this_process_subscribed_is_a_loss() -> None:
+    subscriptions = Subscriptions("abc", lifetime_ms=60_000)
+    subscriptions.add("room", OURS, now=1000)
+    subscriptions.add("room", ALSO_OURS, now=1000)
+    subscriptions.add("room", "worker-queue", now=1000)  # a named channel is a member of the group itself
+    assert not subscriptions.lost("room", ("e1", 0, 2), now=1000)
+    assert subscriptions.lost("room", ("e1", 0, 1), now=1000)
+    assert subscriptions.lost("room", ("", 0, 0), now=1000)  # Redis has forgotten everything
+
+
+def test_a_stream_without_history_and_with_its_memberships_is_not_lost() -> None:
+    subscriptions = Subscriptions("abc", lifetime_ms=60_000)
+    subscriptions.add("room", OURS, now=1000)
+    assert not subscriptions.lost("room", ("", 0, 1), now=1000)
+    assert not subscriptions.lost("room", ("e1", 1, 1), now=1000)
+
+
+def test_memberships_kept_in_the_process_are_not_counted() -> None:
+    subscriptions = Subscriptions(None, lifetime_ms=60_000)
+    subscriptions.add("room", OURS, now=1000)
+    assert not subscriptions.lost("room", ("e1", 0, -1), now=1000)
+    assert subscriptions.lost("room", ("e2", 0, -1), now=1000)
+
+
+def test_a_subscription_older_than_group_expiry_is_forgotten_as_the_layer_forgets_it() -> None:
+    subscriptions = Subscriptions("abc", lifetime_ms=60_000)
+    subscriptions.add("room", OURS, now=1000)
+    subscriptions.add("room", ALSO_OURS, now=50_000)
+    assert subscriptions.channels("room", now=70_000) == [ALSO_OURS]
+    assert not subscriptions.lost("room", ("e1", 0, 1), now=70_000)
+    assert subscriptions.channels("room", now=200_000) == []
+    assert not subscriptions and subscriptions.streams() == []
+
+
+def test_the_last_unsubscribe_forgets_the_stream_and_its_epoch() -> None:
+    subscriptions = Subscriptions("abc", lifetime_ms=60_000)
+    subscriptions.add("room", OURS, now=1000)
+    subscriptions.saw("room", "e1")
+    subscriptions.discard("room", OURS)
+    subscriptions.discard("room", OURS)  # twice is harmless
+    assert not subscriptions
+    subscriptions.add("room", OURS, now=2000)
+    assert not subscriptions.lost("room", ("e2", 0, 1), now=2000)  # a new subscriber starts from what it reads
+
+
+# On Redis ----------------------------------------------------------------------------------------------------------
+
+
+def redis_streams(layer: Any) -> RedisStreams:
+    streams = redis_streams(layer)
+    assert isinstance(streams, RedisStreams)
+    return streams
+
+
+def script_calls(server: Any) -> int:
+    calls = {name: stats["calls"] for name, stats in server.client().info("commandstats").items()}
+    return int(calls.get("cmdstat_evalsha", 0)) + int(calls.get("cmdstat_eval", 0))
+
+
+@pytest.mark.parametrize("layer_class", LAYERS)
+async def test_a_check_is_one_script_call_whatever_the_number_of_subscribers(
+    redis_servers: Any, layer_class: type
+) -> None:
+    server = redis_servers.start()
+    async with processes_on(layer_class, 1, hosts=[server.url]) as (layer,):
+        streams = redis_streams(layer)
+        costs = []
+        for subscribers in (1, 300):
+            for n in range(subscribers):
+                await streams.subscribe(f"room.{n % 3}", await layer.new_channel())
+            await streams.watch.check()  # loads the script
+            before = script_calls(server)
+            assert await streams.watch.check() == []
+            costs.append(script_calls(server) - before)
+        assert costs == [1, 1]
+
+
+async def test_a_sharded_check_is_one_script_call_per_host(redis_servers: Any) -> None:
+    servers = [redis_servers.start() for _ in range(2)]
+    async with processes_on(RedisChannelLayer, 1, hosts=[server.url for server in servers]) as (layer,):
+        streams = redis_streams(layer)
+        for n in range(200):
+            await streams.subscribe(f"room.{n % 20}", await layer.new_channel())
+        await streams.watch.check()
+        before = [script_calls(server) for server in servers]
+        assert await streams.watch.check() == []
+        assert [script_calls(server) - count for server, count in zip(servers, before, strict=True)] == [1, 1]
+
+
+async def check_until_redis_is_back(streams: RedisStreams) -> list[str]:
+    """``streams.watch.check()``, again while this process's connections find out that Redis restarted."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        try:
+            return list(await streams.watch.check())
+        except (LayerUnavailable, ConnectionError, redis.RedisError):
+            assert time.monotonic() < deadline, "Redis did not come back"
+            await asyncio.sleep(0.1)
+
+
+async def next_of_type(layer: Any, channel: str, kind: str) -> dict[str, Any]:
+    """The next message of type ``kind`` on ``channel``, skipping others."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        message = await asyncio.wait_for(layer.receive(channel), max(0.1, deadline - time.monotonic()))
+        if message["type"] == kind:
+            return dict(message)
+
+
+@pytest.mark.parametrize("layer_class", LAYERS)
+async def test_after_a_restart_a_check_puts_the_subscribers_back_and_tells_them_the_new_position(
+    redis_servers: Any, layer_class: type
+) -> None:
+    server = redis_servers.start()
+    async with processes_on(layer_class, 2, hosts=[server.url], unavailable_timeout=0.5) as (publisher, reader):
+        channel = await reader.new_channel()
+        streams = redis_streams(reader)
+        await streams.subscribe("room", channel)
+        before = await streams.position("room")
+        await get_streams(publisher).publish("room", "before")
+        assert (await asyncio.wait_for(reader.receive(channel), WAIT))["offset"] == 1
+
+        server.kill()
+        server.start()
+        after = await publish_until_redis_is_back(get_streams(publisher), "room", "after")
+        assert after.epoch != before.epoch
+        assert await check_until_redis_is_back(streams) == ["room"]
+        reset = await next_of_type(reader, channel, RESET_TYPE)
+        assert reset == {"type": RESET_TYPE, "stream": "room", "epoch": after.epoch, "offset": 1}
+
+        await get_streams(publisher).publish("room", "live again")
+        message = await next_of_type(reader, channel, "stream.message")
+        assert (message["epoch"], message["offset"], message["data"]) == (after.epoch, 2, "live again")
+        assert await streams.watch.check() == []  # told once
+
+
+async def test_after_a_restart_with_nothing_published_the_memberships_come_back_without_news(
+    redis_servers: Any,
+) -> None:
+    server = redis_servers.start()
+    async with processes_on(RedisChannelLayer, 2, hosts=[server.url], unavailable_timeout=0.5) as (publisher, reader):
+        channel = await reader.new_channel()
+        streams = redis_streams(reader)
+        await streams.subscribe("room", channel)
+        await streams.position("room")
+        server.kill()
+        server.start()
+
+        lost = await check_until_redis_is_back(streams)
+        assert lost == ["room"]
+        first = await get_streams(publisher).publish("room", "first of the new epoch")
+        message = await asyncio.wait_for(reader.receive(channel), WAIT)  # no reset came before it: nothing to tell
+        assert (message["type"], message["epoch"], message["offset"]) == ("stream.message", first.epoch, 1)
+
+
+async def test_the_watch_checks_by_itself_every_interval(redis_servers: Any, settings: Any) -> None:
+    settings.TETHER_STREAMS_WATCH_INTERVAL = 0.2
+    server = redis_servers.start()
+    async with processes_on(RedisChannelLayer, 2, hosts=[server.url], unavailable_timeout=0.5) as (publisher, reader):
+        channel = await reader.new_channel()
+        streams = redis_streams(reader)
+        assert streams.watch.interval == 0.2
+        await streams.subscribe("room", channel)
+        before = await streams.position("room")
+        server.kill()
+        server.start()
+        after = await publish_until_redis_is_back(get_streams(publisher), "room", "after")
+        reset = await next_of_type(reader, channel, RESET_TYPE)
+        assert (reset["epoch"], reset["offset"]) == (after.epoch, 1) and after.epoch != before.epoch
+
+
+async def test_the_last_unsubscribe_stops_the_watch_and_a_check_then_costs_nothing(redis_servers: Any) -> None:
+    server = redis_servers.start()
+    async with processes_on(RedisChannelLayer, 1, hosts=[server.url]) as (layer,):
+        streams = redis_streams(layer)
+        channels = [await layer.new_channel() for _ in range(2)]
+        for channel in channels:
+            await streams.subscribe("room", channel)
+        state = streams.watch._loops.get()
+        task = state.task
+        assert task is not None and not task.done()
+        for channel in channels:
+            await streams.unsubscribe("room", channel)
+        await eventually(task.done)
+        before = script_calls(server)
+        assert await streams.watch.check() == []
+        assert script_calls(server) == before
