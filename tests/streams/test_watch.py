@@ -98,7 +98,7 @@ def test_the_last_unsubscribe_forgets_the_stream_and_its_epoch() -> None:
 
 
 def redis_streams(layer: Any) -> RedisStreams:
-    streams = redis_streams(layer)
+    streams = get_streams(layer)
     assert isinstance(streams, RedisStreams)
     return streams
 
