@@ -7,7 +7,9 @@ again without persistence. Layers sharing a prefix stand for processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,7 +20,7 @@ from tests.layers.redis.conftest import processes_on
 from tests.streams.test_redis_streams import publish_until_redis_is_back
 from tether.exceptions import LayerUnavailable
 from tether.layers.redis import RedisChannelLayer, RedisPubSubChannelLayer
-from tether.streams import RESET_TYPE, get_streams
+from tether.streams import RESET_TYPE, Position, Streams, get_streams
 from tether.streams.redis import RedisStreams
 from tether.streams.watch import Subscriptions
 
@@ -149,6 +151,17 @@ async def check_until_redis_is_back(streams: RedisStreams) -> list[str]:
             await asyncio.sleep(0.1)
 
 
+@contextlib.asynccontextmanager
+async def subscribed(server: Any, layer_class: type) -> AsyncIterator[tuple[Streams, RedisStreams, Any, str, Position]]:
+    """A publishing process and a reading one on ``server``, a channel of the reader subscribed to "room": the
+    publisher's streams, the reader's, the reader's layer, the channel and the position read after subscribing."""
+    async with processes_on(layer_class, 2, hosts=[server.url], unavailable_timeout=0.5) as (publisher, reader):
+        channel = await reader.new_channel()
+        streams = redis_streams(reader)
+        await streams.subscribe("room", channel)
+        yield get_streams(publisher), streams, reader, channel, await streams.position("room")
+
+
 async def next_of_type(layer: Any, channel: str, kind: str) -> dict[str, Any]:
     """The next message of type ``kind`` on ``channel``, skipping others."""
     deadline = time.monotonic() + WAIT
@@ -163,23 +176,19 @@ async def test_after_a_restart_a_check_puts_the_subscribers_back_and_tells_them_
     redis_servers: Any, layer_class: type
 ) -> None:
     server = redis_servers.start()
-    async with processes_on(layer_class, 2, hosts=[server.url], unavailable_timeout=0.5) as (publisher, reader):
-        channel = await reader.new_channel()
-        streams = redis_streams(reader)
-        await streams.subscribe("room", channel)
-        before = await streams.position("room")
-        await get_streams(publisher).publish("room", "before")
+    async with subscribed(server, layer_class) as (publishing, streams, reader, channel, before):
+        await publishing.publish("room", "before")
         assert (await asyncio.wait_for(reader.receive(channel), WAIT))["offset"] == 1
 
         server.kill()
         server.start()
-        after = await publish_until_redis_is_back(get_streams(publisher), "room", "after")
+        after = await publish_until_redis_is_back(publishing, "room", "after")
         assert after.epoch != before.epoch
         assert await check_until_redis_is_back(streams) == ["room"]
         reset = await next_of_type(reader, channel, RESET_TYPE)
         assert reset == {"type": RESET_TYPE, "stream": "room", "epoch": after.epoch, "offset": 1}
 
-        await get_streams(publisher).publish("room", "live again")
+        await publishing.publish("room", "live again")
         message = await next_of_type(reader, channel, "stream.message")
         assert (message["epoch"], message["offset"], message["data"]) == (after.epoch, 2, "live again")
         assert await streams.watch.check() == []  # told once
@@ -189,17 +198,13 @@ async def test_after_a_restart_with_nothing_published_the_memberships_come_back_
     redis_servers: Any,
 ) -> None:
     server = redis_servers.start()
-    async with processes_on(RedisChannelLayer, 2, hosts=[server.url], unavailable_timeout=0.5) as (publisher, reader):
-        channel = await reader.new_channel()
-        streams = redis_streams(reader)
-        await streams.subscribe("room", channel)
-        await streams.position("room")
+    async with subscribed(server, RedisChannelLayer) as (publishing, streams, reader, channel, _):
         server.kill()
         server.start()
 
         lost = await check_until_redis_is_back(streams)
         assert lost == ["room"]
-        first = await get_streams(publisher).publish("room", "first of the new epoch")
+        first = await publishing.publish("room", "first of the new epoch")
         message = await asyncio.wait_for(reader.receive(channel), WAIT)  # no reset came before it: nothing to tell
         assert (message["type"], message["epoch"], message["offset"]) == ("stream.message", first.epoch, 1)
 
@@ -207,15 +212,11 @@ async def test_after_a_restart_with_nothing_published_the_memberships_come_back_
 async def test_the_watch_checks_by_itself_every_interval(redis_servers: Any, settings: Any) -> None:
     settings.TETHER_STREAMS_WATCH_INTERVAL = 0.2
     server = redis_servers.start()
-    async with processes_on(RedisChannelLayer, 2, hosts=[server.url], unavailable_timeout=0.5) as (publisher, reader):
-        channel = await reader.new_channel()
-        streams = redis_streams(reader)
+    async with subscribed(server, RedisChannelLayer) as (publishing, streams, reader, channel, before):
         assert streams.watch.interval == 0.2
-        await streams.subscribe("room", channel)
-        before = await streams.position("room")
         server.kill()
         server.start()
-        after = await publish_until_redis_is_back(get_streams(publisher), "room", "after")
+        after = await publish_until_redis_is_back(publishing, "room", "after")
         reset = await next_of_type(reader, channel, RESET_TYPE)
         assert (reset["epoch"], reset["offset"]) == (after.epoch, 1) and after.epoch != before.epoch
 

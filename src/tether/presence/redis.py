@@ -14,6 +14,7 @@ from typing import Any
 
 from tether.layers.redis.base import RedisLayerBase
 from tether.layers.redis.endpoints import Endpoint, TransportSettings, open_endpoint
+from tether.layers.redis.failures import repeat
 from tether.layers.redis.per_loop import PerLoop
 from tether.layers.redis.sharding import HashRing
 from tether.presence.base import Presence, Record
@@ -60,7 +61,6 @@ class RedisPresence(Presence):
         self._incarnation = 0  # 0: not registered yet
         self._ttl_ms = int(self.ttl * 1000)
         self._loops: PerLoop[_LoopState] = PerLoop(lambda: _LoopState(len(hosts)), self._close_state)
-        self._failing = False  # the heartbeat is failing (logged once per episode)
 
     @property
     def process(self) -> str:
@@ -135,26 +135,19 @@ class RedisPresence(Presence):
 
     async def _beat(self) -> None:
         """Every ``heartbeat`` seconds: refresh this process's score, come back if it was reaped, reap the dead."""
-        while True:
-            await asyncio.sleep(self.heartbeat)
-            try:
-                await self._beat_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not self._failing:
-                    self._failing = True
-                    logger.warning(
-                        "Presence heartbeat of process %r failed (%s); its members are dropped by other processes "
-                        "if this lasts over %gs (ttl)",
-                        self.process,
-                        exc,
-                        self.ttl,
-                    )
-            else:
-                if self._failing:
-                    self._failing = False
-                    logger.warning("Presence heartbeat of process %r works again", self.process)
+        await repeat(self.heartbeat, self._beat_once, self._heartbeat_failed, self._heartbeat_back)
+
+    def _heartbeat_failed(self, exc: Exception) -> None:
+        logger.warning(
+            "Presence heartbeat of process %r failed (%s); its members are dropped by other processes if this lasts "
+            "over %gs (ttl)",
+            self.process,
+            exc,
+            self.ttl,
+        )
+
+    def _heartbeat_back(self) -> None:
+        logger.warning("Presence heartbeat of process %r works again", self.process)
 
     async def _beat_once(self) -> None:
         alive, stale = await self._endpoint(HEARTBEATS_TAG).script(

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether.layers.redis.cluster import ClusterEndpoint, slot_of
 from tether.layers.redis.endpoints import Endpoint
+from tether.layers.redis.failures import repeat
 from tether.layers.redis.per_loop import PerLoop
 from tether.layers.redis.storage import client_id_of, now_ms
 from tether.streams.base import stream_reset
@@ -144,7 +145,6 @@ class StreamWatch:
         self._loops: PerLoop[_LoopWatch] = PerLoop(
             lambda: _LoopWatch(Subscriptions(self._client_id, self._lifetime_ms)), self._close_state
         )
-        self._failing = False
 
     # Bookkeeping, from RedisStreams --------------------------------------------------------------------------------
 
@@ -183,22 +183,13 @@ class StreamWatch:
     # Checking ------------------------------------------------------------------------------------------------------
 
     async def _run(self, state: _LoopWatch) -> None:
-        while state.subscriptions:
-            await asyncio.sleep(self.interval)
-            try:
-                await self.check()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not self._failing:
-                    self._failing = True
-                    logger.warning(
-                        "The streams watch could not read Redis (%s); it tries again every %gs", exc, self.interval
-                    )
-            else:
-                if self._failing:
-                    self._failing = False
-                    logger.warning("The streams watch reads Redis again")
+        await repeat(self.interval, self.check, self._check_failed, self._check_back, lambda: bool(state.subscriptions))
+
+    def _check_failed(self, exc: Exception) -> None:
+        logger.warning("The streams watch could not read Redis (%s); it tries again every %gs", exc, self.interval)
+
+    def _check_back(self) -> None:
+        logger.warning("The streams watch reads Redis again")
 
     async def check(self) -> list[str]:
         """Check the streams this event loop's channels subscribe to, once: put the subscribers of each lost stream

@@ -4,7 +4,8 @@ again, the error users get, and how a receive loop waits out an outage.
 Commands wait for an unreachable Redis at most ``unavailable_timeout`` seconds, then fail with ``LayerUnavailable``; a
 command whose connection broke after it was written also fails with ``LayerUnavailable`` (it may or may not have
 run), and is never retried, so nothing is delivered twice. Receive loops never give up: they back off and log one
-line when an outage starts and one when it ends.
+line when an outage starts and one when it ends. So do periodic tasks (``repeat``: presence's heartbeat, the streams
+watch).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Awaitable, Callable
 
 from redis import exceptions as redis_errors
 from redis.asyncio.connection import AbstractConnection
@@ -27,6 +29,7 @@ __all__ = [
     "Unreached",
     "abort_connection",
     "disconnect_quietly",
+    "repeat",
     "unavailable",
 ]
 
@@ -125,3 +128,28 @@ class Outage:
             )
             self._started = None
             self._backoff.reset()
+
+
+async def repeat(
+    interval: float,
+    step: Callable[[], Awaitable[object]],
+    failed: Callable[[Exception], None],
+    recovered: Callable[[], None],
+    go_on: Callable[[], bool] = lambda: True,
+) -> None:
+    """Run ``step`` every ``interval`` seconds (first after one interval) while ``go_on()``. A failing step does not
+    stop it, and is reported once per episode: ``failed(exc)`` at its first failure, ``recovered()`` at the first
+    success after."""
+    failing = False
+    while go_on():
+        await asyncio.sleep(interval)
+        try:
+            await step()
+        except Exception as exc:
+            if not failing:
+                failing = True
+                failed(exc)
+        else:
+            if failing:
+                failing = False
+                recovered()
