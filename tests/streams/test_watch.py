@@ -22,7 +22,7 @@ from tether.exceptions import LayerUnavailable
 from tether.layers.redis import RedisChannelLayer, RedisPubSubChannelLayer
 from tether.streams import RESET_TYPE, Position, Streams, get_streams
 from tether.streams.redis import RedisStreams
-from tether.streams.watch import Subscriptions
+from tether.streams.watch import BATCH, Subscriptions
 
 WAIT = 20
 LAYERS = [RedisChannelLayer, RedisPubSubChannelLayer]
@@ -237,3 +237,16 @@ async def test_the_last_unsubscribe_stops_the_watch_and_a_check_then_costs_nothi
         before = script_calls(server)
         assert await streams.watch.check() == []
         assert script_calls(server) == before
+
+
+async def test_streams_past_a_call_s_batch_are_read_by_more_calls(redis_servers: Any) -> None:
+    server = redis_servers.start()
+    async with processes_on(RedisChannelLayer, 1, hosts=[server.url]) as (layer,):
+        streams = redis_streams(layer)
+        channel = await layer.new_channel()
+        for n in range(2 * BATCH + 1):
+            await streams.subscribe(f"room.{n}", channel)
+        await streams.watch.check()
+        before = script_calls(server)
+        assert await streams.watch.check() == []
+        assert script_calls(server) - before == 3
