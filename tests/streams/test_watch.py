@@ -250,3 +250,28 @@ async def test_streams_past_a_call_s_batch_are_read_by_more_calls(redis_servers:
         before = script_calls(server)
         assert await streams.watch.check() == []
         assert script_calls(server) - before == 3
+
+
+async def test_on_a_cluster_a_check_is_one_call_per_stream_slot_and_a_membership_deleted_by_hand_comes_back(
+    redis_cluster: Any,
+) -> None:
+    hosts = [{"address": redis_cluster[0].url, "cluster": True}]
+    async with processes_on(RedisChannelLayer, 2, hosts=hosts) as (publisher, reader):
+        streams = redis_streams(reader)
+        channels = [await reader.new_channel() for _ in range(30)]
+        for n, channel in enumerate(channels):
+            await streams.subscribe(f"room.{n % 3}", channel)
+        await streams.watch.check()
+        before = sum(script_calls(node) for node in redis_cluster)
+        assert await streams.watch.check() == []
+        assert sum(script_calls(node) for node in redis_cluster) - before == 3  # the three streams' slots
+
+        cluster = redis.RedisCluster.from_url(redis_cluster[0].url)
+        try:
+            cluster.delete(reader.keys.group_members("room.0", reader.client_id))
+        finally:
+            cluster.close()
+        assert await streams.watch.check() == ["room.0"]
+        await get_streams(publisher).publish("room.0", "after")
+        message = await next_of_type(reader, channels[0], "stream.message")
+        assert (message["offset"], message["data"]) == (1, "after")

@@ -217,10 +217,13 @@ class StreamWatch:
         for stream, channels in rejoining.items():
             subscriptions.renewed(stream, channels, now)
         # Read after joining: whatever is published from here on reaches the subscribers live, or lies after this.
-        for stream, (epoch, offset, _) in (await self._read(lost, now)).items():
-            if epoch:
-                subscriptions.told(stream, epoch)
-                await layer.group_send(stream, stream_reset(stream, epoch, offset))
+        positions = {stream: (epoch, offset) for stream, (epoch, offset, _) in (await self._read(lost, now)).items()}
+        told = {stream: position for stream, position in positions.items() if position[0]}
+        await asyncio.gather(
+            *(layer.group_send(stream, stream_reset(stream, epoch, offset)) for stream, (epoch, offset) in told.items())
+        )
+        for stream, (epoch, _) in told.items():
+            subscriptions.told(stream, epoch)
         return lost
 
     async def _read(self, streams: list[str], now: int) -> dict[str, Reading]:
