@@ -275,3 +275,24 @@ async def test_on_a_cluster_a_check_is_one_call_per_stream_slot_and_a_membership
         await get_streams(publisher).publish("room.0", "after")
         message = await next_of_type(reader, channels[0], "stream.message")
         assert (message["offset"], message["data"]) == (1, "after")
+
+
+async def test_a_channel_that_unsubscribes_while_the_watch_adds_it_again_is_not_left_in_the_group(
+    redis_servers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = redis_servers.start()
+    async with processes_on(RedisChannelLayer, 1, hosts=[server.url]) as (layer,):
+        streams = redis_streams(layer)
+        channel = await layer.new_channel()
+        await streams.subscribe("room", channel)
+        members = layer.keys.group_members("room", layer.client_id)
+        server.client().delete(members)  # lost, as after a restart
+        group_add = layer.group_add
+
+        async def unsubscribed_meanwhile(group: str, added: str) -> None:
+            await streams.unsubscribe(group, added)  # the connection closes while the watch puts it back
+            await group_add(group, added)
+
+        monkeypatch.setattr(layer, "group_add", unsubscribed_meanwhile)
+        assert await streams.watch.check() == ["room"]
+        assert server.client().zcard(members) == 0

@@ -77,6 +77,9 @@ class Subscriptions:
             del self._channels[stream]
             self._epochs.pop(stream, None)
 
+    def has(self, stream: str, channel: str) -> bool:
+        return channel in self._channels.get(stream, ())
+
     def streams(self) -> list[str]:
         return list(self._channels)
 
@@ -216,6 +219,15 @@ class StreamWatch:
         )
         for stream, channels in rejoining.items():
             subscriptions.renewed(stream, channels, now)
+        # A channel that unsubscribed while it was being added again leaves again, not to linger in the group.
+        gone = [(stream, channel) for stream, channels in rejoining.items() for channel in channels]
+        await asyncio.gather(
+            *(
+                layer.group_discard(stream, channel)
+                for stream, channel in gone
+                if not subscriptions.has(stream, channel)
+            )
+        )
         # Read after joining: whatever is published from here on reaches the subscribers live, or lies after this.
         positions = {stream: (epoch, offset) for stream, (epoch, offset, _) in (await self._read(lost, now)).items()}
         told = {stream: position for stream, position in positions.items() if position[0]}
