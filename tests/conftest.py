@@ -90,8 +90,10 @@ class _ServerThreads:
         return LiveServer("127.0.0.1", port)
 
     def stop_all(self) -> None:
-        for server, thread in self.started:
+        """Stop every server at once, then wait for each: a uvicorn takes 0.1 to 0.3 s to notice and shut down."""
+        for server, _ in self.started:
             server.should_exit = True
+        for _, thread in self.started:
             thread.join(timeout=10)
 
 
@@ -157,13 +159,28 @@ def _answers_a_handshake(port: int) -> bool:
 
 
 class _GranianProcesses:
-    """granian servers, each a subprocess of its own (granian's workers are processes), stopped with the test."""
+    """granian servers, each a subprocess of its own (granian's workers are processes), stopped with the test.
 
-    def __init__(self) -> None:
+    With ``reuse``, ``run`` gives the server it already started for the same application and urlconf again (a new
+    one if that process has exited, so that one test's crash does not fail the next ones).
+    """
+
+    def __init__(self, reuse: bool = False) -> None:
         self.started: list[subprocess.Popen[bytes]] = []
+        self.serving: dict[tuple[str, str | None], tuple[LiveServer, subprocess.Popen[bytes]]] | None = (
+            {} if reuse else None
+        )
 
     def run(self, target: str, urlconf: str | None = None) -> LiveServer:
         """Serve ``module:attribute`` with granian on a free port; fail after ``GRANIAN_START_TIMEOUT`` seconds."""
+        if self.serving is None:
+            return self._start(target, urlconf)
+        known = self.serving.get((target, urlconf))
+        if known is None or known[1].poll() is not None:
+            known = self.serving[(target, urlconf)] = (self._start(target, urlconf), self.started[-1])
+        return known[0]
+
+    def _start(self, target: str, urlconf: str | None) -> LiveServer:
         port = free_port()
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "TETHER_LIVE_APP": target}
         if urlconf is not None:
@@ -197,6 +214,22 @@ class _GranianProcesses:
                 proc.wait(timeout=10)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "granian_per_module: the module's live_serve tests share one granian process per application (for tests "
+        "that leave nothing in the server another test could see; a granian start costs a second or more)",
+    )
+
+
+@pytest.fixture(scope="module")
+def granian_per_module() -> Iterator[_GranianProcesses]:
+    """The granian processes of a module marked ``granian_per_module``, stopped after its last test."""
+    granian = _GranianProcesses(reuse=True)
+    yield granian
+    granian.stop_all()
+
+
 @pytest.fixture(params=LIVE_SERVERS)
 def live_serve(request):
     """Start an application on uvicorn, then (the test's second run) on granian; stop it when the test ends.
@@ -205,10 +238,12 @@ def live_serve(request):
     granian imports it in a process of its own. ``urlconf`` serves HTTP with another ``ROOT_URLCONF`` (for views of
     the test). uvicorn runs as the ``serve`` fixture runs it, in a thread of this process. The server's name is
     ``request.param`` (``live_server_kind`` in the test id). Use it for a representative few tests, not every live
-    test: each granian start costs about a second.
+    test: each granian start costs about a second. In a module marked ``granian_per_module`` the granian runs serve
+    the module's tests together (one process per application, stopped after the module).
     """
     kind = request.param
-    granian = _GranianProcesses()
+    shared = kind == "granian" and request.node.get_closest_marker("granian_per_module") is not None
+    granian = request.getfixturevalue("granian_per_module") if shared else _GranianProcesses()
     serve_uvicorn = request.getfixturevalue("serve") if kind == "uvicorn" else None
     overrides: list[override_settings] = []
 
@@ -223,6 +258,7 @@ def live_serve(request):
         return serve_uvicorn(getattr(importlib.import_module(module), attribute))
 
     yield start
-    granian.stop_all()
+    if not shared:
+        granian.stop_all()
     for override in reversed(overrides):
         override.disable()

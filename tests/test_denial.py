@@ -19,6 +19,10 @@ from tether.testing import ApplicationCommunicator
 
 #: Every wait on the network is bounded by this many seconds.
 WAIT = 10
+
+#: The granian runs serve the module's tests together: each test has its own paths and leaves nothing behind.
+pytestmark = pytest.mark.granian_per_module
+
 WITH_EXTENSION = {"type": "websocket", "path": "/", "extensions": {"websocket.http.response": {}}}
 
 

@@ -25,6 +25,9 @@ from tether.routing import ProtocolTypeRouter, URLRouter
 #: Every wait on the network is bounded by this many seconds.
 WAIT = 10
 
+#: The granian runs serve the module's tests together: each test has its own paths and leaves nothing behind.
+pytestmark = pytest.mark.granian_per_module
+
 
 class Exploding(AsyncWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None):

@@ -38,6 +38,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExampleServer]:
 browser = pytest.fixture(scope="module", name="browser")(chromium_session)
 
 
+@pytest.fixture(scope="module")
+def sessions() -> dict[str, Any]:
+    """Cookies of users logged in once in this module, so later tests skip the login form (and its password hash)."""
+    return {}
+
+
 def cookie_header(page: Any) -> str:
     return "; ".join(f"{cookie['name']}={cookie['value']}" for cookie in page.context.cookies())
 
@@ -59,8 +65,10 @@ def wait_for_chat_connections(page: Any, count: int) -> None:
     )
 
 
-def test_a_staff_member_sees_a_new_connection_counted_live(browser: Any, server: ExampleServer) -> None:
-    page = log_in(browser, server, "boss")
+def test_a_staff_member_sees_a_new_connection_counted_live(
+    browser: Any, server: ExampleServer, sessions: dict[str, Any]
+) -> None:
+    page = log_in(browser, server, "boss", sessions)
     page.goto(f"{server.url}/admin/tether/status/")
     page.wait_for_selector("#tether-status[data-state=open]", timeout=LIVE_MS)
     page.wait_for_function("document.getElementById('tether-status-processes').textContent === '1'", timeout=LIVE_MS)
@@ -74,8 +82,10 @@ def test_a_staff_member_sees_a_new_connection_counted_live(browser: Any, server:
     page.context.close()
 
 
-def test_a_user_who_is_not_staff_is_refused_the_page(browser: Any, server: ExampleServer) -> None:
-    page = log_in(browser, server, "carol")
+def test_a_user_who_is_not_staff_is_refused_the_page(
+    browser: Any, server: ExampleServer, sessions: dict[str, Any]
+) -> None:
+    page = log_in(browser, server, "carol", sessions)
     page.goto(f"{server.url}/admin/tether/status/")
     assert page.url.startswith(f"{server.url}/admin/login/")
     assert page.locator("#tether-status").count() == 0
@@ -83,17 +93,19 @@ def test_a_user_who_is_not_staff_is_refused_the_page(browser: Any, server: Examp
     page.context.close()
 
 
-def test_the_status_websocket_refuses_guests_and_users_who_are_not_staff(browser: Any, server: ExampleServer) -> None:
+def test_the_status_websocket_refuses_guests_and_users_who_are_not_staff(
+    browser: Any, server: ExampleServer, sessions: dict[str, Any]
+) -> None:
     url = ws_url(server, "/ws/tether/status/")
     with pytest.raises(InvalidStatus) as guest:
         connect(url, origin=server.url, open_timeout=20)
     assert guest.value.response.status_code == 403
-    carol = log_in(browser, server, "carol")
+    carol = log_in(browser, server, "carol", sessions)
     with pytest.raises(InvalidStatus) as user:
         connect(url, origin=server.url, additional_headers={"Cookie": cookie_header(carol)}, open_timeout=20)
     assert user.value.response.status_code == 403
     carol.context.close()
-    boss = log_in(browser, server, "boss")
+    boss = log_in(browser, server, "boss", sessions)
     with connect(url, origin=server.url, additional_headers={"Cookie": cookie_header(boss)}, open_timeout=20) as ws:
         assert '"type": "status"' in ws.recv(timeout=20)
     boss.context.close()

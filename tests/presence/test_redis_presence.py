@@ -160,7 +160,7 @@ async def _left(events: list[dict], expected: int) -> bool:
 
 
 async def test_a_pause_shorter_than_the_ttl_makes_no_leave_and_no_join():
-    ttl, beat, pause = 8.0, 1.0, 2.0  # a pause of 2 s, and 5 s of margin for a loaded machine
+    ttl, beat, pause = 8.0, 0.5, 1.0  # a pause of two beats, and 6.5 s of margin for a loaded machine
     prefix = new_prefix()
     async with process(RedisChannelLayer, prefix, ttl=ttl, heartbeat=beat) as (layer, presence):
         watcher = await layer.new_channel()

@@ -6,6 +6,7 @@ Two layer instances in one test stand for two processes: each has its own client
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -318,12 +319,15 @@ async def test_a_receive_that_waits_during_close_is_served_after_the_layer_is_us
 
 
 @pytest.mark.slow
-async def test_a_receive_idle_for_longer_than_ten_seconds_still_gets_its_message():
+async def test_a_receive_idle_across_several_blocking_pops_still_gets_its_message():
     async with processes_on(RedisChannelLayer) as (first, second):
+        # Blocking pops of 1 s instead of the default 5 s, set before the layer opens its connections: waiting 2.5 s
+        # is then more than two pops timing out and the receive loops popping again, as the default's 11 s was.
+        second._settings = dataclasses.replace(second._settings, block_timeout=1.0)
         channel = await second.new_channel()
         named = asyncio.ensure_future(second.receive("idle.worker"))
         local = asyncio.ensure_future(second.receive(channel))
-        await asyncio.sleep(11)
+        await asyncio.sleep(2.5)
         assert not named.done() and not local.done()
         await first.send("idle.worker", {"type": "late"})
         await first.send(channel, {"type": "late"})
