@@ -305,7 +305,7 @@ class ConsumerInsideDjangoTestCase(TestCase):
         assert async_to_sync(count_through_a_consumer)() == {"type": "counted", "users": 1}
         assert User.objects.filter(username="in-test-case").exists()  # the test's connection still works
 
-    def test_stale_connection_rule_still_applies_outside_the_test_transaction(self):
+    def test_close_old_connections_inside_the_test_transaction_leaves_its_connection_open(self):
         assert connection.in_atomic_block
         tether.db.close_old_connections()
         assert connection.connection is not None

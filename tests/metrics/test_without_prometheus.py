@@ -75,5 +75,5 @@ def test_turning_metrics_on_without_prometheus_client_names_the_extra() -> None:
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stdout.strip() == (
         "ImproperlyConfigured TETHER_METRICS needs prometheus_client: install tether's metrics extra "
-        "(pip install 'django-tether[metrics]'), or set TETHER_METRICS = False."
+        "(pip install -e '.[metrics]' in a clone of tether), or set TETHER_METRICS = False."
     )

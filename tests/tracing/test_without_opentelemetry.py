@@ -58,6 +58,6 @@ def test_turning_tracing_on_without_opentelemetry_names_the_extra() -> None:
     result = run(tracing=True)
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stderr.strip() == (
-        "ImproperlyConfigured TETHER_TRACING = True needs OpenTelemetry: pip install 'django-tether[otel]' "
-        "(or set TETHER_TRACING = False)."
+        "ImproperlyConfigured TETHER_TRACING = True needs OpenTelemetry: install tether's otel extra "
+        "(pip install -e '.[otel]' in a clone of tether), or set TETHER_TRACING = False."
     )

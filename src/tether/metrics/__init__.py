@@ -1,7 +1,7 @@
 """Prometheus metrics for a tether project: connections, messages, handler and layer timings, drops, loop lag.
 
 Off unless the settings say ``TETHER_METRICS = True``, and then they need ``prometheus_client`` (the ``metrics``
-extra: ``pip install 'django-tether[metrics]'``); without the setting nothing is imported and consumers run exactly
+extra, docs/getting-started.md#1-install); without the setting nothing is imported and consumers run exactly
 as before. Mount ``tether.metrics.views.metrics_view`` in the project's URLs, behind whatever protection suits it
 (docs/observability.md lists every metric and shows a staff check and an IP allow-list).
 

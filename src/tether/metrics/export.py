@@ -34,7 +34,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess without the package
     raise ImproperlyConfigured(
         "TETHER_METRICS needs prometheus_client: install tether's metrics extra "
-        "(pip install 'django-tether[metrics]'), or set TETHER_METRICS = False."
+        "(pip install -e '.[metrics]' in a clone of tether), or set TETHER_METRICS = False."
     ) from exc
 
 from tether.metrics.tally import DROP_REASONS, DURATION_BUCKETS, LAG_BUCKETS, RECEIVED_KINDS, Tally, _Histogram

@@ -77,7 +77,7 @@ def _read_store(store: Any) -> Any:
         from tether.layers.redis.config import parse_hosts
     except ImportError:
         raise _fail(
-            'a Redis "store" needs the redis extra of django-tether (pip install "django-tether[redis]"); or use '
+            'a Redis "store" needs tether\'s redis extra (pip install -e ".[redis]" in a clone of tether); or use '
             '"store": "memory".'
         ) from None
     try:

@@ -2,7 +2,7 @@
 of every layer ``send`` and ``group_send`` carried inside the message, so that each delivery links to its send.
 
 Off unless the settings say ``TETHER_TRACING = True``, and then it needs the OpenTelemetry API and SDK (the ``otel``
-extra: ``pip install 'django-tether[otel]'``); without the setting nothing of OpenTelemetry is imported. The project
+extra, docs/getting-started.md#1-install); without the setting nothing of OpenTelemetry is imported. The project
 sets up its tracer and meter providers and exporters as OpenTelemetry documents (docs/observability.md#tracing);
 tether only asks the global providers for a tracer and a meter named ``tether``.
 

@@ -45,7 +45,8 @@ try:
     from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 except ImportError as exc:  # pragma: no cover - exercised by tests that hide the package
     raise ImproperlyConfigured(
-        "TETHER_TRACING = True needs OpenTelemetry: pip install 'django-tether[otel]' (or set TETHER_TRACING = False)."
+        "TETHER_TRACING = True needs OpenTelemetry: install tether's otel extra (pip install -e '.[otel]' in a clone "
+        "of tether), or set TETHER_TRACING = False."
     ) from exc
 
 import tether
