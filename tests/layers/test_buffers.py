@@ -45,6 +45,18 @@ async def test_a_waiting_receiver_gets_the_message_directly():
     assert local.sizes() == {"local_channels": 0, "local_queued": 0}
 
 
+async def test_asking_only_for_a_known_channel_gets_none_and_changes_nothing_for_an_unknown_one():
+    local, _, _ = buffers()
+    assert local.next_or_waiter("a", None, True) is None
+    assert not local.knows("a")
+
+
+async def test_asking_only_for_a_known_channel_gets_its_queued_message():
+    local, _, _ = buffers()
+    local.deliver("a", {"type": "x"}, now_ms() + 1000)
+    assert local.next_or_waiter("a", None, True) == {"type": "x"}
+
+
 async def test_sweep_forgets_idle_channels():
     local, _, _ = buffers()
     local.deliver("a", {"type": "x"}, now_ms() + 1000)

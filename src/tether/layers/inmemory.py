@@ -17,6 +17,7 @@ import asyncio
 import logging
 import secrets
 import time
+from asyncio import Future
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, NoReturn
 
@@ -85,6 +86,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
             self.get_capacity, self._expire, clock=time.monotonic, hold=expiry, sweep_every=self._sweep_every
         )
         self._durable = DurablePolicy(durable, visibility_timeout, max_attempts)
+        self._any_durable = bool(self._durable)  # asked on every receive: an attribute, not DurablePolicy.__bool__
         self._dead: dict[str, list[DeadLetter]] = {}
         # The layer measures time on the monotonic clock; the views show wall-clock times, as Channels' layer holds.
         # One offset per layer keeps the times a view shows stable from one read to the next.
@@ -158,12 +160,14 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     async def receive(self, channel: str) -> Message:
         buffers = self._buffers
-        if type(channel) is not str or not buffers.knows(channel):
-            self.require_valid_channel_name(channel)  # every channel with a buffer was checked on its way in
+        # Every channel with a buffer was checked on its way in: only a new one has its name checked here.
+        queued = buffers.next_or_waiter(channel, None, True) if type(channel) is str else None
+        if queued is None:
+            self.require_valid_channel_name(channel)
+            queued = buffers.next_or_waiter(channel)
         # The wait is written out rather than through ``await buffers.receive(channel)``: that coroutine's frame cost
         # 4.80M instead of 4.29M instructions to wake a group of 200 (callgrind, the same run).
-        queued = buffers.next_or_waiter(channel)
-        if isinstance(queued, asyncio.Future):
+        if isinstance(queued, Future):
             waiter = queued
             try:
                 message = await waiter
@@ -172,8 +176,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
                 raise
         else:
             message = queued
-        self._stats.counters["received"] += 1
-        if self._durable and (settings := self._durable.settings_for(channel)) is not None:
+        self._stats.received += 1
+        if self._any_durable and (settings := self._durable.settings_for(channel)) is not None:
             return self._delivered(channel, message, settings)
         return message
 
@@ -510,7 +514,7 @@ class ChannelQueueView:
         entry = self._layer._buffers.take(self._channel)
         if entry is None:
             raise asyncio.QueueEmpty(f"Channel {self._channel!r} holds no message.")
-        self._layer._stats.counters["received"] += 1
+        self._layer._stats.received += 1
         expires_at, message = entry
         return expires_at + self._layer._wall_offset, message
 

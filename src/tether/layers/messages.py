@@ -9,7 +9,7 @@ from tether.types import Message
 
 __all__ = ["clone_message", "copy_message", "private_copier", "require_valid_message"]
 
-_ATOMS = (str, bytes, int, float, bool, type(None))
+_ATOMS = frozenset((str, bytes, int, float, bool, type(None)))
 
 
 def _copy(value: Any, path: str) -> Any:
@@ -23,10 +23,11 @@ def _copy(value: Any, path: str) -> Any:
                 if not isinstance(key, str):
                     raise TypeError(f"Message keys must be str; {path} has key {key!r}.")
                 key = str.__str__(key)
-            copied[key] = _copy(item, f"{path}[{key!r}]")
+            # A plain atom (most values) is kept as it is, without naming its place for an error that cannot come.
+            copied[key] = item if type(item) in _ATOMS else _copy(item, f"{path}[{key!r}]")
         return copied
     if kind is list or kind is tuple:
-        return [_copy(item, f"{path}[{index}]") for index, item in enumerate(value)]
+        return [item if type(item) in _ATOMS else _copy(item, f"{path}[{index}]") for index, item in enumerate(value)]
     # Subclasses (SafeString, IntEnum, a str-based Enum) travel as their plain value, as they would through Redis.
     if isinstance(value, str):
         return str.__str__(value)

@@ -9,7 +9,7 @@ import math
 import secrets
 import string
 import sys
-from asyncio import get_running_loop
+from asyncio import Future, get_running_loop
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -188,10 +188,11 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
         # The hot path of every consumer: its own channel, already known here, with this loop's inbox listened to,
         # needs no checks and no listener. (A process-local name with a buffer here is one of this process's:
         # another process's channel never gets one. Looking for the "!" costs a tenth of looking for the client id.)
-        listening = loop is self._own_loop and type(channel) is str and "!" in channel and local.knows(channel)
-        if listening:
-            own = True
-        else:
+        listening = loop is self._own_loop and type(channel) is str and "!" in channel
+        queued = local.next_or_waiter(channel, loop, True) if listening else None
+        own = True
+        if queued is None:  # not the hot path after all
+            listening = False
             if type(channel) is not str or not local.knows(channel):
                 self.require_valid_channel_name(channel)  # names with a local buffer were checked on their way in
             own = self._own_marker in channel
@@ -200,23 +201,23 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
             if own and channel not in self._own:
                 self._own.add(channel)  # forgotten while nobody received on it (see own_channels.py): back in use
                 self._channel_back()
-        queued = local.next_or_waiter(channel, loop)
-        if isinstance(queued, asyncio.Future):
+            queued = local.next_or_waiter(channel, loop)
+        if isinstance(queued, Future):
             # Nothing here yet: this receiver now waits, and whoever listens to Redis for the channel is told (this
-            # process's own channels are listened for once per loop).
-            waiter = queued
+            # process's own channels are listened for once per loop: on the hot path, already).
             try:
-                if not own:
-                    await self._listen_for_named(self._loops.get(loop), channel)
-                elif loop is not self._own_loop:
-                    await self._listen_for_own(self._loops.get(loop), loop)
-                message = await waiter
+                if not listening:
+                    if not own:
+                        await self._listen_for_named(self._loops.get(loop), channel)
+                    elif loop is not self._own_loop:
+                        await self._listen_for_own(self._loops.get(loop), loop)
+                message = await queued
             except BaseException:
-                local.abandon(channel, waiter)
+                local.abandon(channel, queued)
                 raise
         else:
             message = queued
-        self._stats.counters["received"] += 1
+        self._stats.received += 1
         return message
 
     async def _listen_for_own(self, state: _State, loop: asyncio.AbstractEventLoop) -> None:
