@@ -24,7 +24,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "latest.json"
 DOCS = ROOT / "docs" / "benchmarks.md"
 IMAGES = ROOT / "docs" / "images"
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
-ORDER = ("layer", "fanout", "echo", "broadcast", "idle", "churn", "worker", "cluster")
+ORDER = ("layer", "fanout", "echo", "broadcast", "idle", "churn", "worker", "cluster", "metrics")
 PACKAGES = (
     "django-tether", "channels", "channels-redis", "daphne", "uvicorn", "granian", "websockets", "redis", "hiredis",
     "Django", "asgiref", "uvloop", "httptools", "Twisted", "msgpack",
@@ -256,6 +256,21 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     tether="cluster")  # fmt: skip
     add("Redis Cluster group_send to 1,000 in one process: p50 at most 1.5x a single Redis, same run",
         f"{fmt_ratio(slower)} of single", _at_most(slower, 1.5))  # fmt: skip
+
+    # Metrics (issue 14): the server CPU that metrics on costs over metrics off, in the same run.
+    cost = {
+        "echo, 1 client": "server CPU µs/msg",
+        "echo, 50 clients": "server CPU µs/msg",
+        "group_send to 1,000 members, in-memory layer": "server CPU ms/group_send",
+        "group_send to 1,000 members, Redis layer": "server CPU ms/group_send",
+    }
+    ratios = {
+        case: _ratio(results, "metrics", case, metric, "metrics off", tether="metrics on")
+        for case, metric in cost.items()
+    }
+    add("Metrics on: echo (1 and 50 clients) and group_send to 1,000 (in-memory, Redis) cost at most 1.05x the "
+        "server CPU of metrics off, same run", "; ".join(f"{case}: {fmt_ratio(v)}" for case, v in ratios.items()),
+        _verdict([_at_most(v, 1.05) for v in ratios.values()]))  # fmt: skip
     return targets
 
 
@@ -280,6 +295,7 @@ CHARTS: dict[str, tuple[str, ...]] = {
     "churn": ("ms/cycle (wall, 10 clients)", "RSS growth MB (all cycles)"),
     "worker": ("jobs/s", "jobs lost", "jobs duplicates"),
     "cluster": ("msgs/s", "p50 ms"),
+    "metrics": ("server CPU µs/msg", "server CPU ms/group_send", "CPU µs/frame", "CPU µs/member"),
 }
 
 

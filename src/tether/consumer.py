@@ -197,7 +197,15 @@ class AsyncConsumer:
             elif observer is None:
                 await consumer(scope, receive, send)
             else:
-                await observer.serve(consumer, scope, receive, send)
+                # observer.serve's steps, taken here: a coroutine of the observer's around the consumer's would be
+                # resumed at every wake-up of the connection's task (tether.metrics.observe).
+                connection = observer.watch(consumer, scope, send)
+                try:
+                    await consumer(scope, receive, connection.send)
+                except BaseException:
+                    connection.ended(failed=True)
+                    raise
+                connection.ended(failed=False)
 
         app.consumer_class = cls  # type: ignore[attr-defined]
         app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
