@@ -269,7 +269,7 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
         with stopping(*servers.values(), loadgen):
             for server in servers.values():
                 server.start()
-            # Twice make bench's rounds, shorter: the difference sought is a few percent, the noise of one round as much.
+            # Twice make bench's rounds, shorter: the difference sought is a few percent, as is one round's noise.
             duration = 1.0 * scale
             for clients in (1, 50):
                 rate: dict[str, list[float | None]] = {mode: [] for mode in modes}
