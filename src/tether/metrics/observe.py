@@ -1,13 +1,14 @@
 """Where the counting happens: around each consumer instance and each channel layer, while metrics are on.
 
-``Observer.serve`` runs one consumer instance in place of calling it, with its ``dispatch`` timed and its ASGI
-``send`` watched: the handshake's answer (accept, close, HTTP denial), the frames sent, the close code. Nothing in the
-consumer classes changes, and with metrics off ``as_asgi()`` calls the consumer directly (one global read per
-connection). ``Observer.instrument_layer`` times a layer's ``send``, ``group_send``, ``group_add`` and
-``group_discard`` and counts their errors. ``receive`` is left alone: its duration is the wait for the next message,
-not a latency, and a wrapper would cost every delivery of a broadcast (a coroutine around a call costs about 0.1 µs,
-timed with ``timeit``, against 2 to 3 µs per member in ``make bench``'s fan-out); an error there ends the consumer,
-which the connection counts show. No
+``Observer.watch`` gets one consumer instance ready to be counted, and ``as_asgi()`` runs it with the ``send`` the
+watcher gives and then tells the watcher it ended (``Observer.serve`` does the same for ``tether.tracing``): its
+``dispatch`` counted (and one message in ``TIMED_EVERY`` timed) and its ASGI ``send`` watched: the handshake's answer
+(accept, close, HTTP denial), the frames sent, the close code. Nothing in the consumer classes changes, and with
+metrics off ``as_asgi()`` calls the consumer directly (one global read per connection). ``Observer.instrument_layer``
+times a layer's ``send``, ``group_send``, ``group_add`` and ``group_discard`` and counts their errors. ``receive`` is
+left alone: its duration is the wait for the next message, not a latency, and a wrapper would cost every delivery of
+a broadcast (a coroutine around a call costs about 0.1 µs, timed with ``timeit``, against 2 to 3 µs per member in
+``make bench``'s fan-out); an error there ends the consumer, which the connection counts show. No
 ``prometheus_client`` here: counts go to a ``Tally``.
 """
 
