@@ -221,7 +221,6 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
         RedisServer,
         Row,
         Server,
-        alternate,
         median,
         note_tracebacks,
         percentile,
@@ -237,7 +236,11 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
     modes = list(MODES.values())
 
     def servers_for(layer: str, prefix: str) -> dict[str, Server]:
-        base = stack_env("tether", layer, redis_server.url if layer == "redis" else None, prefix)
+        # One hash seed for both: string hashing and dict layouts are then the same in both processes.
+        base = {
+            **stack_env("tether", layer, redis_server.url if layer == "redis" else None, prefix),
+            "PYTHONHASHSEED": "0",
+        }
         return {
             MODES[False]: Server("uvicorn", DJANGO_APP, {**base, "BENCH_METRICS": "0"}),
             MODES[True]: Server("uvicorn", DJANGO_APP, {**base, **on_env}),
@@ -263,86 +266,84 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
             if off is not None and on is not None:
                 bench.note(f"in process, {case}: metrics add {on - off:.2f} µs of CPU per {label.split('/')[1]}")
 
-        # Echo over uvicorn.
-        servers = servers_for("inmemory", "bench.metrics.echo.")
-        loadgen = LoadGen()
-        with stopping(*servers.values(), loadgen):
-            for server in servers.values():
-                server.start()
-            # Twice make bench's rounds, shorter: the difference sought is a few percent, as is one round's noise.
-            duration = 1.0 * scale
-            for clients in (1, 50):
-                rate: dict[str, list[float | None]] = {mode: [] for mode in modes}
-                cpu: dict[str, list[float | None]] = {mode: [] for mode in modes}
+        # Echo over uvicorn. Fresh servers every round: a process's own luck (its hash seed, where its memory landed)
+        # moved one of two long-lived servers 15% from the other in a run, metrics or not. Twice make bench's
+        # rounds, shorter ones: the difference sought is a few percent, as is one round's noise.
+        duration = 1.0 * scale
+        rate = {clients: {mode: [] for mode in modes} for clients in (1, 50)}
+        cpu = {clients: {mode: [] for mode in modes} for clients in (1, 50)}
+        with stopping(loadgen := LoadGen()):
+            for round_index in range(2 * rounds):
+                servers = servers_for("inmemory", f"bench.metrics.echo.{round_index}.")
+                with stopping(*servers.values()):
+                    for server in servers.values():
+                        server.start()
+                    for clients in (1, 50):
+                        for mode in modes if round_index % 2 == 0 else reversed(modes):
+                            server = servers[mode]
+                            before = cpu_seconds(server)
+                            result = loadgen.request(
+                                "echo", url=f"{server.ws_url}/ws/echo/", clients=clients, duration=duration,
+                                max_messages=200_000, size=100, timeout=duration + 60,
+                            )  # fmt: skip
+                            spent = cpu_seconds(server) - before
+                            if result["errors"]:
+                                bench.note(f"echo {mode}, {clients} clients: {result['errors']} client errors")
+                            rate[clients][mode].append(result["msgs_per_s"])
+                            cpu[clients][mode].append(1e6 * spent / max(1, result["messages"]))
+                    note_tracebacks(bench, "echo", list(servers.values()))
+        for clients in (1, 50):
+            case = f"echo, {clients} client" + ("s" if clients > 1 else "")
+            add(case, "server CPU µs/msg", "lower", cpu[clients])
+            add(case, "msgs/s", "higher", rate[clients])
 
-                def one_echo(round_index: int, mode: str, clients: int = clients, rate: Any = rate, cpu: Any = cpu):
-                    server = servers[mode]
-                    before = cpu_seconds(server)
-                    result = loadgen.request(
-                        "echo", url=f"{server.ws_url}/ws/echo/", clients=clients, duration=duration,
-                        max_messages=200_000, size=100, timeout=duration + 60,
-                    )  # fmt: skip
-                    spent = cpu_seconds(server) - before
-                    if result["errors"]:
-                        bench.note(f"echo {mode}, {clients} clients: {result['errors']} client errors")
-                    rate[mode].append(result["msgs_per_s"])
-                    cpu[mode].append(1e6 * spent / max(1, result["messages"]))
-
-                alternate(2 * rounds, modes, one_echo)
-                case = f"echo, {clients} client" + ("s" if clients > 1 else "")
-                add(case, "server CPU µs/msg", "lower", cpu)
-                add(case, "msgs/s", "higher", rate)
-            note_tracebacks(bench, "echo", list(servers.values()))
-
-        # group_send to 1,000 members over uvicorn, one layer at a time: a room of 1,000 clients on each server.
+        # group_send to 1,000 members over uvicorn, one layer at a time: a room of 1,000 clients on each server, fresh
+        # servers and rooms every round (as for the echo).
+        ident = 0
         for layer, name in LAYERS.items():
-            servers = servers_for(layer, f"bench.metrics.{layer}.")
-            loadgens = {mode: LoadGen() for mode in modes}
             per_send: dict[str, list[float | None]] = {mode: [] for mode in modes}
             p50: dict[str, list[float | None]] = {mode: [] for mode in modes}
-            ident = 0
-            with stopping(*servers.values(), *loadgens.values()):
-                for server in servers.values():
-                    server.start()
-                for mode, server in servers.items():
-                    joined = loadgens[mode].request(
-                        "room_join", urls=[f"{server.ws_url}/ws/room/metrics/"], count=MEMBERS, concurrency=50,
-                        timeout=300,
-                    )  # fmt: skip
-                    if joined["failed"]:
-                        bench.note(f"{name}, {mode}: {joined['failed']} of {MEMBERS:,} connections failed")
-
-                def one_send(
-                    round_index: int, mode: str, servers: Any = servers, loadgens: Any = loadgens, name: str = name,
-                    per_send: Any = per_send, p50: Any = p50,
-                ) -> None:  # fmt: skip
-                    nonlocal ident
-                    server, loadgen = servers[mode], loadgens[mode]
-                    samples: list[float] = []
-                    before = 0.0
-                    for attempt in range(BROADCASTS + 1):  # the first is a warm-up
-                        if attempt == 1:
-                            before = cpu_seconds(server)
-                        ident += 1
-                        t0 = loadgen.request("room_send", id=ident)["t0"]
-                        loadgen.send("room_wait", id=ident, timeout=WAIT)
-                        answer = loadgen.answer(timeout=WAIT + 30)
-                        if answer["last"] is None or answer["received"] < answer["expected"]:
-                            bench.note(f"{name}, {mode}: a group_send reached {answer['received']} of {MEMBERS:,}")
-                            per_send[mode].append(None)
-                            p50[mode].append(None)
-                            return
-                        if attempt:
-                            samples.append(answer["last"] - t0)
-                        time.sleep(0.02)
-                    per_send[mode].append(1e3 * (cpu_seconds(server) - before) / BROADCASTS)
-                    value = percentile(samples, 0.5)
-                    p50[mode].append(None if value is None else value * 1000)
-
-                alternate(rounds, modes, one_send)
-                for loadgen in loadgens.values():
-                    loadgen.request("close_all", timeout=120)
-                note_tracebacks(bench, f"group_send, {name}", list(servers.values()))
+            loadgens = {mode: LoadGen() for mode in modes}
+            with stopping(*loadgens.values()):
+                for round_index in range(rounds):
+                    servers = servers_for(layer, f"bench.metrics.{layer}.{round_index}.")
+                    with stopping(*servers.values()):
+                        for server in servers.values():
+                            server.start()
+                        for mode, server in servers.items():
+                            joined = loadgens[mode].request(
+                                "room_join", urls=[f"{server.ws_url}/ws/room/metrics/"], count=MEMBERS,
+                                concurrency=50, timeout=300,
+                            )  # fmt: skip
+                            if joined["failed"]:
+                                bench.note(f"{name}, {mode}: {joined['failed']} of {MEMBERS:,} connections failed")
+                        for mode in modes if round_index % 2 == 0 else reversed(modes):
+                            server, loadgen = servers[mode], loadgens[mode]
+                            samples: list[float] = []
+                            before = 0.0
+                            for attempt in range(BROADCASTS + 1):  # the first is a warm-up
+                                if attempt == 1:
+                                    before = cpu_seconds(server)
+                                ident += 1
+                                t0 = loadgen.request("room_send", id=ident)["t0"]
+                                loadgen.send("room_wait", id=ident, timeout=WAIT)
+                                answer = loadgen.answer(timeout=WAIT + 30)
+                                if answer["last"] is None or answer["received"] < answer["expected"]:
+                                    got = answer["received"]
+                                    bench.note(f"{name}, {mode}: a group_send reached {got} of {MEMBERS:,}")
+                                    break
+                                if attempt:
+                                    samples.append(answer["last"] - t0)
+                                time.sleep(0.02)
+                            complete = len(samples) == BROADCASTS
+                            per_send[mode].append(
+                                1e3 * (cpu_seconds(server) - before) / BROADCASTS if complete else None
+                            )
+                            value = percentile(samples, 0.5) if complete else None
+                            p50[mode].append(None if value is None else value * 1000)
+                        for loadgen in loadgens.values():
+                            loadgen.request("close_all", timeout=120)
+                        note_tracebacks(bench, f"group_send, {name}", list(servers.values()))
             case = f"group_send to {MEMBERS:,} members, {name} layer"
             add(case, "server CPU ms/group_send", "lower", per_send)
             add(case, "p50 ms", "lower", p50)

@@ -1,9 +1,9 @@
 """Where the counting happens: around each consumer instance and each channel layer, while metrics are on.
 
 ``Observer.watch`` gets one consumer instance ready to be counted, and ``as_asgi()`` runs it with the ``send`` the
-watcher gives and then tells the watcher it ended (``Observer.serve`` does the same for ``tether.tracing``): its
-``dispatch`` counted (and one message in ``TIMED_EVERY`` timed) and its ASGI ``send`` watched: the handshake's answer
-(accept, close, HTTP denial), the frames sent, the close code. Nothing in the consumer classes changes, and with
+watcher gives and then tells the watcher it ended: its ``dispatch`` counted (and one message in ``TIMED_EVERY``
+timed) and its ASGI ``send`` watched: the handshake's answer (accept, close, HTTP denial), the frames sent, the close
+code. Nothing in the consumer classes changes, and with
 metrics off ``as_asgi()`` calls the consumer directly (one global read per connection). ``Observer.instrument_layer``
 times a layer's ``send``, ``group_send``, ``group_add`` and ``group_discard`` and counts their errors. ``receive`` is
 left alone: its duration is the wait for the next message, not a latency, and a wrapper would cost every delivery of
@@ -24,7 +24,7 @@ from asgiref.sync import markcoroutinefunction
 
 from tether import loop_lag, status
 from tether.metrics.tally import LIFECYCLE_KINDS, TIMED_EVERY, ConsumerCounts, Tally, _Histogram
-from tether.types import Message, Receive, Scope, Send
+from tether.types import Message, Scope, Send
 
 __all__ = ["Observer"]
 
@@ -145,18 +145,6 @@ class Observer:
         # ``dispatch`` up on the instance, so both are timed, and the consumer classes stay as they are.
         consumer.dispatch = connection.wrap_dispatch(consumer.dispatch)
         return connection
-
-    async def serve(self, consumer: Any, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run ``consumer(scope, receive, send)``, counting what it does (``watch``, then the consumer, then
-        ``ended``): the way in for ``tether.tracing``. ``as_asgi()`` takes the same steps itself, so that no coroutine
-        of the observer's sits between the connection's task and its consumer, to be resumed at every wake-up."""
-        connection = self.watch(consumer, scope, send)
-        try:
-            await consumer(scope, receive, connection.send)
-        except BaseException:
-            connection.ended(failed=True)
-            raise
-        connection.ended(failed=False)
 
     def instrument_layer(self, alias: str, layer: Any) -> None:
         """Time ``layer``'s calls and count their errors under ``alias`` (instance attributes over its methods, so
