@@ -267,13 +267,13 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
                 bench.note(f"in process, {case}: metrics add {on - off:.2f} µs of CPU per {label.split('/')[1]}")
 
         # Echo over uvicorn. Fresh servers every round: a process's own luck (its hash seed, where its memory landed)
-        # moved one of two long-lived servers 15% from the other in a run, metrics or not. Twice make bench's
+        # moved one of two long-lived servers 15% from the other in a run, metrics or not. Three times make bench's
         # rounds, shorter ones: the difference sought is a few percent, as is one round's noise.
         duration = 1.0 * scale
         rate = {clients: {mode: [] for mode in modes} for clients in (1, 50)}
         cpu = {clients: {mode: [] for mode in modes} for clients in (1, 50)}
         with stopping(loadgen := LoadGen()):
-            for round_index in range(2 * rounds):
+            for round_index in range(3 * rounds):
                 servers = servers_for("inmemory", f"bench.metrics.echo.{round_index}.")
                 with stopping(*servers.values()):
                     for server in servers.values():
@@ -303,9 +303,13 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
         for layer, name in LAYERS.items():
             per_send: dict[str, list[float | None]] = {mode: [] for mode in modes}
             p50: dict[str, list[float | None]] = {mode: [] for mode in modes}
-            loadgens = {mode: LoadGen() for mode in modes}
-            with stopping(*loadgens.values()):
+            generators = [LoadGen(), LoadGen()]
+            with stopping(*generators):
                 for round_index in range(rounds):
+                    # Each load generator serves the other mode in the next round: its own luck falls on both.
+                    loadgens = dict(
+                        zip(modes, generators[round_index % 2 :] + generators[: round_index % 2], strict=True)
+                    )
                     servers = servers_for(layer, f"bench.metrics.{layer}.{round_index}.")
                     with stopping(*servers.values()):
                         for server in servers.values():
