@@ -15,7 +15,9 @@ In process (``python -m benchmarks.metrics inprocess``: no server, no sockets, s
 an ``AsyncWebsocketConsumer`` echo driven through its ASGI callables, 20,000 text frames, and a ``group_send`` to
 1,000 such consumers on each layer, each writing a frame, 100 sends. Process CPU time (``time.process_time()``, the
 exporter's thread included), which other work on a shared machine disturbs far less than wall time: µs per frame
-echoed, µs per member reached. The on - off difference is what metrics cost per message, in µs.
+echoed, µs per member reached. The on - off difference is what metrics cost per message, in µs. (A layer stays
+instrumented once metrics were on in a process, so there the off rounds time their group_send calls too: one call
+per send, a microsecond against milliseconds.)
 
 Every case alternates off and on within each round (off-on, then on-off), so both meet the same machine load.
 """
