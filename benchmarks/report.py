@@ -24,7 +24,10 @@ RESULTS = ROOT / "benchmarks" / "results" / "latest.json"
 DOCS = ROOT / "docs" / "benchmarks.md"
 IMAGES = ROOT / "docs" / "images"
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
-ORDER = ("layer", "fanout", "echo", "broadcast", "idle", "churn", "worker", "cluster", "fanout_processes", "streams")
+ORDER = (
+    "layer", "fanout", "echo", "broadcast", "idle", "churn", "worker", "cluster", "fanout_processes", "streams",
+    "metrics",
+)  # fmt: skip
 PACKAGES = (
     "django-tether", "channels", "channels-redis", "daphne", "uvicorn", "granian", "websockets", "redis", "hiredis",
     "Django", "asgiref", "uvloop", "httptools", "Twisted", "msgpack",
@@ -280,6 +283,20 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         recover = _med(_row(results, "streams", f"{layer}, recover 1,000 missed", "recover p50 ms"), "recover")
         add(f"Recovery of 1,000 missed messages, {layer}: p50 under 20 ms", f"{fmt(recover, 'ms')} ms",
             _at_most(recover, 19.999))  # fmt: skip
+    # Metrics (issue 14): the server CPU that metrics on costs over metrics off, in the same run.
+    cost = {
+        "echo, 1 client": "server CPU µs/msg",
+        "echo, 50 clients": "server CPU µs/msg",
+        "group_send to 1,000 members, in-memory layer": "server CPU ms/group_send",
+        "group_send to 1,000 members, Redis layer": "server CPU ms/group_send",
+    }
+    ratios = {
+        case: _ratio(results, "metrics", case, metric, "metrics off", tether="metrics on")
+        for case, metric in cost.items()
+    }
+    add("Metrics on: echo (1 and 50 clients) and group_send to 1,000 (in-memory, Redis) cost at most 1.05x the "
+        "server CPU of metrics off, same run", "; ".join(f"{case}: {fmt_ratio(v)}" for case, v in ratios.items()),
+        _verdict([_at_most(v, 1.05) for v in ratios.values()]))  # fmt: skip
     return targets
 
 
@@ -306,6 +323,7 @@ CHARTS: dict[str, tuple[str, ...]] = {
     "cluster": ("msgs/s", "p50 ms"),
     "fanout_processes": ("p50 ms", "Redis cmds/group_send", "CPU ms/group_send (sender + members)"),
     "streams": ("p50 ms", "CPU ms/send", "recover p50 ms"),
+    "metrics": ("server CPU µs/msg", "server CPU ms/group_send", "CPU µs/frame", "CPU µs/member"),
 }
 
 

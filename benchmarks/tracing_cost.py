@@ -5,13 +5,13 @@ Usage::
 
     .venv/bin/python benchmarks/tracing_cost.py [--rounds 5]
 
-The cases are metrics_cost.py's (an echo consumer driven through its ASGI callables, 20,000 frames; a group_send
-to 1,000 in-memory members, each writing a frame), measured with OpenTelemetry's SDK set up as in production: spans
-through a batch processor to an exporter that drops them, the delivery-lag histogram into a meter provider with a
-reader. "unsampled" is the SDK's sampler saying no to every connection, as a ratio sampler does to most; "sampled"
-records every span. The modes alternate within each round, so all meet the same machine load; the best round is
-shown beside the median. It also times the one thing tracing adds with tracing off: the consumer's check for the
-trace key, per message. Nothing here asserts: it prints.
+The cases are the in-process ones of benchmarks/metrics.py (an echo consumer driven through its ASGI callables,
+20,000 frames; a group_send to 1,000 in-memory members, each writing a frame), measured with OpenTelemetry's SDK set
+up as in production: spans through a batch processor to an exporter that drops them, the delivery-lag histogram into
+a meter provider with a reader. "unsampled" is the SDK's sampler saying no to every connection, as a ratio sampler
+does to most; "sampled" records every span. The modes alternate within each round, so all meet the same machine
+load; the best round is shown beside the median. It also times the one thing tracing adds with tracing off: the
+consumer's check for the trace key, per message. Nothing here asserts: it prints.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def main() -> None:
     setup()
     from django.test import override_settings
 
-    from benchmarks.metrics_cost import consumer_class, echo, group_send
+    from benchmarks.metrics import consumer_class, echo, group_send
 
     echo_class = consumer_class()
     group_class = type("GroupEcho", (echo_class,), {"groups": ["bench"]})

@@ -3,7 +3,7 @@
 ``BENCH_STACK`` is ``tether`` or ``channels``; ``BENCH_LAYER`` is ``none``, ``inmemory``, ``redis`` or ``pubsub``;
 ``BENCH_REDIS_URL`` and ``BENCH_PREFIX`` point the Redis layers at the benchmark's own redis-server.
 ``BENCH_METRICS`` (``0`` or ``1``, for tether) installs the tether app and sets ``TETHER_METRICS`` to it, for
-benchmarks/metrics_cost.py's comparison of the two.
+benchmarks/metrics.py's comparison of the two (make bench BENCH=metrics).
 """
 
 import os

@@ -194,14 +194,25 @@ class AsyncConsumer:
 
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
             consumer = cls(**initkwargs)
-            observer = metrics.observer  # None unless TETHER_METRICS: then the observer runs and counts it
-            tracer = tracing.tracer  # None unless TETHER_TRACING: then it runs the consumer (or the observer)
-            if tracer is not None:
-                await tracer.serve(consumer, scope, receive, send, None if observer is None else observer.serve)
-            elif observer is None:
+            observer = metrics.observer  # None unless TETHER_METRICS: then it counts what the consumer does
+            tracer = tracing.tracer  # None unless TETHER_TRACING: then the consumer runs in its connection span
+            if observer is None and tracer is None:
                 await consumer(scope, receive, send)
-            else:
-                await observer.serve(consumer, scope, receive, send)
+                return
+            # The observer watches from here rather than from a coroutine of its own around the consumer's, which
+            # every wake-up of the connection's task would pass through (tether.metrics.observe).
+            connection = None if observer is None else observer.watch(consumer, scope, send)
+            try:
+                if tracer is None:
+                    await consumer(scope, receive, connection.send if connection is not None else send)
+                else:
+                    await tracer.serve(consumer, scope, receive, connection.send if connection is not None else send)
+            except BaseException:
+                if connection is not None:
+                    connection.ended(failed=True)
+                raise
+            if connection is not None:
+                connection.ended(failed=False)
 
         app.consumer_class = cls  # type: ignore[attr-defined]
         app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]

@@ -18,7 +18,7 @@ from tether import metrics
 from tether.exceptions import ChannelFull, DenyConnection
 from tether.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 from tether.layers import InMemoryChannelLayer, channel_layers
-from tether.metrics.tally import DURATION_BUCKETS, _Histogram, close_code_label, message_kind
+from tether.metrics.tally import DURATION_BUCKETS, TIMED_EVERY, _Histogram, close_code_label, message_kind
 from tether.testing import WebsocketCommunicator
 
 prometheus_client = pytest.importorskip("prometheus_client", reason="the 'metrics' extra is not installed")
@@ -97,6 +97,13 @@ def test_a_value_on_a_bucket_bound_counts_in_that_bucket() -> None:
     assert histogram.count == 3
 
 
+def test_a_weighted_observation_counts_as_that_many() -> None:
+    histogram = _Histogram(DURATION_BUCKETS)
+    histogram.observe(0.002, 8)
+    assert histogram.counts[2] == 8 and histogram.count == 8
+    assert histogram.total == pytest.approx(0.016)
+
+
 @pytest.mark.parametrize(("setting", "value"), [("TETHER_METRICS", "yes"), ("TETHER_METRICS_FLUSH_INTERVAL", 0)])
 def test_a_bad_setting_is_named(setting: str, value: object) -> None:
     wrong = {"TETHER_METRICS": True, setting: value}
@@ -126,8 +133,8 @@ async def test_frames_handlers_and_closes_of_an_accepted_connection(metrics_on: 
         "binary_out": sample("tether_messages_sent_total", consumer="Echo", kind="binary"),
         "4xxx": sample("tether_websocket_closes_total", consumer="Echo", code="4xxx"),
         "1000": sample("tether_websocket_closes_total", consumer="Echo", code="1000"),
-        "handled": sample("tether_handler_duration_seconds_count", consumer="Echo", kind="text"),
-        "fast": sample("tether_handler_duration_seconds_bucket", consumer="Echo", kind="text", le="10.0"),
+        "connects": sample("tether_handler_duration_seconds_count", consumer="Echo", kind="connect"),
+        "fast": sample("tether_handler_duration_seconds_bucket", consumer="Echo", kind="connect", le="10.0"),
     }
     first = WebsocketCommunicator(Echo.as_asgi(), "/")
     assert (await first.connect(WAIT))[0]
@@ -151,11 +158,32 @@ async def test_frames_handlers_and_closes_of_an_accepted_connection(metrics_on: 
     # The consumer's own close code, not the one the client echoed; the second closed by the client with 1000.
     assert sample("tether_websocket_closes_total", consumer="Echo", code="4xxx") - before["4xxx"] == 1
     assert sample("tether_websocket_closes_total", consumer="Echo", code="1000") - before["1000"] == 1
-    # Buckets are cumulative in the exposition: the two text handlers took well under 10 s.
-    assert sample("tether_handler_duration_seconds_count", consumer="Echo", kind="text") - before["handled"] == 2
+    # Every connect handler is timed; buckets are cumulative in the exposition: both took well under 10 s.
+    assert sample("tether_handler_duration_seconds_count", consumer="Echo", kind="connect") - before["connects"] == 2
     assert (
-        sample("tether_handler_duration_seconds_bucket", consumer="Echo", kind="text", le="10.0") - before["fast"] == 2
+        sample("tether_handler_duration_seconds_bucket", consumer="Echo", kind="connect", le="10.0") - before["fast"]
+        == 2
     )
+
+
+async def test_one_frame_in_timed_every_is_timed_and_counts_for_them_all(metrics_on: None) -> None:
+    # Turning metrics on starts a fresh tally, so the Echo class's text frames are counted from zero here.
+    before = {
+        "received": sample("tether_messages_received_total", consumer="Echo", kind="text"),
+        "timed": sample("tether_handler_duration_seconds_count", consumer="Echo", kind="text"),
+    }
+    communicator = WebsocketCommunicator(Echo.as_asgi(), "/")
+    assert (await communicator.connect(WAIT))[0]
+    frames = 2 * TIMED_EVERY - 1
+    for index in range(frames):
+        await communicator.send_to(text_data=f"frame {index}")
+        assert await communicator.receive_from(WAIT) == f"frame {index}"
+    await communicator.disconnect()
+
+    assert sample("tether_messages_received_total", consumer="Echo", kind="text") - before["received"] == frames
+    # The TIMED_EVERY-th frame was timed and stands for the frames before it; the ones after wait for the next.
+    timed = sample("tether_handler_duration_seconds_count", consumer="Echo", kind="text") - before["timed"]
+    assert timed == TIMED_EVERY
 
 
 async def test_refused_denied_failed_and_abandoned_handshakes(metrics_on: None) -> None:

@@ -180,7 +180,7 @@ class Exporter:
                 )
                 self._counters(CLOSES, {(consumer, code): n for code, n in list(counts.closes.items())})
                 handlers = {(consumer, kind): histogram for kind, histogram in list(counts.handlers.items())}
-                received = {labels: handlers[labels].count for labels in handlers if labels[1] in RECEIVED_KINDS}
+                received = {labels: handlers[labels].handled for labels in handlers if labels[1] in RECEIVED_KINDS}
                 self._counters(MESSAGES_RECEIVED, received)
                 self._counters(
                     MESSAGES_SENT, {(consumer, "text"): counts.sent_text, (consumer, "binary"): counts.sent_binary}

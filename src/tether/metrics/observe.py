@@ -1,13 +1,14 @@
 """Where the counting happens: around each consumer instance and each channel layer, while metrics are on.
 
-``Observer.serve`` runs one consumer instance in place of calling it, with its ``dispatch`` timed and its ASGI
-``send`` watched: the handshake's answer (accept, close, HTTP denial), the frames sent, the close code. Nothing in the
-consumer classes changes, and with metrics off ``as_asgi()`` calls the consumer directly (one global read per
-connection). ``Observer.instrument_layer`` times a layer's ``send``, ``group_send``, ``group_add`` and
-``group_discard`` and counts their errors. ``receive`` is left alone: its duration is the wait for the next message,
-not a latency, and a wrapper would cost every delivery of a broadcast (a coroutine around a call costs about 0.1 µs,
-timed with ``timeit``, against 2 to 3 µs per member in ``make bench``'s fan-out); an error there ends the consumer,
-which the connection counts show. No
+``Observer.watch`` gets one consumer instance ready to be counted, and ``as_asgi()`` runs it with the ``send`` the
+watcher gives and then tells the watcher it ended: its ``dispatch`` counted (and one message in ``TIMED_EVERY``
+timed) and its ASGI ``send`` watched: the handshake's answer (accept, close, HTTP denial), the frames sent, the close
+code. Nothing in the consumer classes changes, and with
+metrics off ``as_asgi()`` calls the consumer directly (one global read per connection). ``Observer.instrument_layer``
+times a layer's ``send``, ``group_send``, ``group_add`` and ``group_discard`` and counts their errors. ``receive`` is
+left alone: its duration is the wait for the next message, not a latency, and a wrapper would cost every delivery of
+a broadcast (a coroutine around a call costs about 0.1 µs, timed with ``timeit``, against 2 to 3 µs per member in
+``make bench``'s fan-out); an error there ends the consumer, which the connection counts show. No
 ``prometheus_client`` here: counts go to a ``Tally``.
 """
 
@@ -22,8 +23,8 @@ from typing import Any
 from asgiref.sync import markcoroutinefunction
 
 from tether import loop_lag, status
-from tether.metrics.tally import LIFECYCLE_KINDS, ConsumerCounts, Tally
-from tether.types import Message, Receive, Scope, Send
+from tether.metrics.tally import LIFECYCLE_KINDS, TIMED_EVERY, ConsumerCounts, Tally, _Histogram
+from tether.types import Message, Scope, Send
 
 __all__ = ["Observer"]
 
@@ -42,12 +43,15 @@ _ANSWERS = {
 class _Connection:
     """What one consumer instance did: the answer to its handshake and how it closed."""
 
-    __slots__ = ("answer", "close_code", "counts")
+    __slots__ = ("answer", "close_code", "counts", "send", "websocket")
 
-    def __init__(self, counts: ConsumerCounts) -> None:
+    def __init__(self, counts: ConsumerCounts, websocket: bool, send: Send) -> None:
         self.counts = counts
+        self.websocket = websocket  # only WebSocket scopes count as connections
         self.answer: str | None = None  # accepted, refused, denied (or http: not a WebSocket)
         self.close_code: int | None = None  # sent by the consumer after accepting, else the client's
+        #: The server's ``send``, counting what passes: the one to give the consumer.
+        self.send = self.wrap_send(send)
 
     def wrap_send(self, send: Send) -> Send:
         counts = self.counts
@@ -86,26 +90,34 @@ class _Connection:
         # Looked up once per connection: a frame or a layer event costs attribute reads, not a lookup by kind.
         text, binary, layer = counts.handler("text"), counts.handler("binary"), counts.handler("layer")
 
-        async def timed_dispatch(message: Message) -> None:
+        # A plain function returning the consumer's own coroutine, as ``counted_send``: a frame or a layer event is
+        # counted with one call, and only every ``TIMED_EVERY``-th of its kind (per consumer class) pays for a clock
+        # and a coroutine around its handler. The connection's own events (connect, disconnect) are all timed.
+        def counted_dispatch(message: Message) -> Awaitable[None]:
             message_type = message.get("type")
             if message_type == "websocket.receive":
-                histogram = text if message.get("text") is not None else binary
+                histogram = binary if message.get("text") is None else text
             elif message_type in LIFECYCLE_KINDS:
                 kind = LIFECYCLE_KINDS[message_type]
                 if kind == "disconnect" and self.close_code is None:
                     self.close_code = message.get("code", 1005)
                 histogram = counts.handler(kind)
+                histogram.handled += 1
+                return _timed(dispatch, message, histogram, 1)
             else:
                 histogram = layer
-            started = perf_counter()
-            try:
-                await dispatch(message)
-            finally:
-                histogram.observe(perf_counter() - started)
+            histogram.handled += 1
+            if histogram.handled % TIMED_EVERY:
+                return dispatch(message)
+            return _timed(dispatch, message, histogram, TIMED_EVERY)
 
-        return timed_dispatch
+        # Sync consumers' ``dispatch`` is a coroutine function too; keep looking like one.
+        return markcoroutinefunction(counted_dispatch)
 
     def ended(self, failed: bool) -> None:
+        """The consumer returned (or raised: ``failed``): count how its connection ended."""
+        if not self.websocket:
+            return
         if self.answer == "accepted":
             # No close code: the consumer raised, and the server dropped the connection (1006 for the client).
             self.counts.closed(self.close_code if self.close_code is not None else 1006)
@@ -121,25 +133,18 @@ class Observer:
         self.tally = tally
         self._instrumented: weakref.WeakSet[Any] = weakref.WeakSet()
 
-    async def serve(self, consumer: Any, scope: Scope, receive: Receive, send: Send) -> None:
-        """Run ``consumer(scope, receive, send)``, counting what it does. WebSocket connections count as
+    def watch(self, consumer: Any, scope: Scope, send: Send) -> _Connection:
+        """Get ``consumer`` ready to be counted and return its connection's watcher: run the consumer with
+        ``connection.send`` as its ``send``, then call ``connection.ended()``. WebSocket connections count as
         connections (attempts, open, closes); every scope counts its messages and handler durations."""
         loop_lag.probe_for_running_loop()
         if status.publishing:  # the tether.status app is installed: this process reports to its admin page
             status.publish_from_running_loop()
-        connection = _Connection(self.tally.consumer(type(consumer).__name__))
+        connection = _Connection(self.tally.consumer(type(consumer).__name__), scope.get("type") == "websocket", send)
         # An instance attribute in front of the class's method: __call__ and the durable-settling path both look
         # ``dispatch`` up on the instance, so both are timed, and the consumer classes stay as they are.
         consumer.dispatch = connection.wrap_dispatch(consumer.dispatch)
-        failed = False
-        try:
-            await consumer(scope, receive, connection.wrap_send(send))
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            if scope.get("type") == "websocket":
-                connection.ended(failed)
+        return connection
 
     def instrument_layer(self, alias: str, layer: Any) -> None:
         """Time ``layer``'s calls and count their errors under ``alias`` (instance attributes over its methods, so
@@ -151,10 +156,21 @@ class Observer:
         for operation in _TIMED_LAYER_CALLS:
             method = getattr(layer, operation, None)
             if method is not None:
-                setattr(layer, operation, _timed(self, alias, operation, method))
+                setattr(layer, operation, _timed_layer_call(self, alias, operation, method))
 
 
-def _timed(observer: Observer, alias: str, operation: str, method: Callable[..., Awaitable[None]]) -> Any:
+async def _timed(
+    dispatch: Callable[[Message], Awaitable[None]], message: Message, histogram: _Histogram, weight: int
+) -> None:
+    """Handle ``message``, and observe how long it took in ``histogram`` as ``weight`` observations."""
+    started = perf_counter()
+    try:
+        await dispatch(message)
+    finally:
+        histogram.observe(perf_counter() - started, weight)
+
+
+def _timed_layer_call(observer: Observer, alias: str, operation: str, method: Callable[..., Awaitable[None]]) -> Any:
     @functools.wraps(method)
     async def timed(*args: Any, **kwargs: Any) -> None:
         started = perf_counter()

@@ -25,6 +25,7 @@ __all__ = [
     "LAG_BUCKETS",
     "LIFECYCLE_KINDS",
     "RECEIVED_KINDS",
+    "TIMED_EVERY",
     "ConsumerCounts",
     "Tally",
     "close_code_label",
@@ -71,6 +72,11 @@ DROP_REASONS: dict[str, str] = {
     "prefetch_lost": "prefetch_lost",
 }
 
+#: One message in this many of each kind (text, binary, layer) and consumer class has its handler timed, and its
+#: duration counts for all of them; the messages themselves are all counted. Two clock reads, a coroutine and a
+#: histogram update per message cost more than everything else metrics do per message (benchmarks/metrics.py).
+TIMED_EVERY = 8
+
 #: The handler kinds that are messages received (the others are the connection's own events).
 RECEIVED_KINDS = ("text", "binary", "layer")
 
@@ -105,19 +111,24 @@ def message_kind(message: Any) -> str:
 
 
 class _Histogram:
-    """Observations of one label set: a count per bucket (not cumulative; the last is +Inf) and their sum."""
+    """Observations of one label set: a count per bucket (not cumulative; the last is +Inf) and their sum.
 
-    __slots__ = ("bounds", "counts", "total")
+    ``handled`` counts the messages of a handler kind exactly, of which only some are timed (``TIMED_EVERY``).
+    """
+
+    __slots__ = ("bounds", "counts", "handled", "total")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)
         self.total = 0.0
+        self.handled = 0
 
-    def observe(self, value: float) -> None:
+    def observe(self, value: float, weight: int = 1) -> None:
+        """Count ``value`` ``weight`` times (a sampled value stands for the messages that were not timed)."""
         # bisect_left: a value equal to a bound belongs to that bound's bucket (Prometheus's "le").
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
+        self.counts[bisect_left(self.bounds, value)] += weight
+        self.total += value * weight
 
     @property
     def count(self) -> int:
@@ -128,8 +139,8 @@ class ConsumerCounts:
     """The counts of one consumer class, held by each of its connections so that the hot path is an attribute
     increment and a histogram observation, with no label tuple built or looked up per message.
 
-    The messages a consumer received are the observations of its ``text``, ``binary`` and ``layer`` handler
-    histograms: one observation per message handled.
+    The messages a consumer received are the ``handled`` counts of its ``text``, ``binary`` and ``layer`` handler
+    histograms (every message; the histograms' observations are a sample of them, ``TIMED_EVERY``).
     """
 
     __slots__ = ("attempts", "closes", "handlers", "open", "sent_binary", "sent_text")

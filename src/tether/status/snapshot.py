@@ -30,7 +30,8 @@ def consumer_counts(tally: Tally) -> dict[str, dict[str, int]]:
     """Consumer class -> ``open`` connections, messages ``in`` (handled) and ``out`` (frames sent) so far."""
     counts: dict[str, dict[str, int]] = {}
     for name, consumer in list(tally.consumers.items()):
-        handled = sum(histogram.count for kind, histogram in list(consumer.handlers.items()) if kind in RECEIVED_KINDS)
+        kinds = list(consumer.handlers.items())
+        handled = sum(histogram.handled for kind, histogram in kinds if kind in RECEIVED_KINDS)
         counts[name] = {"open": consumer.open, "in": handled, "out": consumer.sent_text + consumer.sent_binary}
     return counts
 

@@ -268,9 +268,9 @@ class Tracing:
         self.active = True
         self._instrumented: weakref.WeakSet[Any] = weakref.WeakSet()
 
-    async def serve(self, consumer: Any, scope: Scope, receive: Receive, send: Send, serve: Any | None) -> None:
-        """Run ``consumer`` (through ``serve``, the metrics observer's ``serve``, when given) inside its connection
-        span, with its ``dispatch`` and ``send`` traced."""
+    async def serve(self, consumer: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run ``consumer`` inside its connection span, with its ``dispatch`` and ``send`` traced (over the metrics
+        observer's counting, when metrics are on: ``as_asgi()`` sets that up first)."""
         scope_type = scope.get("type")
         span: Span | None = None
         if scope_type in ("websocket", "http"):
@@ -298,10 +298,7 @@ class Tracing:
         # (a group_send, a database span) follows its sampling decision even where no message span is recorded.
         token = otel_context.attach(trace.set_span_in_context(span)) if span is not None else None
         try:
-            if serve is not None:
-                await serve(consumer, scope, receive, send)
-            else:
-                await consumer(scope, receive, send)
+            await consumer(scope, receive, send)
         except Exception as error:
             if span is not None:
                 _failed(span, error)
