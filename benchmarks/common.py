@@ -82,11 +82,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def raise_fd_limit() -> int:
-    """Raise this process's open-file limit to its hard limit (children inherit it); return the new soft limit."""
+def raise_fd_limit(at_least: int = 0) -> int:
+    """Raise this process's open-file limit to its hard limit (children inherit it); return the new soft limit.
+
+    With ``at_least``, the hard limit is raised to that first where the process may (root, or CAP_SYS_RESOURCE; the
+    kernel's ``fs.nr_open`` bounds it); otherwise the soft limit stays at the hard one, and the caller sees less.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY:
         hard = 1 << 20
+    if at_least > hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (at_least, at_least))
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]

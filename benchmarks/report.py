@@ -24,7 +24,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "latest.json"
 DOCS = ROOT / "docs" / "benchmarks.md"
 IMAGES = ROOT / "docs" / "images"
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
-ORDER = ("layer", "fanout", "echo", "broadcast", "idle", "churn", "worker", "cluster")
+ORDER = ("layer", "fanout", "echo", "broadcast", "idle", "capacity", "churn", "worker", "cluster")
 PACKAGES = (
     "django-tether", "channels", "channels-redis", "daphne", "uvicorn", "granian", "websockets", "redis", "hiredis",
     "Django", "asgiref", "uvloop", "httptools", "Twisted", "msgpack",
@@ -277,6 +277,7 @@ CHARTS: dict[str, tuple[str, ...]] = {
     "echo": ("msgs/s", "RTT p50 ms"),
     "broadcast": ("p50 ms",),
     "idle": ("KiB/connection",),
+    "capacity": ("KiB/connection", "s to connect all", "s until all have the broadcast"),
     "churn": ("ms/cycle (wall, 10 clients)", "RSS growth MB (all cycles)"),
     "worker": ("jobs/s", "jobs lost", "jobs duplicates"),
     "cluster": ("msgs/s", "p50 ms"),

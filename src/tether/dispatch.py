@@ -19,6 +19,9 @@ Promises:
   from its sources, and the server's flow control (TCP windows, the layer's capacity) keeps working. (This also bounds
   the prompt disconnect: it is seen while a handler runs as long as at most one more client message waits behind it.)
 * **Nothing kept.** No message is referenced once its handler returned: an idle connection holds no message.
+* **Lazy sources read only once needed.** A lazy source (``LazySource``: the channel layer's channel, the drain)
+  gets no reader until it says a message may be there (``arm``'s ``start``); what arrived before is kept by the
+  source and read first. An idle connection then costs one reader, not three (about 1 KiB of memory each).
 * **Clean exit.** It returns or raises when ``dispatch`` does, or raises what a source raised; every pending receive
   and running handler task is cancelled and awaited on the way out, so nothing is left half-done.
 
@@ -35,12 +38,28 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["await_many_dispatch"]
+__all__ = ["LazySource", "await_many_dispatch"]
 
 #: A handed-over message: (taken, message, error, interrupts). ``taken`` is resolved when the loop takes it.
 _Item = tuple["asyncio.Future[None] | None", Any, "BaseException | None", bool]
+
+
+class LazySource(Protocol):
+    """A message source that is read only once it may have a message: most connections never get a layer message or
+    the drain's, and a reader waiting on each would cost a task per connection for nothing.
+
+    Calling it receives, as a plain source. ``arm(start)`` asks it to call ``start(self)`` once, on the loop, when a
+    message may be there (at once if one is); from then on a reader receives from it. The source keeps what arrives
+    before the reader's first receive. ``disarm()`` withdraws the request when the loop ends before ``start``.
+    """
+
+    def __call__(self) -> Awaitable[Any]: ...
+
+    def arm(self, start: Callable[[LazySource], None]) -> None: ...
+
+    def disarm(self) -> None: ...
 
 
 async def await_many_dispatch(
@@ -51,6 +70,7 @@ async def await_many_dispatch(
     max_concurrency: int = 1,
     concurrency_key: Callable[[Any], Hashable | None] | None = None,
     exclusive: Callable[[Any], bool] | None = None,
+    lazy: list[LazySource] | None = None,
 ) -> None:
     """Wait on several message sources at once and dispatch each message as it arrives.
 
@@ -65,11 +85,11 @@ async def await_many_dispatch(
     each in its own task; ``concurrency_key(message)`` returns a key whose messages run one at a time in arrival
     order (``None``: no order needed), and ``exclusive(message)`` marks messages that run alone, after the handlers
     before them and before any after them. Without these keywords it behaves as Channels' function: one message at a
-    time, in the caller's task.
+    time, in the caller's task. ``lazy`` sources are read from the moment they say a message may be there.
     """
     if type(max_concurrency) is not int or max_concurrency < 1:
         raise ValueError(f"max_concurrency must be a whole number of at least 1, not {max_concurrency!r}.")
-    loop = _DispatchLoop(consumer_callables, interrupts)
+    loop = _DispatchLoop(consumer_callables, interrupts, lazy)
     try:
         if max_concurrency == 1:
             await loop.one_at_a_time(dispatch)
@@ -92,6 +112,7 @@ class _DispatchLoop:
         "cancel_requested",
         "handlers_in_caller",
         "handling_interruption",
+        "lazy",
         "loop",
         "pending_interrupts",
         "readers",
@@ -100,10 +121,16 @@ class _DispatchLoop:
         "wakeup",
     )
 
-    def __init__(self, sources: list[Callable[[], Awaitable[Any]]], interrupts: Callable[[Any], bool] | None) -> None:
+    def __init__(
+        self,
+        sources: list[Callable[[], Awaitable[Any]]],
+        interrupts: Callable[[Any], bool] | None,
+        lazy: list[LazySource] | None = None,
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         # Handed-over messages in the order their receives completed. At most two per source.
-        self.ready: deque[_Item] = deque()
+        # A list, not a deque: it holds a few items at most, and an empty deque takes 600 bytes per connection.
+        self.ready: list[_Item] = []
         self.wakeup: asyncio.Future[None] | None = None
         # Interrupting messages handed over and not dispatched yet: everything before them is dropped.
         self.pending_interrupts = 0
@@ -120,6 +147,18 @@ class _DispatchLoop:
             self.loop.create_task(self.read(source, interrupts if index == 0 else None))
             for index, source in enumerate(sources)
         ]
+        # Lazy sources not started yet (None once the loop closed: a start that comes late is ignored).
+        self.lazy: list[LazySource] | None = lazy
+        if lazy:
+            for source in lazy:
+                source.arm(self.start)
+
+    def start(self, source: LazySource) -> None:
+        """A lazy source may have a message: read it from now on (once; never after the loop closed)."""
+        lazy = self.lazy
+        if lazy is not None and source in lazy:
+            lazy.remove(source)
+            self.readers.append(self.loop.create_task(self.read(source, None)))
 
     def wake(self) -> None:
         wakeup = self.wakeup
@@ -180,7 +219,7 @@ class _DispatchLoop:
         Raises what a source raised. Messages that arrived before a pending interruption are dropped here.
         """
         while self.ready:
-            taken, message, error, ends = self.ready.popleft()
+            taken, message, error, ends = self.ready.pop(0)
             if error is not None:
                 raise error
             taken.set_result(None)  # type: ignore[union-attr]
@@ -203,7 +242,7 @@ class _DispatchLoop:
                 await self.wakeup
                 self.wakeup = None
                 continue
-            taken, message, error, ends = ready.popleft()
+            taken, message, error, ends = ready.pop(0)
             if error is not None:
                 raise error
             taken.set_result(None)  # type: ignore[union-attr]
@@ -324,6 +363,9 @@ class _DispatchLoop:
     async def close(self) -> None:
         """Cancel the readers and any handler task still running, and let the cancellations land."""
         self.handlers_in_caller = False  # the caller is no longer in a handler: nothing may cancel it now
+        lazy, self.lazy = self.lazy, None
+        for source in lazy or ():
+            source.disarm()
         pending = [*self.readers, *self.tasks]
         for task in pending:
             task.cancel()
