@@ -283,6 +283,8 @@ class Server:
     kind: str
     app: str
     env: dict[str, str] = field(default_factory=dict)
+    #: More command-line options for the server, after the benchmark's own (a later option wins over an earlier one).
+    args: list[str] = field(default_factory=list)
     port: int = 0
     proc: subprocess.Popen[Any] | None = None
     log: Any = None
@@ -305,6 +307,7 @@ class Server:
             command = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "-v", "0", self.app]
         else:
             raise ValueError(f"unknown server kind {self.kind!r}")
+        command += self.args
         env = {**os.environ, "PYTHONPATH": str(ROOT), "DJANGO_SETTINGS_MODULE": "benchmarks.apps.settings", **self.env}
         self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{self.kind}-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self.log)

@@ -277,7 +277,12 @@ CHARTS: dict[str, tuple[str, ...]] = {
     "echo": ("msgs/s", "RTT p50 ms"),
     "broadcast": ("p50 ms",),
     "idle": ("KiB/connection",),
-    "capacity": ("KiB/connection", "s to connect all", "s until all have the broadcast"),
+    "capacity": (
+        "KiB/connection",
+        "KiB/connection after broadcasts",
+        "s to connect all",
+        "s until all have the broadcast",
+    ),
     "churn": ("ms/cycle (wall, 10 clients)", "RSS growth MB (all cycles)"),
     "worker": ("jobs/s", "jobs lost", "jobs duplicates"),
     "cluster": ("msgs/s", "p50 ms"),
