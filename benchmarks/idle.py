@@ -3,7 +3,8 @@
 Each round starts a fresh uvicorn process, opens and closes a few connections (so lazy imports and first-use caches
 are not counted), takes the RSS as the baseline, then opens 1,000 and then 10,000 echo connections that stay idle.
 Per connection = (RSS - baseline) / connections. Both Django stacks serve the same consumer, with no channel layer
-and with the Redis layer (each connection then owns a layer channel); the limit is the bare ASGI app. Two load
+and with the Redis layer (each connection then owns a layer channel); the limit is the bare ASGI app. tether on the
+Redis layer runs a second time behind the production command of docs/deploying.md (``TUNED_ARGS``). Two load
 generators open the connections, half each.
 
 ``python -m benchmarks.idle --profile`` says where the memory goes instead: each variant once at 10,000 connections,
@@ -39,6 +40,12 @@ from benchmarks.common import (
 __all__ = ["run"]
 
 COUNTS = (1_000, 10_000)
+#: tether on the Redis layer behind the production command of docs/deploying.md ("Many connections per process").
+TUNED = "tether/redis, tuned server"
+TUNED_ARGS = [
+    "--ws", "tether.drain:WebSocketProtocol", "--http", "tether.handshake:HTTPProtocol",
+    "--ws-per-message-deflate", "false",
+]  # fmt: skip
 
 
 def _settle(server: Server, seconds: float = 0.5) -> int:
@@ -54,9 +61,10 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
         "tether/redis": (DJANGO_APP, "tether", "redis"),
         "channels/redis": (DJANGO_APP, "channels", "redis"),
         "bare": (BARE_APP, "tether", "none"),
+        TUNED: (DJANGO_APP, "tether", "redis"),
     }
     if unavailable_tether_layers(bench, ["redis"])["redis"]:
-        del variants["tether/redis"]
+        del variants["tether/redis"], variants[TUNED]
     redis_server = RedisServer()
     loadgens = [LoadGen(), LoadGen()]
     per_connection: dict[tuple[str, int], list[float | None]] = {}
@@ -71,7 +79,7 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
             def held_by(loadgen: LoadGen) -> int:
                 return held.get(loadgen.pid, 0)
 
-            with Server("uvicorn", app, env) as server:
+            with Server("uvicorn", app, env, args=TUNED_ARGS if label == TUNED else []) as server:
                 url = f"{server.ws_url}/ws/echo/"
                 loadgens[0].request("open", url=url, count=50, concurrency=50)
                 loadgens[0].request("close_all")
@@ -104,6 +112,8 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
                 label: per_connection.get((label, count), [None] * rounds)
                 for label in (f"tether/{layer}", f"channels/{layer}", "bare")
             }
+            if layer == "redis":
+                series[TUNED] = per_connection.get((TUNED, count), [None] * rounds)
             bench.add(
                 Row(
                     f"{count:,} idle connections, " + ("no layer" if layer == "no layer" else "Redis layer"),

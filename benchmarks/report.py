@@ -225,6 +225,15 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             add(f"Memory per idle connection at {count}, {layer}: no more than Channels on uvicorn",
                 f"tether {fmt(_med(row, f'tether/{label}'))} KiB, Channels {fmt(_med(row, f'channels/{label}'))} KiB "
                 f"({fmt_ratio(ratio)})", _at_most(ratio, 1.0))  # fmt: skip
+    # Smaller connections (issue 15 item 1).
+    ratio = _ratio(results, "idle", "10,000 idle connections, Redis layer", "KiB/connection", "bare",
+                   tether="tether/redis")  # fmt: skip
+    add("Memory per idle connection at 10,000, Redis layer: at most 1.1x the bare ASGI app, same run",
+        f"{fmt_ratio(ratio)} of bare", _at_most(ratio, 1.1))  # fmt: skip
+    tuned = _med(_row(results, "idle", "10,000 idle connections, Redis layer", "KiB/connection"),
+                 "tether/redis, tuned server")  # fmt: skip
+    add("Memory per idle connection at 10,000, Redis layer, the documented production command: at most 16 KiB",
+        f"{fmt(tuned)} KiB", _at_most(tuned, 16))  # fmt: skip
     for layer, label in (("in-memory", "in-memory"), ("redis", "redis")):
         case = f"10,000 cycles, {layer} layer"
         growth = _med(_row(results, "churn", case, "RSS growth MB (all cycles)"), f"tether/{label}")
