@@ -157,8 +157,10 @@ def test_a_tether_ws_compression_that_is_not_a_bool_is_refused_by_name():
 
 async def test_a_client_asking_for_compression_gets_none_when_it_is_off():
     with override_settings(TETHER_WS_COMPRESSION=False):
-        async with serving(application) as port:
-            async with websockets.connect(f"ws://127.0.0.1:{port}/ws/echo/", compression="deflate") as ws:
-                assert "Sec-WebSocket-Extensions" not in ws.response.headers
-                await ws.send("uncompressed")
-                assert await ws.recv() == "uncompressed"
+        async with (
+            serving(application) as port,
+            websockets.connect(f"ws://127.0.0.1:{port}/ws/echo/", compression="deflate") as ws,
+        ):
+            assert "Sec-WebSocket-Extensions" not in ws.response.headers
+            await ws.send("uncompressed")
+            assert await ws.recv() == "uncompressed"
