@@ -38,12 +38,15 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
 
 __all__ = ["LazySource", "await_many_dispatch"]
 
 #: A handed-over message: (taken, message, error, interrupts). ``taken`` is resolved when the loop takes it.
 _Item = tuple["asyncio.Future[None] | None", Any, "BaseException | None", bool]
+#: The handler tasks of every loop that handles one message at a time: none (an empty set is 216 bytes).
+_NO_TASKS: frozenset[asyncio.Task[None]] = frozenset()
 
 
 class LazySource(Protocol):
@@ -141,8 +144,8 @@ class _DispatchLoop:
         # The interrupting message's own handler runs: it is not cancelled.
         self.handling_interruption = False
         self.cancel_requested = False
-        # Concurrently: the handler tasks running (each cancelled by an interruption).
-        self.tasks: set[asyncio.Task[None]] = set()
+        # Concurrently: the handler tasks running (each cancelled by an interruption); one at a time: none, and no set.
+        self.tasks: AbstractSet[asyncio.Task[None]] = _NO_TASKS
         self.readers = [
             self.loop.create_task(self.read(source, interrupts if index == 0 else None))
             for index, source in enumerate(sources)
@@ -289,15 +292,18 @@ class _DispatchLoop:
         failures: list[BaseException] = []
         alone = False  # an exclusive message is running: take nothing more until it is done
 
+        tasks: set[asyncio.Task[None]] = set()
+        self.tasks = tasks
+
         def finished(task: asyncio.Task[None]) -> None:
-            self.tasks.discard(task)
+            tasks.discard(task)
             if not task.cancelled() and task.exception() is not None:
                 failures.append(task.exception())  # type: ignore[arg-type]
             self.wake()
 
         def start(handling: Coroutine[Any, Any, None]) -> None:
             task = self.loop.create_task(handling)
-            self.tasks.add(task)
+            tasks.add(task)
             task.add_done_callback(finished)
 
         async def run_one(message: Any) -> None:
