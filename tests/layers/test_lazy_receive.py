@@ -16,6 +16,8 @@ import pytest
 from django.test import override_settings
 
 from tests.layers.conftest import REDIS_URL, eventually
+from tether.dispatch import await_many_dispatch
+from tether.exceptions import StopConsumer
 from tether.generic.websocket import AsyncWebsocketConsumer
 from tether.layers import get_channel_layer
 from tether.testing import WebsocketCommunicator
@@ -88,6 +90,75 @@ async def test_a_redis_layer_does_not_watch_a_named_channel():
 
     async with layer_on(redis.RedisChannelLayer) as layer:
         assert not layer.watch("lazy.named", lambda: None)
+
+
+# The dispatch loop --------------------------------------------------------------------------------------------------
+
+
+class QueueSource:
+    """A lazy source on an asyncio.Queue: ``put`` queues a message and calls the armed start, as a layer does."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.start = None
+        self.disarmed = False
+
+    def __call__(self):
+        return self.queue.get()
+
+    def arm(self, start) -> None:
+        self.start = start
+
+    def disarm(self) -> None:
+        self.disarmed = True
+        self.start = None
+
+    def put(self, message) -> None:
+        self.queue.put_nowait(message)
+        start, self.start = self.start, None
+        if start is not None:
+            start(self)
+
+
+async def test_a_lazy_source_is_read_from_its_first_message_and_keeps_what_came_first():
+    client: asyncio.Queue = asyncio.Queue()
+    lazy = QueueSource()
+    got: list = []
+
+    async def dispatch(message):
+        got.append(message)
+        if message == "stop":
+            raise StopConsumer
+
+    running = asyncio.create_task(await_many_dispatch([client.get], dispatch, lazy=[lazy]))
+    await eventually(lambda: lazy.start is not None)
+    assert _readers() == 1
+    lazy.put("first")
+    lazy.put("second")  # queued before the reader's first receive: read after the first
+    await eventually(lambda: len(got) == 2)
+    assert got == ["first", "second"]
+    client.put_nowait("stop")
+    with contextlib.suppress(StopConsumer):
+        await asyncio.wait_for(running, WAIT)
+    assert _readers() == 0
+
+
+async def test_a_lazy_source_never_started_is_disarmed_when_the_loop_ends():
+    client: asyncio.Queue = asyncio.Queue()
+    lazy = QueueSource()
+
+    async def dispatch(message):
+        raise StopConsumer
+
+    running = asyncio.create_task(await_many_dispatch([client.get], dispatch, lazy=[lazy]))
+    await eventually(lambda: lazy.start is not None)
+    start = lazy.start
+    client.put_nowait("stop")
+    with contextlib.suppress(StopConsumer):
+        await asyncio.wait_for(running, WAIT)
+    assert lazy.disarmed
+    start(lazy)  # a start that comes after the end starts nothing
+    assert _readers() == 0
 
 
 # Consumers ----------------------------------------------------------------------------------------------------------
