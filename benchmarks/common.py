@@ -95,11 +95,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def raise_fd_limit() -> int:
-    """Raise this process's open-file limit to its hard limit (children inherit it); return the new soft limit."""
+def raise_fd_limit(at_least: int = 0) -> int:
+    """Raise this process's open-file limit to its hard limit (children inherit it); return the new soft limit.
+
+    With ``at_least``, the hard limit is raised to that first where the process may (root, or CAP_SYS_RESOURCE; the
+    kernel's ``fs.nr_open`` bounds it); otherwise the soft limit stays at the hard one, and the caller sees less.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY:
         hard = 1 << 20
+    if at_least > hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (at_least, at_least))
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -288,6 +296,8 @@ class Server:
     kind: str
     app: str
     env: dict[str, str] = field(default_factory=dict)
+    #: More command-line options for the server, after the benchmark's own (a later option wins over an earlier one).
+    args: list[str] = field(default_factory=list)
     port: int = 0
     proc: subprocess.Popen[Any] | None = None
     log: Any = None
@@ -310,6 +320,7 @@ class Server:
             command = [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "-v", "0", self.app]
         else:
             raise ValueError(f"unknown server kind {self.kind!r}")
+        command += self.args
         env = {**os.environ, "PYTHONPATH": str(ROOT), "DJANGO_SETTINGS_MODULE": "benchmarks.apps.settings", **self.env}
         self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{self.kind}-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self.log)

@@ -7,7 +7,9 @@ by one load generator and received by another is timed on one clock.
 Commands (``{"op": ..., ...}``):
   echo        url, clients, duration, max_messages, size -> messages, elapsed, rtt percentiles
   open        url, count, concurrency                    -> idle connections held until close_all
-  room_join   urls, count, concurrency                   -> room members held, each recording broadcast arrivals
+  room_join   urls, count, concurrency[, source, within] -> room members held, each recording broadcast arrivals
+                                                            (from source address ``source``; connections not
+                                                            started within ``within`` seconds count as failed)
   room_send   id, size                                   -> the first member sends broadcast ``id``; returns t0
   room_wait   id, timeout                                -> when every member here has ``id``: the last arrival
   close_all                                              -> closes every held connection
@@ -95,15 +97,28 @@ class LoadGenerator:
 
     # Idle connections ------------------------------------------------------------------------------------------------
 
-    async def _open_many(self, urls: list[str], count: int, concurrency: int) -> tuple[list[ClientConnection], int]:
+    async def _open_many(
+        self,
+        urls: list[str],
+        count: int,
+        concurrency: int,
+        source: str | None = None,
+        within: float | None = None,
+    ) -> tuple[list[ClientConnection], int]:
         semaphore = asyncio.Semaphore(concurrency)
         failures = 0
+        # A source address of its own per generator (127.0.0.x): each has its own range of ephemeral ports.
+        options = CONNECT_OPTIONS if source is None else {**CONNECT_OPTIONS, "local_addr": (source, 0)}
+        deadline = None if within is None else time.monotonic() + within
 
         async def one(index: int) -> ClientConnection | None:
             nonlocal failures
             async with semaphore:
+                if deadline is not None and time.monotonic() > deadline:
+                    failures += 1
+                    return None
                 try:
-                    return await connect(urls[index % len(urls)], **CONNECT_OPTIONS)
+                    return await connect(urls[index % len(urls)], **options)
                 except Exception as exc:
                     failures += 1
                     if failures == 1:
@@ -146,9 +161,16 @@ class LoadGenerator:
 
     # Chat room -------------------------------------------------------------------------------------------------------
 
-    async def room_join(self, urls: list[str], count: int, concurrency: int = 100) -> dict[str, Any]:
+    async def room_join(
+        self,
+        urls: list[str],
+        count: int,
+        concurrency: int = 100,
+        source: str | None = None,
+        within: float | None = None,
+    ) -> dict[str, Any]:
         started = time.monotonic()
-        opened, failures = await self._open_many(urls, count, concurrency)
+        opened, failures = await self._open_many(urls, count, concurrency, source, within)
         for ws in opened:
             self.members.append(ws)
             self.readers.append(asyncio.create_task(self._read_room(ws)))

@@ -25,8 +25,8 @@ DOCS = ROOT / "docs" / "benchmarks.md"
 IMAGES = ROOT / "docs" / "images"
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
 ORDER = (
-    "layer", "fanout", "echo", "broadcast", "idle", "churn", "worker", "cluster", "fanout_processes", "streams",
-    "metrics",
+    "layer", "fanout", "echo", "broadcast", "idle", "capacity", "churn", "worker", "cluster", "fanout_processes",
+    "streams", "metrics",
 )  # fmt: skip
 PACKAGES = (
     "django-tether", "channels", "channels-redis", "daphne", "uvicorn", "granian", "websockets", "redis", "hiredis",
@@ -241,6 +241,15 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             add(f"Memory per idle connection at {count}, {layer}: no more than Channels on uvicorn",
                 f"tether {fmt(_med(row, f'tether/{label}'))} KiB, Channels {fmt(_med(row, f'channels/{label}'))} KiB "
                 f"({fmt_ratio(ratio)})", _at_most(ratio, 1.0))  # fmt: skip
+    # Smaller connections (issue 15 item 1).
+    ratio = _ratio(results, "idle", "10,000 idle connections, Redis layer", "KiB/connection", "bare",
+                   tether="tether/redis")  # fmt: skip
+    add("Memory per idle connection at 10,000, Redis layer: at most 1.1x the bare ASGI app, same run",
+        f"{fmt_ratio(ratio)} of bare", _at_most(ratio, 1.1))  # fmt: skip
+    tuned = _med(_row(results, "idle", "10,000 idle connections, Redis layer", "KiB/connection"),
+                 "tether/redis, tuned server")  # fmt: skip
+    add("Memory per idle connection at 10,000, Redis layer, the documented production command: at most 16 KiB",
+        f"{fmt(tuned)} KiB", _at_most(tuned, 16))  # fmt: skip
     for layer, label in (("in-memory", "in-memory"), ("redis", "redis")):
         case = f"10,000 cycles, {layer} layer"
         growth = _med(_row(results, "churn", case, "RSS growth MB (all cycles)"), f"tether/{label}")
@@ -318,6 +327,12 @@ CHARTS: dict[str, tuple[str, ...]] = {
     "echo": ("msgs/s", "RTT p50 ms"),
     "broadcast": ("p50 ms",),
     "idle": ("KiB/connection",),
+    "capacity": (
+        "KiB/connection",
+        "KiB/connection after broadcasts",
+        "s to connect all",
+        "s until all have the broadcast",
+    ),
     "churn": ("ms/cycle (wall, 10 clients)", "RSS growth MB (all cycles)"),
     "worker": ("jobs/s", "jobs lost", "jobs duplicates"),
     "cluster": ("msgs/s", "p50 ms"),

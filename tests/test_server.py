@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import socket
 import sys
 import urllib.request
+from collections.abc import AsyncIterator
 
 import pytest
 import websockets
@@ -104,26 +106,61 @@ def _get(url: str) -> tuple[int, bytes]:
         return response.status, response.read()
 
 
+@contextlib.asynccontextmanager
+async def serving(app) -> AsyncIterator[int]:
+    """``make_server(app)`` serving on a port of 127.0.0.1 (yielded) until the block ends."""
+    sock = bind_socket("127.0.0.1", 0)
+    server = make_server(app, verbosity=0)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        for _ in range(500):
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
+        assert server.started
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=10)
+        sock.close()
+
+
 async def test_server_serves_pages_static_files_and_websockets_on_the_bound_socket(tmp_path):
     (tmp_path / "note.txt").write_text("static note")
     with override_settings(STATICFILES_DIRS=[str(tmp_path)]):
-        sock = bind_socket("127.0.0.1", 0)
-        port = sock.getsockname()[1]
-        server = make_server(with_static_files(application), verbosity=0)
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        try:
-            for _ in range(500):
-                if server.started:
-                    break
-                await asyncio.sleep(0.01)
-            assert server.started
-
+        async with serving(with_static_files(application)) as port:
             assert await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/") == (200, b"tether test project")
             assert await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/static/note.txt") == (200, b"static note")
             async with websockets.connect(f"ws://127.0.0.1:{port}/ws/echo/") as ws:
                 await ws.send("over uvicorn")
                 assert await ws.recv() == "over uvicorn"
-        finally:
-            server.should_exit = True
-            await asyncio.wait_for(task, timeout=10)
-            sock.close()
+
+
+def test_the_server_offers_compression_by_default():
+    assert make_server(application, verbosity=0).config.ws_per_message_deflate is True
+
+
+def test_tether_ws_compression_false_turns_the_servers_compression_off():
+    with override_settings(TETHER_WS_COMPRESSION=False):
+        assert make_server(application, verbosity=0).config.ws_per_message_deflate is False
+
+
+def test_a_tether_ws_compression_that_is_not_a_bool_is_refused_by_name():
+    from django.core.exceptions import ImproperlyConfigured
+
+    with (
+        override_settings(TETHER_WS_COMPRESSION="no"),
+        pytest.raises(ImproperlyConfigured, match="TETHER_WS_COMPRESSION"),
+    ):
+        make_server(application, verbosity=0)
+
+
+async def test_a_client_asking_for_compression_gets_none_when_it_is_off():
+    with override_settings(TETHER_WS_COMPRESSION=False):
+        async with (
+            serving(application) as port,
+            websockets.connect(f"ws://127.0.0.1:{port}/ws/echo/", compression="deflate") as ws,
+        ):
+            assert "Sec-WebSocket-Extensions" not in ws.response.headers
+            await ws.send("uncompressed")
+            assert await ws.recv() == "uncompressed"

@@ -1,10 +1,13 @@
 """The limit: the same WebSocket routes as ``django_app`` written directly on ASGI, with no framework in between.
 
 ``/ws/echo/`` sends every frame back; ``/ws/room/<room>/`` keeps each room's members in memory and fans a frame
-out to all of them from the sender's own task. HTTP ``/stats`` reports the number of rooms and members.
+out to all of them from the sender's own task. HTTP ``/stats`` reports the number of rooms and members,
+``/heap`` where memory goes (``benchmarks/apps/heap.py``).
 """
 
 import json
+
+from benchmarks.apps.heap import heap
 
 rooms: dict[str, dict[int, object]] = {}
 
@@ -54,6 +57,9 @@ async def application(scope, receive, send):
         else:
             await echo(receive, send)
     elif scope["type"] == "http":
-        body = json.dumps({"groups": len(rooms), "channels": sum(len(m) for m in rooms.values())}).encode()
+        if scope["path"] == "/heap":
+            body = json.dumps(heap(scope["query_string"].decode())).encode()
+        else:
+            body = json.dumps({"groups": len(rooms), "channels": sum(len(m) for m in rooms.values())}).encode()
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})

@@ -2,7 +2,8 @@
 ``channels`` imports (``BENCH_STACK``), so the benchmark compares the frameworks, not two programs.
 
 Routes: ``/ws/echo/`` sends every frame back; ``/ws/room/<room>/`` joins a group and broadcasts what a client sends
-to every member; HTTP ``/stats`` reports what the channel layer holds (for leftover-state checks after churn).
+to every member; HTTP ``/stats`` reports what the channel layer holds (for leftover-state checks after churn),
+``/heap`` where memory goes (``benchmarks/apps/heap.py``).
 """
 
 import importlib
@@ -10,6 +11,8 @@ import json
 import os
 
 import django
+
+from benchmarks.apps.heap import heap  # first: it starts tracemalloc when asked to
 
 django.setup()
 
@@ -62,6 +65,8 @@ async def stats_app(scope, receive, send):
         return
     if scope["path"] == "/stats":
         status, body = 200, json.dumps(layer_state()).encode()
+    elif scope["path"] == "/heap":
+        status, body = 200, json.dumps(heap(scope["query_string"].decode())).encode()
     else:
         status, body = 404, b"not found"
     await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})

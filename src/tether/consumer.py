@@ -8,16 +8,17 @@ away ends the handler quietly: the disconnect that follows ends the consumer.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, ClassVar
 
 from asgiref.sync import async_to_sync
 
 from tether import DEFAULT_CHANNEL_LAYER, metrics, tracing
 from tether.db import aclose_old_connections, database_sync_to_async, has_open_connections
-from tether.dispatch import await_many_dispatch
+from tether.dispatch import LazySource, await_many_dispatch
 from tether.drain import DRAIN_MESSAGE_TYPE, SERVICE_RESTART, enter
 from tether.exceptions import StopConsumer
 from tether.layers import get_channel_layer
@@ -138,6 +139,37 @@ def _check_outbound_options(cls: type[AsyncConsumer], initkwargs: dict[str, Any]
         )
 
 
+class _LayerChannel:
+    """A consumer's channel on its layer as a message source: calling it receives. Where the layer can watch the
+    channel (``BaseChannelLayer.watch``), a lazy source (``tether.dispatch.LazySource``): read only once a message
+    was sent to it, which it keeps until then."""
+
+    __slots__ = ("layer", "name", "start")
+
+    def __init__(self, layer: BaseChannelLayer, name: str) -> None:
+        self.layer = layer
+        self.name = name
+        self.start: Callable[[_LayerChannel], None] | None = None
+
+    def __call__(self) -> Awaitable[Message]:
+        return self.layer.receive(self.name)
+
+    def arm(self, start: Callable[[_LayerChannel], None]) -> None:
+        self.start = start
+        if not self.layer.watch(self.name, self.ready):
+            self.start = None
+            asyncio.get_running_loop().call_soon(start, self)  # the layer cannot tell: read it from now on
+
+    def ready(self) -> None:
+        start, self.start = self.start, None
+        if start is not None:
+            start(self)
+
+    def disarm(self) -> None:
+        self.start = None
+        self.layer.unwatch(self.name)
+
+
 class AsyncConsumer:
     """The base consumer for asyncio code: handlers are ``async def`` methods named after message types.
 
@@ -223,10 +255,15 @@ class AsyncConsumer:
         self.scope = scope
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         sources: list[Any] = [receive]
+        # The layer's channel and the drain are read only once something arrives on them (tether.dispatch.LazySource):
+        # most connections never get either, and a reader waiting on each costs about 1 KiB per connection.
+        lazy: list[LazySource] = []
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()
-            self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
-            sources.append(self.channel_receive)
+            channel = _LayerChannel(self.channel_layer, self.channel_name)
+            self.channel_receive = channel
+            # tether's layers can watch a channel; another project's layer (channels_redis) is read from the start.
+            (lazy if hasattr(self.channel_layer, "watch") else sources).append(channel)
         # A WebSocket's sends go through its outbound queue, so that a client that stops reading never blocks the
         # consumer (tether.outbound); the server's send is still called directly while the client keeps up.
         kind = scope.get("type")
@@ -246,7 +283,7 @@ class AsyncConsumer:
         # A WebSocket is closed with 1012 when a stopping server drains it (tether.drain), after its handler.
         departure = enter() if kind == "websocket" else None
         if departure is not None:
-            sources.append(departure.next)
+            lazy.append(departure)
         # A worker's messages may come from a durable channel: those are acknowledged once handled.
         dispatch = self._dispatch_and_settle if kind == "channel" else self.dispatch
         try:
@@ -258,6 +295,7 @@ class AsyncConsumer:
                 max_concurrency=self.max_concurrency,
                 concurrency_key=self.concurrency_key,
                 exclusive=_is_lifecycle,
+                lazy=lazy,
             )
         except StopConsumer:
             pass

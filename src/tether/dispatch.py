@@ -19,6 +19,9 @@ Promises:
   from its sources, and the server's flow control (TCP windows, the layer's capacity) keeps working. (This also bounds
   the prompt disconnect: it is seen while a handler runs as long as at most one more client message waits behind it.)
 * **Nothing kept.** No message is referenced once its handler returned: an idle connection holds no message.
+* **Lazy sources read only once needed.** A lazy source (``LazySource``: the channel layer's channel, the drain)
+  gets no reader until it says a message may be there (``arm``'s ``start``); what arrived before is kept by the
+  source and read first. An idle connection then costs one reader, not three (about 1 KiB of memory each).
 * **Clean exit.** It returns or raises when ``dispatch`` does, or raises what a source raised; every pending receive
   and running handler task is cancelled and awaited on the way out, so nothing is left half-done.
 
@@ -39,9 +42,10 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
-from typing import Any
+from collections.abc import Set as AbstractSet
+from typing import Any, Protocol
 
-__all__ = ["await_many_dispatch"]
+__all__ = ["LazySource", "await_many_dispatch"]
 
 
 class _Reader:
@@ -60,6 +64,24 @@ class _Reader:
 
 #: A handed-over message: (its reader, message, error, interrupts); no reader for a source's error.
 _Item = tuple["_Reader | None", Any, "BaseException | None", bool]
+#: The handler tasks of every loop that handles one message at a time: none (an empty set is 216 bytes).
+_NO_TASKS: frozenset[asyncio.Task[None]] = frozenset()
+
+
+class LazySource(Protocol):
+    """A message source that is read only once it may have a message: most connections never get a layer message or
+    the drain's, and a reader waiting on each would cost a task per connection for nothing.
+
+    Calling it receives, as a plain source. ``arm(start)`` asks it to call ``start(self)`` once, on the loop, when a
+    message may be there (at once if one is); from then on a reader receives from it. The source keeps what arrives
+    before the reader's first receive. ``disarm()`` withdraws the request when the loop ends before ``start``.
+    """
+
+    def __call__(self) -> Awaitable[Any]: ...
+
+    def arm(self, start: Callable[[LazySource], None]) -> None: ...
+
+    def disarm(self) -> None: ...
 
 
 async def await_many_dispatch(
@@ -70,6 +92,7 @@ async def await_many_dispatch(
     max_concurrency: int = 1,
     concurrency_key: Callable[[Any], Hashable | None] | None = None,
     exclusive: Callable[[Any], bool] | None = None,
+    lazy: list[LazySource] | None = None,
 ) -> None:
     """Wait on several message sources at once and dispatch each message as it arrives.
 
@@ -84,11 +107,12 @@ async def await_many_dispatch(
     each in its own task; ``concurrency_key(message)`` returns a key whose messages run one at a time in arrival
     order (``None``: no order needed), and ``exclusive(message)`` marks messages that run alone, after the handlers
     before them and before any after them. Without these keywords it behaves as Channels' function: one message at a
-    time (in a task of its own, which the caller awaits).
+    time (in a task of its own, which the caller awaits). ``lazy`` sources are read from the moment they say a
+    message may be there.
     """
     if type(max_concurrency) is not int or max_concurrency < 1:
         raise ValueError(f"max_concurrency must be a whole number of at least 1, not {max_concurrency!r}.")
-    loop = _DispatchLoop(consumer_callables, interrupts)
+    loop = _DispatchLoop(consumer_callables, interrupts, lazy)
     try:
         if max_concurrency == 1:
             # In a task of its own (see the module's docstring): 8% of an echo's cost through a consumer in-process,
@@ -126,6 +150,7 @@ class _DispatchLoop:
         "cancel_requested",
         "handlers_in_runner",
         "handling_interruption",
+        "lazy",
         "loop",
         "pending_interrupts",
         "readers",
@@ -135,10 +160,16 @@ class _DispatchLoop:
         "wakeup",
     )
 
-    def __init__(self, sources: list[Callable[[], Awaitable[Any]]], interrupts: Callable[[Any], bool] | None) -> None:
+    def __init__(
+        self,
+        sources: list[Callable[[], Awaitable[Any]]],
+        interrupts: Callable[[Any], bool] | None,
+        lazy: list[LazySource] | None = None,
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         # Handed-over messages in the order their receives completed. At most two per source.
-        self.ready: deque[_Item] = deque()
+        # A list, not a deque: it holds a few items at most, and an empty deque takes 600 bytes per connection.
+        self.ready: list[_Item] = []
         self.wakeup: asyncio.Future[None] | None = None
         # Interrupting messages handed over and not dispatched yet: everything before them is dropped.
         self.pending_interrupts = 0
@@ -150,12 +181,24 @@ class _DispatchLoop:
         # The interrupting message's own handler runs: it is not cancelled.
         self.handling_interruption = False
         self.cancel_requested = False
-        # Concurrently: the handler tasks running (each cancelled by an interruption).
-        self.tasks: set[asyncio.Task[None]] = set()
+        # Concurrently: the handler tasks running (each cancelled by an interruption); one at a time: none, and no set.
+        self.tasks: AbstractSet[asyncio.Task[None]] = _NO_TASKS
         self.readers = [
             self.loop.create_task(self.read(source, interrupts if index == 0 else None))
             for index, source in enumerate(sources)
         ]
+        # Lazy sources not started yet (None once the loop closed: a start that comes late is ignored).
+        self.lazy: list[LazySource] | None = lazy
+        if lazy:
+            for source in lazy:
+                source.arm(self.start)
+
+    def start(self, source: LazySource) -> None:
+        """A lazy source may have a message: read it from now on (once; never after the loop closed)."""
+        lazy = self.lazy
+        if lazy is not None and source in lazy:
+            lazy.remove(source)
+            self.readers.append(self.loop.create_task(self.read(source, None)))
 
     def wake(self) -> None:
         wakeup = self.wakeup
@@ -218,7 +261,7 @@ class _DispatchLoop:
         Raises what a source raised. Messages that arrived before a pending interruption are dropped here.
         """
         while self.ready:
-            reader, message, error, ends = self.ready.popleft()
+            reader, message, error, ends = self.ready.pop(0)
             if error is not None:
                 raise error
             _taken(reader)  # type: ignore[arg-type]
@@ -242,7 +285,7 @@ class _DispatchLoop:
                     await self.wakeup
                     self.wakeup = None
                     continue
-                reader, message, error, ends = ready.popleft()
+                reader, message, error, ends = ready.pop(0)
                 if error is not None:
                     raise error
                 reader.waiting -= 1  # type: ignore[union-attr]
@@ -271,6 +314,7 @@ class _DispatchLoop:
             # Stop the readers now, in the step in which the handler's exception (or StopConsumer) leaves the
             # runner: a reader woken before the caller's clean-up would take a message nobody handles (a worker's
             # next instance finds a message left in its queue, not one taken by the instance that ended).
+            self.stop_lazy()
             for task in self.readers:
                 task.cancel()
 
@@ -297,15 +341,18 @@ class _DispatchLoop:
         failures: list[BaseException] = []
         alone = False  # an exclusive message is running: take nothing more until it is done
 
+        tasks: set[asyncio.Task[None]] = set()
+        self.tasks = tasks
+
         def finished(task: asyncio.Task[None]) -> None:
-            self.tasks.discard(task)
+            tasks.discard(task)
             if not task.cancelled() and task.exception() is not None:
                 failures.append(task.exception())  # type: ignore[arg-type]
             self.wake()
 
         def start(handling: Coroutine[Any, Any, None]) -> None:
             task = self.loop.create_task(handling)
-            self.tasks.add(task)
+            tasks.add(task)
             task.add_done_callback(finished)
 
         async def run_one(message: Any) -> None:
@@ -368,9 +415,16 @@ class _DispatchLoop:
                     start(run_chain(key, chains[key]))
             message = None
 
+    def stop_lazy(self) -> None:
+        """Withdraw the lazy sources' requests to be started: no reader starts once the loop ends."""
+        lazy, self.lazy = self.lazy, None
+        for source in lazy or ():
+            source.disarm()
+
     async def close(self) -> None:
         """Cancel the readers and any handler task still running, and let the cancellations land."""
         self.handlers_in_runner = False  # the runner is no longer in a handler: nothing may cancel it now
+        self.stop_lazy()
         pending = [*self.readers, *self.tasks]
         for task in pending:
             task.cancel()

@@ -71,26 +71,41 @@ _MIN_BATCH = 10
 
 
 class Departure:
-    """One open WebSocket consumer's place in its loop's drain; the consumer reads ``next`` as a message source."""
+    """One open WebSocket consumer's place in its loop's drain: a lazy message source of the consumer's dispatch loop
+    (``tether.dispatch.LazySource``), read only once its turn comes, so an open connection costs no reader for it."""
 
-    __slots__ = ("asked", "drain", "given", "loop")
+    __slots__ = ("asked", "drain", "given", "loop", "start")
 
     def __init__(self, drain: _LoopDrain, loop: asyncio.AbstractEventLoop) -> None:
         self.drain = drain
         self.loop = loop
-        self.asked: asyncio.Future[None] = loop.create_future()
-        self.given = False
+        self.asked = False  # its turn has come
+        self.given = False  # the drain message was received
+        self.start: Callable[[Departure], None] | None = None
 
     def ask(self) -> None:
         """It is this connection's turn: its consumer receives the drain message next."""
-        if not self.asked.done():
-            self.asked.set_result(None)
+        if self.asked:
+            return
+        self.asked = True
+        start, self.start = self.start, None
+        if start is not None:
+            start(self)
 
-    async def next(self) -> Message:
+    def arm(self, start: Callable[[Departure], None]) -> None:
+        """Have ``start(self)`` called when the turn comes (soon, if it has come already)."""
+        if self.asked:
+            self.loop.call_soon(start, self)
+        else:
+            self.start = start
+
+    def disarm(self) -> None:
+        self.start = None
+
+    async def __call__(self) -> Message:
         """The drain message once asked, then nothing ever again (the dispatch loop cancels the wait when it ends)."""
-        if self.given:
+        if self.given or not self.asked:
             await self.loop.create_future()
-        await self.asked
         self.given = True
         return {"type": DRAIN_MESSAGE_TYPE}
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import weakref
 from typing import Any
 
 __all__ = ["keepalive_ws_protocol", "with_handshake_deadline"]
@@ -65,6 +66,25 @@ def _handshake_done(protocol: Any) -> bool:
     return True  # an implementation we cannot read: leave it alone
 
 
+def _check_deadline(protocol_ref: weakref.ref[Any], transport: asyncio.Transport, timeout: float) -> None:
+    """The deadline has come: close ``transport`` unless its handshake is done. ``protocol_ref`` is the HTTP
+    protocol; once the connection was upgraded it may be gone."""
+    if transport.is_closing():
+        return
+    protocol = protocol_ref()
+    if protocol is not None:
+        protocol._tether_deadline = None
+    current = transport.get_protocol()
+    # Not upgraded: no request has had all its headers yet. Upgraded: the application has not answered.
+    if (getattr(protocol, "cycle", None) is None) if current is protocol else not _handshake_done(current):
+        logger.debug(
+            "Closing a connection from %s that did not complete its handshake within %g s.",
+            transport.get_extra_info("peername"),
+            timeout,
+        )
+        transport.close()
+
+
 def with_handshake_deadline(http_protocol: type[asyncio.Protocol], timeout: float) -> type[asyncio.Protocol]:
     """A subclass of uvicorn's HTTP protocol class that closes connections not through their handshake in time.
 
@@ -78,27 +98,18 @@ def with_handshake_deadline(http_protocol: type[asyncio.Protocol], timeout: floa
 
         def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
-            self._tether_deadline = asyncio.get_running_loop().call_later(timeout, self._tether_check, transport)
+            # The timer holds this protocol weakly. Once the connection is upgraded to a WebSocket, the protocol is
+            # garbage (a cycle with its parser) that the collector frees while it is young; held by the timer, it
+            # would live past the young collections and stay until a full one, several KiB per connection.
+            self._tether_deadline = asyncio.get_running_loop().call_later(
+                timeout, _check_deadline, weakref.ref(self), transport, timeout
+            )
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self._tether_deadline is not None:
                 self._tether_deadline.cancel()
                 self._tether_deadline = None
             super().connection_lost(exc)
-
-        def _tether_check(self, transport: asyncio.Transport) -> None:
-            self._tether_deadline = None
-            if transport.is_closing():
-                return
-            current = transport.get_protocol()
-            # Not upgraded: no request has had all its headers yet. Upgraded: the application has not answered.
-            if (getattr(self, "cycle", None) is None) if current is self else not _handshake_done(current):
-                logger.debug(
-                    "Closing a connection from %s that did not complete its handshake within %g s.",
-                    transport.get_extra_info("peername"),
-                    timeout,
-                )
-                transport.close()
 
     HandshakeDeadline.__name__ = HandshakeDeadline.__qualname__ = f"HandshakeDeadline{http_protocol.__name__}"
     return HandshakeDeadline

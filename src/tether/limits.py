@@ -41,6 +41,7 @@ __all__ = [
     "outbound_queue_size",
     "seconds_setting",
     "slow_client_policy",
+    "ws_compression",
     "ws_ping_interval",
     "ws_ping_timeout",
 ]
@@ -137,6 +138,16 @@ def seconds_setting(name: str, default: float) -> float:
 def ws_ping_interval() -> float:
     """Seconds between keepalive pings: ``TETHER_WS_PING_INTERVAL``, 20 when unset; ``ImproperlyConfigured`` if bad."""
     return seconds_setting("TETHER_WS_PING_INTERVAL", DEFAULT_WS_PING_INTERVAL)
+
+
+def ws_compression() -> bool:
+    """Whether the server offers permessage-deflate to clients that ask (browsers do): ``TETHER_WS_COMPRESSION``,
+    ``True`` when unset. Each compressing connection keeps a compressor and a decompressor, about 42 KB of memory on
+    uvicorn, idle or not; ``False`` suits many idle connections with small messages (docs/deploying.md)."""
+    value: Any = getattr(settings, "TETHER_WS_COMPRESSION", True)
+    if type(value) is not bool:
+        raise ImproperlyConfigured(f"TETHER_WS_COMPRESSION must be True or False, not {value!r}.")
+    return value
 
 
 def ws_ping_timeout() -> float:

@@ -128,6 +128,12 @@ def _step(steps: Any, value: Any) -> Any:
     return next(steps) if value is None else steps.send(value)
 
 
+#: The queue and the conflation keys of every outbox whose client never fell behind: always empty (nothing is added to
+#: them before ``start_queueing`` gives the outbox its own).
+_NO_QUEUE: deque[list[Any]] = deque()
+_NO_KEYS: dict[Hashable, list[Any]] = {}
+
+
 class Outbox:
     """The outgoing side of one WebSocket connection: ``send`` it messages; it never waits for the client.
 
@@ -137,6 +143,12 @@ class Outbox:
     nothing while messages waited is closed. The callables are read when the client first falls behind. ``close()``
     cancels the writer and must be awaited when the connection ends.
     """
+
+    # Slots, and no queue until the client first falls behind: one of these lives as long as each connection.
+    __slots__ = (
+        "chosen", "client_gone", "closer", "conflate_key", "keyed", "limit", "logged", "name", "policy", "progress",
+        "queue", "server_send", "size", "stall_timeout", "state", "watchdog", "writer",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -159,9 +171,10 @@ class Outbox:
         # Sends the writer completed, and the timer that checks it completes some (see check_stall).
         self.progress = 0
         self.watchdog: asyncio.TimerHandle | None = None
-        # Waiting messages as [key, message]: a conflated message replaces the message of the entry in place.
-        self.queue: deque[list[Any]] = deque()
-        self.keyed: dict[Hashable, list[Any]] = {}
+        # Waiting messages as [key, message]: a conflated message replaces the message of the entry in place. Empty
+        # and shared until the client first falls behind (an empty deque is 600 bytes, for most connections unused).
+        self.queue: deque[list[Any]] = _NO_QUEUE
+        self.keyed: dict[Hashable, list[Any]] = _NO_KEYS
         self.writer: asyncio.Task[None] | None = None
         self.closer: asyncio.Task[None] | None = None
         self.logged = False
@@ -200,6 +213,8 @@ class Outbox:
         """The server pushed back: finish the suspended send in a writer task; later messages queue behind it."""
         self.limit = self.size()
         self.chosen = self.policy()
+        if self.queue is _NO_QUEUE:
+            self.queue, self.keyed = deque(), {}
         self.state = State.QUEUEING
         _counters["backlogs"] += 1
         loop = asyncio.get_running_loop()

@@ -23,7 +23,14 @@ from django.apps import apps
 from tether.access_log import redact_tokens_in_access_log
 from tether.drain import draining_ws_protocol
 from tether.handshake import keepalive_ws_protocol, with_handshake_deadline
-from tether.limits import drain_timeout, handshake_timeout, max_message_size, ws_ping_interval, ws_ping_timeout
+from tether.limits import (
+    drain_timeout,
+    handshake_timeout,
+    max_message_size,
+    ws_compression,
+    ws_ping_interval,
+    ws_ping_timeout,
+)
 from tether.types import ASGIApp
 
 if TYPE_CHECKING:
@@ -136,8 +143,9 @@ def make_server(
     The largest incoming WebSocket message is ``TETHER_MAX_MESSAGE_SIZE`` (1 MiB by default) unless ``ws_max_size``
     is given: uvicorn then refuses a larger frame with close code 1009 before buffering it whole. Keepalive pings
     follow ``TETHER_WS_PING_INTERVAL`` and ``TETHER_WS_PING_TIMEOUT`` (20 s each) with a WebSocket implementation that
-    really sends them (``tether.handshake``), and a connection that has not completed its handshake within
-    ``TETHER_HANDSHAKE_TIMEOUT`` seconds (5) is closed. When the server is told to stop, its WebSockets are drained
+    really sends them (``tether.handshake``), a connection that has not completed its handshake within
+    ``TETHER_HANDSHAKE_TIMEOUT`` seconds (5) is closed, and compression (permessage-deflate) is offered unless
+    ``TETHER_WS_COMPRESSION`` is ``False``. When the server is told to stop, its WebSockets are drained
     (``tether.drain``): closed with 1012 a batch at a time over ``TETHER_DRAIN_WINDOW`` seconds, each after its
     handler in progress; ``timeout_graceful_shutdown`` defaults to ``TETHER_DRAIN_TIMEOUT`` plus 2 seconds, so that
     uvicorn never cuts the drain short. ``drain=False`` keeps uvicorn's own stop (every WebSocket closed with 1012 at
@@ -152,6 +160,7 @@ def make_server(
         "ws_max_size": max_message_size(),
         "ws_ping_interval": ws_ping_interval(),
         "ws_ping_timeout": ws_ping_timeout(),
+        "ws_per_message_deflate": ws_compression(),
     }
     if drain:
         options["timeout_graceful_shutdown"] = drain_timeout() + _SHUTDOWN_MARGIN

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import warnings
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from tether.types import Message
@@ -172,6 +173,17 @@ class BaseChannelLayer:
     async def new_channel(self, prefix: str = "specific.") -> str:
         """Return a new channel name, unique to this process, that this process can receive on."""
         raise NotImplementedError(f"{type(self).__name__} does not implement new_channel().")
+
+    def watch(self, channel: str, callback: Callable[[], None]) -> bool:
+        """Ask to have ``callback()`` called once, on the running loop, when a message for ``channel`` (one that
+        ``new_channel()`` made here) may be received; ``False`` when this layer cannot tell, and ``receive`` must
+        wait from the start. A consumer watches its channel instead of waiting on it until something is sent to it:
+        an idle connection then holds no receiver (``tether.dispatch.LazySource``). What arrives before the first
+        ``receive`` is kept for it. ``unwatch(channel)`` withdraws the request."""
+        return False
+
+    def unwatch(self, channel: str) -> None:
+        """Withdraw ``watch(channel, ...)``; nothing happens for a channel not watched."""
 
     async def group_add(self, group: str, channel: str) -> None:
         """Add ``channel`` to ``group``."""

@@ -18,7 +18,7 @@ import logging
 import secrets
 import time
 from asyncio import Future
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar, NoReturn
 
 from tether.exceptions import ChannelFull
@@ -185,6 +185,13 @@ class InMemoryChannelLayer(BaseChannelLayer):
         name = f"{prefix.rstrip('.')}.inmemory!{secrets.token_hex(8)}"
         self.require_valid_channel_name(name)
         return name
+
+    def watch(self, channel: str, callback: Callable[[], None]) -> bool:
+        self._buffers.watch(channel, callback)
+        return True
+
+    def unwatch(self, channel: str) -> None:
+        self._buffers.unwatch(channel)
 
     # Durable channels --------------------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import secrets
 import string
 import sys
 from asyncio import Future, get_running_loop
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
 from tether.layers.base import BaseChannelLayer
@@ -180,6 +180,17 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
         loop = get_running_loop()
         await self._listen_for_own(self._loops.get(loop), loop)
         return name
+
+    def watch(self, channel: str, callback: Callable[[], None]) -> bool:
+        """For this process's own channels (``new_channel()``), whose messages reach its buffers without a receiver;
+        a named channel is read from Redis only while a receiver waits, so it cannot be watched."""
+        if not (isinstance(channel, str) and self._own_marker in channel and channel in self._own):
+            return False
+        self._local.watch(channel, callback)
+        return True
+
+    def unwatch(self, channel: str) -> None:
+        self._local.unwatch(channel)
 
     async def receive(self, channel: str) -> Message:
         """Wait for the next message on ``channel``. A process-local channel must be one this process made."""
