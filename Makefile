@@ -28,10 +28,14 @@ $(DEMO_STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[server,redis,metrics]'
 	touch $(DEMO_STAMP)
 
+# The suite runs on $(TEST_WORKERS) pytest-xdist workers (one per core here); `make test TEST_WORKERS=0` runs it in one
+# process, and PYTEST_ARGS passes anything else to pytest (a file, -k, -x).
+TEST_WORKERS ?= 2
+
 test: $(STAMP) chromium
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # `make test-django DJANGO=4.2`: the whole suite on another Django release, in a virtualenv of its own
 # (.venv-django-4.2); `make test-matrix` runs it on every release the classifiers in pyproject.toml name. CI runs the
@@ -44,7 +48,7 @@ test-django: chromium
 	test -x $(DJANGO_VENV)/bin/python || $(PYTHON) -m venv $(DJANGO_VENV)
 	$(DJANGO_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(DJANGO_VENV)/bin/python -m pip install --quiet -e '.[test]' 'Django==$(DJANGO).*'
-	$(DJANGO_VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(DJANGO_VENV)/bin/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-matrix:
 	for version in $(DJANGO_VERSIONS); do $(MAKE) test-django DJANGO=$$version || exit 1; done

@@ -24,12 +24,15 @@ sys.path.insert(0, str(BASE_DIR.parent / "examples" / "chat"))
 INSTALLED_APPS += ["chat", "notifications", "dashboard"]
 
 # TETHER_TEST_DB names another SQLite file, so that two test runs on one machine do not delete each other's database.
-SQLITE_TEST_DB = os.environ.get("TETHER_TEST_DB") or BASE_DIR / "test-db.sqlite3"
+SQLITE_TEST_DB = str(os.environ.get("TETHER_TEST_DB") or BASE_DIR / "test-db.sqlite3")
+# Under pytest-xdist each worker's test database is the TEST name with "_<worker>" added (pytest-django does it); the
+# servers a test starts in subprocesses inherit PYTEST_XDIST_WORKER and open that same file through NAME.
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": SQLITE_TEST_DB,
+        "NAME": f"{SQLITE_TEST_DB}_{_XDIST_WORKER}" if _XDIST_WORKER else SQLITE_TEST_DB,
         "TEST": {"NAME": SQLITE_TEST_DB},
     },
     # Used only by tests marked with databases=[..., "postgres"] (tests/test_auth_postgres.py, skipped when the
