@@ -1,0 +1,110 @@
+"""The server of the tether.js stream tests (tests/static/test_tether_streams_js.py): a page, tether.js, and a
+``StreamConsumer`` with a few requests a test can drive.
+
+The user is the query string's ``user``, as the auth middleware would put a logged-in user in the scope. Anyone may
+subscribe to ``room.*``; ``private.*`` is refused. Requests: ``publish`` (``count`` messages ``{"n": ...}`` to a
+stream), ``echo``, ``refuse`` (an error of the application's), ``slow`` (answers after ``seconds``), ``note``
+(records its params in ``NOTES``, for the tests of what a page sent), and ``resend`` (sends a ``message`` frame as
+given, to play a server that repeats or skips an offset).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from django.urls import path
+
+import tether
+from tether.routing import ProtocolTypeRouter, URLRouter
+from tether.streams import get_streams
+from tether.streams.consumer import RequestError, StreamConsumer
+
+__all__ = ["CONTROL", "NOTES", "application"]
+
+TETHER_JS = Path(tether.__file__).parent / "static" / "tether" / "tether.js"
+
+#: Switches the tests flip: while ``gate_open`` is False the consumer refuses connections.
+CONTROL = {"gate_open": True}
+#: The params of every ``note`` request, in arrival order.
+NOTES: list[Any] = []
+
+PAGE = b"""<!doctype html>
+<html><head><meta charset="utf-8"><script src="/tether.js"></script>
+<script>
+  // What the stream tests read: the messages handed to handlers, reload verdicts, presence lists, replies.
+  window.got = [];
+  window.reloads = [];
+  window.presence = [];
+  window.settled = [];
+  window.collect = (stream, options) => socket.subscribe(stream, (data, meta) => got.push({data, ...meta}),
+    Object.assign({onReload: (event) => reloads.push(event), onPresence: (members) => presence.push(members)},
+                  options || {}));
+  window.call = (method, params, options) => socket.request(method, params, options).then(
+    (result) => settled.push({method, result}), (error) => settled.push({method, code: error.code}));
+</script></head><body><ol id="shown"></ol></body></html>"""
+
+
+class UserFromQuery:
+    """An authenticated user named by the query string, as the auth middleware would put one in the scope."""
+
+    is_authenticated = True
+
+    def __init__(self, name: str) -> None:
+        self.pk = name
+        self.username = name
+
+    def get_username(self) -> str:
+        return self.username
+
+
+class Streams(StreamConsumer):
+    async def websocket_connect(self, message: Any) -> None:
+        if not CONTROL["gate_open"]:
+            await self.close()
+            return
+        query = parse_qs(self.scope["query_string"].decode())
+        self.scope["user"] = UserFromQuery(query.get("user", ["anonymous"])[0])
+        await super().websocket_connect(message)
+
+    async def authorize(self, stream: str, *, presence: bool) -> bool:
+        return stream.startswith("room.")
+
+    async def request_publish(self, params: dict[str, Any]) -> dict[str, Any]:
+        streams = get_streams(self.channel_layer)
+        first = params.get("first", 1)
+        position = None
+        for n in range(first, first + params.get("count", 1)):
+            position = await streams.publish(params["stream"], {"n": n})
+        assert position is not None
+        return {"epoch": position.epoch, "offset": position.offset}
+
+    async def request_echo(self, params: dict[str, Any]) -> Any:
+        return params
+
+    async def request_refuse(self, params: dict[str, Any]) -> None:
+        raise RequestError("not_allowed", "Refused, as asked.")
+
+    async def request_slow(self, params: dict[str, Any]) -> str:
+        await asyncio.sleep(params["seconds"])
+        return "late"
+
+    async def request_note(self, params: dict[str, Any]) -> None:
+        NOTES.append(params)
+
+    async def request_resend(self, params: dict[str, Any]) -> None:
+        await self.send_json({"type": "message", **params})
+
+
+async def serve_page(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["path"] == "/tether.js":
+        body, content_type = TETHER_JS.read_bytes(), b"text/javascript"
+    else:
+        body, content_type = PAGE, b"text/html; charset=utf-8"
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", content_type)]})
+    await send({"type": "http.response.body", "body": body})
+
+
+application = ProtocolTypeRouter({"http": serve_page, "websocket": URLRouter([path("streams/", Streams.as_asgi())])})
