@@ -47,6 +47,32 @@ PAGE = b"""<!doctype html>
 </script></head><body><ol id="shown"></ol></body></html>"""
 
 
+#: A reader of the stream ``room.drops`` that shows each message as a list item, and keeps what it shows across a
+#: reload as an application keeps its view (its list in sessionStorage), so that the list is the whole story: a
+#: message handed over twice, or never, shows. It counts the connection drops it lived through.
+READER = b"""<!doctype html>
+<html><head><meta charset="utf-8"><script src="/tether.js"></script></head><body><ol id="shown"></ol>
+<script>
+  const list = document.getElementById("shown");
+  const kept = JSON.parse(sessionStorage.getItem("shown") || "[]");
+  window.drops = Number(sessionStorage.getItem("drops") || 0);
+  function show(offset, n) {
+    const item = document.createElement("li");
+    item.dataset.offset = offset;
+    item.textContent = n;
+    list.append(item);
+  }
+  for (const [offset, n] of kept) show(offset, n);
+  window.socket = Tether.connect("streams/?user=reader", {resume: "reader", initialDelay: 100, maxDelay: 1000});
+  socket.on("close", () => sessionStorage.setItem("drops", String(++window.drops)));
+  socket.subscribe("room.drops", (data, {offset}) => {
+    show(offset, data.n);
+    kept.push([offset, data.n]);
+    sessionStorage.setItem("shown", JSON.stringify(kept));
+  });
+</script></body></html>"""
+
+
 class UserFromQuery:
     """An authenticated user named by the query string, as the auth middleware would put one in the scope."""
 
@@ -101,6 +127,8 @@ class Streams(StreamConsumer):
 async def serve_page(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["path"] == "/tether.js":
         body, content_type = TETHER_JS.read_bytes(), b"text/javascript"
+    elif scope["path"] == "/reader":
+        body, content_type = READER, b"text/html; charset=utf-8"
     else:
         body, content_type = PAGE, b"text/html; charset=utf-8"
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", content_type)]})
