@@ -111,7 +111,8 @@ def test_a_page_taken_offline_every_five_seconds_and_reloaded_once_shows_every_m
     page.wait_for_function(
         """(count) => {
             const items = document.querySelectorAll('#shown li');
-            return items.length >= count || (items.length > 0 && Number(items[items.length - 1].dataset.offset) === count);
+            const last = items.length ? Number(items[items.length - 1].dataset.offset) : 0;
+            return items.length >= count || last === count;
         }""",
         arg=MESSAGES,
         timeout=90_000,
