@@ -34,8 +34,9 @@ GROUP = "bench.fanout"
 class Members:
     """Receiving members of ``GROUP`` in this process: each a channel and a task that receives on it."""
 
-    def __init__(self, layer: Any) -> None:
+    def __init__(self, layer: Any, key: str = "seq") -> None:
         self.layer = layer
+        self.key = key  # the message field that numbers the sends
         self.tasks: list[asyncio.Task[None]] = []
         self.counts: dict[int, int] = {}
         self.last: dict[int, float] = {}
@@ -56,7 +57,7 @@ class Members:
         while True:
             message = await self.layer.receive(channel)
             now = monotonic()
-            seq = message["seq"]
+            seq = message[self.key]
             count = self.counts[seq] = self.counts.get(seq, 0) + 1
             self.last[seq] = now
             if count >= len(self.tasks):

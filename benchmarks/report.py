@@ -24,7 +24,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "latest.json"
 DOCS = ROOT / "docs" / "benchmarks.md"
 IMAGES = ROOT / "docs" / "images"
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
-ORDER = ("layer", "fanout", "echo", "broadcast", "idle", "churn", "worker", "cluster")
+ORDER = ("layer", "fanout", "echo", "broadcast", "idle", "churn", "worker", "cluster", "streams")
 PACKAGES = (
     "django-tether", "channels", "channels-redis", "daphne", "uvicorn", "granian", "websockets", "redis", "hiredis",
     "Django", "asgiref", "uvloop", "httptools", "Twisted", "msgpack",
@@ -256,6 +256,17 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     tether="cluster")  # fmt: skip
     add("Redis Cluster group_send to 1,000 in one process: p50 at most 1.5x a single Redis, same run",
         f"{fmt_ratio(slower)} of single", _at_most(slower, 1.5))  # fmt: skip
+
+    # Streams (issue 13): publishing to a stream costs about a group_send; recovery of 1,000 is quick.
+    for layer in ("in-memory", "Redis", "Redis pub/sub"):
+        case = f"{layer}, 1,000 members, 1 process"
+        wall = _ratio(results, "streams", case, "p50 ms", "group_send", tether="publish")
+        cpu = _ratio(results, "streams", case, "CPU ms/send", "group_send", tether="publish")
+        add(f"Stream publish to 1,000 members, {layer}: at most 1.3x a plain group_send (p50), same run",
+            f"p50 {fmt_ratio(wall)}, CPU {fmt_ratio(cpu)} of group_send", _at_most(wall, 1.3))  # fmt: skip
+        recover = _med(_row(results, "streams", f"{layer}, recover 1,000 missed", "recover p50 ms"), "recover")
+        add(f"Recovery of 1,000 missed messages, {layer}: p50 under 20 ms", f"{fmt(recover, 'ms')} ms",
+            _at_most(recover, 19.999))  # fmt: skip
     return targets
 
 
@@ -280,6 +291,7 @@ CHARTS: dict[str, tuple[str, ...]] = {
     "churn": ("ms/cycle (wall, 10 clients)", "RSS growth MB (all cycles)"),
     "worker": ("jobs/s", "jobs lost", "jobs duplicates"),
     "cluster": ("msgs/s", "p50 ms"),
+    "streams": ("p50 ms", "CPU ms/send", "recover p50 ms"),
 }
 
 

@@ -44,6 +44,7 @@ def test_every_check_is_registered_under_the_tether_tag():
         checks.check_presence,
         checks.check_rate_limits,
         checks.check_runserver_is_tethers,
+        checks.check_streams,
         checks.check_websocket_origins,
     }
 

@@ -24,6 +24,7 @@ E012        ``TETHER_DRAIN_WINDOW`` is not a number of seconds of at least 0, or
             positive number of seconds at least as long as the window.
 E013        ``TETHER_PRESENCE`` is not a dict of usable presence options (``ttl``, ``heartbeat``, ``batch_window``,
             ``max_metadata_size``).
+E014        ``TETHER_STREAMS`` is not a dict of stream name patterns to bounds (``max_length``, ``max_age``).
 W001        The in-memory layer while the environment asks for several server processes.
 W002        Another app's ``runserver`` comes before tether's in INSTALLED_APPS.
 W003        ``ALLOWED_HOSTS`` allows every host and ``TETHER_ALLOWED_ORIGINS`` is not set: any site's pages may
@@ -428,6 +429,25 @@ def check_presence(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 str(exc),
                 hint="Remove TETHER_PRESENCE to keep the defaults (ttl 20, heartbeat 5, batch_window 0.05 s).",
                 id="tether.E013",
+            )
+        ]
+    return []
+
+
+@register(TAG)
+def check_streams(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """E014: ``TETHER_STREAMS`` cannot be used (the first ``get_streams()`` would raise)."""
+    from tether.streams.settings import settings_policy
+
+    try:
+        settings_policy()
+    except (TypeError, ValueError) as exc:
+        return [
+            Error(
+                str(exc),
+                hint='Write it as {"chat.*": {"max_length": 1000, "max_age": 3600}}, or remove it to keep the '
+                "defaults (max_length 1000, max_age 86400 s).",
+                id="tether.E014",
             )
         ]
     return []

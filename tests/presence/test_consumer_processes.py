@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.project.harness import Command, copy_project, uvicorn_processes
+from tests.project.harness import Command, copy_project, delete_redis_prefix, uvicorn_processes
 
 REDIS_URL = os.environ.get("TETHER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TTL = 2.0
@@ -38,17 +38,7 @@ def servers(tmp_path: Path) -> Iterator[list[Command]]:
         with uvicorn_processes(project, [env, env], "--lifespan", "off") as commands:
             yield commands
     finally:
-        asyncio.run(_delete_keys(prefix))
-
-
-async def _delete_keys(prefix: str) -> None:
-    from tether.layers.redis import RedisChannelLayer
-
-    layer = RedisChannelLayer(hosts=[REDIS_URL], prefix=prefix)
-    try:
-        await layer.flush()
-    finally:
-        await layer.close()
+        asyncio.run(delete_redis_prefix(REDIS_URL, prefix))
 
 
 class Client:

@@ -225,3 +225,14 @@ def uvicorn_processes(
         for command in commands:
             command.wait_for_line("Uvicorn running on", timeout=60)
         yield commands
+
+
+async def delete_redis_prefix(url: str, prefix: str) -> None:
+    """Delete what the test project's processes left in the Redis at ``url`` under the key prefix ``prefix``."""
+    from tether.layers.redis import RedisChannelLayer
+
+    layer = RedisChannelLayer(hosts=[url], prefix=prefix)
+    try:
+        await layer.flush()
+    finally:
+        await layer.close()

@@ -8,13 +8,22 @@ the shared Redis. Each Redis layer has a key prefix of its own and is flushed af
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
+from tests.layers.conftest import REDIS_URL
+from tests.layers.redis.conftest import (  # noqa: F401 - redis_cluster, redis_servers, shared_redis: fixtures
+    layer_on,
+    redis_cluster,
+    redis_servers,
+    shared_redis,
+)
 from tether.layers import InMemoryChannelLayer
 from tether.layers.base import BaseChannelLayer
+from tether.layers.redis import RedisChannelLayer, RedisPubSubChannelLayer
 
 LayerFactory = Callable[..., contextlib.AbstractAsyncContextManager[BaseChannelLayer]]
 
@@ -29,15 +38,31 @@ async def memory_layer(**options: Any) -> AsyncIterator[BaseChannelLayer]:
         await layer.close()
 
 
-STREAM_LAYERS = ["inmemory"]
+@contextlib.asynccontextmanager
+async def redis_layer(layer_class: type, hosts: list[str]) -> AsyncIterator[BaseChannelLayer]:
+    async with layer_on(layer_class, hosts=hosts) as layer:
+        yield layer
+
+
+STREAM_LAYERS = ["inmemory", "redis", "redis_sharded", "redis_cluster", "redis_pubsub"]
 
 
 @pytest.fixture(params=STREAM_LAYERS)
 def streams_layer_factory(request: pytest.FixtureRequest) -> LayerFactory:
     """Build a layer of the parametrised kind: ``async with streams_layer_factory() as layer``."""
-    if request.param == "inmemory":
+    kind = request.param
+    if kind == "inmemory":
         return memory_layer
-    raise AssertionError(request.param)
+    if kind == "redis":
+        return functools.partial(redis_layer, RedisChannelLayer, [REDIS_URL])
+    if kind == "redis_pubsub":
+        return functools.partial(redis_layer, RedisPubSubChannelLayer, [REDIS_URL])
+    if kind == "redis_sharded":
+        servers = request.getfixturevalue("redis_servers")
+        hosts = [servers.start().url for _ in range(2)]
+        return functools.partial(redis_layer, RedisChannelLayer, hosts)
+    nodes = request.getfixturevalue("redis_cluster")
+    return functools.partial(redis_layer, RedisChannelLayer, [{"address": nodes[0].url, "cluster": True}])
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -67,6 +68,6 @@ async def test_data_is_sent_and_kept_as_its_json_round_trip(streams_layer: BaseC
     channel = await streams_layer.new_channel()
     await streams.subscribe("s", channel)
     top = await streams.publish("s", {3: (1, 2)})
-    live = await streams_layer.receive(channel)
+    live = await asyncio.wait_for(streams_layer.receive(channel), 10)
     recovered = await streams.recover("s", top.epoch, 0)
     assert live["data"] == recovered.entries[0].data == {"3": [1, 2]}

@@ -186,3 +186,32 @@ async def test_get_streams_returns_one_object_per_layer(streams_layer: BaseChann
     assert get_streams(streams_layer) is get_streams(streams_layer)
     with pytest.raises(ValueError, match="first call only"):
         get_streams(streams_layer, config={})
+
+
+async def test_messages_older_than_max_age_are_trimmed(streams_layer_factory: Any) -> None:
+    """Publishing every 0.1 s to a stream that keeps 3 s: the first message goes once it is 3 s old, while the stream
+    (written to all along) keeps its epoch."""
+    async with streams_layer_factory() as layer:
+        streams = get_streams(layer, config={"aged": {"max_age": 3}})
+        first = await streams.publish("aged", 0)
+        deadline = asyncio.get_running_loop().time() + 30
+        while (await streams.recover("aged", first.epoch, 0)).reload is None:
+            assert asyncio.get_running_loop().time() < deadline, "the old message was never trimmed"
+            await asyncio.sleep(0.1)
+            top = await streams.publish("aged", "later")
+        recovery = await streams.recover("aged", first.epoch, 0)
+        assert recovery.reload == "trimmed" and recovery.position.epoch == first.epoch
+        assert (await streams.recover("aged", first.epoch, top.offset - 1)).entries[-1].offset == top.offset
+
+
+async def test_a_stream_silent_for_max_age_is_forgotten_under_a_new_epoch(streams_layer_factory: Any) -> None:
+    async with streams_layer_factory() as layer:
+        streams = get_streams(layer, config={"brief": {"max_age": 0.5}})
+        before = await streams.publish("brief", 1)
+        deadline = asyncio.get_running_loop().time() + 30
+        while (await streams.position("brief")).epoch == before.epoch:
+            assert asyncio.get_running_loop().time() < deadline, "the silent stream was never forgotten"
+            await asyncio.sleep(0.1)
+        after = await streams.publish("brief", 2)
+        assert after.offset == 1
+        assert (await streams.recover("brief", before.epoch, 1)).reload == "epoch"

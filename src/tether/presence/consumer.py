@@ -24,7 +24,7 @@ from asgiref.sync import async_to_sync
 
 from tether.exceptions import InvalidChannelLayerError
 from tether.presence.base import Presence, get_presence
-from tether.types import Message
+from tether.types import Message, Scope
 
 __all__ = ["AsyncPresenceConsumerMixin", "PresenceConsumerMixin"]
 
@@ -39,7 +39,7 @@ class _PresenceDeclaration:
     #: Whether the connection receives its groups' ``presence.join`` / ``presence.leave`` events.
     presence_listen: ClassVar[bool] = True
 
-    scope: dict[str, Any]
+    scope: Scope
     channel_name: str
     channel_layer: Any
     channel_layer_alias: str

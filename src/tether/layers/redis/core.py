@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, ClassVar
 
 from tether.exceptions import ChannelFull
@@ -34,6 +34,7 @@ from tether.layers.redis.storage import (
     PUSH_INBOX,
     SEND_LOCAL,
     SEND_NAMED,
+    Script,
     client_id_of,
     frame_head,
     now_ms,
@@ -186,6 +187,28 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
         """
         self.require_valid_group_name(group)
         payload = self.codec.encode(message, TO_GROUP, group)
+        await self.send_to_group_with(group, payload, GROUP_SEND, GROUP_MEMBERS)
+
+    async def send_to_group_with(
+        self,
+        group: str,
+        head: bytes,
+        one_server: Script,
+        sharded: Script,
+        keys: Sequence[str] = (),
+        args: Sequence[Any] = (),
+        tail: Callable[[list[Any]], bytes] | None = None,
+    ) -> list[Any]:
+        """``group_send`` of a message that a script writes beside the group and completes (``tether.streams``
+        keeps its history so: one call, the message encoded once). Returns the script's replies after the fan-out's.
+
+        On one server, ``one_server`` runs ``GROUP_SEND``'s fan-out (``GROUP_FAN_OUT``) in the same call: its KEYS are
+        the group index and token hash, then ``keys``; its ARGV are ``GROUP_SEND``'s with ``head`` (the start of the
+        encoded message) at 5, then ``args``; its reply is ``GROUP_SEND``'s followed by its own. Sharded or on a
+        cluster, ``sharded`` walks the group (``GROUP_WALK``) with KEYS the group index then ``keys``, ARGV the cutoff
+        then ``args``, and replies as ``GROUP_MEMBERS`` then its own; the frames are pushed from here. The message is
+        ``head`` followed by ``tail(the script's own replies)`` (the same bytes the script appended, if any).
+        """
         state = self._loops.get()
         now = now_ms()
         expires_at = now + self._expiry_ms
@@ -193,30 +216,32 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
         key = self.keys.group(group)
         cutoff = now - self._group_expiry_ms
         if self._one_server:
-            expired, _pushed, full, named = await endpoint.script(
-                GROUP_SEND,
-                [key, self.keys.group_tokens(group)],
+            expired, _pushed, full, named, *extra = await endpoint.script(
+                one_server,
+                [key, self.keys.group_tokens(group), *keys],
                 [
                     cutoff,
                     self.keys.inbox_prefix,
                     self.inbox_capacity,
                     frame_head(expires_at, group),
-                    payload,
+                    head,
                     self._expiry_ms,
                     now,
                     self._group_expiry_ms,
+                    *args,
                 ],
             )
-            named = [name.decode("ascii") for name in named]
+            payload = head if tail is None else head + tail(extra)
             full = [client_id.decode("ascii") for client_id in full]
         else:
-            expired, client_ids, lists, named = await endpoint.script(GROUP_MEMBERS, [key], [cutoff])
+            expired, client_ids, lists, named, *extra = await endpoint.script(sharded, [key, *keys], [cutoff, *args])
             by_process = {
                 client_id.decode("ascii"): members.decode("ascii")
                 for client_id, members in zip(client_ids, lists, strict=True)
             }
-            named = [name.decode("ascii") for name in named]
+            payload = head if tail is None else head + tail(extra)
             full = await self._push_to_processes(state, group, by_process, expires_at, payload)
+        named = [name.decode("ascii") for name in named]
         self._stats.incr("group_sent")
         if expired:
             self._stats.incr("group_members_expired", expired)
@@ -231,6 +256,7 @@ class RedisChannelLayer(RedisLayerBase["ListLoopState"]):
             )
         if named:
             await self._group_send_named(state, group, named, now, expires_at, payload)
+        return list(extra)
 
     async def _push_to_processes(
         self, state: ListLoopState, group: str, by_process: dict[str, str], expires_at: int, payload: bytes

@@ -22,6 +22,7 @@ channel to a group is refused with an error; use ``RedisChannelLayer`` for that.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, cast
 
 from tether.exceptions import ChannelFull
@@ -30,7 +31,7 @@ from tether.layers.redis.cluster import ClusterEndpoint
 from tether.layers.redis.codec import TO_CHANNEL, TO_GROUP
 from tether.layers.redis.endpoints import NodeEndpoint
 from tether.layers.redis.failures import Outage
-from tether.layers.redis.storage import client_id_of, now_ms, pack_frame
+from tether.layers.redis.storage import Script, client_id_of, now_ms, pack_frame
 from tether.layers.redis.subscriber import ClusterSubscriber, Subscriber
 from tether.types import Message
 
@@ -181,6 +182,19 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
         await endpoint.call(endpoint.publish_command, self.keys.group(group), frame)
         self._stats.incr("group_sent")
 
+    async def publish_to_group_with(self, group: str, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """``group_send`` of a message that a script writes beside the group and completes (``tether.streams``
+        keeps its history so, in one call). ``script`` runs on the group's host with ``keys`` and ARGV: the publish
+        command, the group's topic, the frame head (up to the payload), then ``args``; it publishes the frame it
+        completes. Returns its reply."""
+        frame = pack_frame(now_ms() + self._expiry_ms, b"", group)
+        endpoint = self._endpoint(self._loops.get(), group)
+        reply = await endpoint.script(
+            script, list(keys), [endpoint.publish_command, self.keys.group(group), frame, *args]
+        )
+        self._stats.incr("group_sent")
+        return reply
+
     # Housekeeping --------------------------------------------------------------------------------------------------
 
     def group_sizes(self) -> dict[str, int]:
@@ -189,12 +203,16 @@ class RedisPubSubChannelLayer(RedisLayerBase["PubSubLoopState"]):
         return {group: len(members) for group, members in self._groups.items()}
 
     async def flush(self) -> None:
-        """Drop this process's groups and buffered messages (pub/sub stores nothing in Redis)."""
+        """Drop this process's groups and buffered messages, and delete the history of streams under this layer's
+        ``prefix`` (pub/sub stores nothing else in Redis)."""
         state = self._loops.get()
         for group in list(self._groups):
             await self._unsubscribe(state, "group", group)
         self._groups.clear()
         self._forget_local()
+        # Pub/sub keeps no messages in Redis, but streams keep their history there (tether.streams).
+        for index in range(len(self.hosts)):
+            await self._endpoint_at(state, index).delete_matching(self.keys.history_pattern)
 
     # Subscriptions -------------------------------------------------------------------------------------------------
 

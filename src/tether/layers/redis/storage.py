@@ -63,6 +63,10 @@ The model:
 * **Presence** (``tether.presence``) keeps its keys under ``<prefix>:p:`` (``tether/presence/storage.py`` is their
   spec), so ``flush()`` deletes them too.
 
+* **Streams** (``tether.streams``) keep their history under ``<prefix>:h:`` (``tether/streams/storage.py`` is its
+  spec), so ``flush()`` deletes it too. A stream is also a group: its publish script runs ``GROUP_SEND``'s fan-out
+  (``GROUP_FAN_OUT``) on a message it completes with the offset it gives.
+
 Every key a script touches carries the same ``{hash tag}``, so the scripts run unchanged on Redis Cluster. The
 single-call ``GROUP_SEND`` script touches inboxes it finds in the group, so it is used only on a single Redis (or a
 Sentinel-managed one); sharded and cluster deployments use ``GROUP_MEMBERS`` then ``PUSH_INBOX`` per process.
@@ -84,9 +88,11 @@ __all__ = [
     "GIVE_BACK",
     "GROUP_ADD",
     "GROUP_DISCARD",
+    "GROUP_FAN_OUT",
     "GROUP_MEMBERS",
     "GROUP_RESYNC",
     "GROUP_SEND",
+    "GROUP_WALK",
     "MEMBER_TAG",
     "PROCESS_ENTRY",
     "PUSH_INBOX",
@@ -161,9 +167,14 @@ class KeySpace:
         return f"{self.prefix}:d:{{{name}}}"
 
     @property
+    def history_pattern(self) -> str:
+        """A ``SCAN MATCH`` pattern for this prefix's stream history keys (``tether.streams``)."""
+        return f"{self.prefix}:h:*"
+
+    @property
     def scan_pattern(self) -> str:
         """A ``SCAN MATCH`` pattern for this prefix's keys and no other's (the prefix holds no glob characters)."""
-        return f"{self.prefix}:[cifgsdp]:*"
+        return f"{self.prefix}:[cifgsdph]:*"
 
 
 def client_id_of(channel: str) -> str | None:
@@ -495,8 +506,9 @@ end
 if #stale > 0 then redis.call('ZREMRANGEBYSCORE', index, '-inf', cutoff) end
 """
 
-# Then walk the index: for each process, its live members; for each named member, its name.
-_WALK_GROUP = (
+#: Drop the stale entries of the group index KEYS[1] (cutoff ARGV[1]), then walk it: for each process, its live
+#: members; for each named member, its name. Leaves ``expired``, ``processes``, ``lists`` and ``named``.
+GROUP_WALK = (
     """
 local index, tokens = KEYS[1], nil
 """
@@ -528,19 +540,17 @@ GROUP_MEMBERS = Script(
 -- KEYS[1] group index; ARGV: cutoff (ms: members who joined before it have expired).
 -- Returns {members expired, {client ids}, {their members, comma-separated}, {named-channel members}}.
 """
-    + _WALK_GROUP
+    + GROUP_WALK
     + """
 return {expired, processes, lists, named}
 """,
 )
 
-GROUP_SEND = Script(
-    "group_send",
+#: The body of ``GROUP_SEND``, for scripts that send to a group in the same call as they write beside it: KEYS[1] and
+#: KEYS[2] and ARGV[1] to ARGV[8] as ``GROUP_SEND`` takes them, except that the message is the Lua variable
+#: ``payload`` (which ARGV[5] is for ``GROUP_SEND`` itself). Leaves ``expired``, ``pushed``, ``full`` and ``named``.
+GROUP_FAN_OUT = (
     """
--- KEYS[1] group index, KEYS[2] the group's token hash; ARGV: cutoff (ms), inbox key prefix, inbox capacity,
--- frame head, payload, ttl (ms), now (ms), group expiry (ms).
--- One frame per process inbox: its member list's token, plus the list itself when the process was not sent this
--- list before. Returns {members expired, inboxes pushed, {client ids whose inbox was full}, {named members}}.
 local index, tokens = KEYS[1], KEYS[2]
 """
     + _DROP_STALE
@@ -575,7 +585,7 @@ for _, entry in ipairs(redis.call('ZRANGE', index, 0, -1)) do
           redis.call('PEXPIRE', tokens, ARGV[8])
           targets = '#' .. token .. ':' .. table.concat(redis.call('ZRANGE', members, 0, -1), ',')
         end
-        redis.call('RPUSH', inbox, ARGV[4] .. targets .. '|' .. ARGV[5])
+        redis.call('RPUSH', inbox, ARGV[4] .. targets .. '|' .. payload)
         redis.call('PEXPIRE', inbox, ARGV[6])
         pushed = pushed + 1
       end
@@ -584,6 +594,20 @@ for _, entry in ipairs(redis.call('ZRANGE', index, 0, -1)) do
     named[#named + 1] = entry
   end
 end
+"""
+)
+
+GROUP_SEND = Script(
+    "group_send",
+    """
+-- KEYS[1] group index, KEYS[2] the group's token hash; ARGV: cutoff (ms), inbox key prefix, inbox capacity,
+-- frame head, payload, ttl (ms), now (ms), group expiry (ms).
+-- One frame per process inbox: its member list's token, plus the list itself when the process was not sent this
+-- list before. Returns {members expired, inboxes pushed, {client ids whose inbox was full}, {named members}}.
+local payload = ARGV[5]
+"""
+    + GROUP_FAN_OUT
+    + """
 return {expired, pushed, full, named}
 """,
 )
