@@ -544,7 +544,7 @@
       if (this._subscriptions.has(stream)) {
         throw new Error(`tether: already subscribed to "${stream}"; unsubscribe first.`);
       }
-      const position = this._resumed.get(stream) || settings.position;
+      const position = settings.recover ? this._resumed.get(stream) || settings.position : null;
       this._resumed.delete(stream);
       const subscription = new Subscription(this, stream, handler, settings, position);
       this._subscriptions.set(stream, subscription);
@@ -555,8 +555,9 @@
     /**
      * Call `method` on the server (its consumer's `request_<method>(params)`); resolves with the reply's result,
      * rejects with an Error whose `code` is the server's error code, or "timeout" (no reply within `timeout`
-     * milliseconds; a request still waiting in the queue is taken out of it), "disconnected" (the connection dropped
-     * after the request went out: it may or may not have run), "queue_full" or "closed".
+     * milliseconds; `error.sent` is false when it was still waiting in the queue, and is taken out of it),
+     * "disconnected" (the connection dropped after the request went out: it may or may not have run), "queue_full"
+     * or "closed".
      */
     request(method, params = {}, options = {}) {
       if (typeof method !== "string" || method === "") {
@@ -586,7 +587,9 @@
               this._saveResume();
             }
             const where = queued !== -1 ? "it was never sent, the connection did not come back" : "no reply";
-            reject(protocolError("timeout", `request "${method}" timed out after ${timeout} ms (${where}).`));
+            const error = protocolError("timeout", `request "${method}" timed out after ${timeout} ms (${where}).`);
+            error.sent = queued === -1;
+            reject(error);
           }, timeout);
         }
         this._requests.set(id, entry);
@@ -823,7 +826,7 @@
       if (this._store.key === null) return;
       const positions = new Map(this._resumed);
       for (const subscription of this._subscriptions.values()) {
-        if (subscription.epoch !== null) {
+        if (subscription.epoch !== null && subscription.options.recover) {
           positions.set(subscription.stream, { epoch: subscription.epoch, offset: subscription.offset });
         }
       }
