@@ -4,8 +4,8 @@
 The user is the query string's ``user``, as the auth middleware would put a logged-in user in the scope. Anyone may
 subscribe to ``room.*``; ``private.*`` is refused. Requests: ``publish`` (``count`` messages ``{"n": ...}`` to a
 stream), ``echo``, ``refuse`` (an error of the application's), ``slow`` (answers after ``seconds``), ``note``
-(records its params in ``NOTES``, for the tests of what a page sent), and ``resend`` (sends a ``message`` frame as
-given, to play a server that repeats or skips an offset).
+(records its params in ``NOTES``, for the tests of what a page sent), and ``play`` (sends its params as a frame, to
+play a server that repeats or skips an offset, or sends a ``reload`` frame).
 """
 
 from __future__ import annotations
@@ -120,8 +120,8 @@ class Streams(StreamConsumer):
     async def request_note(self, params: dict[str, Any]) -> None:
         NOTES.append(params)
 
-    async def request_resend(self, params: dict[str, Any]) -> None:
-        await self.send_json({"type": "message", **params})
+    async def request_play(self, params: dict[str, Any]) -> None:
+        await self.send_json(params)
 
 
 async def serve_page(scope: dict[str, Any], receive: Any, send: Any) -> None:

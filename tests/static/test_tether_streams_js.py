@@ -138,7 +138,8 @@ def test_an_offset_sent_again_is_not_handed_over_twice(page, publisher):
     position = publisher.publish("room.a", 2)
     wait_got(page, 2)
     page.evaluate(
-        "(epoch) => call('resend', {stream: 'room.a', epoch, offset: 2, data: {n: 'again'}})", position["epoch"]
+        "(epoch) => call('play', {type: 'message', stream: 'room.a', epoch, offset: 2, data: {n: 'again'}})",
+        position["epoch"],
     )
     page.wait_for_function("settled.length === 1")
     publisher.publish("room.a", 1, first=3)
@@ -153,7 +154,8 @@ def test_a_message_beyond_the_next_offset_is_not_handed_over_and_makes_it_resubs
     wait_got(page, 1)
     # Play a server that lost offsets 2 and 3: it sends 4 right after 1.
     page.evaluate(
-        "(epoch) => call('resend', {stream: 'room.a', epoch, offset: 4, data: {n: 'ahead'}})", position["epoch"]
+        "(epoch) => call('play', {type: 'message', stream: 'room.a', epoch, offset: 4, data: {n: 'ahead'}})",
+        position["epoch"],
     )
     page.wait_for_function("window.confirmed === 2")  # subscribed again from offset 1
     publisher.publish("room.a", 3, first=2)
@@ -171,6 +173,43 @@ def test_a_position_the_server_cannot_recover_from_calls_on_reload_and_carries_o
     publisher.publish("room.a", 1, first=4)
     got = wait_got(page, 1)
     assert offsets(got) == [4]
+
+
+def test_a_reload_frame_calls_on_reload_and_carries_on_from_its_position(page, publisher):
+    open_socket(page)
+    subscribed(page, "room.a")
+    position = publisher.publish("room.a", 1)
+    wait_got(page, 1)
+    page.evaluate(
+        "(epoch) => call('play', {type: 'reload', stream: 'room.a', reason: 'trimmed', epoch, offset: 3})",
+        position["epoch"],
+    )
+    page.wait_for_function("reloads.length === 1")
+    assert page.evaluate("reloads[0]") == {
+        "stream": "room.a",
+        "reason": "trimmed",
+        "epoch": position["epoch"],
+        "offset": 3,
+    }
+    publisher.publish("room.a", 3, first=2)  # offsets 2 and 3 are part of the reloaded state: only 4 is handed over
+    got = wait_got(page, 2)
+    assert offsets(got) == [1, 4]
+
+
+def test_without_recover_a_subscription_starts_from_now_after_a_reconnection(page, publisher):
+    open_socket(page)
+    subscribed(page, "room.t", "{recover: false}")
+    publisher.publish("room.t", 1)
+    wait_got(page, 1)
+    CONTROL["gate_open"] = False
+    page.evaluate("socket._ws.close(4000)")
+    page.wait_for_function("socket.state === 'reconnecting'")
+    publisher.publish("room.t", 2, first=2)  # missed, and not wanted
+    CONTROL["gate_open"] = True
+    page.wait_for_function("socket.state === 'open' && sub.state === 'active'")
+    publisher.publish("room.t", 1, first=4)
+    got = wait_got(page, 2)
+    assert [entry["data"]["n"] for entry in got] == [1, 4]
 
 
 def test_a_subscription_from_a_given_position_recovers_what_came_after_it(page, publisher):
