@@ -4,12 +4,14 @@
   on it, as in benchmark 2) subscribed to one stream. Timed from just before the call until the last member has the
   message: ``streams.publish(stream, data)`` (which also keeps the message and gives it its offset) against
   ``layer.group_send(stream, message)`` of a message of the same shape and size, which keeps nothing. p50 over the
-  sends, and CPU time per send (the process's, senders and receivers alike: steadier than wall time on a shared
-  machine). The two alternate over the rounds, each in a fresh process. In-memory, Redis and Redis pub/sub layers.
+  sends, and the p50 of the CPU time per send (the process's, senders and receivers alike: steadier than wall time
+  on a shared machine). The two alternate send by send in one process on the same members (a process's speed varies
+  from one start to the next by more than the difference measured), a fresh process per round. In-memory, Redis and
+  Redis pub/sub layers.
 * **Recovery of 1,000 missed messages**: 1,000 messages published to a stream nobody reads, then
   ``recover(stream, epoch, 0)`` timed from the call until it returns the 1,000 entries (complete): p50 over 20 calls.
 
-``python -m benchmarks.streams worker <variant> <backend> <redis url> <prefix> <scale>`` is one (variant, layer) run.
+``python -m benchmarks.streams worker <backend> <redis url> <prefix> <scale>`` is one round on one layer.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 __all__ = ["run"]
 
 MEMBERS = 1_000
-SENDS = 20  # timed sends per round
+SENDS = 40  # timed sends of each kind per round
 MISSED = 1_000
 RECOVERIES = 20
 STREAM = "bench.stream"
@@ -31,9 +33,10 @@ BACKENDS = ("inmemory", "redis", "pubsub")
 NAMES = {"inmemory": "in-memory", "redis": "Redis", "pubsub": "Redis pub/sub"}
 VARIANTS = ("publish", "group_send")
 DATA = {"text": "x" * 60}
+OTHER = 1_000_000  # group_send's messages are numbered from here
 
 
-async def worker(variant: str, backend: str, redis_url: str, prefix: str, scale: float) -> dict[str, Any]:
+async def worker(backend: str, redis_url: str, prefix: str, scale: float) -> dict[str, Any]:
     from benchmarks.common import percentile
     from benchmarks.fanout import WAIT, Members
     from benchmarks.layer import close_layer, make_layer
@@ -49,40 +52,44 @@ async def worker(variant: str, backend: str, redis_url: str, prefix: str, scale:
             await asyncio.gather(*(streams.subscribe(STREAM, channel) for channel in channels))
             members.tasks += [asyncio.create_task(members._listen(channel)) for channel in channels]
 
-        async def send(offset: int) -> None:
-            if variant == "publish":
-                await streams.publish(STREAM, DATA)
-            else:
-                message = {"type": "stream.message", "stream": STREAM, "epoch": epoch, "offset": offset, "data": DATA}
-                await layer.group_send(STREAM, message)
+        async def publish(offset: int) -> None:
+            await streams.publish(STREAM, DATA)
 
-        latencies: list[float] = []
-        cpu: list[float] = []
-        warm = 3
-        for offset in range(1, warm + max(2, round(SENDS * scale)) + 1):
+        async def group_send(offset: int) -> None:
+            # Numbered apart from the stream's offsets, so that each send is waited for on its own.
+            message = {"type": "stream.message", "stream": STREAM, "epoch": epoch, "offset": offset, "data": DATA}
+            await layer.group_send(STREAM, message)
+
+        async def timed(send: Any, offset: int) -> tuple[float, float] | None:
             waiting = asyncio.ensure_future(members.wait(offset, WAIT))
             started, started_cpu = time.monotonic(), time.process_time()
             await send(offset)
             answer = await waiting
             spent_cpu = time.process_time() - started_cpu
-            if answer["last"] is None:
-                if offset > warm:
-                    raise RuntimeError(f"send {offset} did not reach every member in {WAIT}s")
-                continue  # a pub/sub warm-up message that came before every subscription settled
-            if offset > warm:
-                latencies.append(answer["last"] - started)
-                cpu.append(spent_cpu)
             await asyncio.sleep(0.005)
-        result: dict[str, Any] = {
-            "p50_ms": (percentile(latencies, 0.5) or 0) * 1000,
-            "cpu_ms": sum(cpu) / len(cpu) * 1000,
-        }
-        if variant == "publish":
-            result["recover_p50_ms"] = await recovery(streams, scale)
+            return None if answer["last"] is None else (answer["last"] - started, spent_cpu)
+
+        measured: dict[str, list[tuple[float, float]]] = {variant: [] for variant in VARIANTS}
+        warm = 3
+        for index in range(1, warm + max(2, round(SENDS * scale)) + 1):
+            # The two alternate send by send, in one process, on the same members: what differs is the call alone.
+            for variant, send, offset in (("publish", publish, index), ("group_send", group_send, OTHER + index)):
+                result = await timed(send, offset)
+                if result is None and index > warm:
+                    raise RuntimeError(f"a {variant} did not reach every member in {WAIT}s")
+                if result is not None and index > warm:  # (a pub/sub warm-up send may come before subscriptions)
+                    measured[variant].append(result)
+        answer: dict[str, Any] = {}
+        for variant, results in measured.items():
+            answer[variant] = {
+                "p50_ms": (percentile([wall for wall, _ in results], 0.5) or 0) * 1000,
+                "cpu_ms": (percentile([cpu for _, cpu in results], 0.5) or 0) * 1000,
+            }
+        answer["recover_p50_ms"] = await recovery(streams, scale)
     finally:
         await members.stop()
         await close_layer(layer)
-    return result
+    return answer
 
 
 async def recovery(streams: Any, scale: float) -> float:
@@ -104,41 +111,43 @@ async def recovery(streams: Any, scale: float) -> float:
 
 
 def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
-    from benchmarks.common import Bench, RedisServer, Row, alternate, run_json, stopping
+    from benchmarks.common import Bench, RedisServer, Row, run_json, stopping
 
     bench = Bench("streams", "9. Streams: publish vs group_send, and recovery")
     bench.note(
         f"publish keeps the message and gives it an offset; group_send sends a message of the same shape and keeps "
-        f"nothing. {MEMBERS:,} members in one process; CPU ms is the process's per send, until every member has it."
+        f"nothing; the two alternate send by send in one process, on the same {MEMBERS:,} members (a fresh process "
+        "per round). CPU ms is the p50 of the process's CPU time per send, until every member has it."
     )
     redis_server = RedisServer()
-    data: dict[tuple[str, str], list[dict[str, Any] | None]] = {}
+    data: dict[str, list[dict[str, Any] | None]] = {}
     with stopping(redis_server):
-        for backend in BACKENDS:
-
-            def one(round_index: int, variant: str, backend: str = backend) -> None:
-                prefix = f"bench.streams.{variant}.{backend}.{round_index}"
+        for round_index in range(rounds):
+            for backend in BACKENDS:
+                prefix = f"bench.streams.{backend}.{round_index}"
                 try:
                     answer = run_json(
-                        ["benchmarks.streams", "worker", variant, backend, redis_server.url, prefix, str(scale)], 400
+                        ["benchmarks.streams", "worker", backend, redis_server.url, prefix, str(scale)], 400
                     )
                 except Exception as exc:
-                    bench.note(f"{variant} on {NAMES[backend]} failed: {exc}")
+                    bench.note(f"{NAMES[backend]} failed: {exc}")
                     answer = None
-                data.setdefault((variant, backend), []).append(answer)
+                data.setdefault(backend, []).append(answer)
 
-            alternate(rounds, VARIANTS, one)
-
-        def pick(variant: str, backend: str, key: str) -> list[float | None]:
-            return [entry.get(key) if entry else None for entry in data.get((variant, backend), [])]
+        def pick(backend: str, variant: str | None, key: str) -> list[float | None]:
+            picked = []
+            for answer in data.get(backend, []):
+                entry = answer.get(variant) if answer and variant else answer
+                picked.append(entry.get(key) if entry else None)
+            return picked
 
         for backend in BACKENDS:
             case = f"{NAMES[backend]}, {MEMBERS:,} members, 1 process"
             for key, metric in (("p50_ms", "p50 ms"), ("cpu_ms", "CPU ms/send")):
-                series = {variant: pick(variant, backend, key) for variant in VARIANTS}
+                series = {variant: pick(backend, variant, key) for variant in VARIANTS}
                 bench.add(Row(case, metric, "lower", series, tether="publish", peer="group_send"))
             case = f"{NAMES[backend]}, recover {MISSED:,} missed"
-            series = {"recover": pick("publish", backend, "recover_p50_ms")}
+            series = {"recover": pick(backend, None, "recover_p50_ms")}
             bench.add(Row(case, "recover p50 ms", "lower", series, tether="recover"))
     return bench.finish()
 
@@ -147,13 +156,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     work = sub.add_parser("worker")
-    work.add_argument("variant", choices=VARIANTS)
     work.add_argument("backend", choices=BACKENDS)
     work.add_argument("redis_url")
     work.add_argument("prefix")
     work.add_argument("scale", type=float)
     args = parser.parse_args()
-    result = asyncio.run(worker(args.variant, args.backend, args.redis_url, args.prefix, args.scale))
+    result = asyncio.run(worker(args.backend, args.redis_url, args.prefix, args.scale))
     print(json.dumps(result), flush=True)
 
 

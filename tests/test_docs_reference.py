@@ -41,6 +41,7 @@ EXTRA_MODULES = [
     "tether.tracing.otel",
     "tether.presence",
     "tether.presence.consumer",
+    "tether.streams",
     "tether.streams.consumer",
 ]
 MODULES = [*PUBLIC_NAMES, *EXTRA_MODULES]

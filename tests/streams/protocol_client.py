@@ -87,18 +87,20 @@ class ProtocolClient:
         return taken
 
 
-async def connect(url: str, user: str = "ada", name: str = "Ada") -> ProtocolClient:
+async def connect(url: str, user: str = "ada", name: str = "Ada", path: str = "/ws/streams/") -> ProtocolClient:
     """A client of the test app at ``url`` (``ws://host:port``) as ``user``, present under ``name``."""
     ws = await websockets.connect(
-        f"{url}/ws/streams/?user={user}&name={name}", open_timeout=WAIT, close_timeout=WAIT, max_size=None
+        f"{url}{path}?user={user}&name={name}", open_timeout=WAIT, close_timeout=WAIT, max_size=None
     )
     return ProtocolClient(ws)
 
 
 @contextlib.asynccontextmanager
-async def connected(url: str, user: str = "ada", name: str = "Ada") -> AsyncIterator[ProtocolClient]:
+async def connected(
+    url: str, user: str = "ada", name: str = "Ada", path: str = "/ws/streams/"
+) -> AsyncIterator[ProtocolClient]:
     """``connect``, closing the connection on the way out."""
-    client = await connect(url, user, name)
+    client = await connect(url, user, name, path)
     try:
         yield client
     finally:

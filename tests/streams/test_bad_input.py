@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tether.layers.base import BaseChannelLayer
-from tether.streams import get_streams
+from tether.streams import Recovery, get_streams
 
 
 @pytest.mark.parametrize("name", ["", "has space", "a" * 100, "brace{", None, 5])
@@ -71,3 +71,17 @@ async def test_data_is_sent_and_kept_as_its_json_round_trip(streams_layer: BaseC
     live = await asyncio.wait_for(streams_layer.receive(channel), 10)
     recovered = await streams.recover("s", top.epoch, 0)
     assert live["data"] == recovered.entries[0].data == {"3": [1, 2]}
+
+
+@pytest.mark.parametrize("epoch", ["", "{x}", "a b\n", ":", "*", "é"])
+async def test_an_odd_epoch_is_a_reload_not_an_error(streams_layer: BaseChannelLayer, epoch: str) -> None:
+    streams = get_streams(streams_layer)
+    top = await streams.publish("s", 1)
+    assert await streams.recover("s", epoch, 0) == Recovery(top, [], "epoch")
+
+
+@pytest.mark.parametrize("offset", [2**53, 10**30])
+async def test_a_huge_offset_is_a_future_reload(streams_layer: BaseChannelLayer, offset: int) -> None:
+    streams = get_streams(streams_layer)
+    top = await streams.publish("s", 1)
+    assert await streams.recover("s", top.epoch, offset) == Recovery(top, [], "future")

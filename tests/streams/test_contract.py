@@ -188,6 +188,7 @@ async def test_get_streams_returns_one_object_per_layer(streams_layer: BaseChann
         get_streams(streams_layer, config={})
 
 
+@pytest.mark.slow
 async def test_messages_older_than_max_age_are_trimmed(streams_layer_factory: Any) -> None:
     """Publishing every 0.1 s to a stream that keeps 3 s: the first message goes once it is 3 s old, while the stream
     (written to all along) keeps its epoch."""
@@ -204,6 +205,7 @@ async def test_messages_older_than_max_age_are_trimmed(streams_layer_factory: An
         assert (await streams.recover("aged", first.epoch, top.offset - 1)).entries[-1].offset == top.offset
 
 
+@pytest.mark.slow
 async def test_a_stream_silent_for_max_age_is_forgotten_under_a_new_epoch(streams_layer_factory: Any) -> None:
     async with streams_layer_factory() as layer:
         streams = get_streams(layer, config={"brief": {"max_age": 0.5}})
@@ -215,3 +217,11 @@ async def test_a_stream_silent_for_max_age_is_forgotten_under_a_new_epoch(stream
         after = await streams.publish("brief", 2)
         assert after.offset == 1
         assert (await streams.recover("brief", before.epoch, 1)).reload == "epoch"
+
+
+async def test_a_named_channel_can_subscribe_too(streams_layer: BaseChannelLayer) -> None:
+    streams = get_streams(streams_layer)
+    await streams.subscribe("s", "stream-reader")
+    position = await streams.publish("s", {"n": 1})
+    message = await receive(streams_layer, "stream-reader")
+    assert (message["epoch"], message["offset"], message["data"]) == (position.epoch, 1, {"n": 1})

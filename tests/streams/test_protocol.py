@@ -205,6 +205,21 @@ async def test_a_stream_that_loses_its_history_while_subscribed_sends_the_reload
     assert (message["epoch"], message["offset"]) == (top["epoch"], 2)
 
 
+async def test_a_stream_message_sent_with_group_send_is_dropped_with_one_warning(
+    ada: ProtocolClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    await ada.subscribe("room.plain")
+    layer = get_channel_layer()
+    assert layer is not None
+    with caplog.at_level(logging.WARNING, logger="tether.streams"):
+        for _ in range(3):
+            await layer.group_send("room.plain", {"type": "stream.message", "stream": "room.plain", "data": "x"})
+        await ada.publish("room.plain")
+        assert [(m["offset"], m["data"]) for m in await ada.all_messages(1)] == [(1, {"n": 1})]
+    (record,) = [r for r in caplog.records if r.name == "tether.streams"]
+    assert "not with group_send()" in record.getMessage()
+
+
 # Presence -----------------------------------------------------------------------------------------------------------
 
 
@@ -285,9 +300,13 @@ async def test_a_request_for_an_unknown_method_is_not_found(ada: ProtocolClient)
         assert answer["error"]["code"] == "not_found", method
 
 
-async def test_a_request_error_is_replied_with_its_own_code(ada: ProtocolClient) -> None:
-    answer = await ada.request("refuse")
+async def test_a_request_error_is_replied_with_its_own_code_and_not_logged(
+    ada: ProtocolClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="tether.streams"):
+        answer = await ada.request("refuse")
     assert answer["error"] == {"code": "not_allowed", "message": "Refused, as asked."}
+    assert [r for r in caplog.records if r.name == "tether.streams"] == []
 
 
 async def test_a_handler_that_raises_is_an_internal_error_logged_with_its_traceback(
@@ -324,6 +343,7 @@ async def test_a_result_that_is_not_json_is_an_internal_error(ada: ProtocolClien
         ({"type": "subscribe", "id": 1, "stream": "room a"}, "bad_request"),
         ({"type": "subscribe", "id": 1, "stream": "room." + "x" * 200}, "bad_request"),
         ({"type": "subscribe", "id": 1, "stream": "room.a", "presence": "yes"}, "bad_request"),
+        ({"type": "subscribe", "id": 1, "stream": "room." + "x" * 90, "presence": True}, "bad_request"),
         ({"type": "unsubscribe", "id": 1}, "bad_request"),
         ({"type": "request", "id": 1}, "bad_request"),
         ({"type": "request", "id": 1, "method": "echo", "params": [1]}, "bad_request"),
@@ -338,15 +358,20 @@ async def test_a_result_that_is_not_json_is_an_internal_error(ada: ProtocolClien
         ({"type": "subscribe", "id": 1, "stream": "room.a", "epoch": "e"}, "bad_position"),
     ],
 )
-async def test_a_bad_frame_gets_an_error_reply_and_leaves_nothing_behind(
-    server: LiveServer, frame: Any, code: str
+async def test_a_bad_frame_gets_an_error_reply_one_warning_and_leaves_nothing_behind(
+    server: LiveServer, frame: Any, code: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with connected(server.ws_url, "mallory") as client:
-        await client.send(frame)
-        answer = await client.next_of("reply")
-        assert answer["error"]["code"] == code, answer
-        assert answer["id"] == (frame.get("id") if isinstance(frame, dict) and frame.get("id") is not True else None)
-        assert (await client.request("echo", alive=True))["result"] == {"alive": True}
+        with caplog.at_level(logging.INFO, logger="tether.streams"):
+            await client.send(frame)
+            answer = await client.next_of("reply")
+            assert answer["error"]["code"] == code, answer
+            assert answer["id"] == (
+                frame.get("id") if isinstance(frame, dict) and frame.get("id") is not True else None
+            )
+            assert (await client.request("echo", alive=True))["result"] == {"alive": True}
+    (record,) = [r for r in caplog.records if r.name == "tether.streams"]
+    assert record.levelno == logging.WARNING and f"({code})" in record.getMessage()
     await nothing_left_behind()
 
 
@@ -365,6 +390,19 @@ async def test_subscribing_twice_to_a_stream_is_a_bad_request_and_the_first_subs
     assert answer["error"]["code"] == "bad_request" and "Already subscribed" in answer["error"]["message"]
     await ada.publish("room.twice")
     assert [m["offset"] for m in await ada.messages(1)] == [1]
+
+
+async def test_a_flood_of_bad_frames_meets_the_rate_limit_and_is_closed_with_4429(server: LiveServer) -> None:
+    async with connected(server.ws_url, "mallory", path="/ws/throttled/streams/") as client:
+        for n in range(40):  # the app's limit is 20 frames an hour; ten refusals in a row close the connection
+            await client.send({"type": "subscribe", "id": n, "stream": "secret.plans", "offset": "garbage"})
+        frames = []
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                frames.append(await client.receive())
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+    assert [frame["error"]["code"] for frame in frames if frame["type"] == "reply"] == ["bad_position"] * 20
+    assert {frame["code"] for frame in frames if frame["type"] == "error"} == {"rate_limited"}
 
 
 # Authorization ------------------------------------------------------------------------------------------------------

@@ -65,20 +65,20 @@ async def test_a_publish_is_one_script_call(redis_servers: Any, layer_class: typ
 async def test_the_keys_expire_after_max_age_and_flush_deletes_them(layer_class: type, shared_redis: Any) -> None:
     async with processes_on(layer_class, 1) as (layer,):
         streams = get_streams(layer, config={"*": {"max_age": 600}})
-        await streams.publish("room", 1)
+        epoch = (await streams.publish("room", 1)).epoch
         keys = StreamKeys(layer.prefix)
-        for key in (keys.history("room"), keys.meta("room")):
+        for key in (keys.history("room", epoch), keys.meta("room")):
             assert 0 < shared_redis.pttl(key) <= 600_000
         await layer.flush()
-        assert not shared_redis.exists(keys.history("room"), keys.meta("room"))
+        assert not shared_redis.exists(keys.history("room", epoch), keys.meta("room"))
 
 
 async def test_max_length_bounds_the_redis_stream(shared_redis: Any) -> None:
     async with processes_on(RedisChannelLayer, 1) as (layer,):
         streams = get_streams(layer, config={"*": {"max_length": 3}})
         for n in range(10):
-            await streams.publish("room", n)
-        assert shared_redis.xlen(StreamKeys(layer.prefix).history("room")) == 3
+            top = await streams.publish("room", n)
+        assert shared_redis.xlen(StreamKeys(layer.prefix).history("room", top.epoch)) == 3
 
 
 async def test_a_message_over_max_message_size_is_refused_and_not_kept() -> None:
@@ -114,10 +114,10 @@ async def test_a_redis_restart_without_persistence_starts_a_new_epoch(redis_serv
         assert (recovery.reload, recovery.position) == ("epoch", after)
 
 
-def garble(client: redis.Redis, keys: StreamKeys, stream: str, fields: dict[str, Any]) -> None:
+def garble(client: redis.Redis, keys: StreamKeys, stream: str, epoch: str, fields: dict[str, Any]) -> None:
     """Add an entry streams did not write as the stream's next offset, as a stray script or a person might."""
     offset = client.hincrby(keys.meta(stream), "o", 1)
-    client.xadd(keys.history(stream), fields, id=f"{offset}-0")
+    client.xadd(keys.history(stream, epoch), fields, id=f"{offset}-0")
 
 
 @pytest.mark.parametrize("fields", [{"x": "no data field"}, {"d": b"\xc1 not msgpack", "t": "1"}])
@@ -127,7 +127,7 @@ async def test_a_garbage_entry_makes_recovery_a_reload_and_publishing_goes_on(
     async with processes_on(RedisChannelLayer, 1) as (layer,):
         streams = get_streams(layer)
         first = await streams.publish("room", 1)
-        garble(shared_redis, StreamKeys(layer.prefix), "room", fields)
+        garble(shared_redis, StreamKeys(layer.prefix), "room", first.epoch, fields)
         with caplog.at_level(logging.WARNING, logger="tether.streams"):
             recovery = await streams.recover("room", first.epoch, 0)
         assert recovery.reload == "trimmed" and recovery.entries == []
@@ -142,7 +142,7 @@ async def test_an_entry_deleted_by_hand_makes_recovery_across_it_a_reload(shared
         streams = get_streams(layer)
         for n in range(1, 4):
             top = await streams.publish("room", n)
-        shared_redis.xdel(StreamKeys(layer.prefix).history("room"), "2-0")
+        shared_redis.xdel(StreamKeys(layer.prefix).history("room", top.epoch), "2-0")
         assert (await streams.recover("room", top.epoch, 0)).reload == "trimmed"
         assert [entry.data for entry in (await streams.recover("room", top.epoch, 2)).entries] == [3]
 

@@ -47,7 +47,8 @@ def test_anything_else_is_a_value_error(entry: Any) -> None:
 
 def test_a_streams_keys_share_the_slot_of_its_group() -> None:
     keys, layer_keys = StreamKeys("p"), KeySpace("p")
-    slots = {slot_of(key) for key in (keys.history("room.1"), keys.meta("room.1"), layer_keys.group("room.1"))}
+    names = (keys.history("room.1", "e"), keys.meta("room.1"), layer_keys.group("room.1"))
+    slots = {slot_of(key) for key in names}
     assert len(slots) == 1
 
 
@@ -55,6 +56,6 @@ def test_the_layers_flush_pattern_covers_the_stream_keys() -> None:
     import fnmatch
 
     keys, layer_keys = StreamKeys("p"), KeySpace("p")
-    for key in (keys.history("s"), keys.meta("s")):
+    for key in (keys.history("s", "e"), keys.meta("s")):
         assert fnmatch.fnmatchcase(key, layer_keys.scan_pattern)
         assert fnmatch.fnmatchcase(key, layer_keys.history_pattern)

@@ -13,7 +13,7 @@ from tether import DEFAULT_CHANNEL_LAYER, metrics, tracing
 from tether.exceptions import InvalidChannelLayerError
 from tether.layers.base import BaseChannelLayer
 
-__all__ = ["ChannelLayerManager", "channel_layers", "get_channel_layer"]
+__all__ = ["ChannelLayerManager", "channel_layers", "get_channel_layer", "layer_or_default"]
 
 
 class ChannelLayerManager:
@@ -119,3 +119,14 @@ def get_channel_layer(alias: str = DEFAULT_CHANNEL_LAYER) -> BaseChannelLayer | 
     if alias not in channel_layers.backends and alias not in channel_layers:
         return None
     return channel_layers[alias]
+
+
+def layer_or_default(layer: BaseChannelLayer | None, feature: str) -> BaseChannelLayer:
+    """``layer``, or when None the default layer, for ``feature`` (presence, streams) built on one; ``TypeError``
+    naming the feature when no default layer is configured."""
+    if layer is not None:
+        return layer
+    default = get_channel_layer()
+    if default is None:
+        raise TypeError(f"{feature} needs a channel layer: configure CHANNEL_LAYERS['default'].")
+    return default

@@ -409,12 +409,9 @@ def get_presence(layer: BaseChannelLayer | None = None, **options: Any) -> Prese
 
     Raises ``TypeError`` for a layer without a presence backend (the in-memory and the two Redis layers have one).
     """
-    if layer is None:
-        from tether.layers import get_channel_layer
+    from tether.layers.manager import layer_or_default
 
-        layer = get_channel_layer()
-        if layer is None:
-            raise TypeError("Presence needs a channel layer: configure CHANNEL_LAYERS['default'].")
+    layer = layer_or_default(layer, "Presence")
     tracker = _trackers.get(layer)
     if tracker is not None:
         if options and any(tracker.options.get(name) != value for name, value in options.items()):

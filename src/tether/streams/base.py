@@ -140,8 +140,10 @@ class Streams:
     ``recover`` for what it missed after the last offset it saw.
 
     To miss nothing, a subscriber must **subscribe first, then recover, then drop live messages whose offset is at
-    most the recovered ``position.offset``**: a message published after the subscription arrives live, one published
-    before it is in the recovery, and one published in between may be in both.
+    most the last one it applied** (a message published between the subscribe and the recover arrives live and is in
+    the recovery too), and **recover again on a gap** (a live offset more than one past the last applied): live
+    delivery skips a member whose buffer is full, as ``group_send`` does, and on sharded Redis or a cluster two
+    publishers' messages may reach a process in the other order.
 
     Stream names follow the group name rules (``TypeError`` otherwise); the stream is also the layer group its
     subscribers are in, so a plain ``group_send`` to that name reaches them too, but is not kept and has no offset.
@@ -237,12 +239,9 @@ def get_streams(layer: BaseChannelLayer | None = None, *, config: dict[str, Any]
 
     Raises ``TypeError`` for a layer without a streams backend (the in-memory and the two Redis layers have one).
     """
-    if layer is None:
-        from tether.layers import get_channel_layer
+    from tether.layers.manager import layer_or_default
 
-        layer = get_channel_layer()
-        if layer is None:
-            raise TypeError("Streams need a channel layer: configure CHANNEL_LAYERS['default'].")
+    layer = layer_or_default(layer, "Streams")
     streams = _registry.get(layer)
     if streams is not None:
         if config is not None:

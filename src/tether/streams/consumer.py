@@ -103,13 +103,16 @@ class RequestError(Exception):
 
 
 class ProtocolError(Exception):
-    """A frame the protocol refuses: the reply to send (``id`` is the frame's when it had a usable one)."""
+    """A frame the protocol refuses: the reply to send (``id`` is the frame's when it had a usable one). ``log``:
+    whether the consumer still has to log it (not for a ``RequestError``, the application's own answer, nor for an
+    error logged with its traceback already)."""
 
-    def __init__(self, code: str, message: str, id: int | str | None = None) -> None:
+    def __init__(self, code: str, message: str, id: int | str | None = None, *, log: bool = True) -> None:
         super().__init__(code, message)
         self.code = code
         self.message = message
         self.id = id
+        self.log = log
 
 
 @dataclass(frozen=True)
@@ -309,6 +312,9 @@ class StreamConsumer(AsyncPresenceConsumerMixin, AsyncJsonWebsocketConsumer):
     Override ``authorize`` (the default refuses every stream) and add ``request_<method>(params)`` handlers. Presence
     in a stream is as ``get_presence_user()`` / ``get_presence_meta()`` say (the presence mixin's hooks: the
     authenticated user's pk and username by default); the stream's name is its presence group.
+
+    ``stream_message``, ``presence_join`` and ``presence_leave`` handle the layer's events for the protocol: a
+    subclass that overrides one must call ``super()``.
     """
 
     #: The most streams one connection may be subscribed to at once; beyond, a subscribe is refused with
@@ -382,7 +388,8 @@ class StreamConsumer(AsyncPresenceConsumerMixin, AsyncJsonWebsocketConsumer):
             else:
                 await self._request(frame)
         except ProtocolError as error:
-            self._log_refusal(error.code, error.message)
+            if error.log:
+                self._log_refusal(error.code, error.message)
             await self.send_json(error_reply(error.id, error.code, error.message))
 
     async def _subscribe(self, frame: Subscribe) -> None:
@@ -413,7 +420,9 @@ class StreamConsumer(AsyncPresenceConsumerMixin, AsyncJsonWebsocketConsumer):
         except Exception:
             logger.exception("%s could not subscribe to stream %r", name_that_thing(self), stream)
             await self._stop_quietly(stream)
-            raise ProtocolError(INTERNAL, "The server could not subscribe you; try again later.", frame.id) from None
+            raise ProtocolError(
+                INTERNAL, "The server could not subscribe you; try again later.", frame.id, log=False
+            ) from None
         await self.send_json(reply(frame.id, result))
         if subscription.presence is not None:
             await self.send_json({"type": "presence", "stream": stream, "members": subscription.presence.members()})
@@ -430,6 +439,7 @@ class StreamConsumer(AsyncPresenceConsumerMixin, AsyncJsonWebsocketConsumer):
                     stream, self.channel_name, user=self.get_presence_user(), meta=self.get_presence_meta()
                 )
             except (TypeError, ValueError) as error:  # metadata over the limit or not JSON, a name too long
+                subscription.present = False  # refused before anything was stored: nothing to leave
                 raise ProtocolError(BAD_REQUEST, f"Cannot be present in {stream!r}: {error}", frame.id) from None
         streams = get_streams(layer)
         await streams.subscribe(stream, self.channel_name)
@@ -475,7 +485,9 @@ class StreamConsumer(AsyncPresenceConsumerMixin, AsyncJsonWebsocketConsumer):
             await self._stop(frame.stream)
         except Exception:
             logger.exception("%s could not unsubscribe from stream %r", name_that_thing(self), frame.stream)
-            raise ProtocolError(INTERNAL, "The server could not unsubscribe you; try again later.", frame.id) from None
+            raise ProtocolError(
+                INTERNAL, "The server could not unsubscribe you; try again later.", frame.id, log=False
+            ) from None
         await self.send_json(reply(frame.id, {"subscribed": subscribed}))
 
     async def _stop(self, stream: str) -> None:
@@ -508,10 +520,10 @@ class StreamConsumer(AsyncPresenceConsumerMixin, AsyncJsonWebsocketConsumer):
             logger.exception(
                 "%s.request_%s returned a result that cannot be sent as JSON", type(self).__name__, frame.method
             )
-            raise ProtocolError(INTERNAL, "The server could not answer this request.", frame.id) from None
+            raise ProtocolError(INTERNAL, "The server could not answer this request.", frame.id, log=False) from None
         await self.send(text_data=text)
 
-    async def _call(self, id: int | str, handler: Any, *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, frame_id: int | str, handler: Any, *args: Any, **kwargs: Any) -> Any:
         """Call an application hook; ``RequestError`` becomes its error reply, anything else ``internal`` (logged
         with the traceback)."""
         try:
@@ -519,18 +531,16 @@ class StreamConsumer(AsyncPresenceConsumerMixin, AsyncJsonWebsocketConsumer):
             if inspect.isawaitable(result):
                 result = await result
         except RequestError as error:
-            raise ProtocolError(error.code, error.message, id) from None
+            raise ProtocolError(error.code, error.message, frame_id, log=False) from None
         except Exception:
             logger.exception("%s: %s raised", name_that_thing(self), getattr(handler, "__name__", handler))
-            raise ProtocolError(INTERNAL, "The server failed to handle this request.", id) from None
+            raise ProtocolError(INTERNAL, "The server failed to handle this request.", frame_id, log=False) from None
         return result
 
     def _log_refusal(self, code: str, message: str) -> None:
-        """Log a refused frame once per code and connection (``internal`` was logged with its traceback already)."""
-        if code == INTERNAL or code in self._logged:
-            return
-        self._logged.add(code)
-        logger.warning(
+        """Log a refused frame once per code and connection."""
+        self._warn_once(
+            code,
             "%s refused a frame (%s): %s (further %s refusals on this connection are not logged)",
             name_that_thing(self),
             code,
@@ -538,22 +548,37 @@ class StreamConsumer(AsyncPresenceConsumerMixin, AsyncJsonWebsocketConsumer):
             code,
         )
 
+    def _warn_once(self, key: str, message: str, *args: Any) -> None:
+        """Log a warning the first time ``key`` comes up on this connection only."""
+        if key not in self._logged:
+            self._logged.add(key)
+            logger.warning(message, *args)
+
     # Events from the layer ------------------------------------------------------------------------------------------
 
     async def stream_message(self, event: Message) -> None:
         """A live message of a subscribed stream: sent when it is the next offset, skipped when the client has it,
         and the gap before it filled from history when messages are missing (or the client told to reload)."""
-        subscription = self._subscriptions.get(event["stream"])
-        if subscription is None:
+        stream, epoch, offset = event.get("stream"), event.get("epoch"), event.get("offset")
+        if not isinstance(stream, str) or stream not in self._subscriptions:
             return  # unsubscribed meanwhile
-        offset = event["offset"]
-        if event["epoch"] == subscription.epoch:
+        subscription = self._subscriptions[stream]
+        if not isinstance(epoch, str) or not isinstance(offset, int):
+            self._warn_once(
+                "stream.message",
+                "%s dropped a stream.message of %r without an epoch and an offset: send to a stream with "
+                "get_streams().publish(), not with group_send()",
+                name_that_thing(self),
+                stream,
+            )
+            return
+        if epoch == subscription.epoch:
             if offset <= subscription.offset:
                 return
             if offset == subscription.offset + 1:
-                await self._send_message(event["stream"], subscription, offset, event["data"])
+                await self._send_message(stream, subscription, offset, event.get("data"))
                 return
-        await self._catch_up(event["stream"], subscription)
+        await self._catch_up(stream, subscription)
 
     async def _catch_up(self, stream: str, subscription: _Subscription) -> None:
         """Fill a gap from history; when it cannot be filled (another epoch, trimmed), tell the client to reload

@@ -8,6 +8,7 @@ layer's: ``RedisChannelLayer.send_to_group_with`` (the ``group_send`` fan-out, o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, cast
 
@@ -23,8 +24,8 @@ from tether.streams.memory import new_epoch
 from tether.streams.settings import StreamBounds, StreamPolicy
 from tether.streams.storage import (
     STREAM_MEMBERS,
+    STREAM_POSITION,
     STREAM_PUBLISH,
-    STREAM_READ,
     STREAM_SEND,
     StreamKeys,
     message_head,
@@ -35,6 +36,9 @@ from tether.streams.storage import (
 __all__ = ["RedisStreams", "redis_streams"]
 
 logger = logging.getLogger("tether.streams")
+
+#: Offsets from here on cannot be stream ids (Redis ids are 64-bit, and the scripts' Lua numbers exact to 2**53).
+_LAST_ID = 2**53
 
 #: Bytes a message's tail (epoch and offset) adds at most to its head and data.
 _TAIL_SIZE = 40
@@ -72,7 +76,7 @@ class RedisStreams(Streams):
                 f"A message of stream {stream!r} is {len(head) + len(packed)} bytes encoded; this layer accepts at "
                 f"most {limit} (max_message_size). Publish a reference to the data instead, or raise max_message_size."
             )
-        keys = [self.keys.history(stream), self.keys.meta(stream)]
+        keys = [self.keys.meta(stream)]
         append = [new_epoch(), packed, now_ms(), bounds.max_length, bounds.max_age_ms]
         if isinstance(layer, RedisPubSubChannelLayer):
             epoch, offset = await layer.publish_to_group_with(stream, STREAM_PUBLISH, keys, [head, *append])
@@ -89,24 +93,25 @@ class RedisStreams(Streams):
             )
         return Position(_text(epoch), int(offset))
 
-    async def _read(self, stream: str, epoch: str, offset: int, most: int, bounds: StreamBounds) -> list[Any]:
-        endpoint = self._layer._endpoint(self._layer._loops.get(), stream)
-        reply: list[Any] = await endpoint.script(
-            STREAM_READ,
-            [self.keys.history(stream), self.keys.meta(stream)],
-            [epoch, offset, most, new_epoch(), bounds.max_age_ms],
-        )
-        return reply
-
     async def _position(self, stream: str, bounds: StreamBounds) -> Position:
-        epoch, top, _ = await self._read(stream, "", 0, 0, bounds)
+        endpoint = self._layer._endpoint(self._layer._loops.get(), stream)
+        epoch, top = await endpoint.script(STREAM_POSITION, [self.keys.meta(stream)], [new_epoch(), bounds.max_age_ms])
         return Position(_text(epoch), int(top))
 
     async def _history(
         self, stream: str, asked: Position, most: int, bounds: StreamBounds
     ) -> tuple[Position, list[StreamEntry] | None]:
-        epoch, top, raw = await self._read(stream, asked.epoch, asked.offset, most, bounds)
-        position = Position(_text(epoch), int(top))
+        if asked.offset >= _LAST_ID:  # past any offset Redis can hold: "future" (or "epoch"), nothing to read
+            return await self._position(stream, bounds), []
+        endpoint = self._layer._endpoint(self._layer._loops.get(), stream)
+        # Issued together (on an idle link the XRANGE follows the script's reply); storage.py says why reading them
+        # apart is safe.
+        position, raw = await asyncio.gather(
+            self._position(stream, bounds),
+            endpoint.call(
+                "XRANGE", self.keys.history(stream, asked.epoch), f"{asked.offset + 1}-0", "+", "COUNT", most
+            ),
+        )
         entries = []
         for entry in raw:
             try:
@@ -114,6 +119,8 @@ class RedisStreams(Streams):
             except ValueError as exc:
                 logger.warning("Stream %r holds an unreadable entry, so it cannot be recovered from: %s", stream, exc)
                 return position, None
+            if offset > position.offset:
+                break  # published after the position was read: it reaches a subscriber live
             entries.append(StreamEntry(offset, data))
         return position, entries
 

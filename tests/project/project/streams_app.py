@@ -86,6 +86,21 @@ class RoomStreams(StreamConsumer):
         return {"a set": {1, 2}}
 
 
+class ThrottledRoomStreams(RoomStreams):
+    """``RoomStreams`` taking 20 frames an hour from each connection (no refill within a test)."""
+
+    rate_limits = {"messages_per_connection": "20/h"}
+
+
 application = ProtocolTypeRouter(
-    {"websocket": QueryStringUserMiddleware(URLRouter([path("ws/streams/", RoomStreams.as_asgi())]))}
+    {
+        "websocket": QueryStringUserMiddleware(
+            URLRouter(
+                [
+                    path("ws/streams/", RoomStreams.as_asgi()),
+                    path("ws/throttled/streams/", ThrottledRoomStreams.as_asgi()),
+                ]
+            )
+        )
+    }
 )
