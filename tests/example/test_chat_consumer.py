@@ -36,7 +36,7 @@ async def test_a_post_reaches_every_subscriber_of_the_room_with_the_author_from_
         assert "result" in await page.subscribe(LOUNGE)
     posted = await sender.result("post", room="lounge", text="  hello everyone  ")
     for page in (reader, sender):
-        [message] = await page.messages(1)
+        [message] = await page.data(1)
         assert message["type"] == "message"
         assert (message["room"], message["author"], message["text"]) == ("lounge", "alice", "hello everyone")
         assert message["id"] == posted["id"]
@@ -60,7 +60,7 @@ async def test_a_reader_who_comes_back_with_its_position_gets_what_was_posted_me
     back = await open_page(bob)
     reply = await back.subscribe(LOUNGE, epoch=position["epoch"], offset=position["offset"])
     assert reply["result"]["recovered"] == 5
-    assert [message["text"] for message in await back.messages(5)] == [f"while you were away {n}" for n in range(5)]
+    assert [message["text"] for message in await back.data(5)] == [f"while you were away {n}" for n in range(5)]
 
 
 async def test_a_guest_may_read_but_posting_is_refused_with_a_clear_error(open_page, alice, room):
@@ -71,7 +71,7 @@ async def test_a_guest_may_read_but_posting_is_refused_with_a_clear_error(open_p
     assert "Log in to post" in error["message"]
     assert await database_sync_to_async(Message.objects.count)() == 0
     await member.result("post", room="lounge", text="guests see this")
-    assert (await guest.messages(1))[0]["text"] == "guests see this"
+    assert (await guest.data(1))[0]["text"] == "guests see this"
 
 
 async def test_subscribing_to_a_room_that_does_not_exist_is_refused_and_the_connection_stays(open_page, alice, room):
@@ -186,7 +186,7 @@ async def test_typing_is_published_to_the_rooms_typing_stream_with_the_username(
     typist, reader = await open_page(alice), await open_page(bob)
     await reader.subscribe("chat.typing.lounge")
     assert await typist.result("typing", room="lounge") == {"sent": True}
-    assert await reader.messages(1) == [{"user": "alice"}]
+    assert await reader.data(1) == [{"user": "alice"}]
 
 
 async def test_typing_notices_that_come_too_fast_are_not_sent(open_page, alice, room, monkeypatch):

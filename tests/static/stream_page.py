@@ -1,11 +1,12 @@
-"""The server of the tether.js stream tests (tests/static/test_tether_streams_js.py): a page, tether.js, and a
-``StreamConsumer`` with a few requests a test can drive.
+"""The server of the tether.js stream tests (tests/static/test_tether_streams_js.py and
+test_delivery_under_drops.py): the pages, tether.js, and the protocol tests' ``StreamConsumer``
+(tests/project/project/streams_app.py) with a few more requests a test can drive.
 
-The user is the query string's ``user``, as the auth middleware would put a logged-in user in the scope. Anyone may
-subscribe to ``room.*``; ``private.*`` is refused. Requests: ``publish`` (``count`` messages ``{"n": ...}`` to a
-stream), ``echo``, ``refuse`` (an error of the application's), ``slow`` (answers after ``seconds``), ``note``
-(records its params in ``NOTES``, for the tests of what a page sent), and ``play`` (sends its params as a frame, to
-play a server that repeats or skips an offset, or sends a ``reload`` frame).
+As there, the user is the query string's ``user``, anyone may subscribe to ``room.*``, and ``publish`` sends
+``count`` messages ``{"n": ...}`` to a stream. Added here: a gate (while ``CONTROL["gate_open"]`` is False the
+consumer refuses connections), and the requests ``slow`` (answers after ``seconds``), ``note`` (records its params in
+``NOTES``, for the tests of what a page sent) and ``play`` (sends its params as a frame, to play a server that repeats
+or skips an offset, or sends a ``reload`` frame).
 """
 
 from __future__ import annotations
@@ -13,14 +14,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 from django.urls import path
 
 import tether
+from tests.project.project.streams_app import QueryStringUserMiddleware, RoomStreams
 from tether.routing import ProtocolTypeRouter, URLRouter
-from tether.streams import get_streams
-from tether.streams.consumer import RequestError, StreamConsumer
 
 __all__ = ["CONTROL", "NOTES", "application"]
 
@@ -73,45 +72,12 @@ READER = b"""<!doctype html>
 </script></body></html>"""
 
 
-class UserFromQuery:
-    """An authenticated user named by the query string, as the auth middleware would put one in the scope."""
-
-    is_authenticated = True
-
-    def __init__(self, name: str) -> None:
-        self.pk = name
-        self.username = name
-
-    def get_username(self) -> str:
-        return self.username
-
-
-class Streams(StreamConsumer):
+class Streams(RoomStreams):
     async def websocket_connect(self, message: Any) -> None:
         if not CONTROL["gate_open"]:
             await self.close()
             return
-        query = parse_qs(self.scope["query_string"].decode())
-        self.scope["user"] = UserFromQuery(query.get("user", ["anonymous"])[0])
         await super().websocket_connect(message)
-
-    async def authorize(self, stream: str, *, presence: bool) -> bool:
-        return stream.startswith("room.")
-
-    async def request_publish(self, params: dict[str, Any]) -> dict[str, Any]:
-        streams = get_streams(self.channel_layer)
-        first = params.get("first", 1)
-        position = None
-        for n in range(first, first + params.get("count", 1)):
-            position = await streams.publish(params["stream"], {"n": n})
-        assert position is not None
-        return {"epoch": position.epoch, "offset": position.offset}
-
-    async def request_echo(self, params: dict[str, Any]) -> Any:
-        return params
-
-    async def request_refuse(self, params: dict[str, Any]) -> None:
-        raise RequestError("not_allowed", "Refused, as asked.")
 
     async def request_slow(self, params: dict[str, Any]) -> str:
         await asyncio.sleep(params["seconds"])
@@ -135,4 +101,6 @@ async def serve_page(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-application = ProtocolTypeRouter({"http": serve_page, "websocket": URLRouter([path("streams/", Streams.as_asgi())])})
+application = ProtocolTypeRouter(
+    {"http": serve_page, "websocket": QueryStringUserMiddleware(URLRouter([path("streams/", Streams.as_asgi())]))}
+)

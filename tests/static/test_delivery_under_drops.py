@@ -68,7 +68,10 @@ class Sender(threading.Thread):
 
 
 @pytest.fixture
-def reader(browser: Any, serve: Any) -> Iterator[tuple[Any, Any, Any]]:
+def reader(browser: Any, serve: Any, settings: Any) -> Iterator[tuple[Any, Any, Any]]:
+    # The whole test's messages stay in history (1,000 by default): a reader slowed down by a loaded machine may fall
+    # far behind and still catch up, which is what is tested, rather than get a reload verdict.
+    settings.TETHER_STREAMS = {STREAM: {"max_length": 2 * MESSAGES}}
     CONTROL.update(gate_open=True)
     server = serve(application)
     context = browser.new_context()

@@ -185,7 +185,7 @@
     );
   }
 
-  /** An Error for a failed request or subscription, with the protocol's error `code` (and `data` when given). */
+  /** An Error for a failed request or subscription, with the protocol's error `code`. */
   function protocolError(code, message) {
     const error = new Error(`tether: ${message}`);
     error.code = code;
@@ -340,6 +340,7 @@
       this.offset = position ? position.offset : 0;
       this._presence = new PresenceList();
       this._waitingFor = null; // the id of the subscribe whose reply is awaited
+      this._fromNow = false; // whether that subscribe asked for no recovery
     }
 
     /** The stream's members ([{user, meta, connections}, ...]) when subscribed with `presence: true`. */
@@ -393,7 +394,8 @@
       this._waitingFor = null;
       if (frame.error !== undefined) {
         this.state = "closed";
-        const error = protocolError(frame.error.code, `cannot subscribe to "${this.stream}": ${frame.error.message}`);
+        const refusal = frame.error || {};
+        const error = protocolError(String(refusal.code), `cannot subscribe to "${this.stream}": ${refusal.message}`);
         this._call("onError", error);
         if (this.options.onError === null) report(error);
         return false;
