@@ -87,12 +87,19 @@ def open_pages(browser: Any) -> Iterator[list[Any]]:
         page.context.close()
 
 
+def both_in_room(
+    browser: Any, server: ExampleServer, sessions: dict[str, Any], open_pages: list[Any], room: str
+) -> Any:
+    """Pages of alice and bob, each in ``room``."""
+    pages = [log_in(browser, server, user, sessions) for user in ("alice", "bob")]
+    open_pages.extend(pages)
+    for page in pages:
+        open_room(page, server, room)
+    return pages
+
+
 def test_a_message_posted_in_one_browser_appears_in_the_other_within_a_second(browser, server, sessions, open_pages):
-    alice = log_in(browser, server, "alice", sessions)
-    bob = log_in(browser, server, "bob", sessions)
-    open_pages += [alice, bob]
-    open_room(alice, server, "general")
-    open_room(bob, server, "general")
+    alice, bob = both_in_room(browser, server, sessions, open_pages, "general")
     post(alice, "Hello Bob, can you see this?")
     message = wait_for_message(bob, "Hello Bob, can you see this?", timeout_ms=1000)
     assert message.evaluate("node => node.closest('.message').dataset.author") == "alice"
@@ -194,11 +201,7 @@ def test_on_a_390_px_wide_phone_the_pages_do_not_scroll_sideways(browser, server
 def test_after_a_server_restart_the_pages_reconnect_by_themselves_and_messages_flow_again(
     browser, server, sessions, open_pages
 ):
-    alice = log_in(browser, server, "alice", sessions)
-    bob = log_in(browser, server, "bob", sessions)
-    open_pages += [alice, bob]
-    open_room(alice, server, "general")
-    open_room(bob, server, "general")
+    alice, bob = both_in_room(browser, server, sessions, open_pages, "general")
     server.stop()
     alice.wait_for_selector("#connection[data-state=reconnecting]")
     bob.wait_for_selector("#connection[data-state=reconnecting]")
@@ -262,11 +265,7 @@ def test_the_room_shows_who_is_here_with_two_tabs_of_one_user_counted_once(brows
 
 
 def test_who_is_typing_shows_on_the_other_page_and_goes_when_the_message_arrives(browser, server, sessions, open_pages):
-    alice = log_in(browser, server, "alice", sessions)
-    bob = log_in(browser, server, "bob", sessions)
-    open_pages += [alice, bob]
-    open_room(alice, server, "random")
-    open_room(bob, server, "random")
+    alice, bob = both_in_room(browser, server, sessions, open_pages, "random")
     bob.type("#message-input", "hello")
     alice.wait_for_selector("#typing:visible")
     assert alice.inner_text("#typing") == "bob is typing…"
@@ -279,11 +278,7 @@ def test_who_is_typing_shows_on_the_other_page_and_goes_when_the_message_arrives
 def test_messages_posted_while_a_reader_was_offline_appear_once_in_order_without_a_refresh(
     browser, server, sessions, open_pages
 ):
-    alice = log_in(browser, server, "alice", sessions)
-    bob = log_in(browser, server, "bob", sessions)
-    open_pages += [alice, bob]
-    open_room(alice, server, "help")
-    open_room(bob, server, "help")
+    alice, bob = both_in_room(browser, server, sessions, open_pages, "help")
     bob.evaluate("window.samePage = true")
     texts = [f"while bob was offline {n}" for n in range(3)]
     post_while_offline(alice, bob, texts)

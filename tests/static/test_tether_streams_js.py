@@ -101,6 +101,11 @@ def drop_and_hold(page: Any) -> None:
     page.wait_for_function("socket.state === 'reconnecting'")
 
 
+def play(page: Any, **frame: Any) -> None:
+    """Have the server send ``frame`` to the page as it is (a message out of turn, a reload verdict)."""
+    page.evaluate("(frame) => call('play', frame)", frame)
+
+
 def wait_got(page: Any, count: int) -> list[dict[str, Any]]:
     page.wait_for_function(f"got.length >= {count}", timeout=WAIT_MS)
     got: list[dict[str, Any]] = page.evaluate("got")
@@ -142,10 +147,7 @@ def test_an_offset_sent_again_is_not_handed_over_twice(page, publisher):
     subscribed(page, "room.a")
     position = publisher.publish("room.a", 2)
     wait_got(page, 2)
-    page.evaluate(
-        "(epoch) => call('play', {type: 'message', stream: 'room.a', epoch, offset: 2, data: {n: 'again'}})",
-        position["epoch"],
-    )
+    play(page, type="message", stream="room.a", epoch=position["epoch"], offset=2, data={"n": "again"})
     page.wait_for_function("settled.length === 1")
     publisher.publish("room.a", 1, first=3)
     got = wait_got(page, 3)
@@ -158,10 +160,7 @@ def test_a_message_beyond_the_next_offset_is_not_handed_over_and_makes_it_resubs
     position = publisher.publish("room.a", 1)
     wait_got(page, 1)
     # Play a server that lost offsets 2 and 3: it sends 4 right after 1.
-    page.evaluate(
-        "(epoch) => call('play', {type: 'message', stream: 'room.a', epoch, offset: 4, data: {n: 'ahead'}})",
-        position["epoch"],
-    )
+    play(page, type="message", stream="room.a", epoch=position["epoch"], offset=4, data={"n": "ahead"})
     page.wait_for_function("window.confirmed === 2")  # subscribed again from offset 1
     publisher.publish("room.a", 3, first=2)
     got = wait_got(page, 4)
@@ -185,10 +184,7 @@ def test_a_reload_frame_calls_on_reload_and_carries_on_from_its_position(page, p
     subscribed(page, "room.a")
     position = publisher.publish("room.a", 1)
     wait_got(page, 1)
-    page.evaluate(
-        "(epoch) => call('play', {type: 'reload', stream: 'room.a', reason: 'trimmed', epoch, offset: 3})",
-        position["epoch"],
-    )
+    play(page, type="reload", stream="room.a", reason="trimmed", epoch=position["epoch"], offset=3)
     page.wait_for_function("reloads.length === 1")
     assert page.evaluate("reloads[0]") == {
         "stream": "room.a",
