@@ -333,6 +333,7 @@ def test_with_redis_two_web_processes_and_the_worker_carry_chat_mentions_and_the
     try:
         open_room(alice, redis_server, "general")
         open_room(bob, redis_server, "general")
+        wait_people(alice, ["alice", "bob"])  # presence through Redis, whichever process each page reached
         post(alice, "@bob hello through Redis")
         wait_for_message(bob, "@bob hello through Redis", timeout_ms=1000)
         bob.wait_for_selector(".toast", timeout=2000)
@@ -340,6 +341,7 @@ def test_with_redis_two_web_processes_and_the_worker_carry_chat_mentions_and_the
         dashboard.goto(f"{redis_server.url}/dashboard/")  # pushed by the runworker process
         dashboard.wait_for_function("document.getElementById('stat-busiest').textContent === '#general'")
         assert dashboard.inner_text("#stat-messages") == "1"
+        dashboard.wait_for_function("document.getElementById('stat-online').textContent === '2'")  # bob's 2 tabs once
     finally:
         for page in pages:
             page.context.close()
