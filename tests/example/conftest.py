@@ -12,6 +12,7 @@ from chat.models import Room
 from chat.routing import websocket_urlpatterns as chat_routes
 from dashboard.inprocess import stop_worker
 from dashboard.routing import websocket_urlpatterns as dashboard_routes
+from tests.example.stream_client import PageClient
 from tether.db import database_sync_to_async
 from tether.ratelimit import limiter
 from tether.routing import URLRouter
@@ -80,3 +81,14 @@ async def connect(transactional_db: None) -> AsyncIterator[Callable[..., Any]]:
     for communicator in opened:
         await communicator.disconnect()
     await stop_worker()
+
+
+@pytest.fixture
+def open_page(connect: Callable[..., Any]) -> Callable[..., Any]:
+    """``await open_page(user)``: a page's connection (``chat/connect/``) as ``user`` (a guest by default), speaking
+    the stream protocol through a ``PageClient``."""
+
+    async def open_client(user: Any = None) -> PageClient:
+        return PageClient(await connect("/chat/connect/", user))
+
+    return open_client

@@ -1,5 +1,7 @@
 """The example project end to end, in headless Chromium: two people chatting, a mention, the dashboard, a server
-restart, and a guest who may read but not post.
+restart, a guest who may read but not post; and on streams and presence: who is here (two tabs of one user counted
+once), who is typing, messages posted while a reader was offline or reloading (shown once and in order, with no
+refresh), the dashboard counting from presence.
 
 The server is the real example (uvicorn in a subprocess, fresh SQLite file, in-memory layer); the pages use the
 real tether.js. Every wait is bounded; the whole module runs in well under a minute.
@@ -27,11 +29,14 @@ from tests.example.browser import (
 
 pytestmark = pytest.mark.skipif(chromium_missing() is not None, reason=chromium_missing() or "")
 
+#: Milliseconds for the waits that follow a page going offline, a reload or presence: generous for a loaded machine.
+WAIT_MS = 15_000
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExampleServer]:
     example = ExampleServer(tmp_path_factory.mktemp("example-chat"))
-    example.prepare("alice", "bob")
+    example.prepare("alice", "bob", "carol")
     example.start()
     yield example
     example.stop()
@@ -82,12 +87,19 @@ def open_pages(browser: Any) -> Iterator[list[Any]]:
         page.context.close()
 
 
+def both_in_room(
+    browser: Any, server: ExampleServer, sessions: dict[str, Any], open_pages: list[Any], room: str
+) -> Any:
+    """Pages of alice and bob, each in ``room``."""
+    pages = [log_in(browser, server, user, sessions) for user in ("alice", "bob")]
+    open_pages.extend(pages)
+    for page in pages:
+        open_room(page, server, room)
+    return pages
+
+
 def test_a_message_posted_in_one_browser_appears_in_the_other_within_a_second(browser, server, sessions, open_pages):
-    alice = log_in(browser, server, "alice", sessions)
-    bob = log_in(browser, server, "bob", sessions)
-    open_pages += [alice, bob]
-    open_room(alice, server, "general")
-    open_room(bob, server, "general")
+    alice, bob = both_in_room(browser, server, sessions, open_pages, "general")
     post(alice, "Hello Bob, can you see this?")
     message = wait_for_message(bob, "Hello Bob, can you see this?", timeout_ms=1000)
     assert message.evaluate("node => node.closest('.message').dataset.author") == "alice"
@@ -189,11 +201,7 @@ def test_on_a_390_px_wide_phone_the_pages_do_not_scroll_sideways(browser, server
 def test_after_a_server_restart_the_pages_reconnect_by_themselves_and_messages_flow_again(
     browser, server, sessions, open_pages
 ):
-    alice = log_in(browser, server, "alice", sessions)
-    bob = log_in(browser, server, "bob", sessions)
-    open_pages += [alice, bob]
-    open_room(alice, server, "general")
-    open_room(bob, server, "general")
+    alice, bob = both_in_room(browser, server, sessions, open_pages, "general")
     server.stop()
     alice.wait_for_selector("#connection[data-state=reconnecting]")
     bob.wait_for_selector("#connection[data-state=reconnecting]")
@@ -207,12 +215,125 @@ def test_after_a_server_restart_the_pages_reconnect_by_themselves_and_messages_f
     wait_for_message(alice, "and we are back", timeout_ms=1000)
 
 
+def people(page: Any) -> list[str]:
+    names: list[str] = page.eval_on_selector_all("#people .person", "items => items.map((item) => item.dataset.user)")
+    return names
+
+
+def wait_people(page: Any, names: list[str]) -> None:
+    page.wait_for_function(
+        "names => JSON.stringify([...document.querySelectorAll('#people .person')].map((i) => i.dataset.user))"
+        " === JSON.stringify(names)",
+        arg=names,
+        timeout=WAIT_MS,
+    )
+
+
+def post_while_offline(writer: Any, reader: Any, texts: list[str]) -> None:
+    """Take the reader's page offline, and post ``texts`` from the writer's (each shown there before the next)."""
+    reader.context.set_offline(True)
+    reader.wait_for_selector("#connection[data-state=reconnecting]")
+    for text in texts:
+        post(writer, text)
+        wait_for_message(writer, text)
+
+
+def shown_texts(page: Any) -> list[str]:
+    texts: list[str] = page.eval_on_selector_all(".message-text", "nodes => nodes.map((node) => node.textContent)")
+    return texts
+
+
+def test_the_room_shows_who_is_here_with_two_tabs_of_one_user_counted_once(browser, server, sessions, open_pages):
+    alice = log_in(browser, server, "alice", sessions)
+    open_pages.append(alice)
+    open_room(alice, server, "general")
+    wait_people(alice, ["alice"])
+    alice_again = alice.context.new_page()  # a second tab, same login
+    open_room(alice_again, server, "general")
+    bob = log_in(browser, server, "bob", sessions)
+    open_pages.append(bob)
+    open_room(bob, server, "general")
+    for page in (alice, alice_again, bob):
+        wait_people(page, ["alice", "bob"])
+    assert alice.inner_text("#people-count") == "2 here"
+    alice.wait_for_function("document.querySelector('#people [data-user=alice]').title === '2 tabs'")
+    alice_again.close()
+    alice.wait_for_function("document.querySelector('#people [data-user=alice]').title === ''")
+    assert people(alice) == ["alice", "bob"]
+    bob.close()
+    wait_people(alice, ["alice"])
+
+
+def test_who_is_typing_shows_on_the_other_page_and_goes_when_the_message_arrives(browser, server, sessions, open_pages):
+    alice, bob = both_in_room(browser, server, sessions, open_pages, "random")
+    bob.type("#message-input", "hello")
+    alice.wait_for_selector("#typing:visible")
+    assert alice.inner_text("#typing") == "bob is typing…"
+    assert bob.locator("#typing").is_hidden()  # nobody sees themselves typing
+    bob.press("#message-input", "Enter")
+    wait_for_message(alice, "hello")
+    alice.wait_for_selector("#typing", state="hidden")
+
+
+def test_messages_posted_while_a_reader_was_offline_appear_once_in_order_without_a_refresh(
+    browser, server, sessions, open_pages
+):
+    alice, bob = both_in_room(browser, server, sessions, open_pages, "help")
+    bob.evaluate("window.samePage = true")
+    texts = [f"while bob was offline {n}" for n in range(3)]
+    post_while_offline(alice, bob, texts)
+    bob.context.set_offline(False)
+    wait_for_message(bob, texts[-1], timeout_ms=WAIT_MS)
+    assert [text for text in shown_texts(bob) if text in texts] == texts
+    assert bob.evaluate("window.samePage") is True  # no refresh: the same page got them
+
+
+def test_a_reload_as_the_reader_comes_back_shows_what_was_posted_meanwhile_once_in_order(
+    browser, server, sessions, open_pages
+):
+    # carol writes: she has posted nothing else, so her five posts fit the posting limit's burst.
+    carol = log_in(browser, server, "carol", sessions)
+    bob = log_in(browser, server, "bob", sessions)
+    open_pages += [carol, bob]
+    carol.fill("#id_name", "reloading")
+    carol.click(".new-room button[type=submit]")
+    carol.wait_for_url(f"{server.url}/chat/reloading/")  # a room of its own: its whole history is this test's
+    open_room(carol, server, "reloading")
+    open_room(bob, server, "reloading")
+    post(carol, "before the reload")
+    wait_for_message(bob, "before the reload")
+    texts = [f"during the reload {n}" for n in range(3)]
+    post_while_offline(carol, bob, texts)
+    bob.context.set_offline(False)
+    bob.reload()  # before its connection is back: the new page carries on from the old page's position
+    wait_live(bob, timeout_ms=WAIT_MS)
+    wait_for_message(bob, texts[-1], timeout_ms=WAIT_MS)
+    post(carol, "after the reload")
+    wait_for_message(bob, "after the reload", timeout_ms=WAIT_MS)
+    assert shown_texts(bob) == ["before the reload", *texts, "after the reload"]
+
+
+def test_the_dashboard_counts_online_users_from_presence_two_tabs_once(browser, server, sessions, open_pages):
+    alice = log_in(browser, server, "alice", sessions)
+    bob = log_in(browser, server, "bob", sessions)
+    open_pages += [alice, bob]
+    open_room(alice, server, "general")
+    second = alice.context.new_page()
+    open_room(second, server, "general")
+    bob.goto(f"{server.url}/dashboard/")
+    wait_live(bob)
+    bob.wait_for_function("document.getElementById('stat-online').textContent === '2'")  # alice (2 tabs), bob
+    bob.wait_for_function("document.getElementById('stat-busiest').textContent === '#general'")
+    assert "#general" in bob.text_content("#chart-rooms")
+
+
 def test_with_redis_two_web_processes_and_the_worker_carry_chat_mentions_and_the_dashboard(browser, redis_server):
     pages = [log_in(browser, redis_server, name) for name in ("alice", "bob")]
     alice, bob = pages
     try:
         open_room(alice, redis_server, "general")
         open_room(bob, redis_server, "general")
+        wait_people(alice, ["alice", "bob"])  # presence through Redis, whichever process each page reached
         post(alice, "@bob hello through Redis")
         wait_for_message(bob, "@bob hello through Redis", timeout_ms=1000)
         bob.wait_for_selector(".toast", timeout=2000)
@@ -220,6 +341,7 @@ def test_with_redis_two_web_processes_and_the_worker_carry_chat_mentions_and_the
         dashboard.goto(f"{redis_server.url}/dashboard/")  # pushed by the runworker process
         dashboard.wait_for_function("document.getElementById('stat-busiest').textContent === '#general'")
         assert dashboard.inner_text("#stat-messages") == "1"
+        dashboard.wait_for_function("document.getElementById('stat-online').textContent === '2'")  # bob's 2 tabs once
     finally:
         for page in pages:
             page.context.close()

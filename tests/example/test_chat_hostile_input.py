@@ -1,9 +1,10 @@
 """The example's chat consumer against hostile input, over a real server with a real WebSocket client.
 
 Each request below crashed the consumer, echoed the input back, or slipped past the room-name rule before #11 item
-6. Every answer must be one short error frame that does not contain what was sent, and the connection must go on
-serving (except JSON too deeply nested to decode, which closes with 1007 as any invalid JSON does). Posting is
-limited per user, over all of the user's connections.
+6 (the consumer spoke a protocol of its own then; it speaks tether's stream protocol now). Every answer must be one
+short error reply, without the markup or the room name that was sent, and the connection must go on serving (except
+JSON too deeply nested to decode, which closes with 1007 as any invalid JSON does). Posting is limited per user, over
+all of the user's connections.
 """
 
 from __future__ import annotations
@@ -55,48 +56,81 @@ async def answer(ws: Any, frame: str) -> tuple[str, dict[str, Any]]:
     return raw, json.loads(raw)
 
 
+def request(method: str, **params: Any) -> str:
+    return json.dumps({"type": "request", "id": 1, "method": method, "params": params})
+
+
 async def still_serving(ws: Any, room: str = "lounge") -> None:
-    _, joined = await answer(ws, json.dumps({"type": "join", "room": room}))
-    assert (joined["type"], joined["room"]) == ("joined", room), joined
+    _, reply = await answer(ws, request("history", room=room))
+    assert reply["result"]["room"] == room, reply
+
+
+async def post(ws: Any, text: str) -> dict[str, Any]:
+    """Post ``text`` in the lounge; the reply's result or error."""
+    _, reply = await answer(ws, request("post", room="lounge", text=text))
+    assert reply["type"] == "reply", reply
+    return reply.get("result") or reply["error"]
+
+
+LONG_ROOM = LONG_NAME[: MAX_FRAME_LENGTH - 100]
 
 
 @pytest.mark.parametrize(
-    ("request_body", "code"),
+    ("frame", "code"),
     [
-        ({"type": "join", "room": ["lounge"]}, "bad_room_name"),
-        ({"type": "join", "room": {"name": "lounge"}}, "bad_room_name"),
-        ({"type": "join", "room": "lounge\n"}, "bad_room_name"),  # "$" would let the newline through
-        ({"type": "join", "room": LONG_NAME[: MAX_FRAME_LENGTH - 100]}, "bad_room_name"),
-        ({"type": "leave", "room": ["lounge"]}, "bad_room_name"),  # was a crash: a list is not hashable
-        ({"type": "leave", "room": {"a": 1}}, "bad_room_name"),
-        ({"type": "leave", "room": LONG_NAME[: MAX_FRAME_LENGTH - 100]}, "bad_room_name"),  # was echoed back
-        ({"type": "post", "room": {"a": 1}, "text": "hi"}, "bad_room_name"),  # was a crash
-        ({"type": "post", "room": ["lounge"], "text": "hi"}, "bad_room_name"),
-        ({"type": "post", "room": "lounge\n", "text": "hi"}, "bad_room_name"),
-        ({"type": "post", "room": "lounge", "text": {"html": "<b>"}}, "not_joined"),
-        ({"type": "x" * (MAX_FRAME_LENGTH - 100)}, "bad_request"),  # the type was echoed back
-        ({"type": ["join"]}, "bad_request"),
-        ({"type": {"join": 1}}, "bad_request"),
-        ([{"type": "join", "room": "lounge"}], "bad_request"),
-        ("join", "bad_request"),
-        (None, "bad_request"),
+        (request("history", room=["lounge"]), "bad_room_name"),
+        (request("history", room={"name": "lounge"}), "bad_room_name"),
+        (request("history", room="lounge\n"), "bad_room_name"),  # "$" would let the newline through
+        (request("history", room=LONG_ROOM), "bad_room_name"),
+        (request("post", room={"a": 1}, text="hi"), "bad_room_name"),
+        (request("post", room=["lounge"], text="hi"), "bad_room_name"),
+        (request("post", room="lounge\n", text="hi"), "bad_room_name"),
+        (request("post", room=LONG_ROOM, text="hi"), "bad_room_name"),
+        (request("post", room="lounge", text={"html": "<b>"}), "empty_message"),
+        (request("typing", room=LONG_ROOM), "bad_room_name"),
+        (json.dumps({"type": ["join"], "id": 1}), "bad_request"),
+        (json.dumps({"type": {"join": 1}, "id": 1}), "bad_request"),
+        (json.dumps([{"type": "request", "id": 1}]), "bad_request"),
+        (json.dumps("join"), "bad_request"),
+        (json.dumps(None), "bad_request"),
     ],
 )
-async def test_malformed_request_gets_a_short_error_without_its_input(example_server, alice, room, request_body, code):
+async def test_malformed_request_gets_a_short_error_without_its_input(example_server, alice, room, frame, code):
     async with connect(example_server, await cookie_for(alice)) as ws:
-        raw, error = await answer(ws, json.dumps(request_body))
-        assert (error["type"], error["code"]) == ("error", code), error
+        raw, reply = await answer(ws, frame)
+        assert (reply["type"], reply["error"]["code"]) == ("reply", code), reply
         assert len(raw) < SHORT
-        assert "<script>" not in raw and "xxxxxxxx" not in raw and "html" not in raw
+        assert "<script>" not in raw and "html" not in raw and "lounge" not in raw
+        await still_serving(ws)
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ({"type": "x" * (MAX_FRAME_LENGTH - 100), "id": 1}, "unknown_type"),
+        ({"type": "subscribe", "id": 1, "stream": "chat.room." + LONG_ROOM}, "bad_request"),
+        ({"type": "subscribe", "id": 1, "stream": "chat.room.<script>"}, "bad_request"),
+        ({"type": "request", "id": 1, "method": LONG_ROOM, "params": {}}, "not_found"),
+    ],
+)
+async def test_a_bad_frame_type_stream_or_method_name_is_answered_with_a_short_error(
+    example_server, alice, room, frame, code
+):
+    # The stream protocol names an unknown type, stream or method by its first few characters (as data in a
+    # JSON string, which the page shows as text): short, whatever was sent.
+    async with connect(example_server, await cookie_for(alice)) as ws:
+        raw, reply = await answer(ws, json.dumps(frame))
+        assert reply["error"]["code"] == code
+        assert len(raw) < SHORT
         await still_serving(ws)
 
 
 async def test_a_frame_longer_than_the_limit_is_refused_unread_and_the_connection_stays(example_server, alice, room):
     async with connect(example_server, await cookie_for(alice)) as ws:
-        raw, error = await answer(ws, json.dumps({"type": "join", "room": LONG_NAME}))
-        assert (error["code"], len(raw) < SHORT, "script" in raw) == ("too_large", True, False)
-        raw, error = await answer(ws, "x" * (MAX_FRAME_LENGTH + 1))  # not even JSON: never parsed
-        assert error["code"] == "too_large"
+        raw, reply = await answer(ws, request("history", room=LONG_NAME))
+        assert (reply["error"]["code"], len(raw) < SHORT, "script" in raw) == ("too_large", True, False)
+        raw, reply = await answer(ws, "x" * (MAX_FRAME_LENGTH + 1))  # not even JSON: never parsed
+        assert reply["error"]["code"] == "too_large"
         await still_serving(ws)
 
 
@@ -112,10 +146,10 @@ async def test_json_nested_too_deeply_closes_with_1007_instead_of_crashing(examp
 
 async def test_a_guest_gets_the_same_short_errors(example_server, room):
     async with connect(example_server) as ws:
-        raw, error = await answer(ws, json.dumps({"type": "leave", "room": [LONG_NAME[:1000]]}))
-        assert (error["code"], len(raw) < SHORT) == ("bad_room_name", True)
-        _, error = await answer(ws, json.dumps({"type": "post", "room": {"a": 1}, "text": "hi"}))
-        assert error["code"] == "login_required"
+        raw, reply = await answer(ws, request("history", room=[LONG_NAME[:1000]]))
+        assert (reply["error"]["code"], len(raw) < SHORT) == ("bad_room_name", True)
+        _, reply = await answer(ws, request("post", room={"a": 1}, text="hi"))
+        assert reply["error"]["code"] == "login_required"
         await still_serving(ws)
 
 
@@ -126,24 +160,15 @@ async def test_posting_is_limited_per_user_over_all_their_connections(example_se
     monkeypatch.setattr(limiter, "clock", clock)
     alice_cookie, bob_cookie = await cookie_for(alice), await cookie_for(bob)
     async with connect(example_server, alice_cookie) as first, connect(example_server, alice_cookie) as second:
-        await still_serving(first)
-        await still_serving(second)
         for n in range(3):
-            _, message = await answer(first, json.dumps({"type": "post", "room": "lounge", "text": f"hi {n}"}))
-            assert (message["type"], message["text"]) == ("message", f"hi {n}")
-            await asyncio.wait_for(second.recv(), 10)  # the same message, on alice's other connection
-        _, error = await answer(first, json.dumps({"type": "post", "room": "lounge", "text": "one too many"}))
-        assert (error["code"], error["request"]) == ("rate_limited", "post")
-        assert "wait 1000 s" in error["message"]
-        _, error = await answer(second, json.dumps({"type": "post", "room": "lounge", "text": "other tab"}))
+            assert "id" in await post(first, f"hi {n}")
+        error = await post(first, "one too many")
         assert error["code"] == "rate_limited"
+        assert "wait 1000 s" in error["message"]
+        assert (await post(second, "other tab"))["code"] == "rate_limited"
         async with connect(example_server, bob_cookie) as bobs:
-            await still_serving(bobs)
-            _, message = await answer(bobs, json.dumps({"type": "post", "room": "lounge", "text": "bob is fine"}))
-            assert (message["author"], message["text"]) == ("bob", "bob is fine")
-        assert json.loads(await asyncio.wait_for(second.recv(), 10))["text"] == "bob is fine"
+            assert "id" in await post(bobs, "bob is fine")
         clock.advance(1000)  # one token back
-        _, message = await answer(second, json.dumps({"type": "post", "room": "lounge", "text": "later"}))
-        assert (message["author"], message["text"]) == ("alice", "later")
+        assert "id" in await post(second, "later")
     assert await database_sync_to_async(Message.objects.count)() == 5
     assert counters()["chat.post"] == 2

@@ -1,4 +1,4 @@
-"""The dashboard: presence counting, messages per minute, and snapshots pushed by the ticker to open dashboards."""
+"""The dashboard: presence counts, messages per minute, and snapshots pushed by the ticker to open dashboards."""
 
 from __future__ import annotations
 
@@ -6,32 +6,20 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 
 from chat.models import Message
-from chat.presence import PresenceTally, pong
+from chat.presence import presence_counts
 from dashboard.stats import MINUTES_SHOWN, messages_per_minute
 from dashboard.worker import DashboardWorker
 from tether.db import database_sync_to_async
+from tether.layers import get_channel_layer
 
 
-def test_presence_tally_counts_distinct_users_per_room_and_each_guest_connection():
-    tally = PresenceTally()
-    round_id = tally.start_round()
-    tally.record(pong(round_id, "c1", "alice", ["lounge", "help"]))
-    tally.record(pong(round_id, "c2", "alice", ["lounge"]))  # alice's second tab
-    tally.record(pong(round_id, "c3", None, ["lounge"]))
-    tally.record(pong(round_id, "c4", None, []))
-    tally.start_round()
-    assert tally.last == {"rooms": {"help": 1, "lounge": 2}, "online": 3}
-
-
-def test_presence_tally_ignores_late_and_malformed_answers():
-    tally = PresenceTally()
-    first = tally.start_round()
-    tally.start_round()
-    assert not tally.record(pong(first, "c1", "alice", ["lounge"]))
-    assert not tally.record({"type": "presence.pong", "round": tally.round, "rooms": "lounge", "connection": "c"})
-    assert not tally.record({"type": "presence.pong", "round": tally.round, "rooms": []})
-    tally.start_round()
-    assert tally.last == {"rooms": {}, "online": 0}
+async def test_presence_counts_a_user_with_several_tabs_once_and_each_guest_connection(open_page, alice, bob, room):
+    for user in (alice, alice, bob, None, None):
+        page = await open_page(user)
+        if user is not bob:
+            await page.subscribe("chat.room.lounge", presence=True)
+    counts = await presence_counts(get_channel_layer(), ["lounge", "empty"])
+    assert counts == {"rooms": {"lounge": 3, "empty": 0}, "online": 4}  # alice, bob and two guests
 
 
 async def test_messages_per_minute_counts_each_minute_and_fills_the_gaps(alice, room):
@@ -66,21 +54,23 @@ async def test_an_open_dashboard_receives_snapshots_from_the_in_process_worker(c
     assert {"room": "lounge", "users": 0} in snapshot["rooms"]
 
 
-async def test_the_first_snapshot_a_new_dashboard_gets_counts_the_users_already_connected(connect, alice, bob, room):
-    page = await connect("/ws/chat/lounge/", bob)
-    await page.receive_json_from()
+async def test_the_first_snapshot_a_new_dashboard_gets_counts_the_users_already_connected(
+    connect, open_page, alice, bob, room
+):
+    page = await open_page(bob)
+    await page.subscribe("chat.room.lounge", presence=True)
     dashboard = await connect("/ws/dashboard/", alice)
     first = await next_snapshot(dashboard)
     assert {"room": "lounge", "users": 1} in first["rooms"]
     assert first["online"] == 2  # bob in the room, alice on the dashboard
 
 
-async def test_the_dashboard_counts_connected_users_per_room_and_new_messages(connect, alice, bob, room):
+async def test_the_dashboard_counts_connected_users_per_room_and_new_messages(connect, open_page, alice, bob, room):
     dashboard = await connect("/ws/dashboard/", alice)
     for user in (alice, bob):
-        page = await connect("/ws/chat/lounge/", user)
-        await page.receive_json_from()
-    await page.send_json_to({"type": "post", "text": "count me"})
+        page = await open_page(user)
+        await page.subscribe("chat.room.lounge", presence=True)
+    await page.result("post", room="lounge", text="count me")
     snapshot = await next_snapshot(dashboard, lambda s: s["rooms"][0]["users"] == 2 and s["messages_recent"] == 1)
     assert snapshot["rooms"][0]["room"] == "lounge"
     assert snapshot["online"] == 2

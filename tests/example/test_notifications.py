@@ -31,16 +31,10 @@ def test_find_mentions_stops_at_the_limit():
     assert find_mentions(text) == [f"user{n}" for n in range(MAX_MENTIONS)]
 
 
-async def joined(communicator, room: str) -> None:
-    await communicator.send_json_to({"type": "join", "room": room})
-    assert (await communicator.receive_json_from())["type"] == "joined"
-
-
-async def test_a_mention_reaches_the_mentioned_user_on_another_page(connect, alice, bob, room):
-    bob_page = await connect("/chat/connect/", bob)  # bob is on the lobby: no room joined
-    alice_page = await connect("/chat/connect/", alice)
-    await joined(alice_page, "lounge")
-    await alice_page.send_json_to({"type": "post", "room": "lounge", "text": "ping @bob, look"})
+async def test_a_mention_reaches_the_mentioned_user_on_another_page(connect, open_page, alice, bob, room):
+    bob_page = await connect("/chat/connect/", bob)  # bob is on the lobby: no room followed
+    alice_page = await open_page(alice)
+    assert "result" in await alice_page.request("post", room="lounge", text="ping @bob, look")
     notification = await bob_page.receive_json_from()
     assert notification["type"] == "notification"
     assert (notification["from"], notification["room"], notification["text"]) == ("alice", "lounge", "ping @bob, look")

@@ -15,19 +15,13 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return fake
 
 
-async def post(communicator, text: str) -> dict:
-    await communicator.send_json_to({"type": "post", "room": "lounge", "text": text})
-    return await communicator.receive_json_from()
-
-
-async def test_a_burst_of_five_then_one_post_a_second(connect, alice, room, clock):
-    communicator = await connect("/ws/chat/lounge/", alice)
-    assert (await communicator.receive_json_from())["type"] == "joined"
-    assert [(await post(communicator, f"hi {n}"))["text"] for n in range(5)] == [f"hi {n}" for n in range(5)]
-    error = await post(communicator, "one too many")
-    assert (error["type"], error["code"], error["request"]) == ("error", "rate_limited", "post")
-    assert error["message"] == "You are posting too fast: wait 1 s and try again."
+async def test_a_burst_of_five_then_one_post_a_second(open_page, alice, room, clock):
+    page = await open_page(alice)
+    posts = [await page.request("post", room="lounge", text=f"hi {n}") for n in range(5)]
+    assert all("result" in reply for reply in posts)
+    error = await page.error("post", room="lounge", text="one too many")
+    assert error == {"code": "rate_limited", "message": "You are posting too fast: wait 1 s and try again."}
     clock.advance(1)
-    assert (await post(communicator, "a second later"))["text"] == "a second later"
-    assert (await post(communicator, "too soon"))["code"] == "rate_limited"
+    assert "result" in await page.request("post", room="lounge", text="a second later")
+    assert (await page.error("post", room="lounge", text="too soon"))["code"] == "rate_limited"
     assert counters() == {"chat.post": 2}

@@ -8,7 +8,5 @@ from chat.consumers import ChatConsumer
 
 __all__ = ["websocket_urlpatterns"]
 
-websocket_urlpatterns = [
-    path("chat/connect/", ChatConsumer.as_asgi()),
-    path("ws/chat/<slug:room>/", ChatConsumer.as_asgi()),
-]
+#: Every page's connection: its rooms' streams, who is in them, and the user's notifications.
+websocket_urlpatterns = [path("chat/connect/", ChatConsumer.as_asgi())]

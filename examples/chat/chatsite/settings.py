@@ -103,7 +103,6 @@ if CHAT_LAYER == "redis":
             "CONFIG": {
                 "hosts": [os.environ.get("CHAT_REDIS_URL", "redis://127.0.0.1:6379/0")],
                 "prefix": os.environ.get("CHAT_REDIS_PREFIX", "tether-chat-example"),
-                "channel_capacity": {"dashboard-ticker": 1000},
             },
         }
     }
@@ -117,14 +116,19 @@ elif CHAT_LAYER == "memory":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "tether.layers.InMemoryChannelLayer",
-            # Every chat connection answers the dashboard's presence ping on this channel.
-            "CONFIG": {"channel_capacity": {"dashboard-ticker": 1000}},
         }
     }
 else:
     from django.core.exceptions import ImproperlyConfigured
 
     raise ImproperlyConfigured(f"CHAT_LAYER must be 'memory' or 'redis', not {CHAT_LAYER!r}.")
+
+#: How much of each room's streams is kept (chat/streams.py): a room keeps its last 1,000 messages for a day, so a
+#: reader away for less than that gets every message on return, in order; typing notices are worth seconds.
+TETHER_STREAMS = {
+    "chat.typing.*": {"max_length": 20, "max_age": 10},
+    "chat.room.*": {"max_length": 1000, "max_age": 86400},
+}
 
 #: Where the dashboard's ticker runs: "in-process" (a task in the web server, which the in-memory layer needs,
 #: since nothing outside the process can reach it) or "worker" (`manage.py runworker dashboard-ticker`).

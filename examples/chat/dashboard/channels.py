@@ -1,4 +1,4 @@
-"""Names shared by the dashboard's consumer, its worker and the chat consumers that answer its pings."""
+"""Names shared by the dashboard's consumer and its worker."""
 
 from __future__ import annotations
 

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from chat.presence import PresenceMixin
+from chat.presence import ONLINE_GROUP
 from dashboard.channels import DASHBOARD_CHANNEL, DASHBOARD_GROUP
 from dashboard.inprocess import ensure_worker
 from notifications.consumers import NotificationsMixin
 from tether.exceptions import ChannelFull
 from tether.generic.websocket import AsyncJsonWebsocketConsumer
+from tether.presence.consumer import AsyncPresenceConsumerMixin
 
 __all__ = ["DashboardConsumer"]
 
 
-class DashboardConsumer(PresenceMixin, NotificationsMixin, AsyncJsonWebsocketConsumer):
+class DashboardConsumer(AsyncPresenceConsumerMixin, NotificationsMixin, AsyncJsonWebsocketConsumer):
     """Joins the dashboard group and asks the ticker for updates; counts as online (in no room) on the dashboard.
 
     The page sends ``{"type": "watch"}`` now and then to keep the ticker going (it stops when nobody watches);
@@ -22,16 +23,16 @@ class DashboardConsumer(PresenceMixin, NotificationsMixin, AsyncJsonWebsocketCon
     """
 
     groups: ClassVar[list[str]] = [DASHBOARD_GROUP]
+    #: Present on the site (counted as online) from the accept to the disconnect, hearing nobody's arrivals.
+    presence_groups: ClassVar[list[str]] = [ONLINE_GROUP]
+    presence_listen: ClassVar[bool] = False
 
     async def connect(self) -> None:
-        self.rooms: set[str] = set()
-        await self.join_presence()
         await self.join_notifications()
         await self.accept()
         await self.watch()
 
     async def disconnect(self, code: int) -> None:
-        await self.leave_presence()
         await self.leave_notifications()
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:

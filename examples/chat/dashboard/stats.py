@@ -1,4 +1,4 @@
-"""The numbers the dashboard shows, computed from the database and the last presence round."""
+"""The numbers the dashboard shows, computed from the database and the presence counts."""
 
 from __future__ import annotations
 
@@ -12,12 +12,27 @@ from django.utils import timezone
 from chat.models import Message, Room
 from tether.db import database_sync_to_async
 
-__all__ = ["MINUTES_SHOWN", "ROOMS_SHOWN", "build_snapshot", "messages_per_minute", "snapshot"]
+__all__ = [
+    "MINUTES_SHOWN",
+    "ROOMS_SHOWN",
+    "build_snapshot",
+    "load_room_names",
+    "messages_per_minute",
+    "room_names",
+    "snapshot",
+]
 
 #: The message chart covers this many minutes, the current one included.
 MINUTES_SHOWN = 30
 #: The presence chart shows at most this many rooms, the busiest first.
 ROOMS_SHOWN = 12
+#: Rooms whose presence is counted, at most.
+ROOMS_COUNTED = 200
+
+
+def room_names() -> list[str]:
+    """The rooms whose presence the dashboard counts (the first ``ROOMS_COUNTED``)."""
+    return list(Room.objects.order_by("name").values_list("name", flat=True)[:ROOMS_COUNTED])
 
 
 def messages_per_minute(now: datetime, minutes: int = MINUTES_SHOWN) -> list[dict[str, Any]]:
@@ -39,12 +54,11 @@ def messages_per_minute(now: datetime, minutes: int = MINUTES_SHOWN) -> list[dic
 
 
 def snapshot(presence: dict[str, Any], interval: float, now: datetime | None = None) -> dict[str, Any]:
-    """Everything one dashboard update holds; ``presence`` is a ``PresenceTally.last``."""
+    """Everything one dashboard update holds; ``presence`` is what ``chat.presence.presence_counts`` returns."""
     now = now or timezone.now()
     series = messages_per_minute(now)
     in_rooms = presence["rooms"]
-    names = set(Room.objects.values_list("name", flat=True)[:200]) | set(in_rooms)
-    rooms = [{"room": name, "users": in_rooms.get(name, 0)} for name in names]
+    rooms = [{"room": name, "users": users} for name, users in in_rooms.items()]
     rooms.sort(key=lambda row: (-row["users"], row["room"]))
     return {
         "type": "dashboard",
@@ -58,3 +72,4 @@ def snapshot(presence: dict[str, Any], interval: float, now: datetime | None = N
 
 
 build_snapshot = database_sync_to_async(snapshot)
+load_room_names = database_sync_to_async(room_names)

@@ -1,9 +1,9 @@
 """The dashboard's ticker: a consumer of the ``dashboard-ticker`` worker channel.
 
-Each tick it asks every chat connection who is where (``presence.ping`` to the presence group; the answers come
-back on ``dashboard-ticker``), counts messages per minute in the database, and pushes a snapshot to every open
-dashboard (``dashboard.update`` to the dashboard group). It starts ticking on the first ``dashboard.watch`` and
-stops by itself when no dashboard has asked for ``idle_after`` seconds, so an unwatched dashboard costs nothing.
+Each tick it reads who is where from tether's presence (``chat.presence.presence_counts``), counts messages per
+minute in the database, and pushes a snapshot to every open dashboard (``dashboard.update`` to the dashboard group).
+It starts ticking on the first ``dashboard.watch`` and stops by itself when no dashboard has asked for ``idle_after``
+seconds, so an unwatched dashboard costs nothing.
 
 It is served by ``python manage.py runworker dashboard-ticker`` with the Redis layer, and by a task inside the web
 server with the in-memory layer (see ``dashboard/inprocess.py``); the code is the same.
@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 from django.conf import settings
 from django.db import DatabaseError
 
-from chat.presence import PRESENCE_GROUP, PresenceTally
-from dashboard.channels import DASHBOARD_CHANNEL, DASHBOARD_GROUP
-from dashboard.stats import build_snapshot
+from chat.presence import presence_counts
+from dashboard.channels import DASHBOARD_GROUP
+from dashboard.stats import build_snapshot, load_room_names
 from tether.consumer import AsyncConsumer
 from tether.exceptions import ChannelFull, LayerUnavailable
 from tether.types import Message, Receive, Scope, Send
@@ -30,11 +30,6 @@ from tether.types import Message, Receive, Scope, Send
 __all__ = ["DashboardWorker"]
 
 logger = logging.getLogger("dashboard.worker")
-
-#: Seconds the ticker waits for the answers to its first presence round before its first snapshot. Without it the
-#: first snapshot would close a round nobody was asked in and show zero users everywhere; local connections answer
-#: within milliseconds, this leaves room for a loaded machine or a remote Redis.
-FIRST_ROUND_WAIT = 0.25
 
 
 class DashboardWorker(AsyncConsumer):
@@ -44,7 +39,6 @@ class DashboardWorker(AsyncConsumer):
     idle_after: ClassVar[float] = 60.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.tally = PresenceTally()
         self.ticker: asyncio.Task[None] | None = None
         self.latest: dict[str, Any] | None = None
         self.last_watch = time.monotonic()
@@ -67,23 +61,9 @@ class DashboardWorker(AsyncConsumer):
             with contextlib.suppress(ChannelFull):
                 await self.channel_layer.send(reply_to, {"type": "dashboard.update", "snapshot": self.latest})
 
-    async def presence_pong(self, message: Message) -> None:
-        """A chat connection's answer to the current presence round."""
-        self.tally.record(message)
-
     async def tick_while_watched(self) -> None:
-        """Tick until no dashboard has watched for ``idle_after`` seconds, starting with a presence round of its own.
-
-        The counts of a snapshot are the answers to the previous round's ping, so the first tick asks once and waits
-        ``FIRST_ROUND_WAIT`` for the answers: the first frame a dashboard draws shows who is connected, not zeros.
-        """
+        """Tick until no dashboard has watched for ``idle_after`` seconds; the watch that started it gets the first."""
         interval = settings.DASHBOARD_TICK_SECONDS
-        try:
-            await self.ping()
-            await asyncio.sleep(FIRST_ROUND_WAIT)
-        except LayerUnavailable as error:
-            logger.warning("Dashboard presence round failed: %s", error)
-        # The first tick runs whatever the wait took: the watch that started the ticker is owed a snapshot.
         while True:
             try:
                 await self.tick(interval)
@@ -92,19 +72,12 @@ class DashboardWorker(AsyncConsumer):
             await asyncio.sleep(interval)
             if time.monotonic() - self.last_watch >= self.idle_after:
                 break
-        # Counted a minute ago or more: a dashboard that comes back waits for a fresh round rather than see old numbers.
+        # Counted a minute ago or more: a dashboard that comes back waits for a fresh count rather than see old numbers.
         self.latest = None
         logger.info("No dashboard watched for %ss: ticker stopped.", self.idle_after)
 
-    async def ping(self) -> None:
-        """Close the presence round and ask every chat connection to answer the next one."""
-        round_id = self.tally.start_round()
-        await self.channel_layer.group_send(
-            PRESENCE_GROUP, {"type": "presence.ping", "round": round_id, "reply_to": DASHBOARD_CHANNEL}
-        )
-
     async def tick(self, interval: float) -> None:
-        """Close the presence round, start the next one, and push a snapshot to every dashboard."""
-        await self.ping()
-        self.latest = await build_snapshot(self.tally.last, interval)
+        """Count who is where, and push a snapshot to every dashboard."""
+        presence = await presence_counts(self.channel_layer, await load_room_names())
+        self.latest = await build_snapshot(presence, interval)
         await self.channel_layer.group_send(DASHBOARD_GROUP, {"type": "dashboard.update", "snapshot": self.latest})

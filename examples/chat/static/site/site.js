@@ -6,7 +6,10 @@
   "use strict";
 
   const options = JSON.parse(document.getElementById("client-options").textContent);
-  const socket = Tether.connect(document.body.dataset.socket, options);
+  // With `resume`, a reload (or the next page of this tab on the same connection path) carries on where this page
+  // left off: each stream from the last message shown, and what waited to be sent goes out.
+  const path = document.body.dataset.socket;
+  const socket = Tether.connect(path, Object.assign({ resume: `chat:${path}` }, options));
   const me = document.body.dataset.user || null;
 
   // The status pill: "Live" when connected, "Reconnecting" while the client retries.

@@ -1,11 +1,16 @@
 /*
- * The room page: join the room whenever the connection opens (again), show its history and new messages, post
- * what the user writes, and show the server's errors (a guest trying to post, say) above the composer.
+ * The room page. It subscribes to the room's stream (chat/consumers.py) with presence: tether.js hands each message
+ * over once, in order, including the ones posted while the page was offline or reloading (recovered from the
+ * stream's history), and keeps the list of who is here. It loads the room's recent history on first load and when
+ * the stream cannot be recovered, shows who is typing, posts what the user writes, and shows the server's errors
+ * (a guest trying to post, say) above the composer.
  */
 (function () {
   "use strict";
 
   const { socket, me, avatarColor } = window.chatSite;
+  // Milliseconds a post may wait for the connection to come back before it is given back to the user.
+  const POST_TIMEOUT = 60000;
   const room = document.getElementById("room").dataset.room;
   const list = document.getElementById("messages");
   const empty = document.getElementById("messages-empty");
@@ -13,6 +18,9 @@
   const form = document.getElementById("composer");
   const input = document.getElementById("message-input");
   const counter = document.getElementById("message-count");
+  const people = document.getElementById("people");
+  const peopleCount = document.getElementById("people-count");
+  const typingLine = document.getElementById("typing");
   // The server's limit (chat.models.MAX_MESSAGE_LENGTH), in characters as Python counts them (code points).
   const maxLength = Number(input.dataset.maxLength);
   // The counter appears from 90 % of the limit on: early enough to trim, out of the way of ordinary messages.
@@ -53,6 +61,7 @@
     const item = document.createElement("li");
     item.className = message.author === me ? "message message-mine" : "message";
     item.id = `message-${message.id}`;
+    item.dataset.id = message.id;
     item.dataset.author = message.author;
     const avatar = document.createElement("span");
     avatar.className = "avatar";
@@ -78,41 +87,109 @@
     return list.scrollHeight - list.scrollTop - list.clientHeight < 80;
   }
 
+  /** A message from the stream, at the end of the list (unless the history showed it already). */
   function append(message) {
-    if (document.getElementById(`message-${message.id}`)) return; // already shown (joined while it was sent)
+    if (document.getElementById(`message-${message.id}`)) return;
     const stick = nearBottom();
     empty.hidden = true;
     list.append(renderMessage(message));
     if (stick || message.author === me) list.scrollTop = list.scrollHeight;
+    stoppedTyping(message.author);
   }
 
+  /**
+   * The room's recent messages, merged into what is shown: a message already there stays, a missing one goes in
+   * before the first shown message with a greater id. Messages that came from the stream before the history did
+   * (recovered after a reload, say) are kept, so the page never loses what it was handed.
+   */
   function showHistory(history) {
-    for (const item of list.querySelectorAll(".message")) item.remove();
     empty.textContent = "No messages yet. Say hello!";
-    empty.hidden = history.length > 0;
-    for (const message of history) list.append(renderMessage(message));
+    const shown = [...list.querySelectorAll(".message")];
+    for (const message of history) {
+      if (document.getElementById(`message-${message.id}`)) continue;
+      const after = shown.find((item) => Number(item.dataset.id) > message.id);
+      const item = renderMessage(message);
+      if (after) after.before(item);
+      else list.append(item);
+    }
+    empty.hidden = list.querySelector(".message") !== null;
     list.scrollTop = list.scrollHeight;
   }
 
-  function join() {
-    socket.sendJson({ type: "join", room });
+  function loadHistory() {
+    socket.request("history", { room }).then(
+      (answer) => {
+        historyLoaded = true;
+        showHistory(answer.messages);
+      },
+      (error) => showError(error.message),
+    );
   }
 
-  socket.on("open", join); // on every (re)connection, before queued posts go out
-  if (socket.state === "open") join();
+  /** Who is here: one entry per user, whatever their number of tabs; guests are "guest". */
+  function showPeople(members) {
+    const items = members.map((member) => {
+      const name = member.meta.username || "guest";
+      const item = document.createElement("li");
+      item.className = "person";
+      item.dataset.user = name;
+      const avatar = document.createElement("span");
+      avatar.className = "avatar avatar-small";
+      avatar.textContent = name.charAt(0).toUpperCase();
+      avatar.style.background = avatarColor(name);
+      item.append(avatar, name);
+      if (member.connections > 1) item.title = `${member.connections} tabs`;
+      return item;
+    });
+    people.replaceChildren(...items);
+    peopleCount.textContent = `${members.length} here`;
+  }
 
-  socket.on("message", (event) => {
-    const data = event.json;
-    if (!data) return;
-    if (data.type === "joined" && data.room === room) {
+  // Who is typing: a name stays for TYPING_SHOWN ms after their last notice, or until their message arrives.
+  const TYPING_SHOWN = 4000;
+  const typing = new Map(); // name -> timer
+  function showTyping() {
+    const names = [...typing.keys()];
+    typingLine.hidden = names.length === 0;
+    typingLine.textContent =
+      names.length === 1 ? `${names[0]} is typing…` : `${names.slice(0, -1).join(", ")} and ${names.at(-1)} are typing…`;
+  }
+  function startedTyping(name) {
+    if (name === me) return;
+    clearTimeout(typing.get(name));
+    typing.set(name, setTimeout(() => stoppedTyping(name), TYPING_SHOWN));
+    showTyping();
+  }
+  function stoppedTyping(name) {
+    if (!typing.has(name)) return;
+    clearTimeout(typing.get(name));
+    typing.delete(name);
+    showTyping();
+  }
+
+  let historyLoaded = false;
+  socket.subscribe(`chat.room.${room}`, append, {
+    presence: true,
+    onPresence: showPeople,
+    // After every (re)subscription: the first time, show the recent history (whatever was recovered stays).
+    onSubscribe: () => {
       hideError();
-      showHistory(data.history);
-    } else if (data.type === "message" && data.room === room) {
-      if (data.author === me) hideError();
-      append(data);
-    } else if (data.type === "error") {
-      showError(data.message);
-    }
+      if (!historyLoaded) loadHistory();
+    },
+    // Away for longer than the stream keeps (or its history was lost): show the history afresh.
+    onReload: loadHistory,
+    onError: (error) => showError(error.message),
+  });
+  // Typing notices are worth seconds: after a reconnection, only new ones.
+  socket.subscribe(`chat.typing.${room}`, (notice) => startedTyping(notice.user), { recover: false });
+
+  // Tell the room that this user is typing, at most every TYPING_EVERY ms while they type.
+  const TYPING_EVERY = 2500;
+  let typingSent = 0;
+  input.addEventListener("input", () => {
+    if (!me || !input.value.trim() || socket.state !== "open" || Date.now() - typingSent < TYPING_EVERY) return;
+    typingSent = Date.now();
+    socket.request("typing", { room }).catch(() => {}); // a lost notice is harmless
   });
 
   /** Characters as the server counts them: code points, so an emoji counts once, not as two UTF-16 units. */
@@ -139,11 +216,25 @@
       showError(`A message holds at most ${maxLength} characters; this one has ${length}. Shorten it and send again.`);
       return;
     }
-    if (socket.sendJson({ type: "post", room, text })) {
-      input.value = "";
-      updateCounter();
-    } else {
-      showError("Not sent: too many messages are already waiting for the connection to come back.");
-    }
+    // While the connection is down the post waits in tether.js's queue (kept across a reload of the page) and goes
+    // out when it comes back; the server's refusals (a guest, too fast) come back as errors.
+    socket.request("post", { room, text }, { timeout: POST_TIMEOUT }).then(
+      () => hideError(),
+      (error) => {
+        const unsent = error.code === "queue_full" || (error.code === "timeout" && !error.sent);
+        if (unsent) {
+          showError("Not sent: the connection did not come back in time. Send it again.");
+          if (!input.value) input.value = text; // give it back
+          updateCounter();
+        } else if (error.code === "disconnected" || error.code === "timeout") {
+          showError("The connection dropped as the message went out: if it does not appear, send it again.");
+        } else {
+          showError(error.message);
+        }
+      },
+    );
+    input.value = "";
+    updateCounter();
+    typingSent = 0;
   });
 })();
