@@ -26,7 +26,7 @@ IMAGES = ROOT / "docs" / "images"
 START, END = "<!-- bench:results:start -->", "<!-- bench:results:end -->"
 ORDER = (
     "layer", "fanout", "echo", "broadcast", "idle", "capacity", "churn", "worker", "cluster", "fanout_processes",
-    "streams", "metrics",
+    "streams", "presence", "metrics",
 )  # fmt: skip
 PACKAGES = (
     "django-tether", "channels", "channels-redis", "daphne", "uvicorn", "granian", "websockets", "redis", "hiredis",
@@ -292,6 +292,12 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         recover = _med(_row(results, "streams", f"{layer}, recover 1,000 missed", "recover p50 ms"), "recover")
         add(f"Recovery of 1,000 missed messages, {layer}: p50 under 20 ms", f"{fmt(recover, 'ms')} ms",
             _at_most(recover, 19.999))  # fmt: skip
+    # Presence (issue 13): a heartbeat's Redis commands do not grow with the members.
+    heartbeat = _row(results, "presence", "2 processes, 1,000 members each", "Redis cmds/heartbeat")
+    few, many = _med(heartbeat, "1 member each"), _med(heartbeat, "1,000 members each")
+    add("Presence: Redis commands per heartbeat flat in members (1 and 1,000 per process, 2 processes)",
+        f"1 member: {fmt(few)}; 1,000 members: {fmt(many)}", None if few is None or many is None else few == many)  # fmt: skip
+
     # Metrics (issue 14): the server CPU that metrics on costs over metrics off, in the same run.
     cost = {
         "echo, 1 client": "server CPU µs/msg",
@@ -339,6 +345,7 @@ CHARTS: dict[str, tuple[str, ...]] = {
     "fanout_processes": ("p50 ms", "Redis cmds/group_send", "CPU ms/group_send (sender + members)"),
     "streams": ("p50 ms", "CPU ms/send", "recover p50 ms"),
     "metrics": ("server CPU µs/msg", "server CPU ms/group_send", "CPU µs/frame", "CPU µs/member"),
+    "presence": ("join µs/member", "Redis cmds/heartbeat"),
 }
 
 
