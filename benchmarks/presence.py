@@ -155,7 +155,8 @@ def run(rounds: int = 3, scale: float = 1.0) -> dict[str, Any]:
         f"{MEMBERS:,} members each": [sum(figure["many"].values()) / beats for figure in figures],
     }
     bench.add(Row(case, "Redis cmds/heartbeat", "lower", series, tether=f"{MEMBERS:,} members each"))
-    bench.note(f"commands of 20 heartbeats, last round: 1 member {figures[-1]['few']}; {MEMBERS:,} {figures[-1]['many']}")
+    last = figures[-1]
+    bench.note(f"commands of 20 heartbeats, last round: 1 member {last['few']}; {MEMBERS:,} {last['many']}")
     return bench.finish()
 
 

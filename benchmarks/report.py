@@ -295,8 +295,9 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     # Presence (issue 13): a heartbeat's Redis commands do not grow with the members.
     heartbeat = _row(results, "presence", "2 processes, 1,000 members each", "Redis cmds/heartbeat")
     few, many = _med(heartbeat, "1 member each"), _med(heartbeat, "1,000 members each")
+    flat = None if few is None or many is None else few == many
     add("Presence: Redis commands per heartbeat flat in members (1 and 1,000 per process, 2 processes)",
-        f"1 member: {fmt(few)}; 1,000 members: {fmt(many)}", None if few is None or many is None else few == many)  # fmt: skip
+        f"1 member: {fmt(few)}; 1,000 members: {fmt(many)}", flat)  # fmt: skip
 
     # Metrics (issue 14): the server CPU that metrics on costs over metrics off, in the same run.
     cost = {
