@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 
 import pytest
@@ -218,3 +219,39 @@ async def test_await_many_dispatch_raises_what_a_source_raises():
 
     with pytest.raises(ConnectionError, match="source went away"):
         await asyncio.wait_for(await_many_dispatch([broken], dispatch), 2)
+
+
+# One handler at a time, the handlers run in a task of their own in a copy of the caller's context (tether.dispatch).
+_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
+
+
+async def test_await_many_dispatch_handlers_see_the_callers_context_variables():
+    source = asyncio.Queue()
+    source.put_nowait("only")
+    seen = []
+
+    async def dispatch(message):
+        seen.append(_request_id.get())
+        raise Stop
+
+    _request_id.set("from the caller")
+    with pytest.raises(Stop):
+        await asyncio.wait_for(await_many_dispatch([queue_source(source)], dispatch), 2)
+    assert seen == ["from the caller"]
+
+
+async def test_await_many_dispatch_a_context_variable_set_by_one_handler_is_seen_by_the_next():
+    source = asyncio.Queue()
+    for item in ("first", "second"):
+        source.put_nowait(item)
+    seen = []
+
+    async def dispatch(message):
+        seen.append(_request_id.get())
+        _request_id.set(message)
+        if message == "second":
+            raise Stop
+
+    with pytest.raises(Stop):
+        await asyncio.wait_for(await_many_dispatch([queue_source(source)], dispatch), 2)
+    assert seen == ["unset", "first"]

@@ -216,7 +216,10 @@ class ChannelBuffers:
                 self._watchers[channel] = (loop, callback)
 
     def unwatch(self, channel: str) -> None:
-        self._watchers.pop(channel, None)
+        # Under the lock: a delivery from another thread (``async_to_sync``) tests for the watcher and then pops it,
+        # and an unwatch in between would make that pop raise KeyError to the sender.
+        with self._lock:
+            self._watchers.pop(channel, None)
 
     def _wake(self, channel: str, running: Any) -> None:
         """A message was queued for a watched ``channel`` (the caller holds the lock): call its watcher, on its own
