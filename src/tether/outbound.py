@@ -147,7 +147,7 @@ class Outbox:
     # Slots, and no queue until the client first falls behind: one of these lives as long as each connection.
     __slots__ = (
         "chosen", "client_gone", "closer", "conflate_key", "keyed", "limit", "logged", "name", "policy", "progress",
-        "queue", "server_send", "size", "stall_timeout", "state", "watchdog", "writer",
+        "queue", "server_send", "size", "stall", "stall_timeout", "state", "watchdog", "writer",
     )  # fmt: skip
 
     def __init__(
@@ -181,7 +181,8 @@ class Outbox:
         # A send raised OSError: the server's (the client has gone away), or ours after the connection was closed.
         self.client_gone = False
         self.limit = 0
-        self.chosen = ""
+        self.chosen = ""  # the policy, once read
+        self.stall = 0.0
 
     async def send(self, message: Message) -> None:
         """Send ``message`` now if the server takes it at once; otherwise queue it under the policy.
@@ -211,16 +212,19 @@ class Outbox:
 
     def start_queueing(self, rest: _Resumed) -> None:
         """The server pushed back: finish the suspended send in a writer task; later messages queue behind it."""
-        self.limit = self.size()
-        self.chosen = self.policy()
+        if not self.chosen:
+            # Read once per connection, when the client first falls behind: a server whose every send suspends
+            # (granian's) comes here for each message, and reading settings costs microseconds each.
+            self.limit = self.size()
+            self.chosen = self.policy()
+            self.stall = self.stall_timeout()
         if self.queue is _NO_QUEUE:
             self.queue, self.keyed = deque(), {}
         self.state = State.QUEUEING
         _counters["backlogs"] += 1
         loop = asyncio.get_running_loop()
         self.writer = loop.create_task(self.write(rest))
-        stall = self.stall_timeout()
-        self.watchdog = loop.call_later(stall, self.check_stall, self.progress, stall)
+        self.watchdog = loop.call_later(self.stall, self.check_stall, self.progress, self.stall)
 
     def check_stall(self, progress: int, stall: float) -> None:
         """A client that took nothing for ``stall`` seconds while frames waited is gone: close it, whatever the policy.
