@@ -38,7 +38,16 @@ def processes(tmp_path: Path, prefix: str) -> Iterator[list[Command]]:
     """Two uvicorn processes of the test project's stream app on the shared Redis; afterwards, the only tracebacks
     in their output are those of the test app's handlers that raise on purpose."""
     project = copy_project(tmp_path / "project")
-    env = {"PROJECT_REDIS_PREFIX": prefix, "PROJECT_REDIS_URL": REDIS_URL, "PROJECT_PRESENCE_TTL": "2"}
+    # A subscriber's channel holds a whole burst of these tests (500 messages): they are about order across a
+    # recovery and across processes, not about a full channel, whose dropped live messages a subscriber only gets
+    # back with the next message or subscribe (docs/protocol.md); with the default 100, a reader slowed by a loaded
+    # machine dropped the end of a burst.
+    env = {
+        "PROJECT_REDIS_PREFIX": prefix,
+        "PROJECT_REDIS_URL": REDIS_URL,
+        "PROJECT_PRESENCE_TTL": "2",
+        "PROJECT_CAPACITY": "2000",
+    }
     with uvicorn_processes(project, [env, env], "--lifespan", "off", app="project.streams_app:application") as commands:
         yield commands
         for command in commands:
