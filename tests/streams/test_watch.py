@@ -209,6 +209,32 @@ async def test_after_a_restart_with_nothing_published_the_memberships_come_back_
         assert (message["type"], message["epoch"], message["offset"]) == ("stream.message", first.epoch, 1)
 
 
+@pytest.mark.parametrize("layer_class", LAYERS)
+async def test_a_subscriber_whose_full_channel_dropped_the_end_of_a_burst_is_told_to_catch_up(
+    redis_servers: Any, layer_class: type
+) -> None:
+    server = redis_servers.start()
+    async with processes_on(layer_class, 2, hosts=[server.url], capacity=5) as (publisher, reader):
+        channel = await reader.new_channel()
+        streams = redis_streams(reader)
+        await streams.subscribe("room", channel)
+        publishing = get_streams(publisher)
+        for n in range(20):
+            top = await publishing.publish("room", n)
+        # Nobody reads meanwhile: the channel keeps 5 of the 20 and the layer drops the others (no later message
+        # would show the reader the gap).
+        await eventually(lambda: reader.stats()["group_full_drops"] >= 15, timeout=WAIT)
+        kept = [await asyncio.wait_for(reader.receive(channel), WAIT) for _ in range(5)]
+        assert [message["offset"] for message in kept] == [1, 2, 3, 4, 5]
+
+        assert await streams.watch.check() == []
+        reset = await next_of_type(reader, channel, RESET_TYPE)
+        assert reset == {"type": RESET_TYPE, "stream": "room", "epoch": top.epoch, "offset": 20}
+        await streams.watch.check()  # told once
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(reader.receive(channel), 0.3)
+
+
 async def test_the_watch_checks_by_itself_every_interval(redis_servers: Any, settings: Any) -> None:
     settings.TETHER_STREAMS_WATCH_INTERVAL = 0.2
     server = redis_servers.start()

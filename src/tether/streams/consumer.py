@@ -581,9 +581,10 @@ class StreamConsumer(AsyncPresenceConsumerMixin, AsyncJsonWebsocketConsumer):
         await self._catch_up(stream, subscription)
 
     async def stream_reset(self, event: Message) -> None:
-        """Redis lost the stream's history or this connection's membership, which the streams watch restored (a
-        Redis restart without persistence, say): unless the client is at that position already, recover from where
-        it is, which sends what it missed or a ``reload`` frame."""
+        """The streams watch gives the stream's position: Redis lost the stream's history or this connection's
+        membership, which the watch restored (a Redis restart without persistence, say), or the layer dropped
+        messages of the stream for this connection's full channel. Unless the client is at that position already,
+        recover from where it is, which sends what it missed or a ``reload`` frame."""
         stream, epoch, offset = event.get("stream"), event.get("epoch"), event.get("offset")
         if not isinstance(stream, str) or not isinstance(offset, int):
             return

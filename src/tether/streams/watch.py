@@ -14,6 +14,12 @@ that is behind that position catches up: ``StreamConsumer`` recovers from its ow
 missed or a ``reload`` frame. A stream without an epoch (nothing published since its history went) needs no telling:
 the first message of its new epoch reaches the subscribers, which the epoch change sends to recovery.
 
+A subscriber can also fall behind while Redis keeps everything: a burst fills its channel (the layer's ``capacity``)
+and the layer drops the messages that do not fit. It notices a gap when the next message arrives, but the end of a
+burst has no next message. So the layer tells the watch of each group message it could not deliver to a channel of
+this process, and the next check sends that channel ``stream.reset`` with the stream's position: it catches up from
+history within ``interval`` seconds (one message per such channel; none when nothing was dropped).
+
 The cost: one script call per host (or slot) per interval per event loop, whatever the number of subscribers; the
 reads are ``HMGET`` and ``ZCOUNT`` per stream, at most ``BATCH`` streams per call. Only a loss costs per subscriber
 (a ``group_add`` each, and a recovery by each ``StreamConsumer`` behind the new position).
@@ -129,10 +135,12 @@ class Subscriptions:
 
 
 class _LoopWatch:
-    """The watch on one event loop: its subscriptions and its task."""
+    """The watch on one event loop: its subscriptions, the subscribers that missed a message, and its task."""
 
     def __init__(self, subscriptions: Subscriptions) -> None:
         self.subscriptions = subscriptions
+        #: (stream, channel): a message of the stream was dropped for the channel (full) since the last check.
+        self.behind: set[tuple[str, str]] = set()
         self.task: asyncio.Task[None] | None = None
 
 
@@ -150,6 +158,7 @@ class StreamWatch:
         self._loops: PerLoop[_LoopWatch] = PerLoop(
             lambda: _LoopWatch(Subscriptions(self._client_id, self._lifetime_ms)), self._close_state
         )
+        streams.redis_layer.group_drop_listeners.append(self._dropped)
 
     # Bookkeeping, from RedisStreams --------------------------------------------------------------------------------
 
@@ -168,6 +177,13 @@ class StreamWatch:
         if not state.subscriptions and state.task is not None:
             state.task.cancel()
             state.task = None
+
+    def _dropped(self, group: str, channel: str) -> None:
+        """The layer could not deliver a message of ``group`` to ``channel`` (full): if that is a subscription, the
+        next check catches the channel up."""
+        state = self._loops.peek()
+        if state is not None and state.subscriptions.has(group, channel):
+            state.behind.add((group, channel))
 
     def saw(self, stream: str, epoch: str) -> None:
         """A position of ``stream`` was read in ``epoch`` on this loop."""
@@ -199,9 +215,12 @@ class StreamWatch:
     async def check(self) -> list[str]:
         """Check the streams this event loop's channels subscribe to, once: put the subscribers of each lost stream
         back in its group and tell them its position. Returns the lost streams."""
-        subscriptions = self._loops.get().subscriptions
+        state = self._loops.get()
+        subscriptions = state.subscriptions
         now = now_ms()
+        behind, state.behind = state.behind, set()
         readings = await self._read(subscriptions.streams(), now)
+        self._catch_up(behind, readings)
         lost = [stream for stream, reading in readings.items() if subscriptions.lost(stream, reading, now)]
         if not lost:
             return lost
@@ -237,6 +256,19 @@ class StreamWatch:
         for stream, (epoch, _) in told.items():
             subscriptions.told(stream, epoch)
         return lost
+
+    def _catch_up(self, behind: set[tuple[str, str]], readings: dict[str, Reading]) -> None:
+        """Hand each channel that missed a message of a stream the stream's position (read after the miss), so it
+        recovers what it missed; straight into its buffer here, where the miss happened. A channel still full is
+        caught up at the next check."""
+        layer = self._streams.redis_layer
+        state = self._loops.get()
+        for stream, channel in behind:
+            if not state.subscriptions.has(stream, channel):
+                continue  # unsubscribed (or gone) since: nothing to catch up, and no buffer to make for it
+            epoch, offset, _ = readings.get(stream, ("", 0, 0))
+            if epoch and not layer.deliver_here(channel, stream_reset(stream, epoch, offset)):
+                state.behind.add((stream, channel))
 
     async def _read(self, streams: list[str], now: int) -> dict[str, Reading]:
         """The reading of each of ``streams``: one call per host (per slot on a cluster) and ``BATCH`` streams,

@@ -165,6 +165,9 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
         self.prefetch = DEFAULT_PREFETCH
         self._durable = DurablePolicy(durable, visibility_timeout, max_attempts)
         self._streams = DurableStreams(self, require_number("dead_letter_expiry", dead_letter_expiry))
+        #: Called with (group, channel) when a group message was not delivered to a channel of this process because
+        #: its buffer was full (tether.streams' watch catches such a subscriber up).
+        self.group_drop_listeners: list[Callable[[str, str], None]] = []
 
     # Names ---------------------------------------------------------------------------------------------------------
 
@@ -522,8 +525,15 @@ class RedisLayerBase(BaseChannelLayer, Generic[_State]):
             )
         return accepted
 
+    def deliver_here(self, channel: str, message: Message) -> bool:
+        """Put ``message`` in the buffer of ``channel``, a channel received from in this process, without a round
+        trip to Redis; False when the buffer is full (nothing is counted or logged: the caller retries)."""
+        return not self._local.deliver_many([channel], message, now_ms() + self._expiry_ms)
+
     def _count_group_full(self, group: str, channel: str) -> None:
         self._stats.group_full_drop(group, channel, self.get_capacity(channel))
+        for listener in self.group_drop_listeners:
+            listener(group, channel)
 
     def _expire(self, channel: str, count: int = 1) -> None:
         self._stats.drop(
