@@ -137,7 +137,9 @@ def _oversize(consumer: AsyncConsumer, text: str | None, data: bytes | None) -> 
     given the project's limit too (tether's runserver and server helper do it; see docs/deploying.md for uvicorn's
     ``--ws-max-size``), so this check matters for a consumer with a lower limit and for servers configured otherwise.
     It runs for every message, so a message of at most a quarter of the limit (a character is at most four bytes of
-    UTF-8) is let through after one ``len``: about 0.1 µs less per message than measuring it.
+    UTF-8) is let through after one ``len``: about 0.1 µs less per message than measuring it. The async consumer's
+    ``websocket_receive`` makes that first test itself and calls this only past it; the sync consumer calls it for
+    every message.
     """
     limit = consumer.max_message_size or project_max_message_size()  # type: ignore[attr-defined]
     if len(text if text is not None else data or b"") * 4 <= limit:
