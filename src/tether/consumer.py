@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Hashable
+from time import perf_counter
 from typing import Any, ClassVar
 
 from asgiref.sync import async_to_sync
@@ -31,7 +32,9 @@ from tether.limits import (
     ws_ping_interval,
     ws_ping_timeout,
 )
-from tether.outbound import Outbox
+from tether.metrics.observe import ConnectionWatch
+from tether.metrics.tally import LIFECYCLE_KINDS
+from tether.outbound import Outbox, SendWatcher
 from tether.tracing import TRACE_KEY
 from tether.types import ASGIApp, Message, Receive, Scope, Send
 from tether.utils import name_that_thing
@@ -200,6 +203,10 @@ class AsyncConsumer:
     _client_gone: bool = False
     # A WebSocket's outbound queue, while the connection lasts.
     _outbox: Outbox | None = None
+    # While metrics are on, what counts this connection's sends (its outbox counts them) and the messages ``dispatch``
+    # handles (tether.metrics.observe).
+    _send_watcher: SendWatcher | None = None
+    _dispatch_watch: ConnectionWatch | None = None
     channel_layer: BaseChannelLayer | None
     channel_name: str
     base_send: Any
@@ -224,6 +231,11 @@ class AsyncConsumer:
                     "define them on the class first (as with Django's View.as_view())."
                 )
 
+        # While metrics are on, AsyncConsumer's own __call__ (a WebSocket's outbox) and dispatch count in line; a
+        # class with either of its own is counted by a wrapper, at a call more per message (tether.metrics.observe).
+        counts_sends = cls.__call__ is AsyncConsumer.__call__
+        counts_dispatch = cls.dispatch is AsyncConsumer.dispatch
+
         async def app(scope: Scope, receive: Receive, send: Send) -> None:
             consumer = cls(**initkwargs)
             observer = metrics.observer  # None unless TETHER_METRICS: then it counts what the consumer does
@@ -233,7 +245,11 @@ class AsyncConsumer:
                 return
             # The observer watches from here rather than from a coroutine of its own around the consumer's, which
             # every wake-up of the connection's task would pass through (tether.metrics.observe).
-            connection = None if observer is None else observer.watch(consumer, scope, send)
+            connection = (
+                None
+                if observer is None
+                else observer.watch(consumer, scope, send, counts_sends=counts_sends, counts_dispatch=counts_dispatch)
+            )
             try:
                 if tracer is None:
                     await consumer(scope, receive, connection.send if connection is not None else send)
@@ -276,6 +292,7 @@ class AsyncConsumer:
                 conflate_key=self.conflate_key,
                 name=functools.partial(name_that_thing, self),
                 stall_timeout=_stall_timeout,
+                watcher=self._send_watcher,
             )
             send = outbox.send
             self._outbox = outbox
@@ -371,6 +388,23 @@ class AsyncConsumer:
             handler = _handler_for(self, message)
         if has_open_connections():
             await aclose_old_connections()
+        watch = self._dispatch_watch
+        if watch is None:
+            timed = None
+        else:
+            # Metrics on: ConnectionWatch.histogram_for and the count written out, a call less per message (a
+            # wrapper around dispatch cost 7% of a group_send's server CPU); one message in its kind's ``every`` is
+            # timed, and stands for the others.
+            if message["type"] == "websocket.receive":
+                timed = watch.binary if message.get("text") is None else watch.text
+            elif message["type"] in LIFECYCLE_KINDS:
+                timed = watch.lifecycle(message)
+            else:
+                timed = watch.layer
+            timed.handled += 1
+            if timed.handled % timed.every:
+                timed = None
+        started = 0.0 if timed is None else perf_counter()
         try:
             await handler(message)
         except StopConsumer:
@@ -378,6 +412,9 @@ class AsyncConsumer:
         except Exception as error:
             if not _handled_failure(self, message, error):
                 raise
+        finally:
+            if timed is not None:
+                timed.observe(perf_counter() - started, timed.every)
 
     async def tether_drain(self, message: Message) -> None:
         """The server is stopping and it is this connection's turn (``tether.drain``): close with 1012.

@@ -20,6 +20,7 @@ from tether.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 from tether.layers import InMemoryChannelLayer, channel_layers
 from tether.metrics.tally import DURATION_BUCKETS, TIMED_EVERY, _Histogram, close_code_label, message_kind
 from tether.testing import WebsocketCommunicator
+from tether.types import Message, Receive, Scope, Send
 
 prometheus_client = pytest.importorskip("prometheus_client", reason="the 'metrics' extra is not installed")
 
@@ -223,6 +224,46 @@ async def test_a_sync_consumer_is_counted_too(metrics_on: None) -> None:
     assert await communicator.receive_from(WAIT) == "hi"
     await communicator.disconnect()
     assert sample("tether_messages_sent_total", consumer="SyncEcho", kind="text") - before == 1
+
+
+class WrappedEcho(Echo):
+    """A consumer with a ``__call__`` and a ``dispatch`` of its own, as a project may write: AsyncConsumer's count
+    in line, this one is counted by wrappers, and all the same."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+
+    async def dispatch(self, message: Message) -> None:
+        await super().dispatch(message)
+
+
+async def test_a_consumer_with_its_own_call_and_dispatch_is_counted_once(metrics_on: None) -> None:
+    before = {
+        "accepted": attempts("WrappedEcho", "accepted"),
+        "text": sample("tether_messages_sent_total", consumer="WrappedEcho", kind="text"),
+        "binary": sample("tether_messages_sent_total", consumer="WrappedEcho", kind="binary"),
+        "text_in": sample("tether_messages_received_total", consumer="WrappedEcho", kind="text"),
+        "binary_in": sample("tether_messages_received_total", consumer="WrappedEcho", kind="binary"),
+        "connects": sample("tether_handler_duration_seconds_count", consumer="WrappedEcho", kind="connect"),
+    }
+    communicator = WebsocketCommunicator(WrappedEcho.as_asgi(), "/")
+    assert (await communicator.connect(WAIT))[0]
+    await communicator.send_to(text_data="one")
+    assert await communicator.receive_from(WAIT) == "one"
+    await communicator.send_to(bytes_data=b"two")
+    assert await communicator.receive_from(WAIT) == b"two"
+    await communicator.disconnect()
+
+    assert attempts("WrappedEcho", "accepted") - before["accepted"] == 1
+    # Counted once each: by the wrapper around ``send`` here, not also by the connection's outbound queue.
+    assert sample("tether_messages_sent_total", consumer="WrappedEcho", kind="text") - before["text"] == 1
+    assert sample("tether_messages_sent_total", consumer="WrappedEcho", kind="binary") - before["binary"] == 1
+    assert sample("tether_messages_received_total", consumer="WrappedEcho", kind="text") - before["text_in"] == 1
+    assert sample("tether_messages_received_total", consumer="WrappedEcho", kind="binary") - before["binary_in"] == 1
+    assert (
+        sample("tether_handler_duration_seconds_count", consumer="WrappedEcho", kind="connect") - before["connects"]
+        == 1
+    )
 
 
 async def test_layer_calls_are_timed_and_their_errors_counted(metrics_on: None) -> None:

@@ -1,15 +1,15 @@
-"""Where the counting happens: around each consumer instance and each channel layer, while metrics are on.
+"""Where the counting happens: in each consumer instance and around each channel layer, while metrics are on.
 
 ``Observer.watch`` gets one consumer instance ready to be counted, and ``as_asgi()`` runs it with the ``send`` the
-watcher gives and then tells the watcher it ended: its ``dispatch`` counted (and one message in ``TIMED_EVERY``
-timed) and its ASGI ``send`` watched: the handshake's answer (accept, close, HTTP denial), the frames sent, the close
-code. Nothing in the consumer classes changes, and with
-metrics off ``as_asgi()`` calls the consumer directly (one global read per connection). ``Observer.instrument_layer``
-times a layer's ``send``, ``group_send``, ``group_add`` and ``group_discard`` and counts their errors. ``receive`` is
-left alone: its duration is the wait for the next message, not a latency, and a wrapper would cost every delivery of
-a broadcast (a coroutine around a call costs about 0.1 µs, timed with ``timeit``, against 2 to 3 µs per member in
-``make bench``'s fan-out); an error there ends the consumer, which the connection counts show. No
-``prometheus_client`` here: counts go to a ``Tally``.
+watch gives and then tells the watch it ended: the messages its ``dispatch`` handled counted (and one in
+``TIMED_EVERY`` timed), its ASGI ``send`` watched: the handshake's answer (accept, close, HTTP denial), the frames
+sent, the close code. ``AsyncConsumer`` counts into the watch in line (its outbound queue and its ``dispatch``: a call
+per message costs more than all the counting, see ``ConnectionWatch``); other classes are wrapped. With metrics off
+``as_asgi()`` calls the consumer directly (one global read per connection). ``Observer.instrument_layer`` times a
+layer's ``send``, ``group_send``, ``group_add`` and ``group_discard`` and counts their errors. ``receive`` is left
+alone: its duration is the wait for the next message, not a latency, and a wrapper would cost every delivery of a
+broadcast; an error there ends the consumer, which the connection counts show. No ``prometheus_client`` here:
+counts go to a ``Tally``.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from typing import Any
 from asgiref.sync import markcoroutinefunction
 
 from tether import loop_lag, status
-from tether.metrics.tally import LIFECYCLE_KINDS, TIMED_EVERY, ConsumerCounts, Tally, _Histogram
+from tether.metrics.tally import LIFECYCLE_KINDS, ConsumerCounts, Tally, _Histogram
 from tether.types import Message, Scope, Send
 
-__all__ = ["Observer"]
+__all__ = ["ConnectionWatch", "Observer"]
 
 _TIMED_LAYER_CALLS = ("send", "group_send", "group_add", "group_discard")
 
@@ -40,26 +40,38 @@ _ANSWERS = {
 }
 
 
-class _Connection:
-    """What one consumer instance did: the answer to its handshake and how it closed."""
+class ConnectionWatch:
+    """What one consumer instance did: the answer to its handshake, how it closed, and the messages it handled.
 
-    __slots__ = ("answer", "close_code", "counts", "send", "websocket")
+    ``AsyncConsumer`` counts into it in line, where it can (``tether.consumer``): its outbound queue counts the
+    frames sent (``tether.outbound.SendWatcher``) and its ``dispatch`` the messages handled, in the histograms
+    ``text``, ``binary`` and ``layer`` and through ``lifecycle``. A consumer class with a ``__call__`` or a ``dispatch``
+    of its own gets wrappers instead (``wrap_send``, ``wrap_dispatch``), at a call more per message: a wrapper
+    around ``dispatch`` cost 1.6 µs of server CPU per member of a ``group_send`` to 1,000 over uvicorn, 7% of the
+    whole (benchmarks/metrics.py).
+    """
 
-    def __init__(self, counts: ConsumerCounts, websocket: bool, send: Send) -> None:
+    __slots__ = ("answer", "binary", "close_code", "counts", "layer", "send", "text", "websocket")
+
+    def __init__(self, counts: ConsumerCounts, websocket: bool, send: Send, outbox_counts: bool) -> None:
         self.counts = counts
         self.websocket = websocket  # only WebSocket scopes count as connections
         self.answer: str | None = None  # accepted, refused, denied (or http: not a WebSocket)
         self.close_code: int | None = None  # sent by the consumer after accepting, else the client's
-        #: The server's ``send``, counting what passes: the one to give the consumer.
-        self.send = self.wrap_send(send)
+        # Looked up once per connection: a frame or a layer event costs attribute reads, not a lookup by kind.
+        self.text = counts.handler("text")
+        self.binary = counts.handler("binary")
+        self.layer = counts.handler("layer")
+        #: The ``send`` to give the consumer: the server's own when the connection's outbox counts what it sends,
+        #: else the server's wrapped in a counter.
+        self.send = send if outbox_counts else self.wrap_send(send)
 
     def wrap_send(self, send: Send) -> Send:
         counts = self.counts
 
         # A plain function returning the server's awaitable, not a coroutine around it: one coroutine less per
-        # message sent (about 0.05 µs of the 0.1 µs a coroutine wrapper costs, timed with ``timeit``). So a message
-        # is counted as it is handed to the server, before the send completes; one the server refuses (the client
-        # just left) counts too.
+        # message sent. So a message is counted as it is handed to the server, before the send completes; one the
+        # server refuses (the client just left) counts too.
         def counted_send(message: Message) -> Awaitable[None]:
             if message["type"] == "websocket.send":
                 if message.get("text") is not None:
@@ -85,31 +97,32 @@ class _Connection:
         elif message_type == "websocket.close" and self.close_code is None:
             self.close_code = message.get("code", 1000)
 
-    def wrap_dispatch(self, dispatch: Callable[[Message], Awaitable[None]]) -> Callable[[Message], Awaitable[None]]:
-        counts = self.counts
-        # Looked up once per connection: a frame or a layer event costs attribute reads, not a lookup by kind.
-        text, binary, layer = counts.handler("text"), counts.handler("binary"), counts.handler("layer")
+    def lifecycle(self, message: Message) -> _Histogram:
+        """The histogram of one of the connection's own events (``LIFECYCLE_KINDS``), which are all timed; a
+        disconnect's code is the connection's close code unless the consumer sent one."""
+        kind = LIFECYCLE_KINDS[message["type"]]
+        if kind == "disconnect" and self.close_code is None:
+            self.close_code = message.get("code", 1005)
+        return self.counts.handler(kind)
 
-        # A plain function returning the consumer's own coroutine, as ``counted_send``: a frame or a layer event is
-        # counted with one call, and only every ``TIMED_EVERY``-th of its kind (per consumer class) pays for a clock
-        # and a coroutine around its handler. The connection's own events (connect, disconnect) are all timed.
+    def histogram_for(self, message: Message) -> _Histogram:
+        """The histogram ``message`` counts in: by kind (``tether.metrics.tally.message_kind``)."""
+        message_type = message.get("type")
+        if message_type == "websocket.receive":
+            return self.binary if message.get("text") is None else self.text
+        if message_type in LIFECYCLE_KINDS:
+            return self.lifecycle(message)
+        return self.layer
+
+    def wrap_dispatch(self, dispatch: Callable[[Message], Awaitable[None]]) -> Callable[[Message], Awaitable[None]]:
+        # A plain function returning the consumer's own coroutine, as ``counted_send``: only one message in its
+        # histogram's ``every`` pays for a clock and a coroutine around its handler.
         def counted_dispatch(message: Message) -> Awaitable[None]:
-            message_type = message.get("type")
-            if message_type == "websocket.receive":
-                histogram = binary if message.get("text") is None else text
-            elif message_type in LIFECYCLE_KINDS:
-                kind = LIFECYCLE_KINDS[message_type]
-                if kind == "disconnect" and self.close_code is None:
-                    self.close_code = message.get("code", 1005)
-                histogram = counts.handler(kind)
-                histogram.handled += 1
-                return _timed(dispatch, message, histogram, 1)
-            else:
-                histogram = layer
+            histogram = self.histogram_for(message)
             histogram.handled += 1
-            if histogram.handled % TIMED_EVERY:
+            if histogram.handled % histogram.every:
                 return dispatch(message)
-            return _timed(dispatch, message, histogram, TIMED_EVERY)
+            return _timed(dispatch, message, histogram)
 
         # Sync consumers' ``dispatch`` is a coroutine function too; keep looking like one.
         return markcoroutinefunction(counted_dispatch)
@@ -133,17 +146,30 @@ class Observer:
         self.tally = tally
         self._instrumented: weakref.WeakSet[Any] = weakref.WeakSet()
 
-    def watch(self, consumer: Any, scope: Scope, send: Send) -> _Connection:
-        """Get ``consumer`` ready to be counted and return its connection's watcher: run the consumer with
+    def watch(
+        self, consumer: Any, scope: Scope, send: Send, *, counts_sends: bool = False, counts_dispatch: bool = False
+    ) -> ConnectionWatch:
+        """Get ``consumer`` ready to be counted and return its connection's watch: run the consumer with
         ``connection.send`` as its ``send``, then call ``connection.ended()``. WebSocket connections count as
-        connections (attempts, open, closes); every scope counts its messages and handler durations."""
+        connections (attempts, open, closes); every scope counts its messages and handler durations.
+
+        ``counts_sends``: the consumer gives a WebSocket's sends to an outbound queue that counts them into its
+        ``_send_watcher``; ``counts_dispatch``: its ``dispatch`` counts into its ``_dispatch_watch``
+        (``AsyncConsumer``'s own ``__call__`` and ``dispatch`` do). Otherwise wrappers count."""
         loop_lag.probe_for_running_loop()
         if status.publishing:  # the tether.status app is installed: this process reports to its admin page
             status.publish_from_running_loop()
-        connection = _Connection(self.tally.consumer(type(consumer).__name__), scope.get("type") == "websocket", send)
-        # An instance attribute in front of the class's method: __call__ and the durable-settling path both look
-        # ``dispatch`` up on the instance, so both are timed, and the consumer classes stay as they are.
-        consumer.dispatch = connection.wrap_dispatch(consumer.dispatch)
+        websocket = scope.get("type") == "websocket"
+        outbox_counts = counts_sends and websocket
+        connection = ConnectionWatch(self.tally.consumer(type(consumer).__name__), websocket, send, outbox_counts)
+        if outbox_counts:
+            consumer._send_watcher = connection
+        if counts_dispatch:
+            consumer._dispatch_watch = connection
+        else:
+            # An instance attribute in front of the class's method: __call__ and the durable-settling path both look
+            # ``dispatch`` up on the instance, so both are timed.
+            consumer.dispatch = connection.wrap_dispatch(consumer.dispatch)
         return connection
 
     def instrument_layer(self, alias: str, layer: Any) -> None:
@@ -159,15 +185,13 @@ class Observer:
                 setattr(layer, operation, _timed_layer_call(self, alias, operation, method))
 
 
-async def _timed(
-    dispatch: Callable[[Message], Awaitable[None]], message: Message, histogram: _Histogram, weight: int
-) -> None:
-    """Handle ``message``, and observe how long it took in ``histogram`` as ``weight`` observations."""
+async def _timed(dispatch: Callable[[Message], Awaitable[None]], message: Message, histogram: _Histogram) -> None:
+    """Handle ``message``, and observe how long it took in ``histogram`` (standing for ``histogram.every``)."""
     started = perf_counter()
     try:
         await dispatch(message)
     finally:
-        histogram.observe(perf_counter() - started, weight)
+        histogram.observe(perf_counter() - started, histogram.every)
 
 
 def _timed_layer_call(observer: Observer, alias: str, operation: str, method: Callable[..., Awaitable[None]]) -> Any:

@@ -113,16 +113,18 @@ def message_kind(message: Any) -> str:
 class _Histogram:
     """Observations of one label set: a count per bucket (not cumulative; the last is +Inf) and their sum.
 
-    ``handled`` counts the messages of a handler kind exactly, of which only some are timed (``TIMED_EVERY``).
+    ``handled`` counts the messages of a handler kind exactly, of which one in ``every`` is timed and observed as
+    ``every`` observations (``TIMED_EVERY`` for messages received, 1 for the connection's own events).
     """
 
-    __slots__ = ("bounds", "counts", "handled", "total")
+    __slots__ = ("bounds", "counts", "every", "handled", "total")
 
-    def __init__(self, bounds: tuple[float, ...]) -> None:
+    def __init__(self, bounds: tuple[float, ...], every: int = 1) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)
         self.total = 0.0
         self.handled = 0
+        self.every = every
 
     def observe(self, value: float, weight: int = 1) -> None:
         """Count ``value`` ``weight`` times (a sampled value stands for the messages that were not timed)."""
@@ -161,7 +163,8 @@ class ConsumerCounts:
         """The histogram of handlers of messages of ``kind``, created on first use."""
         histogram = self.handlers.get(kind)
         if histogram is None:
-            histogram = self.handlers[kind] = _Histogram(DURATION_BUCKETS)
+            every = TIMED_EVERY if kind in RECEIVED_KINDS else 1
+            histogram = self.handlers[kind] = _Histogram(DURATION_BUCKETS, every)
         return histogram
 
     def answered(self, outcome: str) -> None:
