@@ -292,7 +292,8 @@ _ws_protocol: type[Any] | None = None
 
 
 def __getattr__(name: str) -> Any:
-    """``WebSocketProtocol``: uvicorn's websockets-sansio protocol, draining, for ``uvicorn --ws``.
+    """``WebSocketProtocol``: uvicorn's websockets-sansio protocol, draining and lighter (``tether.wsprotocol``), for
+    ``uvicorn --ws``.
 
     Built when first asked for, so that importing this module does not need uvicorn.
     """
@@ -302,5 +303,7 @@ def __getattr__(name: str) -> Any:
     if _ws_protocol is None:
         from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-        _ws_protocol = draining_ws_protocol(WebSocketsSansIOProtocol)
+        from tether.wsprotocol import lean_ws_protocol
+
+        _ws_protocol = draining_ws_protocol(lean_ws_protocol(WebSocketsSansIOProtocol))
     return _ws_protocol
