@@ -230,54 +230,47 @@ async def test_a_handler_of_another_source_that_raises_ends_a_loop_waiting_on_it
     assert task is not None and getattr(task, "cancelling", lambda: 0)() == 0
 
 
-async def test_a_disconnect_cancels_a_handler_of_another_source_run_while_the_loop_waits_on_its_client():
-    client, layer = Source(), Source()
-    started = asyncio.Event()
-    outcomes: list[str] = []
+class SlowLayerMessage:
+    """A dispatch function: ``slow`` waits 10 s (noting its cancellation), a disconnect is noted and stops the loop."""
 
-    async def dispatch(message: dict) -> None:
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.outcomes: list[str] = []
+
+    async def __call__(self, message: dict) -> None:
         if message["type"] == "slow":
-            started.set()
+            self.started.set()
             try:
                 await asyncio.sleep(10)
             except asyncio.CancelledError:
-                outcomes.append("slow cancelled")
+                self.outcomes.append("slow cancelled")
                 raise
         elif is_disconnect(message):
-            outcomes.append("disconnect handled")
+            self.outcomes.append("disconnect handled")
             raise StopConsumer
 
+
+async def test_a_disconnect_cancels_a_handler_of_another_source_run_while_the_loop_waits_on_its_client():
+    client, layer, dispatch = Source(), Source(), SlowLayerMessage()
     loop_task = asyncio.ensure_future(await_many_dispatch([client, layer], dispatch, interrupts=is_disconnect))
     client.put({"type": "websocket.connect"})
     layer.put({"type": "slow"})
-    await asyncio.wait_for(started.wait(), WAIT)
+    await asyncio.wait_for(dispatch.started.wait(), WAIT)
     client.put({"type": "websocket.disconnect"})
     with pytest.raises(StopConsumer):
         await asyncio.wait_for(loop_task, WAIT)
-    assert outcomes == ["slow cancelled", "disconnect handled"]
+    assert dispatch.outcomes == ["slow cancelled", "disconnect handled"]
 
 
 async def test_a_loop_cancelled_from_outside_while_another_sources_handler_runs_ends_it_too():
-    client, layer = Source(), Source()
-    started = asyncio.Event()
-    outcomes: list[str] = []
-
-    async def dispatch(message: dict) -> None:
-        if message["type"] == "slow":
-            started.set()
-            try:
-                await asyncio.sleep(10)
-            except asyncio.CancelledError:
-                outcomes.append("slow cancelled")
-                raise
-
+    client, layer, dispatch = Source(), Source(), SlowLayerMessage()
     loop_task = asyncio.ensure_future(await_many_dispatch([client, layer], dispatch, interrupts=is_disconnect))
     layer.put({"type": "slow"})
-    await asyncio.wait_for(started.wait(), WAIT)
+    await asyncio.wait_for(dispatch.started.wait(), WAIT)
     loop_task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(loop_task, WAIT)
-    assert outcomes == ["slow cancelled"]
+    assert dispatch.outcomes == ["slow cancelled"]
     assert dispatch_tasks() == 0
 
 
@@ -291,17 +284,18 @@ async def test_handlers_the_runner_runs_later_see_what_earlier_handlers_set_in_t
     async def dispatch(message: dict) -> None:
         if message["type"] == "websocket.connect":
             _note.set("set while connecting")  # run in the loop's own task
+            seen.append("connected")
         elif message["type"] == "note":
             seen.append(_note.get())  # run by the runner, which the layer's message started
             raise StopConsumer
 
     loop_task = asyncio.ensure_future(await_many_dispatch([client, layer], dispatch, interrupts=is_disconnect))
     client.put({"type": "websocket.connect"})
-    await asyncio.sleep(0.01)
+    await until(lambda: seen == ["connected"], "the connect handled")
     layer.put({"type": "note"})
     with pytest.raises(StopConsumer):
         await asyncio.wait_for(loop_task, WAIT)
-    assert seen == ["set while connecting"]
+    assert seen == ["connected", "set while connecting"]
 
 
 # -- prompt disconnect ------------------------------------------------------------------------------------------
