@@ -7,7 +7,8 @@ and with the Redis layer (each connection then owns a layer channel); the limit 
 Redis layer runs a second time behind the production command of docs/deploying.md (``TUNED_ARGS``). Two load
 generators open the connections, half each.
 
-``python -m benchmarks.idle --profile`` says where the memory goes instead: each variant once at 10,000 connections,
+``python -m benchmarks.idle --profile`` says where the memory goes instead: each variant once at 10,000 connections
+(the bare app, tether on the Redis layer, and the same behind the tuned server by default; ``--variants``),
 with tracemalloc on (``benchmarks/apps/heap.py``), the growth per connection by allocating source line and by object
 type, written to ``benchmarks/results/idle-profile.md``.
 """
@@ -139,13 +140,14 @@ def _heap(server: Server, query: str) -> dict[str, Any]:
         return json.loads(response.read())  # type: ignore[no-any-return]
 
 
-def profile(count: int = 10_000, labels: tuple[str, ...] = ("bare", "tether/no layer", "tether/redis")) -> str:
+def profile(count: int = 10_000, labels: tuple[str, ...] = ("bare", "tether/redis", TUNED)) -> str:
     """Each variant once with ``count`` idle connections and tracemalloc on: where each connection's memory goes."""
     variants = {
         "bare": (BARE_APP, "tether", "none"),
         "tether/no layer": (DJANGO_APP, "tether", "none"),
         "tether/redis": (DJANGO_APP, "tether", "redis"),
         "channels/redis": (DJANGO_APP, "channels", "redis"),
+        TUNED: (DJANGO_APP, "tether", "redis"),
     }
     out = [f"# Where an idle connection's memory goes ({count:,} connections, one uvicorn process)", ""]
     out.append("Written by `python -m benchmarks.idle --profile` (tracemalloc on, so RSS is higher than in the")
@@ -159,7 +161,7 @@ def profile(count: int = 10_000, labels: tuple[str, ...] = ("bare", "tether/no l
                 **stack_env(stack, layer, redis_server.url, f"bench.idleprof.{stack}.{layer}."),
                 "BENCH_TRACEMALLOC": "1",
             }
-            with Server("uvicorn", app, env) as server:
+            with Server("uvicorn", app, env, args=TUNED_ARGS if label == TUNED else []) as server:
                 url = f"{server.ws_url}/ws/echo/"
                 loadgens[0].request("open", url=url, count=50, concurrency=50)
                 loadgens[0].request("close_all")
@@ -168,7 +170,7 @@ def profile(count: int = 10_000, labels: tuple[str, ...] = ("bare", "tether/no l
                 for loadgen in loadgens:
                     loadgen.send("open", url=url, count=count // len(loadgens), concurrency=100)
                 opened = sum(loadgen.answer(timeout=300)["held"] for loadgen in loadgens)
-                rss = _settle(server, 1.0)
+                rss = _settle(server, TUNED_SETTLE if label == TUNED else 1.0)
                 report = _heap(server, f"per={opened}")
                 for loadgen in loadgens:
                     loadgen.request("close_all", timeout=300)
@@ -195,10 +197,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m benchmarks.idle", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", action="store_true", help="where the memory goes, instead of the benchmark")
     parser.add_argument("--count", type=int, default=10_000)
-    parser.add_argument("--variants", default="bare,tether/no layer,tether/redis")
+    parser.add_argument("--variants", default="bare,tether/redis,tuned", help=f"'tuned' for {TUNED!r}")
     args = parser.parse_args()
     raise_fd_limit()
     if args.profile:
-        print(profile(args.count, tuple(args.variants.split(","))))
+        print(profile(args.count, tuple(TUNED if name == "tuned" else name for name in args.variants.split(","))))
     else:
         run()

@@ -8,6 +8,7 @@ told apart from one that ran its course by being cancelled, with a 10 s handler 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 import time
@@ -157,6 +158,144 @@ async def test_exclusive_messages_run_alone():
 def test_max_concurrency_must_be_at_least_one():
     with pytest.raises(ValueError, match="max_concurrency must be a whole number of at least 1"):
         asyncio.run(await_many_dispatch([], lambda message: asyncio.sleep(0), max_concurrency=0))
+
+
+# -- one at a time, in the caller's task while handlers do not wait ---------------------------------------------
+
+
+def dispatch_tasks() -> int:
+    """The tasks of dispatch loops now: readers and runners."""
+    names = ("_DispatchLoop.read", "_DispatchLoop.one_at_a_time")
+    return sum(1 for task in asyncio.all_tasks() if task.get_coro().__qualname__ in names)
+
+
+async def test_a_loop_whose_handlers_do_not_wait_runs_no_task_of_its_own():
+    client = Source()
+    handled: list[str] = []
+
+    async def dispatch(message: dict) -> None:
+        handled.append(message["type"])
+        if is_disconnect(message):
+            raise StopConsumer
+
+    loop_task = asyncio.ensure_future(await_many_dispatch([client], dispatch, interrupts=is_disconnect))
+    client.put({"type": "websocket.connect"})
+    client.put({"type": "websocket.receive"})
+    await until(lambda: len(handled) == 2, "both messages handled")
+    assert dispatch_tasks() == 0
+    client.put({"type": "websocket.disconnect"})
+    with pytest.raises(StopConsumer):
+        await asyncio.wait_for(loop_task, WAIT)
+    assert handled == ["websocket.connect", "websocket.receive", "websocket.disconnect"]
+
+
+async def test_a_message_of_another_source_is_handled_while_the_loop_waits_on_its_client():
+    client, layer = Source(), Source()
+    handled: list[str] = []
+
+    async def dispatch(message: dict) -> None:
+        handled.append(message["type"])
+        if message["type"] == "stop":
+            raise StopConsumer
+
+    loop_task = asyncio.ensure_future(await_many_dispatch([client, layer], dispatch, interrupts=is_disconnect))
+    client.put({"type": "websocket.connect"})
+    await until(lambda: handled == ["websocket.connect"], "the connect handled")
+    layer.put({"type": "note"})
+    await until(lambda: handled == ["websocket.connect", "note"], "the other source's message handled")
+    client.put({"type": "websocket.receive"})  # the client's next message: after the note, by the runner now
+    layer.put({"type": "stop"})
+    with pytest.raises(StopConsumer):
+        await asyncio.wait_for(loop_task, WAIT)
+    assert handled[:3] == ["websocket.connect", "note", "websocket.receive"]
+
+
+async def test_a_handler_of_another_source_that_raises_ends_a_loop_waiting_on_its_client():
+    client, layer = Source(), Source()
+
+    class Broken(Exception):
+        pass
+
+    async def dispatch(message: dict) -> None:
+        if message["type"] == "broken":
+            raise Broken
+
+    loop_task = asyncio.ensure_future(await_many_dispatch([client, layer], dispatch, interrupts=is_disconnect))
+    client.put({"type": "websocket.connect"})
+    layer.put({"type": "broken"})
+    with pytest.raises(Broken):
+        await asyncio.wait_for(loop_task, WAIT)  # the client never sends again: the loop still ends
+    assert dispatch_tasks() == 0
+    task = asyncio.current_task()
+    assert task is not None and getattr(task, "cancelling", lambda: 0)() == 0
+
+
+class SlowLayerMessage:
+    """A dispatch function: ``slow`` waits 10 s (noting its cancellation), a disconnect is noted and stops the loop."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.outcomes: list[str] = []
+
+    async def __call__(self, message: dict) -> None:
+        if message["type"] == "slow":
+            self.started.set()
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                self.outcomes.append("slow cancelled")
+                raise
+        elif is_disconnect(message):
+            self.outcomes.append("disconnect handled")
+            raise StopConsumer
+
+
+async def test_a_disconnect_cancels_a_handler_of_another_source_run_while_the_loop_waits_on_its_client():
+    client, layer, dispatch = Source(), Source(), SlowLayerMessage()
+    loop_task = asyncio.ensure_future(await_many_dispatch([client, layer], dispatch, interrupts=is_disconnect))
+    client.put({"type": "websocket.connect"})
+    layer.put({"type": "slow"})
+    await asyncio.wait_for(dispatch.started.wait(), WAIT)
+    client.put({"type": "websocket.disconnect"})
+    with pytest.raises(StopConsumer):
+        await asyncio.wait_for(loop_task, WAIT)
+    assert dispatch.outcomes == ["slow cancelled", "disconnect handled"]
+
+
+async def test_a_loop_cancelled_from_outside_while_another_sources_handler_runs_ends_it_too():
+    client, layer, dispatch = Source(), Source(), SlowLayerMessage()
+    loop_task = asyncio.ensure_future(await_many_dispatch([client, layer], dispatch, interrupts=is_disconnect))
+    layer.put({"type": "slow"})
+    await asyncio.wait_for(dispatch.started.wait(), WAIT)
+    loop_task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(loop_task, WAIT)
+    assert dispatch.outcomes == ["slow cancelled"]
+    assert dispatch_tasks() == 0
+
+
+_note: contextvars.ContextVar[str] = contextvars.ContextVar("note", default="unset")
+
+
+async def test_handlers_the_runner_runs_later_see_what_earlier_handlers_set_in_the_context():
+    client, layer = Source(), Source()
+    seen: list[str] = []
+
+    async def dispatch(message: dict) -> None:
+        if message["type"] == "websocket.connect":
+            _note.set("set while connecting")  # run in the loop's own task
+            seen.append("connected")
+        elif message["type"] == "note":
+            seen.append(_note.get())  # run by the runner, which the layer's message started
+            raise StopConsumer
+
+    loop_task = asyncio.ensure_future(await_many_dispatch([client, layer], dispatch, interrupts=is_disconnect))
+    client.put({"type": "websocket.connect"})
+    await until(lambda: seen == ["connected"], "the connect handled")
+    layer.put({"type": "note"})
+    with pytest.raises(StopConsumer):
+        await asyncio.wait_for(loop_task, WAIT)
+    assert seen == ["connected", "set while connecting"]
 
 
 # -- prompt disconnect ------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ EXTRA_MODULES = [
     "tether.denial",
     "tether.handshake",
     "tether.drain",
+    "tether.wsprotocol",
     "tether.ratelimit",
     "tether.metrics",
     "tether.metrics.views",

@@ -338,14 +338,18 @@ def test_the_server_helper_drains_with_tethers_protocol_and_waits_longer_than_th
         server = make_server(APP, verbosity=0)
     server.config.load()
     assert server.config.ws_protocol_class is draining_ws_protocol(server.config.ws_protocol_class.__mro__[1])
-    assert server.config.ws_protocol_class.__mro__[1].__name__ == "WebSocketsSansIOProtocol"
+    # The lighter websockets-sansio protocol (tether.wsprotocol), draining.
+    assert [cls.__name__ for cls in server.config.ws_protocol_class.__mro__[1:3]] == [
+        "LeanWebSocketsSansIOProtocol",
+        "WebSocketsSansIOProtocol",
+    ]
     assert server.config.timeout_graceful_shutdown == 14
 
 
 def test_the_server_helper_can_keep_uvicorns_own_stop_for_test_servers():
     server = make_server(APP, verbosity=0, drain=False)
     server.config.load()
-    assert server.config.ws_protocol_class.__name__ == "WebSocketsSansIOProtocol"
+    assert server.config.ws_protocol_class.__name__ == "LeanWebSocketsSansIOProtocol"  # not draining
     assert server.config.timeout_graceful_shutdown is None
 
 

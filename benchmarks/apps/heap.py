@@ -15,6 +15,8 @@ from collections import Counter
 ENABLED = os.environ.get("BENCH_TRACEMALLOC") == "1"
 if ENABLED:
     tracemalloc.start(1)
+#: How many source lines and object types a report lists (``BENCH_HEAP_TOP``): more to diff two variants whole.
+_TOP = int(os.environ.get("BENCH_HEAP_TOP", "40"))
 
 _mark: dict = {}
 
@@ -57,7 +59,7 @@ def heap(query: str) -> dict:
                 "bytes": stat.size_diff / per,
                 "blocks": stat.count_diff / per,
             }
-            for stat in lines[:40]
+            for stat in lines[:_TOP]
         ],
-        "objects": [{"type": name, "count": count, "bytes": size} for name, count, size in types[:40] if size > 0],
+        "objects": [{"type": name, "count": count, "bytes": size} for name, count, size in types[:_TOP] if size > 0],
     }

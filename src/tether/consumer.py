@@ -290,7 +290,7 @@ class AsyncConsumer:
                 policy=self._slow_client_policy,
                 size=self._outbound_queue_size,
                 conflate_key=self.conflate_key,
-                name=functools.partial(name_that_thing, self),
+                name=self._log_name,
                 stall_timeout=_stall_timeout,
                 watcher=self._send_watcher,
             )
@@ -310,7 +310,8 @@ class AsyncConsumer:
                 # A sync handler runs in a thread, which cannot be cancelled (asgiref waits for it to finish).
                 interrupts=_is_websocket_disconnect if self.cancel_on_disconnect and not self._sync else None,
                 max_concurrency=self.max_concurrency,
-                concurrency_key=self.concurrency_key,
+                # Read only above one at a time: a method bound here would be kept for the connection's life.
+                concurrency_key=self.concurrency_key if self.max_concurrency != 1 else None,
                 exclusive=_is_lifecycle,
                 lazy=lazy,
             )
@@ -340,6 +341,10 @@ class AsyncConsumer:
         ``return json.loads(message["text"])["symbol"]``. It is only called for messages that have to wait.
         """
         return "websocket.send"
+
+    def _log_name(self) -> str:
+        """The consumer's name in the outbound queue's log lines (a bound method, smaller than a partial)."""
+        return name_that_thing(self)
 
     def _slow_client_policy(self) -> str:
         """The policy, read when the client first falls behind; checked again for a consumer built without

@@ -21,7 +21,10 @@ Promises:
 * **Nothing kept.** No message is referenced once its handler returned: an idle connection holds no message.
 * **Lazy sources read only once needed.** A lazy source (``LazySource``: the channel layer's channel, the drain)
   gets no reader until it says a message may be there (``arm``'s ``start``); what arrived before is kept by the
-  source and read first. An idle connection then costs one reader, not three (about 1 KiB of memory each).
+  source and read first.
+* **No task of its own while nothing waits.** One message at a time, the caller's task reads the first source (the
+  client) itself and runs each handler that does not wait, as plain code would: an idle connection whose handlers
+  never waited costs no task besides the server's (about 2 KiB less than a reader and a runner).
 * **Clean exit.** It returns or raises when ``dispatch`` does, or raises what a source raised; every pending receive
   and running handler task is cancelled and awaited on the way out, so nothing is left half-done.
 
@@ -32,14 +35,32 @@ With one handler at a time, handlers run one after another in one task of the lo
 the caller's context, so context variables and cancellation behave as in plain code; the caller waits for the runner,
 and cancelling the caller cancels it. The runner is a task of its own because every message wakes it, and a task's
 wake-up resumes each frame it awaits through: the caller sits under the server and the project's routers and
-middleware (ten frames in a typical project), the runner under one. A disconnect cancels the runner while it is
-inside the handler and takes that
-cancellation back (``Task.uncancel``) once the handler has unwound, as ``asyncio.timeout`` does.
+middleware (ten frames in a typical project), the runner under one. A disconnect cancels the task of the handler
+in progress and takes that cancellation back (``Task.uncancel``) once the handler has unwound, as ``asyncio.timeout``
+does.
+
+Until then (``serve``), the first source has no reader and there is no runner: the caller awaits the client's
+receive itself and runs the handler of what it gets there, which for a handler that does not wait (an echo, an
+accept) costs no more than a reader's hand-over to a runner would. Two things end that, for the loop's lifetime:
+
+* a handler that waits (a layer call, a database query in a thread, a send the server makes wait): the loop's
+  callback scheduled before each such handler runs only once the handler has let the loop run, and starts a reader
+  task for the first source, so that a disconnect is seen and cancels the handler (the caller's task, then);
+  handlers after it run in the runner;
+* a message from another source (a lazy source started, or a layer read from the start) handed over while the caller
+  waits on the client: the runner starts at once to handle it, in the context the caller's handlers have left; the
+  caller hands the runner what its own receive brings next and gives the first source to a reader task. When the
+  runner ends first (its handler raised), it cancels the caller's receive, which takes the cancellation back and
+  raises what the runner raised.
+
+Most idle connections (accepted, then nothing) therefore hold the server's task and nothing more; a connection
+whose ``connect`` called the layer (``group_add``) holds a reader and the runner, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from collections.abc import Set as AbstractSet
@@ -112,13 +133,10 @@ async def await_many_dispatch(
     """
     if type(max_concurrency) is not int or max_concurrency < 1:
         raise ValueError(f"max_concurrency must be a whole number of at least 1, not {max_concurrency!r}.")
-    loop = _DispatchLoop(consumer_callables, interrupts, lazy)
+    loop = _DispatchLoop(consumer_callables, interrupts, lazy, read_first=max_concurrency != 1)
     try:
         if max_concurrency == 1:
-            # In a task of its own (see the module's docstring): 8% of an echo's cost through a consumer in-process,
-            # more under routers and middleware. Awaiting it, the caller passes its cancellation on to it.
-            loop.runner = loop.loop.create_task(loop.one_at_a_time(dispatch))
-            await loop.runner
+            await loop.serve(dispatch)
         else:
             await loop.concurrently(dispatch, max_concurrency, concurrency_key, exclusive or _never)
     finally:
@@ -142,19 +160,42 @@ def _taken_room(reader: _Reader) -> None:
         room.set_result(None)
 
 
+def take_back_cancellation(task: asyncio.Task[Any] | None) -> None:
+    """Undo the cancellation of ``task`` that an interruption (or the runner's end) asked for, once the handler (or
+    the wait) has unwound.
+
+    From Python 3.11 a task counts cancellation requests, and ``asyncio.timeout`` and task groups read that count:
+    it is decremented (``Task.uncancel``), and a cancellation from elsewhere that arrived meanwhile still counts
+    and ends the loop. Python 3.10 keeps no count, so catching the ``CancelledError`` was all there was to undo.
+    """
+    uncancel = getattr(task, "uncancel", None)
+    if uncancel is not None and uncancel() > 0:
+        raise asyncio.CancelledError
+
+
 class _DispatchLoop:
     """The readers, the queue of handed-over messages and the interruption state of one ``await_many_dispatch``."""
 
     # Slots: the loop reads and writes these on every message, and slot access is the cheaper.
     __slots__ = (
+        "caller",
+        "caller_woken",
         "cancel_requested",
-        "handlers_in_runner",
+        "context",
+        "dispatch",
+        "first",
+        "first_reader",
+        "first_task",
+        "handler_task",
         "handling_interruption",
+        "in_handler",
+        "interrupts",
         "lazy",
         "loop",
         "pending_interrupts",
         "readers",
         "ready",
+        "receiving",
         "runner",
         "tasks",
         "wakeup",
@@ -165,6 +206,8 @@ class _DispatchLoop:
         sources: list[Callable[[], Awaitable[Any]]],
         interrupts: Callable[[Any], bool] | None,
         lazy: list[LazySource] | None = None,
+        *,
+        read_first: bool = True,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         # Handed-over messages in the order their receives completed. At most two per source.
@@ -173,20 +216,36 @@ class _DispatchLoop:
         self.wakeup: asyncio.Future[None] | None = None
         # Interrupting messages handed over and not dispatched yet: everything before them is dropped.
         self.pending_interrupts = 0
-        # One at a time: the task running the handlers, and whether an interruption asked to cancel it (to be taken
-        # back).
+        # One at a time: the runner, once there is one (see serve), and the task whose handler an interruption
+        # cancels (the caller's or the runner), while a handler runs in it (in_handler).
         self.runner: asyncio.Task[None] | None = None
-        # Set while one_at_a_time runs: handlers run in the runner, which an interruption cancels.
-        self.handlers_in_runner = False
+        self.handler_task: asyncio.Task[Any] | None = None
+        self.in_handler = False
         # The interrupting message's own handler runs: it is not cancelled.
         self.handling_interruption = False
+        # An interruption cancelled the handler's task: the cancellation is taken back once the handler has unwound.
         self.cancel_requested = False
         # Concurrently: the handler tasks running (each cancelled by an interruption); one at a time: none, and no set.
         self.tasks: AbstractSet[asyncio.Task[None]] = _NO_TASKS
+        # The first source (the client's): read by the caller itself while it can (serve), else by a reader task.
+        self.first = sources[0]
+        self.first_reader = _Reader()
+        self.first_task: asyncio.Task[None] | None = None
+        self.interrupts = interrupts
+        # serve's state: the caller's task, whether it waits on the first source itself (receiving), whether the
+        # runner woke it from there (caller_woken), the context the runner starts in, the dispatch function.
+        self.caller: asyncio.Task[Any] | None = None
+        self.receiving = False
+        self.caller_woken = False
+        self.context: contextvars.Context | None = None
+        self.dispatch: Callable[[Any], Awaitable[Any]] | None = None
         self.readers = [
             self.loop.create_task(self.read(source, interrupts if index == 0 else None))
             for index, source in enumerate(sources)
+            if index or read_first
         ]
+        if read_first and self.readers:
+            self.first_task = self.readers[0]
         # Lazy sources not started yet (None once the loop closed: a start that comes late is ignored).
         self.lazy: list[LazySource] | None = lazy
         if lazy:
@@ -204,6 +263,16 @@ class _DispatchLoop:
         wakeup = self.wakeup
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
+        elif self.receiving and self.runner is None:
+            self.start_runner()
+
+    def start_runner(self) -> None:
+        """Run the handlers in a task of their own from now on: the caller waits on the first source itself (serve),
+        and another source handed a message over; or the caller has handed its reading over to a reader task."""
+        running = self.one_at_a_time(self.dispatch)  # type: ignore[arg-type]  # set by serve before anything is read
+        # A task starts in a copy of the context it is made in (create_task's context= is Python 3.11's).
+        context, create_task = self.context, self.loop.create_task
+        self.runner = self.handler_task = create_task(running) if context is None else context.run(create_task, running)
 
     async def wait(self) -> None:
         """Sleep until a reader hands a message over or a handler task ends."""
@@ -213,8 +282,14 @@ class _DispatchLoop:
         finally:
             self.wakeup = None
 
-    async def read(self, source: Callable[[], Awaitable[Any]], interrupts: Callable[[Any], bool] | None) -> None:
-        reader = _Reader()
+    async def read(
+        self,
+        source: Callable[[], Awaitable[Any]],
+        interrupts: Callable[[Any], bool] | None,
+        reader: _Reader | None = None,
+    ) -> None:
+        if reader is None:
+            reader = _Reader()
         ready, wake, create_future = self.ready, self.wake, self.loop.create_future
         while True:
             try:
@@ -232,6 +307,8 @@ class _DispatchLoop:
             wakeup = self.wakeup  # wake() written out: once per message of every source
             if wakeup is not None and not wakeup.done():
                 wakeup.set_result(None)
+            elif self.receiving and self.runner is None:
+                self.start_runner()
             if ends:
                 self.interrupt()
             if reader.waiting >= 2:  # two ahead of the handler: receive again once the older one is taken
@@ -241,17 +318,9 @@ class _DispatchLoop:
     def interrupt(self) -> None:
         """The connection ended: cancel what is running, so the interrupting message is dispatched at once."""
         self.pending_interrupts += 1
-        # A reader only runs while the runner is suspended, and the runner is suspended either in wait(), which sets
-        # ``wakeup``, or in a handler. So no ``wakeup`` means a handler is running (no flag set per message).
-        if (
-            self.handlers_in_runner
-            and self.wakeup is None
-            and not self.handling_interruption
-            and not self.cancel_requested
-            and self.runner is not None
-        ):
+        if self.in_handler and not self.handling_interruption and not self.cancel_requested:
             self.cancel_requested = True
-            self.runner.cancel()
+            self.handler_task.cancel()  # type: ignore[union-attr]  # set whenever in_handler is
         for task in self.tasks:
             task.cancel()
 
@@ -272,12 +341,114 @@ class _DispatchLoop:
                 return message, False
         return None
 
+    async def serve(self, dispatch: Callable[[Any], Awaitable[Any]]) -> None:
+        """One at a time, in the caller's task for as long as that costs nothing: see the module's docstring.
+
+        The caller waits on the first source itself and runs each handler there, until a handler waits (then a
+        reader task takes the first source over, so that a disconnect still cancels it) or another source hands a
+        message over while the caller waits on the first (then the runner starts, to handle it). From then on the
+        runner handles every message, as long as the loop lasts, and the caller waits for it.
+        """
+        self.dispatch = dispatch
+        self.caller = asyncio.current_task()
+        self.context = contextvars.copy_context()
+        ready, first, interrupts = self.ready, self.first, self.interrupts
+        try:
+            while self.first_task is None:
+                if ready:  # handed over by another source while a handler ran here
+                    reader, message, error, ends = ready.pop(0)
+                    if error is not None:
+                        raise error
+                    _taken(reader)  # type: ignore[arg-type]
+                    if ends:
+                        self.pending_interrupts -= 1
+                    elif self.pending_interrupts:
+                        continue
+                    await self.handle_here(message, ends)
+                    message = None
+                    continue
+                self.receiving = True
+                try:
+                    message = await first()
+                except asyncio.CancelledError:
+                    if not self.caller_woken:
+                        raise
+                    # The runner ended (raised, or was stopped): its outcome is the loop's, raised below.
+                    self.caller_woken = False
+                    take_back_cancellation(self.caller)
+                    break
+                except Exception as error:
+                    if self.runner is None:
+                        raise
+                    ready.append((None, None, error, False))  # after what the runner has yet to handle
+                    self.wake()
+                    break
+                finally:
+                    self.receiving = False
+                ends = interrupts is not None and interrupts(message)
+                if self.runner is not None:  # another source's message came meanwhile, and the runner has it
+                    self.hand_over(message, ends)
+                    message = None
+                    self.read_first_in_a_task()
+                    break
+                await self.handle_here(message, ends)
+                message = None
+            if self.runner is None:
+                # In a task of its own (see the module's docstring): 8% of an echo's cost through a consumer
+                # in-process, more under routers and middleware, once handlers wait. Awaiting it, the caller passes
+                # its cancellation on to it.
+                self.context = None
+                self.start_runner()
+            await self.runner  # type: ignore[misc]  # started above if not before
+        finally:
+            self.stop_lazy()
+            for task in self.readers:
+                task.cancel()
+
+    def hand_over(self, message: Any, ends: bool) -> None:
+        """A message of the first source that the caller received itself, for the runner (as ``read`` would)."""
+        self.first_reader.waiting += 1
+        self.ready.append((self.first_reader, message, None, ends))
+        self.wake()
+        if ends:
+            self.interrupt()
+
+    def read_first_in_a_task(self) -> None:
+        """From now on a reader task waits on the first source (once; never after the loop closed)."""
+        if self.first_task is None and self.caller is not None and not self.caller.done():
+            self.first_task = self.loop.create_task(self.read(self.first, self.interrupts, self.first_reader))
+            self.readers.append(self.first_task)
+
+    async def handle_here(self, message: Any, ends: bool) -> None:
+        """Run one handler in the caller's task. If it waits, a reader task takes the first source over meanwhile
+        (the loop's callback below runs only once the handler has let the loop run), so that a disconnect still
+        cancels it; handlers then run in the runner."""
+        self.handler_task = self.caller
+        self.handling_interruption = ends
+        waits = self.loop.call_soon(self.read_first_in_a_task)
+        self.in_handler = True
+        try:
+            await self.dispatch(message)  # type: ignore[misc]  # set by serve
+        except asyncio.CancelledError:
+            if not self.cancel_requested:
+                raise
+        finally:
+            message = None
+            self.in_handler = False
+            waits.cancel()
+        self.handling_interruption = False
+        if self.cancel_requested:
+            self.cancel_requested = False
+            take_back_cancellation(self.caller)
+        if self.first_task is None:
+            # A runner started from another source's reader starts in the context the handlers here have left.
+            self.context = contextvars.copy_context()
+
     async def one_at_a_time(self, dispatch: Callable[[Any], Awaitable[Any]]) -> None:
         # next_message() written out: this loop is the hot path of every consumer, and the call and the tuple it
         # returns cost 0.1 µs per message of an echo through a consumer (about 6 µs in all, in-process).
         ready, create_future = self.ready, self.loop.create_future
         try:
-            self.handlers_in_runner = True
             while True:
                 if not ready:
                     # wait() written out too: a coroutine call per idle wait cost 0.2 µs per message of an echo.
@@ -297,6 +468,8 @@ class _DispatchLoop:
                 elif self.pending_interrupts:
                     message = None  # arrived before the disconnect that is on its way: dropped
                     continue
+                # handle_here's steps, written out: a coroutine per message would cost the hot path 0.2 µs.
+                self.in_handler = True
                 try:
                     await dispatch(message)
                 except asyncio.CancelledError:
@@ -305,11 +478,12 @@ class _DispatchLoop:
                 finally:
                     # Nothing may keep a handled message alive while the loop waits for the next one (see the reader).
                     message = None
+                    self.in_handler = False
                 if ends:
                     self.handling_interruption = False
                 if self.cancel_requested:
                     self.cancel_requested = False
-                    self.take_back_cancellation()
+                    take_back_cancellation(self.runner)
         finally:
             # Stop the readers now, in the step in which the handler's exception (or StopConsumer) leaves the
             # runner: a reader woken before the caller's clean-up would take a message nobody handles (a worker's
@@ -317,17 +491,9 @@ class _DispatchLoop:
             self.stop_lazy()
             for task in self.readers:
                 task.cancel()
-
-    def take_back_cancellation(self) -> None:
-        """Undo the runner's cancellation that an interruption asked for, once the handler has unwound.
-
-        From Python 3.11 a task counts cancellation requests, and ``asyncio.timeout`` and task groups read that count:
-        it is decremented (``Task.uncancel``), and a cancellation from elsewhere that arrived meanwhile still counts
-        and ends the loop. Python 3.10 keeps no count, so catching the ``CancelledError`` was all there was to undo.
-        """
-        uncancel = getattr(self.runner, "uncancel", None)
-        if uncancel is not None and uncancel() > 0:
-            raise asyncio.CancelledError
+            if self.receiving:  # the caller waits on the first source itself: it has to hear that the loop ended
+                self.caller_woken = True
+                self.caller.cancel()  # type: ignore[union-attr]  # set by serve
 
     async def concurrently(
         self,
@@ -423,9 +589,11 @@ class _DispatchLoop:
 
     async def close(self) -> None:
         """Cancel the readers and any handler task still running, and let the cancellations land."""
-        self.handlers_in_runner = False  # the runner is no longer in a handler: nothing may cancel it now
+        self.in_handler = False  # no handler runs any more: nothing may cancel a task now
         self.stop_lazy()
         pending = [*self.readers, *self.tasks]
+        if self.runner is not None and not self.runner.done():  # the caller left serve while the runner ran
+            pending.append(self.runner)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)

@@ -32,6 +32,7 @@ from tether.limits import (
     ws_ping_timeout,
 )
 from tether.types import ASGIApp
+from tether.wsprotocol import lean_ws_protocol
 
 if TYPE_CHECKING:
     from uvicorn import Server as UvicornServer
@@ -169,6 +170,7 @@ def make_server(
     if ws_protocol is None:
         options["ws"] = "none"
     else:
+        ws_protocol = lean_ws_protocol(ws_protocol)
         options["ws"] = draining_ws_protocol(ws_protocol) if drain else ws_protocol
     options["http"] = with_handshake_deadline(_http_protocol_class(options.get("http", "auto")), handshake_timeout())
     config = uvicorn.Config(application, **options)

@@ -132,7 +132,7 @@ async def test_a_lazy_source_is_read_from_its_first_message_and_keeps_what_came_
 
     running = asyncio.create_task(await_many_dispatch([client.get], dispatch, lazy=[lazy]))
     await eventually(lambda: lazy.start is not None)
-    assert _readers() == 1
+    assert _readers() == 0  # the loop's own task waits on its client
     lazy.put("first")
     lazy.put("second")  # queued before the reader's first receive: read after the first
     await eventually(lambda: len(got) == 2)
@@ -188,6 +188,11 @@ def _readers() -> int:
     return sum(1 for task in asyncio.all_tasks() if task.get_coro().__qualname__ == "_DispatchLoop.read")
 
 
+def _runners() -> int:
+    """How many dispatch runners (the task that runs a loop's handlers once they wait) are running now."""
+    return sum(1 for task in asyncio.all_tasks() if task.get_coro().__qualname__ == "_DispatchLoop.one_at_a_time")
+
+
 @pytest.fixture(params=["inmemory", "redis"])
 def layer_setting(request):
     if request.param == "inmemory":
@@ -216,11 +221,11 @@ async def connected(consumer: type[AsyncWebsocketConsumer], layer_setting) -> As
             await layer.close()
 
 
-async def test_an_idle_consumer_reads_only_its_client(layer_setting):
-    before = _readers()
+async def test_an_idle_consumer_has_no_reader_or_runner_task(layer_setting):
+    before = _readers(), _runners()
     async with connected(ChannelEcho, layer_setting) as communicator:
         await communicator.receive_from(timeout=WAIT)
-        assert _readers() - before == 1
+        assert (_readers(), _runners()) == before  # the connection's own task waits on its client
 
 
 async def test_a_message_to_an_idle_consumer_starts_its_reader_and_arrives(layer_setting):

@@ -1,0 +1,161 @@
+"""The lighter websockets-sansio protocol (``tether.wsprotocol``): its queue, flag and timers behave as the asyncio
+objects they replace, and a live connection through it keeps none of the handshake's objects."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+import websockets
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from tether.wsprotocol import TIMER_GRAIN, Inbox, Timers, Writable, lean_ws_protocol, timers_of
+
+#: Every wait on the network is bounded by this many seconds.
+WAIT = 10
+
+
+async def test_the_inbox_hands_out_events_in_the_order_they_came():
+    inbox = Inbox(asyncio.get_running_loop())
+    inbox.put_nowait(1)
+    inbox.put_nowait(2)
+    assert (inbox.qsize(), inbox.empty()) == (2, False)
+    assert [await inbox.get(), await inbox.get()] == [1, 2]
+    assert inbox.empty()
+
+
+async def test_a_get_waits_for_the_next_event():
+    inbox = Inbox(asyncio.get_running_loop())
+    getting = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    assert not getting.done()
+    inbox.put_nowait("connect")
+    assert await asyncio.wait_for(getting, WAIT) == "connect"
+    assert inbox.waiters is None and inbox.items is None  # nothing kept once empty
+
+
+async def test_a_cancelled_get_takes_nothing_and_the_next_get_has_the_event():
+    inbox = Inbox(asyncio.get_running_loop())
+    getting = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    inbox.put_nowait("message")  # its waiter is woken, then cancelled before it runs
+    getting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await getting
+    assert await asyncio.wait_for(inbox.get(), WAIT) == "message"
+
+
+async def test_an_event_that_came_as_a_get_was_cancelled_goes_to_the_other_waiter():
+    inbox = Inbox(asyncio.get_running_loop())
+    first = asyncio.ensure_future(inbox.get())
+    second = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    inbox.put_nowait("message")
+    first.cancel()
+    assert await asyncio.wait_for(second, WAIT) == "message"
+
+
+async def test_writable_waits_only_while_cleared():
+    writable = Writable(asyncio.get_running_loop())
+    assert await writable.wait() is True  # set: at once
+    writable.clear()
+    waiting = asyncio.ensure_future(writable.wait())
+    await asyncio.sleep(0)
+    assert not waiting.done() and not writable.is_set()
+    writable.set()
+    assert await asyncio.wait_for(waiting, WAIT) is True
+    assert writable.waiters is None
+
+
+async def test_a_shared_timer_calls_back_after_its_delay_and_not_when_cancelled():
+    loop = asyncio.get_running_loop()
+    timers = Timers(loop)
+    fired = asyncio.Event()
+    calls: list[str] = []
+    start = loop.time()
+    timers.call_later(0.05, calls.append, "kept")
+    timers.call_later(0.05, calls.append, "cancelled").cancel()
+    timers.call_later(0.06, fired.set)
+    await asyncio.wait_for(fired.wait(), WAIT)
+    assert calls == ["kept"]
+    assert loop.time() - start >= 0.05 - 0.01  # never early (the loop's clock may round by a millisecond)
+    assert timers.slices == {}
+
+
+async def test_a_failing_callback_is_reported_and_the_others_of_its_slice_still_run():
+    loop = asyncio.get_running_loop()
+    reported: list[dict] = []
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        timers = Timers(loop)
+        done = asyncio.Event()
+        timers.call_later(0, lambda: 1 / 0)
+        timers.call_later(0, done.set)
+        await asyncio.wait_for(done.wait(), WAIT)
+    finally:
+        loop.set_exception_handler(None)
+    assert isinstance(reported[0]["exception"], ZeroDivisionError)
+
+
+async def test_each_loop_has_one_schedule_that_passes_everything_else_to_the_loop():
+    loop = asyncio.get_running_loop()
+    assert timers_of(loop) is timers_of(loop)
+    assert timers_of(loop).time() == pytest.approx(loop.time(), abs=1)
+    assert TIMER_GRAIN <= 0.25
+
+
+def test_only_the_websockets_sansio_class_is_made_lighter():
+    lean = lean_ws_protocol(WebSocketsSansIOProtocol)
+    assert issubclass(lean, WebSocketsSansIOProtocol)
+    assert lean_ws_protocol(WebSocketsSansIOProtocol) is lean
+    assert lean_ws_protocol(lean) is lean
+    other = type("OtherWebSocketProtocol", (asyncio.Protocol,), {})  # wsproto's, the older websockets'
+    assert lean_ws_protocol(other) is other
+
+
+def test_uvicorn_still_has_the_attributes_and_the_hook_the_lean_class_replaces():
+    import inspect
+
+    source = inspect.getsource(WebSocketsSansIOProtocol)
+    for line in (
+        "self.queue: asyncio.Queue",
+        "self.writable = asyncio.Event()",
+        "self.request = event",
+        "self.loop.call_later(",
+        "self.start_keepalive()",
+    ):
+        assert line in source, line
+    # The accept path sends the response, then starts the keepalive (where the lean class lets the response go).
+    send = inspect.getsource(WebSocketsSansIOProtocol.send)
+    assert send.index("self.conn.send_response(self.response)") < send.index("self.start_keepalive()")
+
+
+# -- live --------------------------------------------------------------------------------------------------------
+
+
+async def test_an_open_websocket_keeps_no_handshake_objects_and_still_echoes_and_sees_the_close(tether_serve):
+    protocols: list[object] = []
+    ended = threading.Event()
+
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        assert (await receive())["type"] == "websocket.connect"
+        assert any(name == b"sec-websocket-key" for name, _ in scope["headers"])  # the scope keeps its headers
+        await send({"type": "websocket.accept"})
+        protocols.append(receive.__self__)
+        while (message := await receive())["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message["text"]})
+        ended.set()
+
+    server = tether_serve(app)
+    async with websockets.connect(f"{server.ws_url}/", open_timeout=WAIT) as ws:
+        await ws.send("hello")
+        assert await asyncio.wait_for(ws.recv(), WAIT) == "hello"
+        (protocol,) = protocols
+        assert protocol.request is None and protocol.response is None
+        assert isinstance(protocol.queue, Inbox) and isinstance(protocol.writable, Writable)
+        assert isinstance(protocol.loop, Timers)
+        assert protocol.ping_timer is not None  # the keepalive is scheduled, on the shared timers
+    assert await asyncio.to_thread(ended.wait, WAIT)
