@@ -44,15 +44,67 @@ class PausableSend:
         self.transport = self  # abort_connection finds the transport on the send's object, as with uvicorn
         self.aborted = False
         self.trickle = False  # take one message each time writable is set, as a client that reads slowly
+        self.in_send = 0  # sends waiting for writable
 
     def abort(self) -> None:
         self.aborted = True
 
     async def send(self, message: dict[str, Any]) -> None:
-        await self.writable.wait()
+        self.in_send += 1
+        try:
+            await self.writable.wait()
+        finally:
+            self.in_send -= 1
         self.sent.append(message)
         if self.trickle:
             self.writable.clear()
+
+
+class PollingSend(PausableSend):
+    """A server ``send`` that polls, one bare ``yield`` (``asyncio.sleep(0)``) per loop turn, until writable."""
+
+    async def send(self, message: dict[str, Any]) -> None:
+        while not self.writable.is_set():  # noqa: ASYNC110  # polling is what this stand-in is for
+            await asyncio.sleep(0)
+        self.sent.append(message)
+
+
+class HopSend:
+    """A server ``send`` as granian's: an awaitable whose ``__await__`` is a plain iterator (no ``send``, ``throw`` or
+    ``close``), yielding once a future that the loop completes at its next turn."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def send(self, message: dict[str, Any]) -> Any:
+        return _Hop(self.sent, message)
+
+
+class _Hop:
+    def __init__(self, sent: list[dict[str, Any]], message: dict[str, Any]) -> None:
+        self.sent, self.message = sent, message
+        self.future: asyncio.Future[None] | None = None
+
+    def __await__(self) -> _Hop:
+        return self
+
+    def __iter__(self) -> _Hop:
+        return self
+
+    def __next__(self) -> asyncio.Future[None]:
+        if self.future is not None:
+            self.future.result()
+            raise StopIteration
+        loop = asyncio.get_running_loop()
+        self.future = loop.create_future()
+        loop.call_soon(self.take)
+        self.future._asyncio_future_blocking = True
+        return self.future
+
+    def take(self) -> None:
+        self.sent.append(self.message)
+        assert self.future is not None
+        self.future.set_result(None)
 
 
 def frame(n: int, key: int | None = None) -> dict[str, Any]:
@@ -100,7 +152,18 @@ async def test_a_client_that_keeps_up_costs_no_task():
     for n in range(100):
         await box.send(frame(n))
     assert numbers(server.sent) == list(range(100))
-    assert box.writer is None and len(asyncio.all_tasks()) == tasks
+    assert box.state is State.DIRECT and len(asyncio.all_tasks()) == tasks
+
+
+async def test_a_send_the_server_pushed_back_is_finished_without_a_task():
+    """On granian every send suspends once: a task per message cost more than the rest of tether's echo."""
+    server, box = paused("disconnect", size=10)
+    tasks = len(asyncio.all_tasks())
+    for n in range(3):
+        await box.send(frame(n))
+    assert box.state is State.QUEUEING and len(asyncio.all_tasks()) == tasks
+    await settle(server, box)
+    assert numbers(server.sent) == [0, 1, 2] and len(asyncio.all_tasks()) == tasks
 
 
 async def test_messages_queue_behind_a_send_the_server_pushed_back_and_go_out_in_order():
@@ -115,7 +178,23 @@ async def test_messages_queue_behind_a_send_the_server_pushed_back_and_go_out_in
     assert numbers(server.sent) == [0, 1, 2, 3, 4, 5]
     assert snapshot()["backlogs"] == before["backlogs"] + 1
     await box.send(frame(6))  # direct again
-    assert numbers(server.sent)[-1] == 6 and box.writer is None
+    assert numbers(server.sent)[-1] == 6 and box.state is State.DIRECT
+
+
+async def test_a_send_that_suspends_every_time_gets_every_message_in_order_with_no_task():
+    """granian's send awaitable suspends once per message, for a hop to its runtime."""
+    server = HopSend()
+    box = outbox(server, "disconnect", size=10)  # type: ignore[arg-type]
+    tasks = len(asyncio.all_tasks())
+    for n in range(5):
+        await box.send(frame(n))  # the first is in the server's hands, the others wait behind it
+    assert box.state is State.QUEUEING and len(asyncio.all_tasks()) == tasks
+    for _ in range(20):
+        await asyncio.sleep(0)
+    await box.send(frame(5))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert numbers(server.sent) == list(range(6)) and box.state is State.DIRECT
 
 
 async def test_drop_oldest_keeps_the_latest_messages_and_counts_the_drops(caplog):
@@ -202,6 +281,22 @@ async def test_a_client_that_takes_nothing_for_the_stall_timeout_is_closed_whate
     await box.close()
 
 
+async def test_a_send_that_keeps_suspending_is_taken_for_stalled(monkeypatch):
+    """Each turn of the loop a polling send asks for is no progress: the client has still taken nothing."""
+    monkeypatch.setattr(outbound, "CLOSE_GRACE", 0.05)
+    server = PollingSend()
+    server.writable.clear()
+    box = outbox(server, "drop_oldest", stall=0.1)
+    await box.send(frame(0))
+    deadline = time.monotonic() + WAIT
+    while box.closer is None:
+        assert time.monotonic() < deadline, "the stalled client was never closed"
+        await asyncio.sleep(0.02)
+    await asyncio.wait_for(asyncio.shield(box.closer), WAIT)
+    assert server.aborted and server.sent == []
+    await box.close()
+
+
 async def test_a_client_that_reads_slowly_is_not_taken_for_stalled():
     server, box = paused("drop_oldest", size=100, stall=1.0)
     server.trickle = True
@@ -220,12 +315,35 @@ async def test_a_client_that_reads_slowly_is_not_taken_for_stalled():
     assert numbers(server.sent) == list(range(20)) and box.closer is None
 
 
-async def test_close_cancels_the_writer():
-    _, box = paused("drop_oldest")
-    await box.send(frame(0))
-    writer = box.writer
+async def test_a_client_that_caught_up_gets_the_whole_stall_timeout_when_it_falls_behind_again(monkeypatch):
+    monkeypatch.setattr(outbound, "CLOSE_GRACE", 0.05)
+    loop = asyncio.get_running_loop()
+    server, box = paused("drop_oldest", stall=1.0)
+    first = loop.time()
+    await box.send(frame(0))  # falls behind: the watchdog is armed for first + 1 s
+    await settle(server, box)
+    await asyncio.sleep(0.5)
+    server.writable.clear()
+    again = loop.time()
+    await box.send(frame(1))  # behind again, and stays so: closed 1 s after this, not at first + 1 s
+    deadline = time.monotonic() + WAIT
+    while box.closer is None:
+        assert time.monotonic() < deadline, "the stalled client was never closed"
+        await asyncio.sleep(0.02)
+    assert loop.time() >= again + 1.0 > first + 1.0
     await box.close()
-    assert writer is not None and writer.cancelled() and box.state is State.CLOSED
+
+
+async def test_close_abandons_the_send_in_the_servers_hands():
+    server, box = paused("drop_oldest")
+    await box.send(frame(0))
+    await box.send(frame(1))
+    await box.close()
+    assert box.state is State.CLOSED
+    server.writable.set()  # the client reads again: nothing of the closed connection goes out
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert server.sent == [] and server.in_send == 0  # the server's send unwound
 
 
 def test_the_settings_are_read_and_checked():
