@@ -2,7 +2,8 @@
 
 The first tests drive an ``Outbox`` with a stand-in for the server's ``send`` that pushes back while it is paused, as
 uvicorn's does while its transport's buffer is full. The live tests run a server in a subprocess (to read its RSS)
-with a client on a raw socket that stops reading while 10,000 messages are sent to it, one test per policy.
+with a client on a raw socket that stops reading while 10,000 messages are sent to it, one test per policy, and the
+``disconnect`` one again on granian, whose ``send`` suspends for every frame.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ import pytest
 import websockets
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
+from django.urls import path
 
 from tether import outbound
 from tether.generic.websocket import AsyncWebsocketConsumer
 from tether.limits import SLOW_CLIENT, outbound_queue_size, slow_client_policy
 from tether.outbound import Outbox, State, snapshot
+from tether.routing import ProtocolTypeRouter, URLRouter
 
 WAIT = 30
 SRC_DIR = Path(__file__).resolve().parent.parent / "src"
@@ -615,3 +618,64 @@ async def test_a_client_that_stops_reading_is_closed_under_drop_oldest_too(tmp_p
             raw.close()
         process.terminate()
         await asyncio.wait_for(process.wait(), WAIT)
+
+
+# -- live on granian: its send suspends until granian has written the frame -------------------------------------------
+
+#: What the granian process's flood did, read by the stats consumer (both run in that process).
+granian_flood: dict[str, Any] = {"sent": 0, "done": False, "closed": None}
+
+
+class GranianFlood(AsyncWebsocketConsumer):
+    slow_client_policy = "disconnect"
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            for n in range(10_000):
+                await self.send(text_data=json.dumps({"n": n, "padding": "x" * 8192}))
+                granian_flood["sent"] = n + 1
+        finally:
+            granian_flood["done"] = True
+
+    async def disconnect(self, code: int) -> None:
+        granian_flood["closed"] = code
+
+
+class GranianStats(AsyncWebsocketConsumer):
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        stats = {"flood": granian_flood, "counters": snapshot(), "rss": rss_bytes(os.getpid())}
+        await self.send(text_data=json.dumps(stats))
+
+
+#: Served by granian (``live_serve``), which imports it by this module's path.
+granian_application = ProtocolTypeRouter(
+    {"websocket": URLRouter([path("flood/", GranianFlood.as_asgi()), path("stats/", GranianStats.as_asgi())])}
+)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's RSS from /proc")
+@pytest.mark.parametrize("live_serve", ["granian"], indirect=True)
+async def test_a_client_that_never_reads_is_closed_as_too_slow_on_granian(live_serve):
+    """granian's send always suspends, so every frame goes through the queue's callback path: the policy applies once
+    the queue is full, the send in granian's hands is abandoned, the server's memory stays bounded, frames arrive in
+    order. (An async flood never lets granian finish a send, so on granian its queue is full at the 258th frame.)"""
+    server = live_serve("tests.test_outbound:granian_application")
+    raw = None
+    try:
+        async with websockets.connect(f"ws://127.0.0.1:{server.port}/stats/", open_timeout=WAIT) as other:
+            before = (await wait_for_stats(other, lambda stats: True))["rss"]
+            raw = await asyncio.to_thread(open_raw_websocket, server.port, "/flood/")
+            raw.sendall(masked_text_frame("go"))  # and read nothing
+            stats = await wait_for_stats(other, lambda stats: stats["flood"]["closed"] is not None)
+            counters = stats["counters"]
+            # Counted as discarded: the frame in granian's hands, 256 waiting and the one that overflowed.
+            assert counters["slow_client_disconnects"] == 1 and counters["messages_discarded"] == 258
+            assert stats["flood"]["done"] and stats["flood"]["sent"] < 10_000
+            assert stats["rss"] - before < 16_000_000, f"the server grew by {(stats['rss'] - before) / 1e6:.1f} MB"
+            received, _ = await asyncio.to_thread(read_messages, raw, ENOUGH["disconnect"])
+        seen = [message["n"] for message in received]
+        # granian may still write the frame it held when its send was cancelled (counted as discarded all the same).
+        assert seen == list(range(len(seen))) and len(seen) <= stats["flood"]["sent"] - 257
+    finally:
+        if raw is not None:
+            raw.close()
