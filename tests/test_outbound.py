@@ -2,7 +2,8 @@
 
 The first tests drive an ``Outbox`` with a stand-in for the server's ``send`` that pushes back while it is paused, as
 uvicorn's does while its transport's buffer is full. The live tests run a server in a subprocess (to read its RSS)
-with a client on a raw socket that stops reading while 10,000 messages are sent to it, one test per policy.
+with a client on a raw socket that stops reading while 10,000 messages are sent to it, one test per policy, and the
+``disconnect`` one again on granian, whose ``send`` suspends for every frame.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ import pytest
 import websockets
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
+from django.urls import path
 
 from tether import outbound
 from tether.generic.websocket import AsyncWebsocketConsumer
 from tether.limits import SLOW_CLIENT, outbound_queue_size, slow_client_policy
 from tether.outbound import Outbox, State, snapshot
+from tether.routing import ProtocolTypeRouter, URLRouter
 
 WAIT = 30
 SRC_DIR = Path(__file__).resolve().parent.parent / "src"
@@ -44,15 +47,67 @@ class PausableSend:
         self.transport = self  # abort_connection finds the transport on the send's object, as with uvicorn
         self.aborted = False
         self.trickle = False  # take one message each time writable is set, as a client that reads slowly
+        self.in_send = 0  # sends waiting for writable
 
     def abort(self) -> None:
         self.aborted = True
 
     async def send(self, message: dict[str, Any]) -> None:
-        await self.writable.wait()
+        self.in_send += 1
+        try:
+            await self.writable.wait()
+        finally:
+            self.in_send -= 1
         self.sent.append(message)
         if self.trickle:
             self.writable.clear()
+
+
+class PollingSend(PausableSend):
+    """A server ``send`` that polls, one bare ``yield`` (``asyncio.sleep(0)``) per loop turn, until writable."""
+
+    async def send(self, message: dict[str, Any]) -> None:
+        while not self.writable.is_set():  # noqa: ASYNC110  # polling is what this stand-in is for
+            await asyncio.sleep(0)
+        self.sent.append(message)
+
+
+class HopSend:
+    """A server ``send`` as granian's: an awaitable whose ``__await__`` is a plain iterator (no ``send``, ``throw`` or
+    ``close``), yielding once a future that the loop completes at its next turn."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def send(self, message: dict[str, Any]) -> Any:
+        return _Hop(self.sent, message)
+
+
+class _Hop:
+    def __init__(self, sent: list[dict[str, Any]], message: dict[str, Any]) -> None:
+        self.sent, self.message = sent, message
+        self.future: asyncio.Future[None] | None = None
+
+    def __await__(self) -> _Hop:
+        return self
+
+    def __iter__(self) -> _Hop:
+        return self
+
+    def __next__(self) -> asyncio.Future[None]:
+        if self.future is not None:
+            self.future.result()
+            raise StopIteration
+        loop = asyncio.get_running_loop()
+        self.future = loop.create_future()
+        loop.call_soon(self.take)
+        self.future._asyncio_future_blocking = True
+        return self.future
+
+    def take(self) -> None:
+        self.sent.append(self.message)
+        assert self.future is not None
+        self.future.set_result(None)
 
 
 def frame(n: int, key: int | None = None) -> dict[str, Any]:
@@ -100,7 +155,18 @@ async def test_a_client_that_keeps_up_costs_no_task():
     for n in range(100):
         await box.send(frame(n))
     assert numbers(server.sent) == list(range(100))
-    assert box.writer is None and len(asyncio.all_tasks()) == tasks
+    assert box.state is State.DIRECT and len(asyncio.all_tasks()) == tasks
+
+
+async def test_a_send_the_server_pushed_back_is_finished_without_a_task():
+    """On granian every send suspends once: a task per message cost more than the rest of tether's echo."""
+    server, box = paused("disconnect", size=10)
+    tasks = len(asyncio.all_tasks())
+    for n in range(3):
+        await box.send(frame(n))
+    assert box.state is State.QUEUEING and len(asyncio.all_tasks()) == tasks
+    await settle(server, box)
+    assert numbers(server.sent) == [0, 1, 2] and len(asyncio.all_tasks()) == tasks
 
 
 async def test_messages_queue_behind_a_send_the_server_pushed_back_and_go_out_in_order():
@@ -115,7 +181,23 @@ async def test_messages_queue_behind_a_send_the_server_pushed_back_and_go_out_in
     assert numbers(server.sent) == [0, 1, 2, 3, 4, 5]
     assert snapshot()["backlogs"] == before["backlogs"] + 1
     await box.send(frame(6))  # direct again
-    assert numbers(server.sent)[-1] == 6 and box.writer is None
+    assert numbers(server.sent)[-1] == 6 and box.state is State.DIRECT
+
+
+async def test_a_send_that_suspends_every_time_gets_every_message_in_order_with_no_task():
+    """granian's send awaitable suspends once per message, for a hop to its runtime."""
+    server = HopSend()
+    box = outbox(server, "disconnect", size=10)  # type: ignore[arg-type]
+    tasks = len(asyncio.all_tasks())
+    for n in range(5):
+        await box.send(frame(n))  # the first is in the server's hands, the others wait behind it
+    assert box.state is State.QUEUEING and len(asyncio.all_tasks()) == tasks
+    for _ in range(20):
+        await asyncio.sleep(0)
+    await box.send(frame(5))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert numbers(server.sent) == list(range(6)) and box.state is State.DIRECT
 
 
 async def test_drop_oldest_keeps_the_latest_messages_and_counts_the_drops(caplog):
@@ -202,6 +284,22 @@ async def test_a_client_that_takes_nothing_for_the_stall_timeout_is_closed_whate
     await box.close()
 
 
+async def test_a_send_that_keeps_suspending_is_taken_for_stalled(monkeypatch):
+    """Each turn of the loop a polling send asks for is no progress: the client has still taken nothing."""
+    monkeypatch.setattr(outbound, "CLOSE_GRACE", 0.05)
+    server = PollingSend()
+    server.writable.clear()
+    box = outbox(server, "drop_oldest", stall=0.1)
+    await box.send(frame(0))
+    deadline = time.monotonic() + WAIT
+    while box.closer is None:
+        assert time.monotonic() < deadline, "the stalled client was never closed"
+        await asyncio.sleep(0.02)
+    await asyncio.wait_for(asyncio.shield(box.closer), WAIT)
+    assert server.aborted and server.sent == []
+    await box.close()
+
+
 async def test_a_client_that_reads_slowly_is_not_taken_for_stalled():
     server, box = paused("drop_oldest", size=100, stall=1.0)
     server.trickle = True
@@ -220,12 +318,35 @@ async def test_a_client_that_reads_slowly_is_not_taken_for_stalled():
     assert numbers(server.sent) == list(range(20)) and box.closer is None
 
 
-async def test_close_cancels_the_writer():
-    _, box = paused("drop_oldest")
-    await box.send(frame(0))
-    writer = box.writer
+async def test_a_client_that_caught_up_gets_the_whole_stall_timeout_when_it_falls_behind_again(monkeypatch):
+    monkeypatch.setattr(outbound, "CLOSE_GRACE", 0.05)
+    loop = asyncio.get_running_loop()
+    server, box = paused("drop_oldest", stall=1.0)
+    first = loop.time()
+    await box.send(frame(0))  # falls behind: the watchdog is armed for first + 1 s
+    await settle(server, box)
+    await asyncio.sleep(0.5)
+    server.writable.clear()
+    again = loop.time()
+    await box.send(frame(1))  # behind again, and stays so: closed 1 s after this, not at first + 1 s
+    deadline = time.monotonic() + WAIT
+    while box.closer is None:
+        assert time.monotonic() < deadline, "the stalled client was never closed"
+        await asyncio.sleep(0.02)
+    assert loop.time() >= again + 1.0 > first + 1.0
     await box.close()
-    assert writer is not None and writer.cancelled() and box.state is State.CLOSED
+
+
+async def test_close_abandons_the_send_in_the_servers_hands():
+    server, box = paused("drop_oldest")
+    await box.send(frame(0))
+    await box.send(frame(1))
+    await box.close()
+    assert box.state is State.CLOSED
+    server.writable.set()  # the client reads again: nothing of the closed connection goes out
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert server.sent == [] and server.in_send == 0  # the server's send unwound
 
 
 def test_the_settings_are_read_and_checked():
@@ -497,3 +618,64 @@ async def test_a_client_that_stops_reading_is_closed_under_drop_oldest_too(tmp_p
             raw.close()
         process.terminate()
         await asyncio.wait_for(process.wait(), WAIT)
+
+
+# -- live on granian: its send suspends until granian has written the frame -------------------------------------------
+
+#: What the granian process's flood did, read by the stats consumer (both run in that process).
+granian_flood: dict[str, Any] = {"sent": 0, "done": False, "closed": None}
+
+
+class GranianFlood(AsyncWebsocketConsumer):
+    slow_client_policy = "disconnect"
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            for n in range(10_000):
+                await self.send(text_data=json.dumps({"n": n, "padding": "x" * 8192}))
+                granian_flood["sent"] = n + 1
+        finally:
+            granian_flood["done"] = True
+
+    async def disconnect(self, code: int) -> None:
+        granian_flood["closed"] = code
+
+
+class GranianStats(AsyncWebsocketConsumer):
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        stats = {"flood": granian_flood, "counters": snapshot(), "rss": rss_bytes(os.getpid())}
+        await self.send(text_data=json.dumps(stats))
+
+
+#: Served by granian (``live_serve``), which imports it by this module's path.
+granian_application = ProtocolTypeRouter(
+    {"websocket": URLRouter([path("flood/", GranianFlood.as_asgi()), path("stats/", GranianStats.as_asgi())])}
+)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's RSS from /proc")
+@pytest.mark.parametrize("live_serve", ["granian"], indirect=True)
+async def test_a_client_that_never_reads_is_closed_as_too_slow_on_granian(live_serve):
+    """granian's send always suspends, so every frame goes through the queue's callback path: the policy applies once
+    the queue is full, the send in granian's hands is abandoned, the server's memory stays bounded, frames arrive in
+    order. (An async flood never lets granian finish a send, so on granian its queue is full at the 258th frame.)"""
+    server = live_serve("tests.test_outbound:granian_application")
+    raw = None
+    try:
+        async with websockets.connect(f"ws://127.0.0.1:{server.port}/stats/", open_timeout=WAIT) as other:
+            before = (await wait_for_stats(other, lambda stats: True))["rss"]
+            raw = await asyncio.to_thread(open_raw_websocket, server.port, "/flood/")
+            raw.sendall(masked_text_frame("go"))  # and read nothing
+            stats = await wait_for_stats(other, lambda stats: stats["flood"]["closed"] is not None)
+            counters = stats["counters"]
+            # Counted as discarded: the frame in granian's hands, 256 waiting and the one that overflowed.
+            assert counters["slow_client_disconnects"] == 1 and counters["messages_discarded"] == 258
+            assert stats["flood"]["done"] and stats["flood"]["sent"] < 10_000
+            assert stats["rss"] - before < 16_000_000, f"the server grew by {(stats['rss'] - before) / 1e6:.1f} MB"
+            received, _ = await asyncio.to_thread(read_messages, raw, ENOUGH["disconnect"])
+        seen = [message["n"] for message in received]
+        # granian may still write the frame it held when its send was cancelled (counted as discarded all the same).
+        assert seen == list(range(len(seen))) and len(seen) <= stats["flood"]["sent"] - 257
+    finally:
+        if raw is not None:
+            raw.close()
