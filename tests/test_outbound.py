@@ -200,6 +200,32 @@ async def test_a_send_that_suspends_every_time_gets_every_message_in_order_with_
     assert numbers(server.sent) == list(range(6)) and box.state is State.DIRECT
 
 
+async def test_a_burst_over_the_queue_size_reaches_a_client_that_reads_when_every_send_suspends():
+    """On granian a handler that sends more frames than the queue holds, without letting the loop run, fills the
+    queue before the server has finished one send; its frames wait for the server's hop instead (HOP_GRACE)."""
+    before = snapshot()
+    server = HopSend()
+    box = outbox(server, "disconnect", size=4)  # type: ignore[arg-type]
+    for n in range(50):
+        await box.send(frame(n))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert numbers(server.sent) == list(range(50)) and box.state is State.DIRECT
+    assert snapshot()["slow_client_disconnects"] == before["slow_client_disconnects"]
+
+
+async def test_a_full_queue_whose_send_waited_past_the_hop_grace_closes_at_once():
+    _server, box = paused("disconnect", size=2)
+    for n in range(3):
+        await box.send(frame(n))  # one in the server's hands, two waiting: full
+    await asyncio.sleep(outbound.HOP_GRACE)
+    started = asyncio.get_running_loop().time()
+    await box.send(frame(3))  # the client has taken nothing for longer than a hop: too slow
+    assert asyncio.get_running_loop().time() - started < outbound.HOP_GRACE
+    assert box.state in (State.CLOSING, State.CLOSED)
+    await box.close()
+
+
 async def test_drop_oldest_keeps_the_latest_messages_and_counts_the_drops(caplog):
     before = snapshot()
     server, box = paused("drop_oldest", size=4)
@@ -641,6 +667,14 @@ class GranianFlood(AsyncWebsocketConsumer):
         granian_flood["closed"] = code
 
 
+class GranianBurst(AsyncWebsocketConsumer):
+    """Sends more frames than the outbound queue holds, in one go, as a handler sending a room's history does."""
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        for n in range(int(text_data or "0")):
+            await self.send(text_data=json.dumps({"n": n}))
+
+
 class GranianStats(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         stats = {"flood": granian_flood, "counters": snapshot(), "rss": rss_bytes(os.getpid())}
@@ -649,7 +683,15 @@ class GranianStats(AsyncWebsocketConsumer):
 
 #: Served by granian (``live_serve``), which imports it by this module's path.
 granian_application = ProtocolTypeRouter(
-    {"websocket": URLRouter([path("flood/", GranianFlood.as_asgi()), path("stats/", GranianStats.as_asgi())])}
+    {
+        "websocket": URLRouter(
+            [
+                path("flood/", GranianFlood.as_asgi()),
+                path("burst/", GranianBurst.as_asgi()),
+                path("stats/", GranianStats.as_asgi()),
+            ]
+        )
+    }
 )
 
 
@@ -679,3 +721,13 @@ async def test_a_client_that_never_reads_is_closed_as_too_slow_on_granian(live_s
     finally:
         if raw is not None:
             raw.close()
+
+
+@pytest.mark.parametrize("live_serve", ["granian"], indirect=True)
+async def test_a_burst_of_more_frames_than_the_queue_holds_reaches_a_reading_client_on_granian(live_serve):
+    """Every granian send suspends: 1,000 frames sent in one go (the queue holds 256) all arrive, in order."""
+    server = live_serve("tests.test_outbound:granian_application")
+    async with websockets.connect(f"ws://127.0.0.1:{server.port}/burst/", open_timeout=WAIT) as client:
+        await client.send("1000")
+        seen = [json.loads(await asyncio.wait_for(client.recv(), WAIT))["n"] for _ in range(1000)]
+    assert seen == list(range(1000))

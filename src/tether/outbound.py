@@ -18,7 +18,10 @@ a bounded queue behind it, sent from the same callback in order. The consumer ne
 no timer per message (a writer task and a timer per message made tether's echo on granian 0.67x of the bare app at
 50 clients). When the queue is full, the policy decides:
 
-* ``disconnect``: the client is too slow. Its queue is discarded and it is closed with ``SLOW_CLIENT`` (4008). A
+* ``disconnect``: the client is too slow. Its queue is discarded and it is closed with ``SLOW_CLIENT`` (4008). (Not
+  while the send in the server's hands is younger than ``HOP_GRACE``: that is the server passing it on, so the new
+  frame waits for it to complete, the one time a consumer's ``send`` waits. A client that reads then paces a handler
+  that sends faster than the server writes.) A
   client that does not read cannot receive a close frame either, and uvicorn's ``send`` waits, so after
   ``CLOSE_GRACE`` seconds the connection is aborted (uvicorn: its transport's ``abort()``; a transport ``close()``
   would wait for the unread buffer to drain, forever).
@@ -48,13 +51,20 @@ from typing import Any, Protocol
 from tether.limits import SLOW_CLIENT
 from tether.types import Message, Send
 
-__all__ = ["CLOSE_GRACE", "Outbox", "SendWatcher", "SentCounts", "State", "abort_connection", "snapshot"]
+__all__ = ["CLOSE_GRACE", "HOP_GRACE", "Outbox", "SendWatcher", "SentCounts", "State", "abort_connection", "snapshot"]
 
 logger = logging.getLogger("tether.outbound")
 
 #: Seconds a slow client is given to take the close frame (the server's ``send`` to accept it) before the connection
 #: is aborted: room for a client that reads, slowly, to see 4008; a client that does not read is gone after this.
 CLOSE_GRACE = 2.0
+
+#: Seconds the send in the server's hands may have waited and still count as the server's own hop, not a client
+#: falling behind: under ``disconnect``, a frame that finds the queue full waits for that send until it has waited this
+#: long, rather than closing the client at once. granian's ``send`` always suspends (a hop to its runtime, then the
+#: write), so a handler sending more than ``outbound_queue_size`` frames without letting the loop run filled the queue
+#: before granian had finished one, and a client that read every frame was closed with 4008 (seen with 258 frames).
+HOP_GRACE = 0.1
 
 #: Per-process counters, since the process started (``snapshot()``).
 _counters = {
@@ -155,8 +165,8 @@ class Outbox:
     # Slots, and no queue until the client first falls behind: one of these lives as long as each connection.
     __slots__ = (
         "chosen", "client_gone", "closer", "conflate_key", "keyed", "limit", "logged", "name", "policy", "queue",
-        "sending", "server_send", "size", "stall", "stall_timeout", "state", "waiting", "waiting_since", "watchdog",
-        "watcher",
+        "room", "sending", "server_send", "size", "stall", "stall_timeout", "state", "waiting", "waiting_since",
+        "watchdog", "watcher",
     )  # fmt: skip
 
     def __init__(
@@ -186,6 +196,8 @@ class Outbox:
         self.waiting: Any = None
         self.waiting_since = 0.0
         self.watchdog: asyncio.TimerHandle | None = None
+        # Done when the queue may have room again (a send completed, or the connection closed): see wait_for_room.
+        self.room: asyncio.Future[None] | None = None
         # Waiting messages as [key, message]: a conflated message replaces the message of the entry in place. Empty
         # and shared until the client first falls behind (an empty deque is 600 bytes, for most connections unused).
         self.queue: deque[list[Any]] = _NO_QUEUE
@@ -215,6 +227,8 @@ class Outbox:
             else:
                 watcher.answered(message)
         if self.state is not _DIRECT:
+            if len(self.queue) >= self.limit and self.chosen == "disconnect":
+                await self.wait_for_room()
             self.enqueue(message)
             return
         sending: Any = self.server_send(message)
@@ -236,6 +250,33 @@ class Outbox:
             self.first_backlog()
         self.state = State.QUEUEING
         self.suspended(sending, waiting)
+
+    async def wait_for_room(self) -> None:
+        """The queue is full under ``disconnect``: wait while the send in the server's hands is younger than
+        ``HOP_GRACE`` (the server is passing it on, not the client falling behind), until it completes and makes room.
+
+        A client that is really behind has had that send waiting for longer, and is closed at once, as before; one
+        that reads paces a handler that sends faster than the server writes, by one hop per frame.
+        """
+        loop = asyncio.get_running_loop()
+        while len(self.queue) >= self.limit and self.state is State.QUEUEING:
+            deadline = self.waiting_since + HOP_GRACE
+            if loop.time() >= deadline:
+                return
+            room = self.room
+            if room is None or room.done():
+                room = self.room = loop.create_future()
+            timer = loop.call_at(deadline, _set_done, room)
+            try:
+                await room
+            finally:
+                timer.cancel()
+
+    def made_room(self) -> None:
+        """Wake the frames waiting for room (``wait_for_room``), which look again."""
+        room, self.room = self.room, None
+        if room is not None and not room.done():
+            room.set_result(None)
 
     def first_backlog(self) -> None:
         """The server pushed back for the first time on this connection: read the settings, make the queue.
@@ -293,6 +334,7 @@ class Outbox:
                 self.write_queued()
             else:
                 self.state = State.DIRECT
+            self.made_room()
             return
         except (Exception, asyncio.CancelledError) as error:
             self.fail(error)
@@ -420,6 +462,7 @@ class Outbox:
         self.state = State.CLOSING
         self.stop_watchdog()
         self.abandon()
+        self.made_room()
         self.closer = asyncio.get_running_loop().create_task(self.close_slow_client())
 
     def abandon(self) -> None:
@@ -444,6 +487,7 @@ class Outbox:
         self.state = State.CLOSED
         self.queue.clear()
         self.keyed.clear()
+        self.made_room()
 
     async def close_slow_client(self) -> None:
         """Close with ``SLOW_CLIENT`` if the server takes the close frame within ``CLOSE_GRACE``; else abort."""
@@ -466,6 +510,11 @@ class Outbox:
         if closer is not None and not closer.done():
             closer.cancel()
             await asyncio.gather(closer, return_exceptions=True)
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def abort_connection(server_send: Send) -> bool:
