@@ -700,7 +700,8 @@ granian_application = ProtocolTypeRouter(
 async def test_a_client_that_never_reads_is_closed_as_too_slow_on_granian(live_serve):
     """granian's send always suspends, so every frame goes through the queue's callback path: the policy applies once
     the queue is full, the send in granian's hands is abandoned, the server's memory stays bounded, frames arrive in
-    order. (An async flood never lets granian finish a send, so on granian its queue is full at the 258th frame.)"""
+    order. (The flood's frames wait for granian's hops until the kernel's buffers are full; then the send in
+    granian's hands outlives HOP_GRACE, and the queue fills.)"""
     server = live_serve("tests.test_outbound:granian_application")
     raw = None
     try:
