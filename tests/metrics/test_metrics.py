@@ -286,6 +286,41 @@ async def test_layer_calls_are_timed_and_their_errors_counted(metrics_on: None) 
         await layer.flush()
 
 
+async def test_presence_and_stream_counts_are_exported_by_layer_alias(metrics_on: None) -> None:
+    from tether.presence import get_presence
+    from tether.streams import get_streams
+
+    with override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "tether.layers.InMemoryChannelLayer"}}):
+        layer = channel_layers["default"]
+        before = {
+            "joins": sample("tether_presence_events_total", alias="default", event="join"),
+            "leaves": sample("tether_presence_events_total", alias="default", event="leave"),
+            "published": sample("tether_stream_messages_published_total", alias="default"),
+            "complete": sample("tether_stream_recoveries_total", alias="default", outcome="complete"),
+            "epoch": sample("tether_stream_recoveries_total", alias="default", outcome="epoch"),
+        }
+        presence = get_presence(layer, batch_window=0.01)
+        first, second = await layer.new_channel(), await layer.new_channel()
+        await presence.join("room.1", first, user="ann", listen=False)
+        await presence.join("room.1", second, user="bob", listen=False)
+        assert sample("tether_presence_connections", alias="default") == 2
+        await presence.leave("room.1", first)
+        streams = get_streams(layer)
+        position = await streams.publish("news.1", {"n": 1})
+        await streams.publish("news.1", {"n": 2})
+        assert (await streams.recover("news.1", position.epoch, 0)).complete
+        assert not (await streams.recover("news.1", "not-this-epoch", 0)).complete
+
+        assert sample("tether_presence_connections", alias="default") == 1
+        assert sample("tether_presence_events_total", alias="default", event="join") - before["joins"] == 2
+        assert sample("tether_presence_events_total", alias="default", event="leave") - before["leaves"] == 1
+        assert sample("tether_stream_messages_published_total", alias="default") - before["published"] == 2
+        assert sample("tether_stream_recoveries_total", alias="default", outcome="complete") - before["complete"] == 1
+        assert sample("tether_stream_recoveries_total", alias="default", outcome="epoch") - before["epoch"] == 1
+        await presence.close()
+        await layer.flush()
+
+
 async def test_the_view_serves_the_exposition_format(metrics_on: None) -> None:
     communicator = WebsocketCommunicator(Echo.as_asgi(), "/")
     assert (await communicator.connect(WAIT))[0]

@@ -97,6 +97,27 @@ CONNECTION_DROPS = Counter(
     "tether.outbound) or from a client over a rate limit (tether.ratelimit), by reason.",
     ["reason"],
 )
+PRESENCE_CONNECTIONS = Gauge(
+    "tether_presence_connections",
+    "Connections present in presence groups (tether.presence), by layer alias: each process counts its own joins.",
+    ["alias"],
+    multiprocess_mode="livesum",
+)
+PRESENCE_EVENTS = Counter(
+    "tether_presence_events",
+    "Presence joins and leaves announced, by layer alias and event (join, leave).",
+    ["alias", "event"],
+)
+STREAM_PUBLISHED = Counter(
+    "tether_stream_messages_published",
+    "Messages published to streams (tether.streams), by layer alias.",
+    ["alias"],
+)
+STREAM_RECOVERIES = Counter(
+    "tether_stream_recoveries",
+    "Stream recoveries answered, by layer alias and outcome (complete, or the reload reason: epoch, trimmed, future).",
+    ["alias", "outcome"],
+)
 LOOP_LAG = Histogram(
     "tether_event_loop_lag_seconds",
     "How much later than asked the event loop ran a periodic probe (every 0.5 s per loop).",
@@ -191,6 +212,7 @@ class Exporter:
             self._histograms(LOOP_LAG, {(): tally.loop_lag})
             self._drops()
             self._connection_drops()
+            self._presence_and_streams()
 
     def _connection_drops(self) -> None:
         """Add the slow-client and rate-limit counts of this process (``tether.outbound``, ``tether.ratelimit``)."""
@@ -207,6 +229,23 @@ class Exporter:
                 ("rate_limited",): refused,
             },
         )
+
+    def _presence_and_streams(self) -> None:
+        """Add what each layer's presence tracker and streams counted, for the layers that have made them."""
+        from tether.presence.base import existing_presence
+        from tether.streams.base import existing_streams
+
+        for alias, layer in list(self._layers.backends.items()):
+            presence = existing_presence(layer)
+            if presence is not None:
+                stats = presence.stats()
+                PRESENCE_CONNECTIONS.labels(alias).set(stats["connections"])
+                self._counters(PRESENCE_EVENTS, {(alias, "join"): stats["joined"], (alias, "leave"): stats["left"]})
+            streams = existing_streams(layer)
+            if streams is not None:
+                kept = streams.stats()
+                self._counters(STREAM_PUBLISHED, {(alias,): kept["published"]})
+                self._counters(STREAM_RECOVERIES, {(alias, outcome): n for outcome, n in kept["recoveries"].items()})
 
     def _counters(self, metric: Counter, counts: dict[Any, int]) -> None:
         flushed = self._flushed

@@ -189,6 +189,9 @@ class Presence:
         #: This process's joins: group -> channel -> record (to leave on close, and to store again after a reap).
         self.local: dict[str, dict[str, Record]] = {}
         self._batches: dict[str, _Batch] = {}
+        #: Connections this process announced as joined and as left, since it started (``stats()``).
+        self.joined = 0
+        self.left = 0
         self._timer: asyncio.TimerHandle | None = None
         self._sending: set[asyncio.Task[None]] = set()
 
@@ -228,6 +231,7 @@ class Presence:
                 await self.layer.group_discard(events_group(group), channel)
             raise
         if new:
+            self.joined += 1
             self._announce(group, joined=[record])
         return new
 
@@ -239,8 +243,20 @@ class Presence:
         removed = await self._store_leave(group, channel)
         await self.layer.group_discard(events_group(group), channel)
         if removed is not None:
+            self.left += 1
             self._announce(group, left=[removed])
         return removed is not None
+
+    def stats(self) -> dict[str, int]:
+        """What this process does in presence, for metrics (``tether.metrics``): ``connections`` present through it
+        now, ``groups`` they are in, and ``joined`` / ``left``, the joins and leaves it announced since it started
+        (a member dropped after ``ttl`` because its process died is not counted by any process)."""
+        return {
+            "connections": sum(len(channels) for channels in self.local.values()),
+            "groups": len(self.local),
+            "joined": self.joined,
+            "left": self.left,
+        }
 
     async def members(self, group: str) -> list[Member]:
         """Who is present in ``group``: one ``Member`` per user, in the order they joined."""
@@ -400,6 +416,11 @@ def settings_options() -> dict[str, Any]:
 def check_settings() -> None:
     """Read and check ``TETHER_PRESENCE`` as ``get_presence`` will: ``TypeError`` / ``ValueError`` naming the key."""
     check_options(**settings_options())
+
+
+def existing_presence(layer: BaseChannelLayer) -> Presence | None:
+    """The presence tracker of ``layer`` if one was made, without making one (for metrics)."""
+    return _trackers.get(layer)
 
 
 def get_presence(layer: BaseChannelLayer | None = None, **options: Any) -> Presence:

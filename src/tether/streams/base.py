@@ -163,6 +163,20 @@ class Streams:
     def __init__(self, layer: BaseChannelLayer, policy: StreamPolicy) -> None:
         self.layer = layer
         self.policy = policy
+        #: Messages this process published, and recoveries it answered by outcome (``complete`` or the reload
+        #: reason), since it started (``stats()``).
+        self.published = 0
+        self.recoveries: dict[str, int] = {}
+
+    def stats(self) -> dict[str, Any]:
+        """What this process did with streams, for metrics (``tether.metrics``): ``published`` and ``recoveries``
+        (outcome -> count; the outcomes are ``complete`` and the ``RELOAD_*`` reasons)."""
+        return {"published": self.published, "recoveries": dict(self.recoveries)}
+
+    def _recovered(self, recovery: Recovery) -> Recovery:
+        outcome = recovery.reload or "complete"
+        self.recoveries[outcome] = self.recoveries.get(outcome, 0) + 1
+        return recovery
 
     # The API -------------------------------------------------------------------------------------------------------
 
@@ -174,7 +188,9 @@ class Streams:
         text = encode_data(data)
         # What is sent and kept is the JSON round trip (tuples become lists, int keys str), so a live message and a
         # recovered one are equal, and equal to what a browser gets.
-        return await self._publish(stream, json.loads(text), text, self.policy.bounds_for(stream))
+        position = await self._publish(stream, json.loads(text), text, self.policy.bounds_for(stream))
+        self.published += 1
+        return position
 
     async def subscribe(self, stream: str, channel: str) -> None:
         """Send ``stream``'s messages to ``channel`` from now on (it joins the stream's group)."""
@@ -212,12 +228,12 @@ class Streams:
         asked = Position(epoch, offset)
         if len(epoch) > MAX_EPOCH_LENGTH:  # cannot be one of ours: no need to carry it to the backend
             position = await self._position(stream, bounds)
-            return Recovery(position, [], RELOAD_EPOCH)
+            return self._recovered(Recovery(position, [], RELOAD_EPOCH))
         position, entries = await self._history(stream, asked, most, bounds)
         reason = verdict(asked, position, entries, most)
         if reason is not None or entries is None:
-            return Recovery(position, [], reason or RELOAD_TRIMMED)
-        return Recovery(position, entries, None)
+            return self._recovered(Recovery(position, [], reason or RELOAD_TRIMMED))
+        return self._recovered(Recovery(position, entries, None))
 
     async def close(self) -> None:
         """Release what the backend holds for this event loop (nothing for the in-memory one)."""
@@ -241,6 +257,11 @@ class Streams:
 
 
 _registry: weakref.WeakKeyDictionary[BaseChannelLayer, Streams] = weakref.WeakKeyDictionary()
+
+
+def existing_streams(layer: BaseChannelLayer) -> Streams | None:
+    """The streams of ``layer`` if they were made, without making them (for metrics)."""
+    return _registry.get(layer)
 
 
 def get_streams(layer: BaseChannelLayer | None = None, *, config: dict[str, Any] | None = None) -> Streams:
