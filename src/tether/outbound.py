@@ -392,6 +392,10 @@ class Outbox:
             await asyncio.gather(writer, return_exceptions=True)
         self.state = State.CLOSED
         close = {"type": "websocket.close", "code": SLOW_CLIENT, "reason": "client too slow"}
+        if self.watcher is not None:
+            # Counted as the consumer's own close would be: the connection ended with this code, also when the
+            # client never takes the frame and the connection is aborted (the watcher sees the server's send no more).
+            self.watcher.answered(close)
         try:
             await asyncio.wait_for(self.server_send(close), CLOSE_GRACE)
         except (asyncio.TimeoutError, OSError):

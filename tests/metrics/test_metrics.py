@@ -14,11 +14,14 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import RequestFactory, override_settings
 
-from tether import metrics
+from tether import metrics, outbound
 from tether.exceptions import ChannelFull, DenyConnection
 from tether.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 from tether.layers import InMemoryChannelLayer, channel_layers
-from tether.metrics.tally import DURATION_BUCKETS, TIMED_EVERY, _Histogram, close_code_label, message_kind
+from tether.limits import SLOW_CLIENT
+from tether.metrics.observe import ConnectionWatch
+from tether.metrics.tally import DURATION_BUCKETS, TIMED_EVERY, Tally, _Histogram, close_code_label, message_kind
+from tether.outbound import Outbox
 from tether.testing import WebsocketCommunicator
 from tether.types import Message, Receive, Scope, Send
 
@@ -330,3 +333,45 @@ def test_slow_client_and_rate_limit_drops_are_exported_by_reason(metrics_on: Non
 
 
 REASONS = ("slow_client", "conflated", "rate_limited")
+
+
+class NeverReads:
+    """A server ``send`` for a client that reads nothing: each send waits for good, as uvicorn's with a full buffer;
+    ``abort`` is found on its ``transport``, as on uvicorn's protocol."""
+
+    def __init__(self) -> None:
+        self.transport = self
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    async def send(self, message: Message) -> None:
+        await asyncio.get_running_loop().create_future()
+
+
+async def test_a_slow_client_aborted_by_its_outbound_queue_counts_under_the_slow_client_close_code(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(outbound, "CLOSE_GRACE", 0.05)
+    counts = Tally().consumer("NeverReadsEcho")
+    server = NeverReads()
+    watch = ConnectionWatch(counts, True, server.send, outbox_counts=True)
+    box = Outbox(
+        server.send,
+        policy=lambda: "disconnect",
+        size=lambda: 1,
+        conflate_key=lambda message: None,
+        name=lambda: "NeverReadsEcho",
+        stall_timeout=lambda: WAIT,
+        watcher=watch,
+    )
+    await box.send({"type": "websocket.accept"})  # the server pushes back from here on
+    for _ in range(2):
+        await box.send({"type": "websocket.send", "text": "too much"})
+    await asyncio.wait_for(asyncio.shield(box.closer), WAIT)  # type: ignore[arg-type]
+    assert server.aborted  # the close frame never went out: the client hears 1006
+    watch.ended(failed=False)
+    await box.close()
+    # The code the server closed it with, as when the consumer itself closes, not the 1006 of the aborted socket.
+    assert counts.closes == {close_code_label(SLOW_CLIENT): 1}
