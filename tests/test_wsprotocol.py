@@ -4,7 +4,9 @@ objects they replace, and a live connection through it keeps none of the handsha
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 
 import pytest
 import websockets
@@ -103,6 +105,22 @@ async def test_each_loop_has_one_schedule_that_passes_everything_else_to_the_loo
     assert timers_of(loop) is timers_of(loop)
     assert timers_of(loop).time() == pytest.approx(loop.time(), abs=1)
     assert TIMER_GRAIN <= 0.25
+
+
+def test_a_closed_loop_is_not_kept_alive_by_its_schedule():
+    loop = asyncio.new_event_loop()
+
+    async def schedule_and_fire() -> None:
+        fired = asyncio.Event()
+        timers_of(asyncio.get_running_loop()).call_later(0, fired.set)
+        await asyncio.wait_for(fired.wait(), WAIT)
+
+    loop.run_until_complete(schedule_and_fire())
+    loop.close()
+    closed = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert closed() is None
 
 
 def test_only_the_websockets_sansio_class_is_made_lighter():
