@@ -269,6 +269,43 @@ async def test_a_consumer_with_its_own_call_and_dispatch_is_counted_once(metrics
     )
 
 
+class OwnDispatchEcho(Echo):
+    """Only ``dispatch`` of its own: its frames are counted by its outbound queue, its messages by a wrapper."""
+
+    async def dispatch(self, message: Message) -> None:
+        await super().dispatch(message)
+
+
+class OwnCallEcho(Echo):
+    """Only ``__call__`` of its own: its frames are counted by a wrapper, its messages by ``dispatch`` in line."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+
+
+@pytest.mark.parametrize("consumer", [OwnDispatchEcho, OwnCallEcho])
+async def test_a_consumer_with_only_a_call_or_only_a_dispatch_of_its_own_is_counted_once(
+    metrics_on: None, consumer: type[Echo]
+) -> None:
+    name = consumer.__name__
+    before = (
+        sample("tether_messages_sent_total", consumer=name, kind="text"),
+        sample("tether_messages_received_total", consumer=name, kind="text"),
+        sample("tether_handler_duration_seconds_count", consumer=name, kind="connect"),
+    )
+    communicator = WebsocketCommunicator(consumer.as_asgi(), "/")
+    assert (await communicator.connect(WAIT))[0]
+    await communicator.send_to(text_data="one")
+    assert await communicator.receive_from(WAIT) == "one"
+    await communicator.disconnect()
+    after = (
+        sample("tether_messages_sent_total", consumer=name, kind="text"),
+        sample("tether_messages_received_total", consumer=name, kind="text"),
+        sample("tether_handler_duration_seconds_count", consumer=name, kind="connect"),
+    )
+    assert [now - then for now, then in zip(after, before, strict=True)] == [1, 1, 1]
+
+
 async def test_layer_calls_are_timed_and_their_errors_counted(metrics_on: None) -> None:
     with override_settings(
         CHANNEL_LAYERS={"default": {"BACKEND": "tether.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1}}}
