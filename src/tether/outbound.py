@@ -104,6 +104,7 @@ class State(enum.Enum):
 
 
 _DIRECT = State.DIRECT
+_QUEUEING = State.QUEUEING
 
 
 class _Resumed:
@@ -214,8 +215,9 @@ class Outbox:
         connection was closed as too slow (the handler then ends quietly, as for a departed client).
         """
         watcher = self.watcher
-        if watcher is not None:
-            # Counted as the consumer sends it: a frame later dropped for a slow client counts among the drops too.
+        if watcher is not None and (self.state is _DIRECT or self.state is _QUEUEING):
+            # Counted as the consumer sends it: a frame later dropped for a slow client counts among the drops too;
+            # one refused because the connection was closed (ConnectionResetError, from enqueue) is not counted.
             if message.get("type") == "websocket.send":
                 if message.get("text") is not None:
                     watcher.counts.sent_text += 1

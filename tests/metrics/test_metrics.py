@@ -20,7 +20,15 @@ from tether.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 from tether.layers import InMemoryChannelLayer, channel_layers
 from tether.limits import SLOW_CLIENT
 from tether.metrics.observe import ConnectionWatch
-from tether.metrics.tally import DURATION_BUCKETS, TIMED_EVERY, Tally, _Histogram, close_code_label, message_kind
+from tether.metrics.tally import (
+    DURATION_BUCKETS,
+    TIMED_EVERY,
+    ConsumerCounts,
+    Tally,
+    _Histogram,
+    close_code_label,
+    message_kind,
+)
 from tether.outbound import Outbox
 from tether.testing import WebsocketCommunicator
 from tether.types import Message, Receive, Scope, Send
@@ -387,11 +395,9 @@ class NeverReads:
         await asyncio.get_running_loop().create_future()
 
 
-async def test_a_slow_client_aborted_by_its_outbound_queue_counts_under_the_slow_client_close_code(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(outbound, "CLOSE_GRACE", 0.05)
-    counts = Tally().consumer("NeverReadsEcho")
+async def slow_client_closed(counts: ConsumerCounts) -> tuple[ConnectionWatch, Outbox, NeverReads]:
+    """A watched WebSocket's outbound queue that closed its client, which read nothing, as too slow (aborted, with
+    ``short_close_grace``): its watch, the queue, the server's side."""
     server = NeverReads()
     watch = ConnectionWatch(counts, True, server.send, outbox_counts=True)
     box = Outbox(
@@ -407,8 +413,34 @@ async def test_a_slow_client_aborted_by_its_outbound_queue_counts_under_the_slow
     for _ in range(2):
         await box.send({"type": "websocket.send", "text": "too much"})
     await asyncio.wait_for(asyncio.shield(box.closer), WAIT)  # type: ignore[arg-type]
+    return watch, box, server
+
+
+@pytest.fixture
+def short_close_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow client's close frame is given up on after 50 ms, and the connection aborted."""
+    monkeypatch.setattr(outbound, "CLOSE_GRACE", 0.05)
+
+
+async def test_a_slow_client_aborted_by_its_outbound_queue_counts_under_the_slow_client_close_code(
+    short_close_grace: None,
+) -> None:
+    counts = Tally().consumer("NeverReadsEcho")
+    watch, box, server = await slow_client_closed(counts)
     assert server.aborted  # the close frame never went out: the client hears 1006
     watch.ended(failed=False)
     await box.close()
     # The code the server closed it with, as when the consumer itself closes, not the 1006 of the aborted socket.
     assert counts.closes == {close_code_label(SLOW_CLIENT): 1}
+
+
+async def test_a_frame_refused_once_the_outbound_queue_closed_a_slow_client_is_not_counted_as_sent(
+    short_close_grace: None,
+) -> None:
+    counts = Tally().consumer("NeverReadsEcho")
+    _, box, _ = await slow_client_closed(counts)
+    sent = counts.sent_text
+    with pytest.raises(ConnectionResetError):
+        await box.send({"type": "websocket.send", "text": "after the close"})
+    await box.close()
+    assert counts.sent_text == sent
