@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import sys
 import threading
 import time
 
@@ -189,18 +190,38 @@ async def test_a_loop_whose_handlers_do_not_wait_runs_no_task_of_its_own():
     assert handled == ["websocket.connect", "websocket.receive", "websocket.disconnect"]
 
 
-async def test_a_message_of_another_source_is_handled_while_the_loop_waits_on_its_client():
-    client, layer = Source(), Source()
-    handled: list[str] = []
+class Broken(Exception):
+    """What a handler of a ``broken`` message raises."""
 
-    async def dispatch(message: dict) -> None:
-        handled.append(message["type"])
-        if message["type"] == "stop":
+
+class Noting:
+    """A dispatch function that notes each message's type, stops the loop at the types it is given and raises
+    ``Broken`` for a ``broken`` message."""
+
+    def __init__(self, *stops: str) -> None:
+        self.stops = stops
+        self.handled: list[str] = []
+
+    async def __call__(self, message: dict) -> None:
+        self.handled.append(message["type"])
+        if message["type"] in self.stops:
             raise StopConsumer
+        if message["type"] == "broken":
+            raise Broken
 
+
+async def connected(client: Source, layer: Source, dispatch: Noting) -> asyncio.Future[None]:
+    """A loop on ``client`` and ``layer`` that has handled its connect in its own task and waits on its client."""
     loop_task = asyncio.ensure_future(await_many_dispatch([client, layer], dispatch, interrupts=is_disconnect))
     client.put({"type": "websocket.connect"})
-    await until(lambda: handled == ["websocket.connect"], "the connect handled")
+    await until(lambda: dispatch.handled == ["websocket.connect"], "the connect handled")
+    return loop_task
+
+
+async def test_a_message_of_another_source_is_handled_while_the_loop_waits_on_its_client():
+    client, layer, dispatch = Source(), Source(), Noting("stop")
+    handled = dispatch.handled
+    loop_task = await connected(client, layer, dispatch)
     layer.put({"type": "note"})
     await until(lambda: handled == ["websocket.connect", "note"], "the other source's message handled")
     client.put({"type": "websocket.receive"})  # the client's next message: after the note, by the runner now
@@ -296,6 +317,99 @@ async def test_handlers_the_runner_runs_later_see_what_earlier_handlers_set_in_t
     with pytest.raises(StopConsumer):
         await asyncio.wait_for(loop_task, WAIT)
     assert seen == ["connected", "set while connecting"]
+
+
+async def test_a_layer_message_handed_over_just_before_the_clients_is_handled_first():
+    client, layer, dispatch = Source(), Source(), Noting("websocket.receive")
+    loop_task = await connected(client, layer, dispatch)
+    # In one step: the layer's reader wakes before the loop's own receive does, so the runner starts with the note
+    # and the loop hands it the frame that completed after it.
+    layer.put({"type": "note"})
+    client.put({"type": "websocket.receive"})
+    with pytest.raises(StopConsumer):
+        await asyncio.wait_for(loop_task, WAIT)
+    assert dispatch.handled == ["websocket.connect", "note", "websocket.receive"]
+
+
+async def test_a_disconnect_received_as_the_runner_starts_drops_the_layer_message_before_it():
+    client, layer, dispatch = Source(), Source(), Noting("websocket.disconnect")
+    loop_task = await connected(client, layer, dispatch)
+    layer.put({"type": "note"})  # starts the runner, which has not run yet when the disconnect is handed to it
+    client.put({"type": "websocket.disconnect"})
+    with pytest.raises(StopConsumer):
+        await asyncio.wait_for(loop_task, WAIT)
+    assert dispatch.handled == ["websocket.connect", "websocket.disconnect"]
+
+
+async def test_a_runner_that_raises_as_the_clients_receive_completes_leaves_that_message_to_its_source():
+    client, layer, dispatch = Source(), Source(), Noting()
+    loop_task = await connected(client, layer, dispatch)
+    layer.put({"type": "broken"})
+    await asyncio.sleep(0)  # the layer's reader runs and starts the runner
+    client.put({"type": "websocket.receive"})  # the loop's receive completes; the runner raises before it resumes
+    with pytest.raises(Broken):
+        await asyncio.wait_for(loop_task, WAIT)
+    assert client.queue.qsize() == 1  # not taken by a loop that ended
+    assert dispatch_tasks() == 0
+
+
+async def test_a_clients_receive_that_raises_after_the_runner_started_is_raised_after_the_runners_message():
+    layer = Source()
+    handled: list[str] = []
+
+    class Gone(Exception):
+        pass
+
+    client_started = asyncio.Event()
+    failing = asyncio.Event()
+
+    async def client() -> dict:
+        if not client_started.is_set():
+            client_started.set()
+            return {"type": "websocket.connect"}
+        await failing.wait()
+        raise Gone
+
+    async def dispatch(message: dict) -> None:
+        handled.append(message["type"])
+
+    loop_task = asyncio.ensure_future(await_many_dispatch([client, layer], dispatch, interrupts=is_disconnect))
+    await until(lambda: handled == ["websocket.connect"], "the connect handled")
+    layer.put({"type": "note"})
+    await until(lambda: handled == ["websocket.connect", "note"], "the note handled by the runner")
+    failing.set()
+    with pytest.raises(Gone):
+        await asyncio.wait_for(loop_task, WAIT)
+    assert dispatch_tasks() == 0
+
+
+@pytest.mark.skipif(
+    sys.version_info < (3, 11),
+    reason="Python 3.10 counts no cancellations: one from outside that comes with a disconnect's is taken back too",
+)
+@pytest.mark.parametrize("disconnect_first", [True, False])
+async def test_a_loop_cancelled_from_outside_as_a_disconnect_cancels_its_handler_is_still_cancelled(disconnect_first):
+    client = Source()
+    started = asyncio.Event()
+
+    async def dispatch(message: dict) -> None:
+        if message["type"] == "slow":
+            started.set()
+            await asyncio.sleep(10)  # in the caller's task: it waited, so a reader now watches the client
+
+    client.put({"type": "slow"})
+    loop_task = asyncio.ensure_future(await_many_dispatch([client], dispatch, interrupts=is_disconnect))
+    await asyncio.wait_for(started.wait(), WAIT)
+    await asyncio.sleep(0)
+    if disconnect_first:
+        client.put({"type": "websocket.disconnect"})
+        loop_task.cancel()
+    else:
+        loop_task.cancel()
+        client.put({"type": "websocket.disconnect"})
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(loop_task, WAIT)
+    assert dispatch_tasks() == 0
 
 
 # -- prompt disconnect ------------------------------------------------------------------------------------------

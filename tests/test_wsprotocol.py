@@ -4,7 +4,10 @@ objects they replace, and a live connection through it keeps none of the handsha
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import time
+import weakref
 
 import pytest
 import websockets
@@ -105,6 +108,22 @@ async def test_each_loop_has_one_schedule_that_passes_everything_else_to_the_loo
     assert TIMER_GRAIN <= 0.25
 
 
+def test_a_closed_loop_is_not_kept_alive_by_its_schedule():
+    loop = asyncio.new_event_loop()
+
+    async def schedule_and_fire() -> None:
+        fired = asyncio.Event()
+        timers_of(asyncio.get_running_loop()).call_later(0, fired.set)
+        await asyncio.wait_for(fired.wait(), WAIT)
+
+    loop.run_until_complete(schedule_and_fire())
+    loop.close()
+    closed = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert closed() is None
+
+
 def test_only_the_websockets_sansio_class_is_made_lighter():
     lean = lean_ws_protocol(WebSocketsSansIOProtocol)
     assert issubclass(lean, WebSocketsSansIOProtocol)
@@ -159,3 +178,66 @@ async def test_an_open_websocket_keeps_no_handshake_objects_and_still_echoes_and
         assert isinstance(protocol.loop, Timers)
         assert protocol.ping_timer is not None  # the keepalive is scheduled, on the shared timers
     assert await asyncio.to_thread(ended.wait, WAIT)
+
+
+async def frames_until_closed(port: int) -> list[tuple[int, bytes]]:
+    """Open a WebSocket by hand and answer nothing, not even a ping: the (opcode, payload) of each frame the server
+    sends until it closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    frames: list[tuple[int, bytes]] = []
+    try:
+        while True:
+            try:
+                header = await reader.readexactly(2)
+            except asyncio.IncompleteReadError:  # the server closed the connection
+                return frames
+            opcode, length = header[0] & 0x0F, header[1] & 0x7F  # the server's frames are short and unmasked here
+            frames.append((opcode, await reader.readexactly(length)))
+    finally:
+        writer.close()
+
+
+async def test_the_keepalive_closes_a_client_that_answers_no_ping_with_1011(tether_serve):
+    async def app(scope, receive, send):
+        if scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.accept"})
+            await receive()
+
+    server = tether_serve(app, ws_ping_interval=0.1, ws_ping_timeout=0.1)
+    frames = await asyncio.wait_for(frames_until_closed(server.port), WAIT)
+    assert [opcode for opcode, _ in frames] == [0x9, 0x8]  # a ping, then the close for want of its pong
+    assert int.from_bytes(frames[1][1][:2], "big") == 1011
+
+
+async def test_a_client_that_answers_the_pings_stays_open_across_several(tether_serve):
+    protocols: list[object] = []
+
+    async def app(scope, receive, send):
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        protocols.append(receive.__self__)
+        while (message := await receive())["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message["text"]})
+
+    server = tether_serve(app, ws_ping_interval=0.1, ws_ping_timeout=0.1)
+    async with websockets.connect(f"{server.ws_url}/", open_timeout=WAIT) as ws:
+        await ws.send("first")
+        assert await asyncio.wait_for(ws.recv(), WAIT) == "first"
+        (protocol,) = protocols
+        pings: set[float] = set()
+        deadline = time.monotonic() + WAIT
+        while len(pings) < 3:  # three pings sent, each after the pong of the one before
+            assert time.monotonic() < deadline, "fewer than three keepalive pings"
+            if protocol.ping_sent_at:
+                pings.add(protocol.ping_sent_at)
+            await asyncio.sleep(0.01)
+        await ws.send("still open")
+        assert await asyncio.wait_for(ws.recv(), WAIT) == "still open"

@@ -166,7 +166,9 @@ def take_back_cancellation(task: asyncio.Task[Any] | None) -> None:
 
     From Python 3.11 a task counts cancellation requests, and ``asyncio.timeout`` and task groups read that count:
     it is decremented (``Task.uncancel``), and a cancellation from elsewhere that arrived meanwhile still counts
-    and ends the loop. Python 3.10 keeps no count, so catching the ``CancelledError`` was all there was to undo.
+    and ends the loop. Python 3.10 keeps no count, so catching the ``CancelledError`` was all there was to undo; there
+    a cancellation from elsewhere that lands in the same handler as an interruption's is taken back with it (as before
+    the caller read its client itself; tests/test_dispatch_control.py skips that test on 3.10).
     """
     uncancel = getattr(task, "uncancel", None)
     if uncancel is not None and uncancel() > 0:

@@ -119,6 +119,7 @@ class State(enum.Enum):
 
 
 _DIRECT = State.DIRECT
+_QUEUEING = State.QUEUEING
 
 
 def _first_step(sending: Any) -> tuple[Any, Any] | None:
@@ -217,8 +218,9 @@ class Outbox:
         connection was closed as too slow (the handler then ends quietly, as for a departed client).
         """
         watcher = self.watcher
-        if watcher is not None:
-            # Counted as the consumer sends it: a frame later dropped for a slow client counts among the drops too.
+        if watcher is not None and (self.state is _DIRECT or self.state is _QUEUEING):
+            # Counted as the consumer sends it: a frame later dropped for a slow client counts among the drops too;
+            # one refused because the connection was closed (ConnectionResetError, from enqueue) is not counted.
             if message.get("type") == "websocket.send":
                 if message.get("text") is not None:
                     watcher.counts.sent_text += 1
@@ -493,6 +495,10 @@ class Outbox:
         """Close with ``SLOW_CLIENT`` if the server takes the close frame within ``CLOSE_GRACE``; else abort."""
         self.state = State.CLOSED
         close = {"type": "websocket.close", "code": SLOW_CLIENT, "reason": "client too slow"}
+        if self.watcher is not None:
+            # Counted as the consumer's own close would be: the connection ended with this code, also when the
+            # client never takes the frame and the connection is aborted (the watcher sees the server's send no more).
+            self.watcher.answered(close)
         try:
             await asyncio.wait_for(self.server_send(close), CLOSE_GRACE)
         except (asyncio.TimeoutError, OSError):

@@ -212,11 +212,14 @@ class Timers:
                 )
 
 
-_timers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Timers] = weakref.WeakKeyDictionary()
+# Weak values, not weak keys: a Timers holds its loop, and a value holding its key would keep every loop that ever
+# served a WebSocket alive (a test suite's hundreds). An entry lasts while a protocol or a pending slice holds it.
+_timers: weakref.WeakValueDictionary[asyncio.AbstractEventLoop, Timers] = weakref.WeakValueDictionary()
 
 
 def timers_of(loop: asyncio.AbstractEventLoop) -> Timers:
-    """The shared ``Timers`` of ``loop`` (each loop runs in one thread, and makes its own the first time)."""
+    """The shared ``Timers`` of ``loop`` (each loop runs in one thread, and makes its own the first time, or again
+    once nothing held the last one)."""
     timers = _timers.get(loop)
     if timers is None:
         timers = _timers[loop] = Timers(loop)

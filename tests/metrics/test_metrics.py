@@ -14,11 +14,22 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import RequestFactory, override_settings
 
-from tether import metrics
+from tether import metrics, outbound
 from tether.exceptions import ChannelFull, DenyConnection
 from tether.generic.websocket import AsyncWebsocketConsumer, WebsocketConsumer
 from tether.layers import InMemoryChannelLayer, channel_layers
-from tether.metrics.tally import DURATION_BUCKETS, TIMED_EVERY, _Histogram, close_code_label, message_kind
+from tether.limits import SLOW_CLIENT
+from tether.metrics.observe import ConnectionWatch
+from tether.metrics.tally import (
+    DURATION_BUCKETS,
+    TIMED_EVERY,
+    ConsumerCounts,
+    Tally,
+    _Histogram,
+    close_code_label,
+    message_kind,
+)
+from tether.outbound import Outbox
 from tether.testing import WebsocketCommunicator
 from tether.types import Message, Receive, Scope, Send
 
@@ -266,6 +277,43 @@ async def test_a_consumer_with_its_own_call_and_dispatch_is_counted_once(metrics
     )
 
 
+class OwnDispatchEcho(Echo):
+    """Only ``dispatch`` of its own: its frames are counted by its outbound queue, its messages by a wrapper."""
+
+    async def dispatch(self, message: Message) -> None:
+        await super().dispatch(message)
+
+
+class OwnCallEcho(Echo):
+    """Only ``__call__`` of its own: its frames are counted by a wrapper, its messages by ``dispatch`` in line."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+
+
+@pytest.mark.parametrize("consumer", [OwnDispatchEcho, OwnCallEcho])
+async def test_a_consumer_with_only_a_call_or_only_a_dispatch_of_its_own_is_counted_once(
+    metrics_on: None, consumer: type[Echo]
+) -> None:
+    name = consumer.__name__
+    before = (
+        sample("tether_messages_sent_total", consumer=name, kind="text"),
+        sample("tether_messages_received_total", consumer=name, kind="text"),
+        sample("tether_handler_duration_seconds_count", consumer=name, kind="connect"),
+    )
+    communicator = WebsocketCommunicator(consumer.as_asgi(), "/")
+    assert (await communicator.connect(WAIT))[0]
+    await communicator.send_to(text_data="one")
+    assert await communicator.receive_from(WAIT) == "one"
+    await communicator.disconnect()
+    after = (
+        sample("tether_messages_sent_total", consumer=name, kind="text"),
+        sample("tether_messages_received_total", consumer=name, kind="text"),
+        sample("tether_handler_duration_seconds_count", consumer=name, kind="connect"),
+    )
+    assert [now - then for now, then in zip(after, before, strict=True)] == [1, 1, 1]
+
+
 async def test_layer_calls_are_timed_and_their_errors_counted(metrics_on: None) -> None:
     with override_settings(
         CHANNEL_LAYERS={"default": {"BACKEND": "tether.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1}}}
@@ -365,3 +413,69 @@ def test_slow_client_and_rate_limit_drops_are_exported_by_reason(metrics_on: Non
 
 
 REASONS = ("slow_client", "conflated", "rate_limited")
+
+
+class NeverReads:
+    """A server ``send`` for a client that reads nothing: each send waits for good, as uvicorn's with a full buffer;
+    ``abort`` is found on its ``transport``, as on uvicorn's protocol."""
+
+    def __init__(self) -> None:
+        self.transport = self
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    async def send(self, message: Message) -> None:
+        await asyncio.get_running_loop().create_future()
+
+
+async def slow_client_closed(counts: ConsumerCounts) -> tuple[ConnectionWatch, Outbox, NeverReads]:
+    """A watched WebSocket's outbound queue that closed its client, which read nothing, as too slow (aborted, with
+    ``short_close_grace``): its watch, the queue, the server's side."""
+    server = NeverReads()
+    watch = ConnectionWatch(counts, True, server.send, outbox_counts=True)
+    box = Outbox(
+        server.send,
+        policy=lambda: "disconnect",
+        size=lambda: 1,
+        conflate_key=lambda message: None,
+        name=lambda: "NeverReadsEcho",
+        stall_timeout=lambda: WAIT,
+        watcher=watch,
+    )
+    await box.send({"type": "websocket.accept"})  # the server pushes back from here on
+    for _ in range(2):
+        await box.send({"type": "websocket.send", "text": "too much"})
+    await asyncio.wait_for(asyncio.shield(box.closer), WAIT)  # type: ignore[arg-type]
+    return watch, box, server
+
+
+@pytest.fixture
+def short_close_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow client's close frame is given up on after 50 ms, and the connection aborted."""
+    monkeypatch.setattr(outbound, "CLOSE_GRACE", 0.05)
+
+
+async def test_a_slow_client_aborted_by_its_outbound_queue_counts_under_the_slow_client_close_code(
+    short_close_grace: None,
+) -> None:
+    counts = Tally().consumer("NeverReadsEcho")
+    watch, box, server = await slow_client_closed(counts)
+    assert server.aborted  # the close frame never went out: the client hears 1006
+    watch.ended(failed=False)
+    await box.close()
+    # The code the server closed it with, as when the consumer itself closes, not the 1006 of the aborted socket.
+    assert counts.closes == {close_code_label(SLOW_CLIENT): 1}
+
+
+async def test_a_frame_refused_once_the_outbound_queue_closed_a_slow_client_is_not_counted_as_sent(
+    short_close_grace: None,
+) -> None:
+    counts = Tally().consumer("NeverReadsEcho")
+    _, box, _ = await slow_client_closed(counts)
+    sent = counts.sent_text
+    with pytest.raises(ConnectionResetError):
+        await box.send({"type": "websocket.send", "text": "after the close"})
+    await box.close()
+    assert counts.sent_text == sent
