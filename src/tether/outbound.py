@@ -217,6 +217,8 @@ class Outbox:
         Raises the server's ``OSError`` when the client has gone away, and ``ConnectionResetError`` after the
         connection was closed as too slow (the handler then ends quietly, as for a departed client).
         """
+        if self.state is not _DIRECT and len(self.queue) >= self.limit and self.chosen == "disconnect":
+            await self.wait_for_room()  # before counting: the connection may be closed when it returns
         watcher = self.watcher
         if watcher is not None and (self.state is _DIRECT or self.state is _QUEUEING):
             # Counted as the consumer sends it: a frame later dropped for a slow client counts among the drops too;
@@ -229,8 +231,6 @@ class Outbox:
             else:
                 watcher.answered(message)
         if self.state is not _DIRECT:
-            if len(self.queue) >= self.limit and self.chosen == "disconnect":
-                await self.wait_for_room()
             self.enqueue(message)
             return
         sending: Any = self.server_send(message)
