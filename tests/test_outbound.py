@@ -219,11 +219,93 @@ async def test_a_full_queue_whose_send_waited_past_the_hop_grace_closes_at_once(
     for n in range(3):
         await box.send(frame(n))  # one in the server's hands, two waiting: full
     await asyncio.sleep(outbound.HOP_GRACE)
-    started = asyncio.get_running_loop().time()
-    await box.send(frame(3))  # the client has taken nothing for longer than a hop: too slow
-    assert asyncio.get_running_loop().time() - started < outbound.HOP_GRACE
+    sending = box.send(frame(3))  # the client has taken nothing for longer than a hop: too slow
+    with pytest.raises(StopIteration):
+        sending.send(None)  # done in one step: it never waited
     assert box.state in (State.CLOSING, State.CLOSED)
     await box.close()
+
+
+@pytest.fixture
+def long_hop_grace(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frame that finds the queue full waits for room for as long as a test needs (``HOP_GRACE``)."""
+    monkeypatch.setattr(outbound, "HOP_GRACE", WAIT)
+
+
+async def full(size: int = 1) -> tuple[PausableSend, Outbox]:
+    """A ``disconnect`` outbox whose server holds one frame and whose queue is full, under ``long_hop_grace``."""
+    server, box = paused("disconnect", size=size)
+    for n in range(size + 1):
+        await box.send(frame(n))
+    return server, box
+
+
+async def waiting(box: Outbox, n: int) -> asyncio.Task[None]:
+    """A task sending ``frame(n)``, once it waits for room."""
+    task = asyncio.get_running_loop().create_task(box.send(frame(n)))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not task.done(), "the frame did not wait for room"
+    return task
+
+
+async def test_a_sender_cancelled_while_it_waits_for_room_leaves_the_other_waiting_senders_alone(long_hop_grace):
+    """With ``max_concurrency`` above 1 several handlers may wait; a disconnect or a handler's own timeout cancelling
+    one of them must not cancel what the others wait on."""
+    server, box = await full()
+    cancelled, other = await waiting(box, 2), await waiting(box, 3)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    await asyncio.sleep(0)
+    assert not other.done()
+    server.writable.set()
+    await asyncio.wait_for(other, WAIT)
+    await settle(server, box)
+    assert numbers(server.sent) == [0, 1, 3] and box.closer is None
+
+
+async def test_a_sender_cancelled_while_it_waits_for_room_sends_nothing_and_leaves_no_timer(long_hop_grace):
+    server, box = await full()
+    loop = asyncio.get_running_loop()
+    timers = sum(1 for handle in loop._scheduled if not handle.cancelled())  # type: ignore[attr-defined]
+    task = await waiting(box, 2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sum(1 for handle in loop._scheduled if not handle.cancelled()) == timers  # type: ignore[attr-defined]
+    await settle(server, box)
+    assert numbers(server.sent) == [0, 1]
+
+
+async def test_concurrent_senders_waiting_for_room_take_it_one_at_a_time_without_overfilling(long_hop_grace):
+    before = snapshot()
+    server, box = await full(size=2)
+    senders = [await waiting(box, n) for n in range(3, 7)]
+    server.trickle = True  # the client takes one frame each time it reads: room for one waiting frame at a time
+    for _ in range(10):
+        server.writable.set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert len(box.queue) <= 2 and box.closer is None
+    server.trickle = False
+    await asyncio.wait_for(asyncio.gather(*senders), WAIT)
+    await settle(server, box)
+    assert sorted(numbers(server.sent)) == list(range(7)) and numbers(server.sent)[:3] == [0, 1, 2]
+    assert snapshot()["slow_client_disconnects"] == before["slow_client_disconnects"]
+
+
+@pytest.mark.parametrize("end", ["close", "failed send"])
+async def test_a_sender_waiting_for_room_hears_at_once_that_the_connection_ended(long_hop_grace, end):
+    server, box = await full()
+    task = await waiting(box, 2)
+    if end == "close":
+        await box.close()
+    else:
+        box.fail(OSError("the client went away"))
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(task, WAIT)
+    assert numbers(server.sent) == []
 
 
 async def test_drop_oldest_keeps_the_latest_messages_and_counts_the_drops(caplog):

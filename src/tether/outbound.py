@@ -270,7 +270,9 @@ class Outbox:
                 room = self.room = loop.create_future()
             timer = loop.call_at(deadline, _set_done, room)
             try:
-                await room
+                # Shielded: several handlers may wait on this future (max_concurrency), and a task cancelled while it
+                # awaits a future cancels that future, which would end every other waiter with a CancelledError.
+                await asyncio.shield(room)
             finally:
                 timer.cancel()
 
