@@ -210,6 +210,28 @@ async def test_a_process_paused_longer_than_the_ttl_is_reaped_then_comes_back():
             assert sorted(c.channel for member in members for c in member.connections) == sorted(channels)
 
 
+async def test_a_reaped_process_s_members_count_as_leaves_of_the_reaper_and_as_joins_again_when_it_comes_back():
+    """Joins minus leaves, added up over the processes (tether_presence_events_total), stay who is present."""
+    ttl, beat = 1.0, 0.25
+    prefix = new_prefix()
+    async with (
+        process(RedisChannelLayer, prefix, ttl=ttl, heartbeat=beat) as (one, dead),
+        process(RedisChannelLayer, prefix, ttl=ttl, heartbeat=beat) as (_, reaper),
+    ):
+        for n in range(3):
+            await dead.join("room.counted", f"specific.{one.client_id}!{n:08x}", listen=False)
+        assert await reaper.count("room.counted") == PresenceCount(3, 3)  # the reaper heartbeats from here on
+        heartbeat = dead._loops.get().heartbeat
+        heartbeat.cancel()  # the process stops heartbeating, as when it is paused
+        await asyncio.gather(heartbeat, return_exceptions=True)
+        await until(lambda: _has(reaper, "room.counted", 0), timeout=ttl + WAIT)
+        assert reaper.stats()["left"] == 3 and dead.stats()["left"] == 0
+        assert dead.stats()["connections"] == 3  # still its own: it stores them again when it comes back
+        await dead._beat_once()
+        assert await reaper.count("room.counted") == PresenceCount(3, 3)
+        assert dead.stats()["joined"] == 6 and dead.stats()["left"] == 0
+
+
 async def _has(presence, group: str, connections: int) -> bool:
     return (await presence.count(group)).connections == connections
 

@@ -189,7 +189,9 @@ class Presence:
         #: This process's joins: group -> channel -> record (to leave on close, and to store again after a reap).
         self.local: dict[str, dict[str, Record]] = {}
         self._batches: dict[str, _Batch] = {}
-        #: Connections this process announced as joined and as left, since it started (``stats()``).
+        #: Connections this process announced as joined and as left, since it started (``stats()``): its own joins and
+        #: leaves, and with Redis the members of a dead process it reaped (left) and its own stored again after it was
+        #: reaped itself (joined), so that joins minus leaves, added up over the processes, is who is present.
         self.joined = 0
         self.left = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -231,7 +233,6 @@ class Presence:
                 await self.layer.group_discard(events_group(group), channel)
             raise
         if new:
-            self.joined += 1
             self._announce(group, joined=[record])
         return new
 
@@ -243,17 +244,20 @@ class Presence:
         removed = await self._store_leave(group, channel)
         await self.layer.group_discard(events_group(group), channel)
         if removed is not None:
-            self.left += 1
             self._announce(group, left=[removed])
         return removed is not None
 
     def stats(self) -> dict[str, int]:
         """What this process does in presence, for metrics (``tether.metrics``): ``connections`` present through it
         now, ``groups`` they are in, and ``joined`` / ``left``, the joins and leaves it announced since it started
-        (a member dropped after ``ttl`` because its process died is not counted by any process)."""
+        (a member of a process that died is counted as a leave by the process that reaps it).
+
+        Read from the metrics exporter's thread while the loop joins and leaves: ``local`` is copied with ``list()``
+        (one step for the interpreter) before it is iterated."""
+        groups = list(self.local.values())
         return {
-            "connections": sum(len(channels) for channels in self.local.values()),
-            "groups": len(self.local),
+            "connections": sum(len(channels) for channels in groups),
+            "groups": len(groups),
             "joined": self.joined,
             "left": self.left,
         }
@@ -334,7 +338,11 @@ class Presence:
     # Events --------------------------------------------------------------------------------------------------------
 
     def _announce(self, group: str, joined: Sequence[Record] = (), left: Sequence[Record] = ()) -> None:
-        """Add joins and leaves to ``group``'s batch; the batch goes out ``batch_window`` seconds after it opened."""
+        """Add joins and leaves to ``group``'s batch; the batch goes out ``batch_window`` seconds after it opened.
+
+        Every announced join and leave is counted here (``stats()``), whichever path announced it."""
+        self.joined += len(joined)
+        self.left += len(left)
         batch = self._batches.get(group)
         if batch is None:
             batch = self._batches[group] = _Batch()
