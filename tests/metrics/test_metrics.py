@@ -430,9 +430,9 @@ class NeverReads:
         await asyncio.get_running_loop().create_future()
 
 
-async def slow_client_closed(counts: ConsumerCounts) -> tuple[ConnectionWatch, Outbox, NeverReads]:
-    """A watched WebSocket's outbound queue that closed its client, which read nothing, as too slow (aborted, with
-    ``short_close_grace``): its watch, the queue, the server's side."""
+def never_read(counts: ConsumerCounts) -> tuple[ConnectionWatch, Outbox, NeverReads]:
+    """A watched WebSocket's outbound queue (``disconnect``, one frame) to a client that reads nothing: its watch, the
+    queue, the server's side."""
     server = NeverReads()
     watch = ConnectionWatch(counts, True, server.send, outbox_counts=True)
     box = Outbox(
@@ -444,6 +444,13 @@ async def slow_client_closed(counts: ConsumerCounts) -> tuple[ConnectionWatch, O
         stall_timeout=lambda: WAIT,
         watcher=watch,
     )
+    return watch, box, server
+
+
+async def slow_client_closed(counts: ConsumerCounts) -> tuple[ConnectionWatch, Outbox, NeverReads]:
+    """A watched WebSocket's outbound queue that closed its client, which read nothing, as too slow (aborted, with
+    ``short_close_grace``): its watch, the queue, the server's side."""
+    watch, box, server = never_read(counts)
     await box.send({"type": "websocket.accept"})  # the server pushes back from here on
     for _ in range(2):
         await box.send({"type": "websocket.send", "text": "too much"})
@@ -479,3 +486,21 @@ async def test_a_frame_refused_once_the_outbound_queue_closed_a_slow_client_is_n
         await box.send({"type": "websocket.send", "text": "after the close"})
     await box.close()
     assert counts.sent_text == sent
+
+
+async def test_a_frame_that_waited_for_room_until_the_connection_closed_is_not_counted_as_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(outbound, "HOP_GRACE", WAIT)  # the frame waits for room until the connection ends
+    counts = Tally().consumer("NeverReadsEcho")
+    _, box, _ = never_read(counts)
+    await box.send({"type": "websocket.accept"})  # the server pushes back from here on
+    await box.send({"type": "websocket.send", "text": "waits in the queue"})  # the queue is full
+    waiting = asyncio.get_running_loop().create_task(box.send({"type": "websocket.send", "text": "waits for room"}))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    await box.close()
+    with pytest.raises(ConnectionResetError):
+        await waiting
+    assert counts.sent_text == 1
