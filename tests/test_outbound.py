@@ -232,9 +232,9 @@ def long_hop_grace(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(outbound, "HOP_GRACE", WAIT)
 
 
-async def full(size: int = 1) -> tuple[PausableSend, Outbox]:
+async def full(size: int = 1, stall: float = WAIT) -> tuple[PausableSend, Outbox]:
     """A ``disconnect`` outbox whose server holds one frame and whose queue is full, under ``long_hop_grace``."""
-    server, box = paused("disconnect", size=size)
+    server, box = paused("disconnect", size=size, stall=stall)
     for n in range(size + 1):
         await box.send(frame(n))
     return server, box
@@ -295,17 +295,19 @@ async def test_concurrent_senders_waiting_for_room_take_it_one_at_a_time_without
     assert snapshot()["slow_client_disconnects"] == before["slow_client_disconnects"]
 
 
-@pytest.mark.parametrize("end", ["close", "failed send"])
-async def test_a_sender_waiting_for_room_hears_at_once_that_the_connection_ended(long_hop_grace, end):
-    server, box = await full()
+@pytest.mark.parametrize("end", ["close", "failed send", "stall watchdog"])
+async def test_a_sender_waiting_for_room_hears_at_once_that_the_connection_ended(monkeypatch, long_hop_grace, end):
+    monkeypatch.setattr(outbound, "CLOSE_GRACE", 0.05)
+    server, box = await full(stall=0.05 if end == "stall watchdog" else WAIT)
     task = await waiting(box, 2)
     if end == "close":
         await box.close()
-    else:
+    elif end == "failed send":
         box.fail(OSError("the client went away"))
-    with pytest.raises(ConnectionResetError):
+    with pytest.raises(ConnectionResetError):  # the watchdog closes the client after 0.05 s, long before HOP_GRACE
         await asyncio.wait_for(task, WAIT)
     assert numbers(server.sent) == []
+    await box.close()
 
 
 async def test_drop_oldest_keeps_the_latest_messages_and_counts_the_drops(caplog):
