@@ -369,6 +369,32 @@ async def test_presence_and_stream_counts_are_exported_by_layer_alias(metrics_on
         await layer.flush()
 
 
+async def test_a_layer_built_again_for_an_alias_has_its_presence_and_stream_counts_exported_from_zero(
+    metrics_on: None,
+) -> None:
+    from tether.presence import get_presence
+    from tether.streams import get_streams
+
+    def joins() -> float:
+        return sample("tether_presence_events_total", alias="default", event="join")
+
+    def published() -> float:
+        return sample("tether_stream_messages_published_total", alias="default")
+
+    for channels in (3, 1):  # a layer, then another for the same alias (settings changed) counting from zero again
+        with override_settings(CHANNEL_LAYERS={"default": {"BACKEND": "tether.layers.InMemoryChannelLayer"}}):
+            layer = channel_layers["default"]
+            presence, streams = get_presence(layer), get_streams(layer)
+            before = {"joins": joins(), "published": published()}
+            for _ in range(channels):
+                await presence.join("room.again", await layer.new_channel(), listen=False)
+                await streams.publish("news.again", {})
+            assert joins() - before["joins"] == channels
+            assert published() - before["published"] == channels
+            await presence.close()
+            await layer.flush()
+
+
 async def test_the_view_serves_the_exposition_format(metrics_on: None) -> None:
     communicator = WebsocketCommunicator(Echo.as_asgi(), "/")
     assert (await communicator.connect(WAIT))[0]

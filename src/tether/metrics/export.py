@@ -155,6 +155,8 @@ class Exporter:
         self.interval = interval
         self._flushed: dict[tuple[Any, Any], Any] = {}
         self._layer_stats: weakref.WeakKeyDictionary[Any, dict[str, int]] = weakref.WeakKeyDictionary()
+        # What each presence tracker and streams object had counted at the last flush, by metric and labels.
+        self._owned: weakref.WeakKeyDictionary[Any, dict[tuple[Any, Any], Any]] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -231,7 +233,11 @@ class Exporter:
         )
 
     def _presence_and_streams(self) -> None:
-        """Add what each layer's presence tracker and streams counted, for the layers that have made them."""
+        """Add what each layer's presence tracker and streams counted, for the layers that have made them.
+
+        Counted since the last flush per tracker, not per alias: a layer built again for an alias (settings changed)
+        has a new tracker counting from zero, whose counts would otherwise be held back until they passed the old's.
+        """
         from tether.presence.base import existing_presence
         from tether.streams.base import existing_streams
 
@@ -240,15 +246,24 @@ class Exporter:
             if presence is not None:
                 stats = presence.stats()
                 PRESENCE_CONNECTIONS.labels(alias).set(stats["connections"])
-                self._counters(PRESENCE_EVENTS, {(alias, "join"): stats["joined"], (alias, "leave"): stats["left"]})
+                flushed = self._owned.setdefault(presence, {})
+                joins_and_leaves = {(alias, "join"): stats["joined"], (alias, "leave"): stats["left"]}
+                self._counters(PRESENCE_EVENTS, joins_and_leaves, flushed)
             streams = existing_streams(layer)
             if streams is not None:
                 kept = streams.stats()
-                self._counters(STREAM_PUBLISHED, {(alias,): kept["published"]})
-                self._counters(STREAM_RECOVERIES, {(alias, outcome): n for outcome, n in kept["recoveries"].items()})
+                flushed = self._owned.setdefault(streams, {})
+                self._counters(STREAM_PUBLISHED, {(alias,): kept["published"]}, flushed)
+                recoveries = {(alias, outcome): n for outcome, n in kept["recoveries"].items()}
+                self._counters(STREAM_RECOVERIES, recoveries, flushed)
 
-    def _counters(self, metric: Counter, counts: dict[Any, int]) -> None:
-        flushed = self._flushed
+    def _counters(
+        self, metric: Counter, counts: dict[Any, int], flushed: dict[tuple[Any, Any], Any] | None = None
+    ) -> None:
+        """Add to ``metric`` what ``counts`` (labels -> count since it started) grew by since the counts in
+        ``flushed`` (by default the exporter's own, for the counts of this process)."""
+        if flushed is None:
+            flushed = self._flushed
         for labels, count in list(counts.items()):
             key = (metric, labels)
             delta = count - flushed.get(key, 0)
