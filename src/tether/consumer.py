@@ -400,9 +400,10 @@ class AsyncConsumer:
             # Metrics on: ConnectionWatch.histogram_for and the count written out, a call less per message (a
             # wrapper around dispatch cost 7% of a group_send's server CPU); one message in its kind's ``every`` is
             # timed, and stands for the others.
-            if message["type"] == "websocket.receive":
+            message_type = message["type"]
+            if message_type == "websocket.receive":
                 timed = watch.binary if message.get("text") is None else watch.text
-            elif message["type"] in LIFECYCLE_KINDS:
+            elif message_type in LIFECYCLE_KINDS:
                 timed = watch.lifecycle(message)
             else:
                 timed = watch.layer

@@ -217,12 +217,15 @@ class Outbox:
         Raises the server's ``OSError`` when the client has gone away, and ``ConnectionResetError`` after the
         connection was closed as too slow (the handler then ends quietly, as for a departed client).
         """
-        if self.state is not _DIRECT and len(self.queue) >= self.limit and self.chosen == "disconnect":
+        state = self.state
+        if state is not _DIRECT and len(self.queue) >= self.limit and self.chosen == "disconnect":
             await self.wait_for_room()  # before counting: the connection may be closed when it returns
+            state = self.state
         watcher = self.watcher
-        if watcher is not None and (self.state is _DIRECT or self.state is _QUEUEING):
-            # Counted as the consumer sends it: a frame later dropped for a slow client counts among the drops too;
-            # one refused because the connection was closed (ConnectionResetError, from enqueue) is not counted.
+        if watcher is not None and (state is _DIRECT or state is _QUEUEING):
+            # ConnectionWatch.sent written out (a call per frame). Counted as the consumer sends it: a frame later
+            # dropped for a slow client counts among the drops too; one refused because the connection was closed
+            # (ConnectionResetError, from enqueue) is not counted.
             if message.get("type") == "websocket.send":
                 if message.get("text") is not None:
                     watcher.counts.sent_text += 1
@@ -230,7 +233,7 @@ class Outbox:
                     watcher.counts.sent_binary += 1
             else:
                 watcher.answered(message)
-        if self.state is not _DIRECT:
+        if state is not _DIRECT:
             self.enqueue(message)
             return
         sending: Any = self.server_send(message)

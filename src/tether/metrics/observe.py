@@ -23,7 +23,7 @@ from typing import Any
 from asgiref.sync import markcoroutinefunction
 
 from tether import loop_lag, status
-from tether.metrics.tally import LIFECYCLE_KINDS, ConsumerCounts, Tally, _Histogram
+from tether.metrics.tally import LIFECYCLE_KINDS, RECEIVED_KINDS, ConsumerCounts, Tally, _Histogram, message_kind
 from tether.types import Message, Scope, Send
 
 __all__ = ["ConnectionWatch", "Observer"]
@@ -66,20 +66,23 @@ class ConnectionWatch:
         #: else the server's wrapped in a counter.
         self.send = send if outbox_counts else self.wrap_send(send)
 
-    def wrap_send(self, send: Send) -> Send:
-        counts = self.counts
+    def sent(self, message: Message) -> None:
+        """Count a message the consumer sends: a frame by kind, anything else as the handshake's answer or the close.
+        (``Outbox.send`` writes this out, for every frame of a WebSocket.)"""
+        if message.get("type") == "websocket.send":
+            if message.get("text") is not None:
+                self.counts.sent_text += 1
+            else:
+                self.counts.sent_binary += 1
+        else:
+            self.answered(message)
 
+    def wrap_send(self, send: Send) -> Send:
         # A plain function returning the server's awaitable, not a coroutine around it: one coroutine less per
         # message sent. So a message is counted as it is handed to the server, before the send completes; one the
         # server refuses (the client just left) counts too.
         def counted_send(message: Message) -> Awaitable[None]:
-            if message["type"] == "websocket.send":
-                if message.get("text") is not None:
-                    counts.sent_text += 1
-                else:
-                    counts.sent_binary += 1
-            else:
-                self.answered(message)
+            self.sent(message)
             return send(message)
 
         # Sync consumers wrap ``send`` in async_to_sync, which wants to see a coroutine function.
@@ -106,13 +109,13 @@ class ConnectionWatch:
         return self.counts.handler(kind)
 
     def histogram_for(self, message: Message) -> _Histogram:
-        """The histogram ``message`` counts in: by kind (``tether.metrics.tally.message_kind``)."""
-        message_type = message.get("type")
-        if message_type == "websocket.receive":
-            return self.binary if message.get("text") is None else self.text
-        if message_type in LIFECYCLE_KINDS:
-            return self.lifecycle(message)
-        return self.layer
+        """The histogram ``message`` counts in, by its kind (``message_kind``; ``AsyncConsumer.dispatch`` writes
+        this out, for every message)."""
+        kind = message_kind(message)
+        if kind in RECEIVED_KINDS:
+            histogram: _Histogram = getattr(self, kind)
+            return histogram
+        return self.lifecycle(message)
 
     def wrap_dispatch(self, dispatch: Callable[[Message], Awaitable[None]]) -> Callable[[Message], Awaitable[None]]:
         # A plain function returning the consumer's own coroutine, as ``counted_send``: only one message in its
